@@ -1,0 +1,225 @@
+"""The model-input contract: what a model expects and how its output becomes a mask.
+
+This module is the single definition of pre- and post-processing. Training-time evaluation,
+`segtrain evaluate`, ONNX verification and `segdeploy batch` all call these functions, and the
+spec travels inside checkpoints and ONNX files. It must stay importable without torch
+(`segdeploy batch` runs on machines that have none), so only NumPy and OpenCV are used here.
+
+Resize rule ("stretch"): the image is resized to the model's input size ignoring aspect ratio,
+with area interpolation when both sides shrink and bilinear otherwise. Logits are resized back
+to the original size with bilinear interpolation (half-pixel centres, as torch's
+``align_corners=False``) *before* the arg-max, in horizontal strips so memory stays bounded for
+very large images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import cv2
+import numpy as np
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKGROUND = "background"
+# Default target categories: (COCO id, name); background is index 0 and has COCO id 0.
+DEFAULT_CATEGORIES: tuple[tuple[int, str], ...] = ((1, "person"), (17, "cat"), (37, "sports ball"), (84, "book"))
+RESIZE_RULES = ("stretch",)
+METADATA_PREFIX = "segtrain."
+
+
+def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    """The PASCAL VOC colour map: class 0 black, then well-separated colours."""
+    colours = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colours.append((r, g, b))
+    return tuple(colours)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to feed a model and read its output; stored in checkpoints and ONNX."""
+
+    arch: str
+    encoder: str
+    classes: tuple[str, ...]
+    coco_ids: tuple[int, ...]
+    input_size: tuple[int, int] = (512, 512)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    palette: tuple[tuple[int, int, int], ...] = field(default=())
+    resize: str = "stretch"
+    ignore_index: int = IGNORE_INDEX
+
+    def __post_init__(self) -> None:
+        # Normalise containers so specs read back from JSON compare equal to the originals.
+        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        object.__setattr__(self, "coco_ids", tuple(int(c) for c in self.coco_ids))
+        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        palette = self.palette or default_palette(len(self.classes))
+        object.__setattr__(self, "palette", tuple(tuple(int(v) for v in c) for c in palette))
+        if len(self.coco_ids) != len(self.classes):
+            raise ValueError(f"{len(self.classes)} classes but {len(self.coco_ids)} COCO ids")
+        if len(self.palette) < len(self.classes):
+            raise ValueError(f"palette has {len(self.palette)} colours for {len(self.classes)} classes")
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"unknown resize rule {self.resize!r}; known: {', '.join(RESIZE_RULES)}")
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ValueError(f"input size must be (height, width), got {self.input_size}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        known = {f.name for f in fields(cls)}
+        missing = {"arch", "encoder", "classes", "coco_ids"} - set(d)
+        if missing:
+            raise ValueError(f"model spec lacks {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_metadata(self) -> dict[str, str]:
+        """One metadata entry per field, JSON-encoded (ONNX metadata_props are str -> str)."""
+        return {METADATA_PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> ModelSpec:
+        d = {k[len(METADATA_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(METADATA_PREFIX)}
+        return cls.from_dict(d)
+
+
+def build_spec(arch: str, encoder: str, categories: Sequence[tuple[int, str]] = DEFAULT_CATEGORIES,
+               image_size: int | tuple[int, int] = 512) -> ModelSpec:
+    """A spec with background at index 0 followed by `categories` (COCO id, name) in order."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return ModelSpec(arch=arch, encoder=encoder,
+                     classes=(BACKGROUND, *(name for _, name in categories)),
+                     coco_ids=(0, *(cid for cid, _ in categories)), input_size=size)
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-processing
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an HxWx3 uint8 image to (height, width) following the "stretch" rule."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = h < image.shape[0] and w < image.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a class mask (never invents classes)."""
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def normalize(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 HxWx3 RGB -> float32 3xHxW, scaled to [0, 1] then standardised by the spec."""
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    x = (image.astype(np.float32) / np.float32(255.0) - mean) / std
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def preprocess(images: np.ndarray | Iterable[np.ndarray], spec: ModelSpec) -> np.ndarray:
+    """RGB uint8 image(s) of any size -> float32 NCHW batch at the spec's input size."""
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        images = [images]
+    batch = [normalize(resize_image(_as_rgb(im), spec.input_size), spec) for im in images]
+    return np.stack(batch)
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    return image
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing
+
+
+def _linear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights for half-pixel bilinear resampling of n_in samples to n_out."""
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (pos - lo).astype(np.float32)
+    return lo, hi, frac
+
+
+def resize_logits(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of CxHxW logits to (height, width) (for tests and small outputs)."""
+    return _resize_rows(logits, size, 0, size[0])
+
+
+def _resize_rows(logits: np.ndarray, size: tuple[int, int], r0: int, r1: int) -> np.ndarray:
+    c, h, w = logits.shape
+    out_h, out_w = size
+    ylo, yhi, yf = _linear_taps(out_h, h)
+    xlo, xhi, xf = _linear_taps(out_w, w)
+    rows = slice(r0, r1)
+    top, bottom = logits[:, ylo[rows]], logits[:, yhi[rows]]
+    fy = yf[rows][None, :, None]
+    band = top + (bottom - top) * fy  # C x (r1-r0) x w
+    left, right = band[:, :, xlo], band[:, :, xhi]
+    return left + (right - left) * xf[None, None, :]
+
+
+def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int = 1 << 21) -> np.ndarray:
+    """CxHxW logits -> uint8 class mask of `size` (height, width): resize first, then arg-max.
+
+    Works in bands of rows so a 24-megapixel output never holds all class planes at once.
+    """
+    if logits.ndim != 3:
+        raise ValueError(f"expected CxHxW logits, got shape {logits.shape}")
+    logits = logits.astype(np.float32, copy=False)
+    out_h, out_w = size
+    if logits.shape[1:] == (out_h, out_w):
+        return logits.argmax(0).astype(np.uint8)
+    band = max(1, max_band_pixels // max(out_w, 1))
+    mask = np.empty((out_h, out_w), dtype=np.uint8)
+    for r0 in range(0, out_h, band):
+        r1 = min(out_h, r0 + band)
+        mask[r0:r1] = _resize_rows(logits, size, r0, r1).argmax(0)
+    return mask
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class mask -> HxWx3 uint8 RGB colour mask; ignore (255) and unknown indices are white."""
+    lut = np.full((256, 3), 255, dtype=np.uint8)
+    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return lut[mask]
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
+    """Blend the colour mask over the photo; background (class 0) pixels keep the photo."""
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    colour = colorize(mask, palette)
+    blended = cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+    return np.where((mask == 0)[..., None], image, blended)
