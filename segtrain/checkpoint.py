@@ -1,0 +1,88 @@
+"""Checkpoints: plain dicts of tensors and values that load with `torch.load(weights_only=True)`.
+
+Layout (version 1)::
+
+    {"format": "segtrain-checkpoint", "version": 1,
+     "spec": ModelSpec.to_dict(),          # rebuilds the model and its pre/post-processing
+     "model": state_dict, "config": {...}, # resolved training config (plain values)
+     "epoch": int, "metrics": {...},       # validation metrics of that epoch
+     # last.pth only, for --resume:
+     "optimizer": ..., "scaler": ..., "rng": ..., "history": [...], "best_miou": float}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from segtrain.contract import ModelSpec
+
+FORMAT = "segtrain-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint that is missing, corrupt, unsafe or not ours; the message names the file."""
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call write(file_object) on a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    import torch
+
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint; refuses pickles that would run code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise CheckpointError(f"{path}: refused, not a plain weights checkpoint ({first[:160]})") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {type(e).__name__})") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not supported (expected {VERSION})")
+    if "model" not in ckpt or "spec" not in ckpt:
+        raise CheckpointError(f"{path}: checkpoint lacks model weights or model spec")
+    try:
+        ckpt["spec"] = ModelSpec.from_dict(ckpt["spec"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid model spec ({e})") from e
+    return ckpt
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
