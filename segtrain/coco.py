@@ -128,6 +128,7 @@ class CocoSplit:
         self.categories = tuple(cats)
         self.classes = (BACKGROUND, *(n for _, n in cats))
         self.coco_ids = (0, *(c for c, _ in cats))
+        self.listed = len(data["images"])
         self.records = self._build_records(data, check_files)
         self._cache = _mask_cache_dir(cache_dir, self.ann_file, self.coco_ids)
 
