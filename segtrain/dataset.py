@@ -7,17 +7,20 @@ and end with the contract's `normalize`, so evaluation inputs are exactly what
 
 from __future__ import annotations
 
+import os
 import warnings
 
-import albumentations as A
-import cv2
-import numpy as np
-import torch
-from torch.utils.data import Dataset
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
 
-from segtrain.coco import CocoSplit
-from segtrain.contract import ModelSpec, normalize, resize_image, resize_mask
-from segtrain.images import ImageReadError
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset  # noqa: E402
+
+from segtrain.coco import CocoSplit  # noqa: E402
+from segtrain.contract import ModelSpec, normalize, resize_image, resize_mask  # noqa: E402
+from segtrain.images import ImageReadError  # noqa: E402
 
 
 def train_augmentation(ignore_index: int) -> A.Compose:
@@ -32,12 +35,18 @@ def train_augmentation(ignore_index: int) -> A.Compose:
 
 
 class SegmentationDataset(Dataset):
-    """(image float32 3xHxW, mask int64 HxW, file name) at the spec's input size."""
+    """(image float32 3xHxW, mask int64 HxW, file name) at the spec's input size.
 
-    def __init__(self, split: CocoSplit, spec: ModelSpec, train: bool = False) -> None:
+    Augmentation is seeded per (seed, epoch, index), so a run is reproducible whichever
+    data-loader worker draws a sample, and a resumed run sees the same samples as a straight one.
+    Set `epoch` before each epoch's loader is created.
+    """
+
+    def __init__(self, split: CocoSplit, spec: ModelSpec, train: bool = False, seed: int = 0) -> None:
         if tuple(split.classes) != tuple(spec.classes):
             raise ValueError(f"split classes {split.classes} differ from the model's {spec.classes}")
-        self.split, self.spec, self.train = split, spec, train
+        self.split, self.spec, self.train, self.seed = split, spec, train, seed
+        self.epoch = 0
         self.augment = train_augmentation(spec.ignore_index) if train else None
 
     def __len__(self) -> int:
@@ -48,6 +57,7 @@ class SegmentationDataset(Dataset):
         image = resize_image(self.split.load_image(i), self.spec.input_size)
         mask = resize_mask(self.split.load_mask(i), self.spec.input_size)
         if self.augment is not None:
+            self.augment.set_random_seed((self.seed * 1_000_003 + self.epoch * 100_019 + i) % 2**32)
             out = self.augment(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return image, mask
