@@ -13,14 +13,13 @@ Layout (version 1)::
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from segtrain.contract import ModelSpec
+from segtrain.fileio import atomic_write_bytes  # noqa: F401  (re-exported for callers)
 
 FORMAT = "segtrain-checkpoint"
 VERSION = 1
@@ -28,22 +27,6 @@ VERSION = 1
 
 class CheckpointError(Exception):
     """A checkpoint that is missing, corrupt, unsafe or not ours; the message names the file."""
-
-
-def atomic_write_bytes(path: str | Path, write) -> None:
-    """Call write(file_object) on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -1,0 +1,56 @@
+"""Scoring a predictor on a COCO split at each image's original size (torch-free).
+
+`segtrain evaluate` passes a PyTorch predictor, `segdeploy evaluate` an onnxruntime one; both
+go through the contract's preprocessing and logits_to_mask, and one confusion matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from tqdm import tqdm
+
+from segtrain.coco import CocoSplit
+from segtrain.contract import ModelSpec, logits_to_mask, preprocess
+from segtrain.metrics import ConfusionMatrix, SegMetrics
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def split_categories(spec: ModelSpec) -> list[int]:
+    """The COCO ids a split must be filtered to so its class indices match the model's."""
+    return list(spec.coco_ids[1:])
+
+
+def _chunks(n: int, size: int) -> Iterator[list[int]]:
+    for start in range(0, n, size):
+        yield list(range(start, min(n, start + size)))
+
+
+def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_size: int = 4,
+                   limit: int | None = None, progress: bool = False) -> SegMetrics:
+    """Per-class IoU, mIoU and pixel accuracy of `predict` over `split` at original sizes.
+
+    `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW.
+    """
+    if tuple(split.classes) != tuple(spec.classes):
+        raise ValueError(f"split classes {split.classes} differ from the model's {spec.classes}")
+    n = len(split) if limit is None else min(limit, len(split))
+    cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return split.load_image(i), split.load_mask(i)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        bar = tqdm(total=n, desc=f"evaluate {split.name}", unit="img", disable=not progress)
+        pending = pool.map(load, range(n))  # decoding overlaps inference
+        for idx in _chunks(n, batch_size):
+            samples = [next(pending) for _ in idx]
+            logits = predict(preprocess([im for im, _ in samples], spec))
+            for (image, truth), out in zip(samples, logits, strict=True):
+                cm.update(truth, logits_to_mask(out, image.shape[:2]))
+            bar.update(len(idx))
+        bar.close()
+    return cm.result(spec.classes)
