@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise CheckpointError(f"{path}: refused, not a plain weights checkpoint ({first[:160]})") from e
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:  # torch's weights-only unpickler met a class or function it would have to run
+            raise CheckpointError(f"{path}: refused, loading it would run code ({unsafe.group(1)}); "
+                                  "not a plain weights checkpoint") from e
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {type(e).__name__})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -69,3 +73,26 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, ModelSpec, dict[str, Any]]:
+    """(model in eval mode on `device`, its spec, the checkpoint dict): the one place models are rebuilt.
+
+    The architecture comes from the spec (random encoder init, no download), then the stored
+    weights are loaded strictly; weights that do not fit the spec are a CheckpointError.
+    """
+    from segtrain.models import ModelError, build_model
+
+    ckpt = load_checkpoint(path, map_location=device)
+    spec = ckpt["spec"]
+    try:
+        model = build_model(spec, encoder_weights="none")
+    except ModelError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its model ({e})") from e
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit a {spec.arch}/{spec.encoder} model "
+                              f"({' '.join(first[:2])[:200]})") from e
+    return model.to(device).eval(), spec, ckpt
