@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ENCODERS = {"deeplab": "resnet50", "segnet": "vgg16_bn"}
 LOSSES = ("auto", "ce", "ce+dice", "dice")
 DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
 
@@ -31,7 +30,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     image_size: int = 512
-    encoder: str | None = None        # default per model: DEFAULT_ENCODERS
+    encoder: str | None = None        # default per model: segtrain.models.DEFAULT_ENCODERS
     encoder_weights: str = "imagenet"
     loss: str = "auto"
     amp: bool | None = None           # None: fp16 on CUDA, off on CPU
@@ -42,9 +41,13 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Fill the defaults that depend on other fields; validate ranges."""
+        from segtrain.models import DEFAULT_ENCODERS, MODELS
+
         c = TrainConfig(**asdict(self))
+        if c.model not in MODELS:
+            raise ConfigError(f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
         c.out = c.out or str(Path("runs") / c.model)
-        c.encoder = c.encoder or DEFAULT_ENCODERS.get(c.model)
+        c.encoder = c.encoder or DEFAULT_ENCODERS[c.model]
         c.loss = DEFAULT_LOSS.get(c.model, "ce") if c.loss == "auto" else c.loss
         if c.workers is None:
             cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -9,6 +9,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def make_spec(cfg: TrainConfig, split: CocoSplit) -> ModelSpec:
 
 
 def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_split: CocoSplit,
-                 ctx: DistContext) -> tuple[DataLoader, DataLoader, SegmentationDataset, DistributedSampler]:
+                 ctx: DistContext) -> tuple[DataLoader, DataLoader, DistributedSampler]:
     train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed)
     val_ds = SegmentationDataset(val_split, spec, train=False)
     # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards.
@@ -51,15 +52,15 @@ def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
                               generator=torch.Generator(), **common)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=ShardSampler(len(val_ds), ctx), **common)
-    return train_loader, val_loader, train_ds, sampler
+    return train_loader, val_loader, sampler
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    precision: Precision, ctx: DistContext, epoch: int, progress: bool) -> tuple[float, int]:
-    """One pass over the training data; returns (mean loss over ranks, images seen on all ranks)."""
+                    precision: Precision, ctx: DistContext, epoch: int, progress: bool) -> tuple[float, float]:
+    """One pass over the training data; returns (mean loss over ranks, training images/s of all ranks)."""
     model.train()
     total = np.zeros(2)  # loss * images, images
-    bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=not progress)
+    bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None if progress else True)
     t0 = time.perf_counter()
     for step, (x, y, _) in enumerate(bar):
         x, y = x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True)
@@ -74,8 +75,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
         precision.scaler.update()
         total += (loss.item() * len(x), len(x))
         bar.set_postfix(loss=f"{total[0] / total[1]:.4f}", img_s=f"{total[1] / (time.perf_counter() - t0):.1f}")
+    seconds = time.perf_counter() - t0
     total = ctx.all_reduce_sum(total)
-    return float(total[0] / max(total[1], 1)), int(total[1])
+    return float(total[0] / max(total[1], 1)), total[1] / max(seconds, 1e-9)
 
 
 @torch.no_grad()
@@ -85,7 +87,7 @@ def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, precision
     model.eval()
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     loss_sum = np.zeros(2)
-    for x, y, _ in tqdm(loader, desc="validate", unit="batch", leave=False, disable=not progress):
+    for x, y, _ in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None if progress else True):
         x, y = x.to(precision.device), y.to(precision.device)
         with precision.autocast():
             logits = model(x)
@@ -142,62 +144,94 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def fit(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True, log: Log = print) -> dict:
-    """Train `cfg.model`; returns {"best_miou", "best_epoch", "epochs_run", "out"}."""
+@dataclass
+class Run:
+    """What one training run holds between epochs."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    spec: ModelSpec
+    model: nn.Module          # the bare model (checkpoints are written from it)
+    net: nn.Module            # what is trained: the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    loss_fn: nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: DistributedSampler
+    state: dict
+
+
+def prepare(cfg: TrainConfig, ctx: DistContext, resume: str | Path | None, log: Log) -> Run:
     from segtrain.models import build_model
 
+    use_local_gpu = ctx.enabled and cfg.device != "cpu" and torch.cuda.is_available()
+    device = resolve_device(f"cuda:{ctx.local_rank}" if use_local_gpu else cfg.device)
+    precision = choose_precision(device, cfg.amp)
+    train_split = CocoSplit.open(cfg.data, "train", cfg.categories)
+    val_split = CocoSplit.open(cfg.data, "validation", cfg.categories)
+    for problem in (train_split.problems + val_split.problems) if ctx.is_main else []:
+        log(f"warning: {problem}")
+    spec = make_spec(cfg, train_split)
+    seed_everything(cfg.seed + ctx.rank)
+    model = build_model(spec, encoder_weights=cfg.encoder_weights)
+    if ctx.enabled and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "history": [], "best_miou": -1.0}
+    if resume:
+        state = restore(resume, model, optimizer, precision, spec)
+    net = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
+    train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx)
+    if ctx.is_main:
+        log(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
+            f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
+            f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}; writing to {cfg.out}")
+    return Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, state)
+
+
+def run_epoch(run: Run, epoch: int, progress: bool, log: Log) -> None:
+    """Train, validate and (on rank 0) write this epoch's artifacts."""
+    t0 = time.perf_counter()
+    run.sampler.set_epoch(epoch)
+    run.train_loader.dataset.epoch = epoch
+    run.train_loader.generator.manual_seed(run.cfg.seed * 7919 + epoch * 31 + run.ctx.rank)
+    train_loss, images_per_s = train_one_epoch(run.net, run.train_loader, run.loss_fn, run.optimizer,
+                                               run.precision, run.ctx, epoch, progress)
+    val_loss, cm = validate(run.net, run.val_loader, run.loss_fn, run.precision, run.spec, run.ctx, progress)
+    row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
+    run.state["history"].append(row)
+    run.state["epoch"] = epoch
+    improved = _finite(row["miou"]) > run.state["best_miou"]
+    if improved:
+        run.state["best_miou"] = _finite(row["miou"])
+    if run.ctx.is_main:
+        save_epoch(Path(run.cfg.out), run, row, cm, improved)
+        log(f"epoch {epoch}/{run.cfg.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+            f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, train {images_per_s:.1f} img/s, "
+            f"epoch {time.perf_counter() - t0:.0f}s")
+    run.ctx.barrier()
+
+
+def fit(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True, log: Log = print) -> dict:
+    """Train `cfg.model`; returns {"best_miou", "best_epoch", "epochs_run", "out"}."""
     cfg = cfg.resolved()
     ctx = init_distributed(cfg.device)
     try:
-        device = resolve_device(f"cuda:{ctx.local_rank}" if ctx.enabled and cfg.device != "cpu"
-                                and torch.cuda.is_available() else cfg.device)
-        precision = choose_precision(device, cfg.amp)
-        train_split = CocoSplit.open(cfg.data, "train", cfg.categories)
-        val_split = CocoSplit.open(cfg.data, "validation", cfg.categories)
-        for problem in (train_split.problems + val_split.problems) if ctx.is_main else []:
-            log(f"warning: {problem}")
-        spec = make_spec(cfg, train_split)
-        seed_everything(cfg.seed + ctx.rank)
-        model = build_model(spec, encoder_weights=cfg.encoder_weights)
-        if ctx.enabled and cfg.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        state = {"epoch": 0, "history": [], "best_miou": -1.0}
-        if resume:
-            state = restore(resume, model, optimizer, precision, spec)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if ctx.enabled else model
-        loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
-        train_loader, val_loader, train_ds, sampler = make_loaders(cfg, spec, train_split, val_split, ctx)
-        out = Path(cfg.out)
+        run = prepare(cfg, ctx, resume, log)
         if ctx.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-            log(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
-                f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
-                f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}; writing to {out}")
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            sampler.set_epoch(epoch)
-            train_ds.epoch = epoch
-            train_loader.generator.manual_seed(cfg.seed * 7919 + epoch * 31 + ctx.rank)
-            train_loss, seen = train_one_epoch(net, train_loader, loss_fn, optimizer, precision, ctx, epoch, progress)
-            val_loss, cm = validate(net, val_loader, loss_fn, precision, spec, ctx, progress)
-            row = history_row(epoch, train_loss, val_loss, cm, spec, optimizer.param_groups[0]["lr"])
-            state["history"].append(row)
-            seconds = time.perf_counter() - t0
-            if ctx.is_main:
-                improved = save_epoch(out, model, optimizer, precision, spec, cfg, state, row, cm)
-                log(f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-                    f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, "
-                    f"{seen / seconds:.1f} img/s, {seconds:.0f}s")
-            else:
-                state["best_miou"] = max(state["best_miou"], _finite(row["miou"]))
-            ctx.barrier()
-        best = max(state["history"], key=lambda r: _finite(r["miou"])) if state["history"] else None
-        return {"best_miou": state["best_miou"], "best_epoch": best["epoch"] if best else None,
-                "epochs_run": len(state["history"]), "out": str(out)}
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(cfg.out) / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
+            run_epoch(run, epoch, progress, log)
+        history = run.state["history"]
+        best = max(history, key=lambda r: _finite(r["miou"])) if history else None
+        return {"best_miou": run.state["best_miou"], "best_epoch": best["epoch"] if best else None,
+                "epochs_run": len(history), "out": cfg.out}
     finally:
         shutdown_distributed(ctx)
 
@@ -206,27 +240,23 @@ def _finite(v: float) -> float:
     return v if math.isfinite(v) else -1.0
 
 
-def save_epoch(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-               spec: ModelSpec, cfg: TrainConfig, state: dict, row: dict, cm: ConfusionMatrix) -> bool:
+def save_epoch(out: Path, run: Run, row: dict, cm: ConfusionMatrix, improved: bool) -> None:
     """Write best_model.pth (when mIoU improved), last.pth, metrics.csv and the plots."""
     from segtrain.plots import write_plots
 
+    spec, state = run.spec, run.state
     metrics = {"miou": row["miou"], "val_loss": row["val_loss"], "train_loss": row["train_loss"],
                "pixel_accuracy": row["pixel_accuracy"],
                "iou": {n: float(v) for n, v in zip(spec.classes, cm.iou(), strict=True)}}
-    base = {"spec": spec.to_dict(), "model": model.state_dict(), "config": cfg.to_dict(),
+    base = {"spec": spec.to_dict(), "model": run.model.state_dict(), "config": run.cfg.to_dict(),
             "epoch": row["epoch"], "metrics": metrics}
-    improved = _finite(row["miou"]) > state["best_miou"]
     if improved:
-        state["best_miou"] = _finite(row["miou"])
         save_checkpoint(out / "best_model.pth", base)
-    state["epoch"] = row["epoch"]
-    save_checkpoint(out / "last.pth", {**base, "optimizer": optimizer.state_dict(),
-                                       "scaler": precision.scaler.state_dict(), "rng": rng_state(),
+    save_checkpoint(out / "last.pth", {**base, "optimizer": run.optimizer.state_dict(),
+                                       "scaler": run.precision.scaler.state_dict(), "rng": rng_state(),
                                        "history": state["history"], "best_miou": state["best_miou"]})
     write_metrics_csv(state["history"], out / "metrics.csv")
     write_plots(state["history"], spec.classes, out)
-    return improved
 
 
 def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
