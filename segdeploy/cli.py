@@ -83,10 +83,11 @@ def _export_one(path: Path, opts) -> int:
     """Export one checkpoint; an error is printed in one line and becomes the exit code."""
     from segdeploy.export import ExportError, VerificationError, export_checkpoint
     from segtrain.checkpoint import CheckpointError
+    from segtrain.images import ImageReadError
 
     try:
         export_checkpoint(path, opts, echo=click.echo)
-    except (CheckpointError, ExportError) as e:
+    except (CheckpointError, ExportError, ImageReadError) as e:
         click.echo(f"Error: {e}", err=True)
         return EXIT_INPUT_ERROR
     except VerificationError as e:
@@ -130,11 +131,12 @@ def evaluate_command(model: Path, data: Path, split: str, batch_size: int, provi
     from segdeploy.evaluate import evaluate_onnx
     from segdeploy.runtime import ModelLoadError
     from segtrain.coco import DataError
+    from segtrain.images import ImageReadError
 
     try:
         metrics, _ = evaluate_onnx(model, data, split, batch_size=batch_size, provider=provider, threads=threads,
                                    progress=not as_json and sys.stderr.isatty())
-    except (ModelLoadError, DataError) as e:
+    except (ModelLoadError, DataError, ImageReadError) as e:
         raise InputError(str(e)) from None
     click.echo(metrics.to_json() if as_json else f"{model} on {split}:\n{metrics.table()}")
 

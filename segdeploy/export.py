@@ -105,12 +105,33 @@ def to_onnx(model: Any, spec: ModelSpec, divisor: int, opset: int = DEFAULT_OPSE
                                     dynamic_shapes={"x": dims}, optimize=True)
     finally:
         quiet.setLevel(level)
-    proto = program.model_proto
+    proto = _shapes_after_batchnorm(program.model_proto)
     _name_dynamic_axes(proto)
     for node in proto.graph.node:  # per-node stack traces and FX dumps: bulk, and local file paths
         del node.metadata_props[:]
         node.doc_string = ""
     return proto
+
+
+def _shapes_after_batchnorm(proto: Any) -> Any:
+    """Let Shape nodes read a BatchNormalization's output rather than its input (same shape).
+
+    The exporter sometimes takes a size from a convolution's output that then feeds a BN; that
+    second consumer stops onnxruntime (and quant_pre_process) from folding the BN into the conv.
+    """
+    import onnx_ir
+
+    bn_output = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "BatchNormalization"}
+    moved = False
+    for node in proto.graph.node:
+        if node.op_type == "Shape" and node.input[0] in bn_output:
+            node.input[0] = bn_output[node.input[0]]
+            moved = True
+    if not moved:
+        return proto
+    model = onnx_ir.from_proto(proto)
+    model.graph.sort()
+    return onnx_ir.to_proto(model)
 
 
 def _name_dynamic_axes(proto: Any) -> None:
@@ -186,48 +207,62 @@ def write_report(report: ParityReport, path: Path) -> None:
 
 def export_checkpoint(checkpoint: Path, opts: ExportOptions, echo: Echo = print) -> ExportResult:
     """Export one checkpoint to `<out>/<name>.onnx`, verify it, then build the requested variants."""
-    import torch
-
-    from segdeploy.runtime import OnnxModel
     from segtrain.models import INPUT_DIVISORS
-    from segtrain.torch_eval import torch_predictor
 
     model, spec, ckpt = load_model(checkpoint)
-    name = output_name(checkpoint)
+    divisor = INPUT_DIVISORS[spec.arch]
+    if any(s % divisor for s in spec.input_size):
+        raise ExportError(f"{checkpoint}: input size {spec.input_size[0]}x{spec.input_size[1]} is not a multiple "
+                          f"of {divisor}, which {spec.arch} needs")
     prepare_out_dir(opts.out_dir)
     split = open_split(ckpt, checkpoint, spec, opts.data, opts.split, "verification") if opts.verify else None
-    divisor = INPUT_DIVISORS[spec.arch]
     echo(f"exporting {checkpoint} ({spec.arch}/{spec.encoder}, opset {opts.opset})")
     proto = to_onnx(model, spec, divisor, opts.opset)
     set_metadata(proto, {**spec.to_metadata(), **provenance(ckpt, checkpoint)})
     import onnx
 
     onnx.checker.check_model(proto, full_check=True)
-    final = opts.out_dir / f"{name}.onnx"
-    result = ExportResult(name=name, path=final)
-    with staging(final) as tmp:
+    result = ExportResult(name=output_name(checkpoint), path=opts.out_dir / f"{output_name(checkpoint)}.onnx")
+    report_path = opts.out_dir / f"{result.name}.verify.json"
+    with staging(result.path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         if split is not None:
-            trace = (divisor * TRACE_BLOCKS[0], divisor * TRACE_BLOCKS[1])
-            result.report = run_parity(
-                torch_predictor(model, torch.device("cpu")), OnnxModel(tmp, provider="cpu").run, split, spec,
-                verification_sizes(spec, divisor, avoid=trace), opts.verify_batch_size, opts.verify_images,
-                opts.thresholds, ("pytorch", "onnxruntime-cpu"), f"{split.image_dir.parent} ({opts.split})")
-            result.report.notes.append(f"exported with batch 1 at {trace[0]}x{trace[1]}")
+            result.report = verify_export(model, tmp, spec, split, divisor, opts)
             echo(result.report.summary())
             if not result.report.passed:
-                failed = opts.out_dir / f"{name}.failed.verify.json"
+                failed = opts.out_dir / f"{result.name}.failed.verify.json"
                 write_report(result.report, failed)
                 raise VerificationError(f"{checkpoint}: ONNX export failed verification, no model written "
                                         f"({'; '.join(result.report.failures())}; report: {failed})",
                                         result.report)
-        os.replace(tmp, final)
+        os.replace(tmp, result.path)
+    (opts.out_dir / f"{result.name}.failed.verify.json").unlink(missing_ok=True)
     if result.report is not None:
-        write_report(result.report, opts.out_dir / f"{name}.verify.json")
-        (opts.out_dir / f"{name}.failed.verify.json").unlink(missing_ok=True)
-    echo(f"wrote {final} ({final.stat().st_size / 2**20:.1f} MiB)")
+        write_report(result.report, report_path)
+    else:
+        report_path.unlink(missing_ok=True)  # a report about the previous file would mislead
+    echo(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB)")
     if opts.int8 or opts.fp16:
         from segdeploy.quantize import export_variants
 
-        result.variants = export_variants(final, ckpt, checkpoint, spec, split, opts, echo)
+        result.variants = export_variants(result.path, ckpt, checkpoint, split, opts, echo)
     return result
+
+
+def verify_export(model: Any, onnx_path: Path, spec: ModelSpec, split: CocoSplit, divisor: int,
+                  opts: ExportOptions) -> ParityReport:
+    """PyTorch vs onnxruntime (CPU, full graph optimisation) on real images, at sizes and a batch unlike the trace."""
+    import torch
+
+    from segdeploy.routing import RoutedComparer
+    from segdeploy.runtime import OnnxModel
+    from segtrain.torch_eval import torch_predictor
+
+    trace = (divisor * TRACE_BLOCKS[0], divisor * TRACE_BLOCKS[1])
+    report = run_parity(torch_predictor(model, torch.device("cpu")), OnnxModel(onnx_path, provider="cpu").run,
+                        split, spec, verification_sizes(spec, divisor, avoid=trace), opts.verify_batch_size,
+                        opts.verify_images, opts.thresholds, ("pytorch", "onnxruntime-cpu"),
+                        f"{split.image_dir.parent} ({opts.split})",
+                        matched=lambda: RoutedComparer.create(model, onnx_path))
+    report.notes.append(f"exported with batch 1 at {trace[0]}x{trace[1]}")
+    return report

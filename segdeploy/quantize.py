@@ -127,7 +127,8 @@ def _int8(fp32_path: Path, fp32: Any, ckpt: dict, checkpoint: Path, split: CocoS
     except ExportError:  # no training split beside the data: calibrate on the validation images
         calib = open_split(ckpt, checkpoint, spec, opts.data, opts.split, "INT8 calibration")
     final = fp32_path.with_suffix(".int8.onnx")
-    echo(f"quantizing to INT8 (QDQ, per-channel; calibrating on {opts.calibration_images} images of {calib.name})")
+    echo(f"quantizing to INT8 (QDQ, per-channel; calibrating on {min(opts.calibration_images, len(calib))} "
+         f"images of {calib.name})")
     with staging(final) as tmp:
         used = quantize_int8(fp32_path, tmp, calibration_batches(calib, spec, opts.calibration_images),
                              fp32.input_name)
@@ -163,8 +164,8 @@ def _fp16(fp32_path: Path, fp32: Any, split: CocoSplit | None, opts: ExportOptio
     return final, report
 
 
-def export_variants(fp32_path: Path, ckpt: dict, checkpoint: Path, spec: ModelSpec, split: CocoSplit | None,
-                    opts: ExportOptions, echo: Echo) -> dict[str, tuple[Path, ParityReport]]:
+def export_variants(fp32_path: Path, ckpt: dict, checkpoint: Path, split: CocoSplit | None, opts: ExportOptions,
+                    echo: Echo) -> dict[str, tuple[Path, ParityReport]]:
     """The INT8 and/or FP16 variants requested in `opts`, with their reports written beside them."""
     from segdeploy.runtime import OnnxModel
 

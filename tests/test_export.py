@@ -260,12 +260,13 @@ def test_default_exports_every_run_despite_a_broken_one(tmp_path: Path, sample_r
     Path("runs/broken").mkdir()
     Path("runs/broken/best_model.pth").write_bytes(b"truncated")
     Path("runs/deeplab/last.pth").write_bytes(b"ignored: only best_model.pth is exported")
-    code, lines = _export(["--verify-images", "2"])
+    code, lines = _export(["--verify-images", "2", "--opset", "18"])
     assert code == 2
     assert [line for line in lines if line.startswith("Error:")] == [
         "Error: runs/broken/best_model.pth: not a readable checkpoint (corrupt or not a PyTorch file)"]
     assert sorted(p.name for p in Path("exported").iterdir()) == ["deeplab.onnx", "deeplab.verify.json"]
     assert json.loads(Path("exported/deeplab.verify.json").read_text())["data"].startswith(str(sample_root))
+    assert {o.domain: o.version for o in onnx.load("exported/deeplab.onnx").opset_import}[""] == 18
 
 
 @pytest.mark.slow
@@ -274,3 +275,55 @@ def test_real_resnet50_deeplab_exports(tmp_path: Path, coco_mini: Path) -> None:
     ckpt, path = export_small(tmp_path, "deeplab", "resnet50", coco_mini)
     assert_parity(ckpt, path, coco_mini, [(96, 64)], batch=2)
     assert json.loads(path.with_suffix(".verify.json").read_text())["passed"] is True
+
+
+def test_info_and_evaluate_bad_input(tmp_path: Path, sample_root: Path) -> None:
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff")
+    plain = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    cases = {"missing.onnx": "file not found", "junk.onnx": "not a readable ONNX model",
+             "plain.onnx": "no segtrain model spec in its metadata"}
+    for name, message in cases.items():
+        for args in (["info", str(tmp_path / name)],
+                     ["evaluate", str(tmp_path / name), "--data", str(sample_root), "--split", "test"]):
+            result = CliRunner().invoke(segdeploy, args)
+            lines = result.output.strip().splitlines()
+            assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+            assert lines[0].startswith(f"Error: {tmp_path / name}: ") and message in lines[0]
+
+
+def test_segnet_parity_is_checked_with_matched_pool_routing(exported: dict, coco_mini: Path) -> None:
+    """The routing-matched max |diff| exists only for SegNet, and the hook really steers PyTorch's unpooling."""
+    from segdeploy.routing import RoutedComparer, _take_at, routing_pools
+
+    reports = {arch: json.loads(path.with_suffix(".verify.json").read_text()) for arch, (_, path) in exported.items()}
+    assert all(r["matched_max_abs_diff"] is None for r in reports["deeplab"]["results"])
+    for r in reports["segnet"]["results"]:
+        assert r["matched_max_abs_diff"] <= min(r["max_abs_diff"], 1e-4)
+    assert RoutedComparer.create(load_model(exported["deeplab"][0])[0], exported["deeplab"][1]) is None
+
+    ckpt, path = exported["segnet"]
+    model, spec, _ = load_model(ckpt)
+    split = CocoSplit.open(coco_mini, "validation", categories=split_categories(spec))
+    x = preprocess([split.load_image(0), split.load_image(1)], spec)
+    comparer = RoutedComparer.create(model, path)
+    comparer(x)
+    assert comparer.max_diff < 1e-4
+    logits, *indices = comparer.session.run(None, {"input": x})
+    assert [i.shape[1] for i in indices] == [64, 128, 256, 512, 512]
+
+    def steered(idx: list[np.ndarray]) -> np.ndarray:
+        pools = routing_pools(model)
+        handles = [p.register_forward_hook(_take_at(torch.from_numpy(i))) for p, i in zip(pools, idx, strict=True)]
+        with torch.no_grad():
+            out = model(torch.from_numpy(x)).numpy()
+        for h in handles:
+            h.remove()
+        return out
+
+    np.testing.assert_allclose(steered(indices), logits, rtol=1e-3, atol=1e-5)
+    # The neighbouring column in every 2x2 window (widths are even): wrong routing must show.
+    assert np.abs(steered([i ^ 1 for i in indices]) - logits).max() > 1e-3
