@@ -69,3 +69,26 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, ModelSpec, dict[str, Any]]:
+    """(model in eval mode on `device`, its spec, the checkpoint dict): the one place models are rebuilt.
+
+    The architecture comes from the spec (random encoder init, no download), then the stored
+    weights are loaded strictly; weights that do not fit the spec are a CheckpointError.
+    """
+    from segtrain.models import ModelError, build_model
+
+    ckpt = load_checkpoint(path, map_location=device)
+    spec = ckpt["spec"]
+    try:
+        model = build_model(spec, encoder_weights="none")
+    except ModelError as e:
+        raise CheckpointError(f"{path}: cannot rebuild its model ({e})") from e
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit a {spec.arch}/{spec.encoder} model "
+                              f"({' '.join(first[:2])[:200]})") from e
+    return model.to(device).eval(), spec, ckpt

@@ -75,5 +75,91 @@ def sample_data_command(root: Path, seed: int) -> None:
     click.echo(f"wrote a synthetic COCO dataset to {root}")
 
 
+@main.command("fit")
+@click.argument("model", type=click.Choice(["deeplab", "segnet"]))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Dataset root with train/ and validation/ [default: ./data].")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: runs/<model>].")
+@click.option("--epochs", type=int, help="Epochs to train (with --resume: the new total) [default: 30].")
+@click.option("--batch-size", type=int, help="Images per batch (per process under torchrun) [default: 8].")
+@click.option("--lr", type=float, help="Adam learning rate [default: 1e-4].")
+@click.option("--image-size", type=int, help="Square input size, a multiple of 32 [default: 512].")
+@click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
+@click.option("--encoder-weights", help="imagenet (download), none (random init) or a local .pth [default: imagenet].")
+@click.option("--loss", type=click.Choice(["auto", "ce", "ce+dice", "dice"]),
+              help="Loss [default: auto = ce for deeplab, ce+dice for segnet].")
+@click.option("--amp/--no-amp", default=None,
+              help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
+@click.option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--workers", type=int, help="Data-loader worker processes [default: CPUs - 1, at most 8].")
+@click.option("--seed", type=int, help="Random seed; CPU runs with the same seed are reproducible [default: 0].")
+@click.option("--categories", help=CATEGORIES_HELP)
+@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes under torchrun.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pth (optimizer, RNG, history).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              help="JSON or YAML file with these settings; flags given on the command line win.")
+def fit_command(model: str, resume: Path | None, config_file: Path | None, **flags) -> None:
+    """Train MODEL (deeplab or segnet) on a COCO dataset.
+
+    Writes to --out: best_model.pth (best validation mIoU), last.pth (for --resume),
+    metrics.csv, loss.png, miou.png and config.json. Validation mIoU is measured at the input
+    size after every epoch. Under torchrun the same command trains with DistributedDataParallel.
+    """
+    from segtrain.checkpoint import CheckpointError, load_checkpoint
+    from segtrain.coco import DataError
+    from segtrain.config import ConfigError, TrainConfig, load_config_file
+    from segtrain.models import ModelError
+    from segtrain.precision import DeviceError
+    from segtrain.train import TrainingError, fit
+
+    try:
+        settings: dict = {}
+        if resume:
+            settings.update(load_checkpoint(resume)["config"])
+        if config_file:
+            settings.update(load_config_file(config_file))
+        settings.update({k: v for k, v in flags.items() if v is not None})
+        settings["model"] = model
+        if isinstance(settings.get("categories"), str):
+            settings["categories"] = parse_categories(settings["categories"])
+        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+        result = fit(TrainConfig(**settings), resume=resume)
+    except (ConfigError, DataError, CheckpointError, ModelError, DeviceError) as e:
+        raise InputError(str(e)) from None
+    except TrainingError as e:
+        raise click.ClickException(str(e)) from None
+    if result["best_epoch"] is not None:
+        click.echo(f"best validation mIoU {100 * result['best_miou']:.2f}% at epoch {result['best_epoch']}; "
+                   f"artifacts in {result['out']}")
+
+
+@main.command("evaluate")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Dataset root [default: the one the model was trained on].")
+@click.option("--split", default="validation", show_default=True, help="validation or test (or train).")
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def evaluate_command(checkpoint: Path, data: Path | None, split: str, batch_size: int, device: str,
+                     as_json: bool) -> None:
+    """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a split.
+
+    Scores at each image's original size (logits resized back before the arg-max), with the
+    same code `segdeploy evaluate` uses for ONNX models.
+    """
+    from segtrain.checkpoint import CheckpointError
+    from segtrain.coco import DataError
+    from segtrain.precision import DeviceError
+    from segtrain.torch_eval import evaluate_checkpoint
+
+    try:
+        metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size, device=device,
+                                      progress=not as_json)
+    except (DataError, CheckpointError, DeviceError) as e:
+        raise InputError(str(e)) from None
+    click.echo(metrics.to_json() if as_json else f"{checkpoint} on {split}:\n{metrics.table()}")
+
+
 if __name__ == "__main__":
     main()

@@ -44,7 +44,7 @@ def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_
         return split.load_image(i), split.load_mask(i)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        bar = tqdm(total=n, desc=f"evaluate {split.name}", unit="img", disable=not progress)
+        bar = tqdm(total=n, desc=f"evaluate {split.name}", unit="img", disable=None if progress else True)
         pending = pool.map(load, range(n))  # decoding overlaps inference
         for idx in _chunks(n, batch_size):
             samples = [next(pending) for _ in idx]

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real coco-mini data (skipped when absent) and the synthetic sample."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def coco_mini_path() -> Path:
+    return Path(os.environ.get("SEGTRAIN_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
+
+
+@pytest.fixture(scope="session")
+def coco_mini() -> Path:
+    root = coco_mini_path()
+    if not (root / "train" / "labels.json").is_file():
+        pytest.skip(f"real test data not found at {root} (set SEGTRAIN_COCO_MINI)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segtrain.synthetic import make_sample_dataset
+
+    return make_sample_dataset(tmp_path_factory.mktemp("sample") / "data", seed=0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mask_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the mask cache inside the test's temporary folders, never in the user's home."""
+    os.environ["SEGTRAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("mask-cache"))

@@ -1,0 +1,102 @@
+"""The torch-free model-input contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from segtrain.contract import (
+    ModelSpec,
+    build_spec,
+    colorize,
+    logits_to_mask,
+    overlay,
+    preprocess,
+    resize_logits,
+)
+
+
+def test_contract_and_data_modules_do_not_import_torch():
+    code = ("import sys, segtrain, segtrain.contract, segtrain.images, segtrain.metrics, segtrain.coco, "
+            "segtrain.evaluation, segtrain.report, segtrain.synthetic; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'albumentations')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_spec_round_trips_through_dict_and_metadata():
+    spec = build_spec("segnet", "vgg16_bn", image_size=(96, 128))
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    meta = spec.to_metadata()
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
+    assert ModelSpec.from_metadata(meta) == spec
+    assert spec.classes == ("background", "person", "cat", "sports ball", "book")
+    assert spec.coco_ids == (0, 1, 17, 37, 84)
+    assert spec.palette[0] == (0, 0, 0) and len(set(spec.palette)) == 5
+
+
+def test_spec_rejects_inconsistent_fields():
+    with pytest.raises(ValueError, match="COCO ids"):
+        ModelSpec(arch="a", encoder="b", classes=("bg", "x"), coco_ids=(0,))
+    with pytest.raises(ValueError, match="resize rule"):
+        ModelSpec(arch="a", encoder="b", classes=("bg",), coco_ids=(0,), resize="letterbox")
+
+
+def test_preprocess_normalises_with_the_spec():
+    spec = build_spec("deeplab", "resnet18", image_size=(4, 6))
+    image = np.full((8, 12, 3), 255, np.uint8)
+    x = preprocess(image, spec)
+    assert x.shape == (1, 3, 4, 6) and x.dtype == np.float32
+    expected = (1.0 - np.array(spec.mean)) / np.array(spec.std)
+    np.testing.assert_allclose(x[0, :, 0, 0], expected, rtol=1e-6)
+    batch = preprocess([image, image[:5, :7]], spec)
+    assert batch.shape == (2, 3, 4, 6)
+
+
+def test_preprocess_rejects_non_rgb():
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        preprocess(np.zeros((4, 4), np.uint8), build_spec("deeplab", "resnet18", image_size=4))
+
+
+def test_resize_logits_matches_opencv_bilinear():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 7, 9)).astype(np.float32)
+    ours = resize_logits(logits, (20, 31))
+    ref = cv2.resize(logits.transpose(1, 2, 0), (31, 20), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_logits_to_mask_in_bands_equals_whole_image_argmax():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(5, 16, 16)).astype(np.float32)
+    whole = resize_logits(logits, (301, 203)).argmax(0)
+    banded = logits_to_mask(logits, (301, 203), max_band_pixels=999)
+    assert banded.dtype == np.uint8 and banded.shape == (301, 203)
+    np.testing.assert_array_equal(banded, whole)
+
+
+def test_logits_to_mask_places_a_square_where_it_was():
+    logits = np.zeros((2, 8, 8), np.float32)
+    logits[0] = 5.0
+    logits[1, 2:6, 2:6] = 10.0  # class 1 on the centre half: the boundary is half-way between pixel centres
+    mask = logits_to_mask(logits, (80, 80))
+    assert mask[40, 40] == 1 and mask[5, 5] == 0 and mask[75, 40] == 0
+    ys, xs = np.nonzero(mask)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (20, 59, 20, 59)
+
+
+def test_colorize_and_overlay():
+    palette = ((0, 0, 0), (255, 0, 0))
+    mask = np.array([[0, 1], [255, 1]], np.uint8)
+    colour = colorize(mask, palette)
+    assert colour[0, 1].tolist() == [255, 0, 0] and colour[1, 0].tolist() == [255, 255, 255]
+    image = np.full((2, 2, 3), 100, np.uint8)
+    out = overlay(image, mask, palette, alpha=0.5)
+    assert out[0, 0].tolist() == [100, 100, 100]  # background keeps the photo
+    assert out[0, 1].tolist() == [178, 50, 50]
+    with pytest.raises(ValueError):
+        overlay(image, mask[:1], palette)
