@@ -39,6 +39,7 @@ from segdeploy.outputs import (
     encode_rgb,
     output_paths,
     read_mask,
+    source_stamp,
     sweep_temp_files,
     write_atomic,
 )
@@ -100,6 +101,7 @@ class Decoded:
     image: np.ndarray
     tensor: np.ndarray | None
     seconds: dict[str, float]
+    stamp: dict[str, int]  # source_stamp taken before reading, so a file changed meanwhile is redone
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,10 @@ class BatchResult:
     def describe(self) -> str:
         """What the run did, its speed, and the ground-truth scores when there are any."""
         t = self.totals.to_dict()
+        speed = (f" ({t['images_per_second']:.2f} images/s end-to-end, {t['model_images_per_second']:.2f} "
+                 "images/s in the model)" if t["processed"] else "")
         lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
-                 f"in {t['seconds']:.1f} s ({t['images_per_second'] or 0:.2f} images/s end-to-end, "
-                 f"{t['model_images_per_second'] or 0:.2f} images/s in the model; {self.summary['provider']})",
-                 f"summary: {self.summary_path}"]
+                 f"in {t['seconds']:.1f} s on {self.summary['provider']}{speed}", f"summary: {self.summary_path}"]
         if self.ground_truth is not None:
             gt = self.ground_truth
             lines.append(f"ground truth: {gt.scored} images scored, {gt.without_truth} inputs without ground truth")
@@ -189,13 +191,16 @@ def decode(job: Job, spec: ModelSpec) -> Decoded | Failure:
     """Read and preprocess one input; an unreadable file becomes a Failure with the reason."""
     t0 = time.perf_counter()
     try:
+        stamp = source_stamp(job.source)
         image = load_image(job.source)
+    except FileNotFoundError:
+        return Failure(job.key, "file not found (removed during the run?)")
     except ImageReadError as e:
         return Failure(job.key, str(e).removeprefix(f"{job.source}: "))
     except MemoryError:
         return Failure(job.key, "not enough memory to decode it")
     tensor = preprocess(image, spec)[0]
-    return Decoded(job, image, tensor, {"decode": time.perf_counter() - t0})
+    return Decoded(job, image, tensor, {"decode": time.perf_counter() - t0}, stamp)
 
 
 def blend_overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float) -> np.ndarray:
@@ -213,7 +218,8 @@ def write_outputs(item: Decoded, logits: np.ndarray, ctx: _WriteContext) -> dict
     job, spec = item.job, ctx.spec
     mask = logits_to_mask(logits, item.image.shape[:2])
     record = {"input": job.key, "outputs": job.outputs.as_dict(ctx.out_dir), "size": list(mask.shape),
-              "seconds": {}, "class_share": class_share(mask, spec.classes), "fingerprint": ctx.fingerprint}
+              "seconds": {}, "class_share": class_share(mask, spec.classes),
+              "fingerprint": {**ctx.fingerprint, "source": item.stamp}}
     try:
         write_atomic(job.outputs.color, encode_rgb(colorize(mask, spec.palette), ".png"))
         write_atomic(job.outputs.overlay, encode_rgb(blend_overlay(item.image, mask, spec.palette, ctx.alpha), ".jpg"))
@@ -296,9 +302,9 @@ def _run_pipeline(model: OnnxModel, todo: list[Job], ctx: _WriteContext, config:
             for batch in _batches(decoded, config.batch_size, progress.done):
                 logits = _infer(model, batch, totals)
                 for item, out in zip(batch, logits, strict=True):
+                    while len(writes) >= 2 * config.workers:
+                        progress.done(writes.popleft().result())
                     writes.append(writers.submit(write_outputs, item, out, ctx))
-                while len(writes) > 2 * config.workers:
-                    progress.done(writes.popleft().result())
             while writes:
                 progress.done(writes.popleft().result())
         except BaseException:
@@ -331,7 +337,10 @@ def _split_done(jobs: list[Job], fingerprint: dict, overwrite: bool) -> tuple[li
         return list(jobs), []
     todo, done = [], []
     for job in jobs:
-        record = completed_record(job.outputs, fingerprint)
+        try:
+            record = completed_record(job.outputs, {**fingerprint, "source": source_stamp(job.source)})
+        except FileNotFoundError:
+            record = None
         if record is None:
             todo.append(job)
         else:

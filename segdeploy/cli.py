@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from segdeploy import __version__
+from segdeploy.runtime import PROVIDER_CHOICES
 
 EXIT_SOME_INPUTS_FAILED = 3
 
@@ -26,7 +27,6 @@ def main() -> None:
     """
 
 
-PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 EXIT_INTERRUPTED = 130
 
 
@@ -38,7 +38,7 @@ EXIT_INTERRUPTED = 130
               help="ONNX model from `segdeploy export` [default: the only .onnx in exported/].")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
               help="Images per onnxruntime call.")
-@click.option("--provider", default="auto", show_default=True, type=click.Choice(PROVIDERS),
+@click.option("--provider", default="auto", show_default=True, type=click.Choice(PROVIDER_CHOICES),
               help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads [default: onnxruntime's].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")

@@ -9,15 +9,17 @@ so ``a.jpg`` and ``a.png`` never collide::
 
 All three have the image's size after EXIF orientation. Each is encoded in memory, written to a
 hidden temporary name beside its target and renamed into place, so a file that exists is whole.
-The mask is written last and carries a text chunk with the run's fingerprint (model hash and
-overlay alpha) and the image's summary record: a rerun treats an image as done when all three
-files exist and the mask's fingerprint matches, and reuses the record for summary.json.
+The mask is written last and carries a text chunk with a fingerprint (model hash, overlay alpha,
+and the input file's size and modification time) and the image's summary record: a rerun treats
+an image as done when all three files exist and the fingerprint still matches, so a replaced
+photo or another model is redone, and reuses the record for summary.json.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +118,12 @@ def completed_record(paths: OutputPaths, fingerprint: dict) -> dict | None:
     if record is None or record.get("fingerprint") != fingerprint:
         return None
     return record
+
+
+def source_stamp(path: Path) -> dict[str, int]:
+    """The input file's identity for the fingerprint: a changed photo has a new stamp."""
+    st = os.stat(path)
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -261,12 +261,19 @@ def test_rerun_skips_complete_outputs_and_redoes_only_what_is_missing(model: Pat
     assert records["im0.png"]["class_share"] == first.summary["images"][0]["class_share"]
 
 
-def test_overwrite_and_a_different_alpha_redo_everything(model: Path, tmp_path: Path) -> None:
+def test_overwrite_another_alpha_or_model_and_a_replaced_photo_are_redone(model: Path, tmp_path: Path) -> None:
     save(half_image(40, 40, 1), tmp_path / "in" / "a.png")
+    save(half_image(40, 40, 1), tmp_path / "in" / "b.png")
     run(model, tmp_path / "in", tmp_path / "out")
     assert run(model, tmp_path / "in", tmp_path / "out").totals.processed == 0
-    assert run(model, tmp_path / "in", tmp_path / "out", overwrite=True).totals.processed == 1
-    assert run(model, tmp_path / "in", tmp_path / "out", alpha=0.8).totals.processed == 1
+    assert run(model, tmp_path / "in", tmp_path / "out", overwrite=True).totals.processed == 2
+    assert run(model, tmp_path / "in", tmp_path / "out", alpha=0.8).totals.processed == 2
+    other = build_colour_model(tmp_path / "other.onnx", input_size=(40, 40))
+    assert run(other, tmp_path / "in", tmp_path / "out", alpha=0.8).totals.processed == 2
+    save(half_image(50, 60, 0), tmp_path / "in" / "b.png")  # the user replaces a photo
+    again = run(other, tmp_path / "in", tmp_path / "out", alpha=0.8)
+    assert again.totals.processed == 1 and again.totals.resumed == 1
+    np.testing.assert_array_equal(read_png(output_paths(tmp_path / "out", Path("b.png")).mask), half_truth(50, 60, 0))
 
 
 def test_output_folder_inside_input_folder_is_not_read_as_input(model: Path, tmp_path: Path) -> None:

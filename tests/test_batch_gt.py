@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +20,6 @@ from segtrain.coco import CocoSplit
 from segtrain.contract import build_spec
 from segtrain.evaluation import evaluate_split, split_categories
 from segtrain.synthetic import rle_encode
-
-COCO_MINI = Path(os.environ.get("SEGTRAIN_COCO_MINI", Path(__file__).resolve().parents[2] / "shared/data/coco-mini"))
-
-
-@pytest.fixture(autouse=True)
-def no_mask_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEGTRAIN_CACHE_DIR", "off")
 
 
 def _entry(image_id: int, name: str, truth: np.ndarray, category: int = 1) -> tuple[dict, dict]:
@@ -120,15 +112,13 @@ def _coco_model(path: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (COCO_MINI / "validation" / "labels.json").is_file(),
-                    reason=f"coco-mini not found at {COCO_MINI} (set SEGTRAIN_COCO_MINI)")
-def test_gt_on_coco_mini_validation_matches_evaluate(tmp_path: Path) -> None:
+def test_gt_on_coco_mini_validation_matches_evaluate(coco_mini: Path, tmp_path: Path) -> None:
     model_path = _coco_model(tmp_path / "coco.onnx")
     model = OnnxModel(model_path, "cpu")
-    split = CocoSplit.open(COCO_MINI, "validation", categories=split_categories(model.spec))
+    split = CocoSplit.open(coco_mini, "validation", categories=split_categories(model.spec))
     expected = evaluate_split(model.run, split, model.spec, batch_size=4)
-    config = BatchConfig(input_dir=COCO_MINI / "validation" / "data", out_dir=tmp_path / "out", model=model_path,
-                         gt=COCO_MINI / "validation" / "labels.json", batch_size=4, progress=False)
+    config = BatchConfig(input_dir=coco_mini / "validation" / "data", out_dir=tmp_path / "out", model=model_path,
+                         gt=coco_mini / "validation" / "labels.json", batch_size=4, progress=False)
     result = run_batch(config, log=lambda m: None)
     got = result.ground_truth.metrics
     assert result.ground_truth.scored == len(split) and not result.failures
