@@ -394,11 +394,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
         _run_pipeline(model, todo, ctx, config, progress, totals)
     finally:
         progress.bar.close()
-    totals.wall_seconds = time.perf_counter() - t0
-    totals.processed, totals.failed = len(progress.records), len(progress.failures)
-    for record in progress.records:
-        for stage in totals.stage_seconds:
-            totals.stage_seconds[stage] += record["seconds"].get(stage, 0.0)
+    totals.finish(time.perf_counter() - t0, progress.records, len(progress.failures))
     records = progress.records + [_resumed_record(job, rec, ctx.out_dir) for job, rec in done]
     gt_report = truth.report([job.key for job in jobs]) if truth is not None else None
     doc = build_summary(_describe_run(config, model, fingerprint), records, progress.failures, totals,

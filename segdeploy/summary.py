@@ -34,6 +34,13 @@ class RunTotals:
     model_seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "infer": 0.0, "write": 0.0})
 
+    def finish(self, wall_seconds: float, records: list[dict], failed: int) -> None:
+        """Record the run's wall time and add up the per-image records of this run."""
+        self.wall_seconds, self.processed, self.failed = wall_seconds, len(records), failed
+        for record in records:
+            for stage in self.stage_seconds:
+                self.stage_seconds[stage] += record["seconds"].get(stage, 0.0)
+
     def to_dict(self) -> dict:
         def rate(seconds: float) -> float | None:
             return round(self.processed / seconds, 3) if self.processed and seconds > 0 else None
