@@ -1,8 +1,8 @@
 """`segdeploy`: export to ONNX, inspect, evaluate, run over folders, benchmark.
 
-Exit codes: 0 all done; 2 usage or input errors; 3 a batch finished but some inputs were
-unreadable (each named in the output and in summary.json); 1 other failures (for example an
-export that fails verification).
+Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
+some inputs were unreadable (each named in the output and in summary.json); 1 other failures
+(for example an export that fails verification).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ EXIT_SOME_INPUTS_FAILED = 3
 def main() -> None:
     """Ship segtrain models as ONNX and run them with onnxruntime.
 
-    Exit codes: 0 all done; 2 usage or input errors; 3 a batch finished but some inputs were
-    unreadable; 1 other failures (for example an export that fails verification).
+    Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
+    some inputs were unreadable; 1 other failures (for example an export that fails verification).
     """
 
 
