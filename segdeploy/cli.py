@@ -1,27 +1,25 @@
 """`segdeploy`: export to ONNX, inspect, evaluate, run over folders, benchmark.
 
-Exit codes: 0 all done; 2 usage or input errors; 3 a batch finished but some inputs were
-unreadable (each named in the output and in summary.json); 1 other failures (for example an
-export that fails verification).
+Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
+some inputs were unreadable (each named in the output and in summary.json); 1 other failures
+(for example an export that fails verification).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from segdeploy import __version__
+from segdeploy.runtime import PROVIDER_CHOICES
+
+if TYPE_CHECKING:
+    from segdeploy.shard import Shard
 
 EXIT_SOME_INPUTS_FAILED = 3
-EXIT_INPUT_ERROR = 2
-
-
-class InputError(click.ClickException):
-    """Bad input (a file, folder or value): one line "Error: ...", exit code 2."""
-
-    exit_code = EXIT_INPUT_ERROR
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,9 +27,127 @@ class InputError(click.ClickException):
 def main() -> None:
     """Ship segtrain models as ONNX and run them with onnxruntime.
 
-    Exit codes: 0 all done; 2 usage or input errors; 3 a batch finished but some inputs were
-    unreadable; 1 other failures (for example an export that fails verification).
+    Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
+    some inputs were unreadable; 1 other failures (for example an export that fails verification).
     """
+
+
+EXIT_INTERRUPTED = 130
+
+
+class InputError(click.ClickException):
+    """Bad input found after parsing (a missing shard summary): one-line message, exit 2."""
+
+    exit_code = 2
+
+
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    from segdeploy.shard import ShardError, parse_shard
+
+    try:
+        return parse_shard(value)
+    except ShardError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
+
+
+@main.command("batch")
+@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; mirrors INPUT_DIR's tree.")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX model from `segdeploy export` [default: the only .onnx in exported/].")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Images per onnxruntime call.")
+@click.option("--provider", default="auto", show_default=True, type=click.Choice(PROVIDER_CHOICES),
+              help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads [default: onnxruntime's].")
+@click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")
+@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Opacity of the colour mask in the overlay.")
+@click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
+@click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO labels.json: score the masks against it (file names relative to INPUT_DIR).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@click.option("--shard", metavar="K/N", callback=_shard_option,
+              help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
+                   "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
+def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size: int, provider: str,
+                  threads: int | None, workers: int | None, alpha: float, overwrite: bool, gt: Path | None,
+                  progress: bool | None, shard: Shard | None) -> None:
+    """Segment every image under INPUT_DIR (recursively) with an ONNX model.
+
+    \b
+    For INPUT_DIR/sub/a.jpg it writes, at the image's size after EXIF orientation:
+      OUT/sub/a.jpg.mask.png     class mask: indexed PNG, pixel value = class index
+      OUT/sub/a.jpg.color.png    colour mask in the model's palette
+      OUT/sub/a.jpg.overlay.jpg  colour mask blended over the photo (--alpha)
+    and OUT/summary.json (model, provider, per-image size, seconds and class shares,
+    failures, totals, images/s).
+
+    Unreadable files are skipped and named with the reason. A rerun of the same command skips
+    images whose outputs are complete (--overwrite redoes them), so an interrupted run
+    (Ctrl-C, kill) is finished by running it again.
+
+    With --shard K/N, N runs (on N machines) share the inputs, each file by a hash of its path
+    relative to INPUT_DIR, and may write into the same OUT; each writes
+    OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
+
+    \b
+    Exit codes: 0 all images done; 2 usage or input errors (bad folder, model or labels.json);
+    3 finished, but some inputs were unreadable; 1 other failures; 130 interrupted.
+    """
+    import segdeploy.batch as batching
+    from segdeploy.runtime import ModelLoadError
+    from segtrain.coco import DataError
+
+    try:
+        config = batching.BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model or batching.default_model(),
+                                      batch_size=batch_size, provider=provider, threads=threads,
+                                      workers=workers or batching.default_workers(), alpha=alpha,
+                                      overwrite=overwrite, gt=gt, progress=progress, shard=shard)
+        with batching.sigterm_as_interrupt():
+            result = batching.run_batch(config)
+    except (batching.BatchInputError, ModelLoadError, DataError) as e:
+        raise click.UsageError(str(e)) from e
+    except batching.BatchRunError as e:
+        raise click.ClickException(str(e)) from e
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished outputs are kept; run the same command again to do the rest", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    click.echo(result.describe())
+    if result.failures:
+        click.echo(result.describe_failures(), err=True)
+        raise SystemExit(EXIT_SOME_INPUTS_FAILED)
+
+
+@main.command("merge-summary")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def merge_summary_command(out_dir: Path) -> None:
+    """Combine the shard summaries of a sharded batch into OUT_DIR/summary.json.
+
+    Checks that OUT_DIR holds summary.shard-K-of-N.json for every K = 0..N-1, that the shards ran
+    the same model, classes and overlay alpha over the same input files, and that no image is
+    listed twice. summary.json then lists every image and failure, totals summed over the shards,
+    images/s as the images over the wall span from the first shard's start to the last one's end
+    (the sum of the shards' own rates is recorded too), and with --gt the IoU of the shards'
+    summed confusion matrices.
+
+    \b
+    Exit codes: 0 merged; 2 a shard summary missing, unreadable or disagreeing;
+    3 merged, but some inputs were unreadable.
+    """
+    from segdeploy.shard import MergeError, merge_shard_summaries
+
+    try:
+        result = merge_shard_summaries(out_dir)
+    except MergeError as e:
+        raise InputError(str(e)) from e
+    click.echo(result.describe())
+    if result.failures:
+        click.echo(result.describe_failures(), err=True)
+        raise SystemExit(EXIT_SOME_INPUTS_FAILED)
 
 
 @main.command("export")
@@ -89,7 +205,7 @@ def _export_one(path: Path, opts) -> int:
         export_checkpoint(path, opts, echo=click.echo)
     except (CheckpointError, ExportError, ImageReadError) as e:
         click.echo(f"Error: {e}", err=True)
-        return EXIT_INPUT_ERROR
+        return InputError.exit_code
     except VerificationError as e:
         click.echo(f"Error: {e}", err=True)
         return 1
@@ -119,7 +235,7 @@ def info_command(model: Path, as_json: bool) -> None:
 @click.option("--split", default="test", show_default=True, help="test, validation or train.")
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--provider", default="auto", show_default=True,
-              type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), help="onnxruntime execution provider.")
+              type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(model: Path, data: Path, split: str, batch_size: int, provider: str, threads: int | None,

@@ -128,7 +128,7 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, **fla
         raise InputError(str(e)) from None
     except TrainingError as e:
         raise click.ClickException(str(e)) from None
-    if result["best_epoch"] is not None:
+    if result["is_main"] and result["best_epoch"] is not None:
         click.echo(f"best validation mIoU {100 * result['best_miou']:.2f}% at epoch {result['best_epoch']}; "
                    f"artifacts in {result['out']}")
 
@@ -140,13 +140,16 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, **fla
 @click.option("--split", default="validation", show_default=True, help="validation or test (or train).")
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--at-input-size", is_flag=True,
+              help="Score at the model's input size, as the per-epoch validation during training does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(checkpoint: Path, data: Path | None, split: str, batch_size: int, device: str,
-                     as_json: bool) -> None:
+                     at_input_size: bool, as_json: bool) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a split.
 
     Scores at each image's original size (logits resized back before the arg-max), with the
-    same code `segdeploy evaluate` uses for ONNX models.
+    same code `segdeploy evaluate` uses for ONNX models; --at-input-size reproduces the
+    training-time validation figures instead.
     """
     from segtrain.checkpoint import CheckpointError
     from segtrain.coco import DataError
@@ -155,7 +158,7 @@ def evaluate_command(checkpoint: Path, data: Path | None, split: str, batch_size
 
     try:
         metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size, device=device,
-                                      progress=not as_json)
+                                      progress=not as_json, at_input_size=at_input_size)
     except (DataError, CheckpointError, DeviceError) as e:
         raise InputError(str(e)) from None
     click.echo(metrics.to_json() if as_json else f"{checkpoint} on {split}:\n{metrics.table()}")

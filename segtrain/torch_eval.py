@@ -9,6 +9,7 @@ import torch
 
 from segtrain.checkpoint import load_model
 from segtrain.coco import CocoSplit
+from segtrain.contract import ModelSpec
 from segtrain.evaluation import Predictor, evaluate_split, split_categories
 from segtrain.metrics import SegMetrics
 from segtrain.precision import resolve_device
@@ -25,9 +26,29 @@ def torch_predictor(model: torch.nn.Module, device: torch.device) -> Predictor:
 
 
 def evaluate_checkpoint(path: str | Path, data: str | Path | None, split: str, batch_size: int = 4,
-                        device: str = "auto", progress: bool = False) -> SegMetrics:
+                        device: str = "auto", progress: bool = False, at_input_size: bool = False) -> SegMetrics:
+    """Metrics of a checkpoint on a split: at original image sizes, or at the input size."""
     dev = resolve_device(device)
     model, spec, ckpt = load_model(path, device=str(dev))
     root = data or ckpt.get("config", {}).get("data") or "data"
     coco = CocoSplit.open(root, split, split_categories(spec))
+    if at_input_size:
+        return _evaluate_at_input_size(model, coco, spec, batch_size, dev, progress)
     return evaluate_split(torch_predictor(model, dev), coco, spec, batch_size=batch_size, progress=progress)
+
+
+def _evaluate_at_input_size(model: torch.nn.Module, coco: CocoSplit, spec: ModelSpec, batch_size: int,
+                            device: torch.device, progress: bool) -> SegMetrics:
+    """The training loop's own validation pass, in one process and full precision."""
+    from torch.utils.data import DataLoader
+
+    from segtrain.dataset import SegmentationDataset
+    from segtrain.distributed import DistContext
+    from segtrain.losses import SegLoss
+    from segtrain.precision import choose_precision
+    from segtrain.train import validate
+
+    loader = DataLoader(SegmentationDataset(coco, spec), batch_size=batch_size)
+    _, cm = validate(model, loader, SegLoss("ce", spec.ignore_index), choose_precision(device, False), spec,
+                     DistContext(), progress)
+    return cm.result(spec.classes)

@@ -231,7 +231,7 @@ def fit(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = Tru
         history = run.state["history"]
         best = max(history, key=lambda r: _finite(r["miou"])) if history else None
         return {"best_miou": run.state["best_miou"], "best_epoch": best["epoch"] if best else None,
-                "epochs_run": len(history), "out": cfg.out}
+                "epochs_run": len(history), "out": cfg.out, "is_main": ctx.is_main}
     finally:
         shutdown_distributed(ctx)
 
