@@ -58,6 +58,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, coco_mini: Path) -> dict[
             (("deeplab", "resnet18"), ("segnet", "vgg16_bn"))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,sizes", [("deeplab", [(40, 56), (72, 48)]), ("segnet", [(96, 64), (128, 128)])])
 def test_export_matches_pytorch(exported: dict, coco_mini: Path, arch: str, sizes: list) -> None:
     ckpt, path = exported[arch]
@@ -80,6 +81,7 @@ def test_export_matches_pytorch(exported: dict, coco_mini: Path, arch: str, size
         assert abs(r["miou_reference"] - r["miou_candidate"]) < 1e-3
 
 
+@pytest.mark.slow
 def test_info_shows_the_checkpoint_spec(exported: dict) -> None:
     ckpt_path, path = exported["deeplab"]
     ckpt = load_checkpoint(ckpt_path)
@@ -100,6 +102,7 @@ def test_info_shows_the_checkpoint_spec(exported: dict) -> None:
     assert "3  sports ball  (37)  (128, 128, 0)" in text and "validation mIoU 25.00%" in text
 
 
+@pytest.mark.slow
 def test_perturbed_onnx_weights_fail_verification(tmp_path: Path, coco_mini: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import segdeploy.export as export
@@ -138,6 +141,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, coco_mini: Path) -> Path:
     return ckpt
 
 
+@pytest.mark.slow
 def test_int8_report_holds_the_miou_change(trained: Path) -> None:
     out = trained.parents[2] / "exported"
     report = json.loads((out / "deeplab.int8.verify.json").read_text())
@@ -161,6 +165,7 @@ def test_int8_report_holds_the_miou_change(trained: Path) -> None:
     assert info["provenance"]["quantization"]["calibration_images"] == 4
 
 
+@pytest.mark.slow
 def test_fp16_keeps_float32_io(trained: Path) -> None:
     out = trained.parents[2] / "exported"
     model = onnx.load(str(out / "deeplab.fp16.onnx"))
@@ -175,6 +180,7 @@ def test_fp16_keeps_float32_io(trained: Path) -> None:
         assert report["notes"][0].startswith("unverified: no provider here runs it")
 
 
+@pytest.mark.slow
 def test_onnx_and_checkpoint_evaluate_alike(trained: Path, coco_mini: Path) -> None:
     onnx_path = trained.parents[2] / "exported" / "deeplab.onnx"
     runner = CliRunner()
@@ -191,6 +197,7 @@ def test_onnx_and_checkpoint_evaluate_alike(trained: Path, coco_mini: Path) -> N
     assert "mIoU" in table.output and "sports ball" in table.output
 
 
+@pytest.mark.slow
 def test_inference_commands_do_not_import_torch(exported: dict, coco_mini: Path) -> None:
     path = exported["segnet"][1]
     code = ("import sys\nfrom segdeploy.cli import main\n"
@@ -262,8 +269,8 @@ def test_default_exports_every_run_despite_a_broken_one(tmp_path: Path, sample_r
     Path("runs/deeplab/last.pth").write_bytes(b"ignored: only best_model.pth is exported")
     code, lines = _export(["--verify-images", "2", "--opset", "18"])
     assert code == 2
-    assert [line for line in lines if line.startswith("Error:")] == [
-        "Error: runs/broken/best_model.pth: not a readable checkpoint (corrupt or not a PyTorch file)"]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1 and errors[0].startswith("Error: runs/broken/best_model.pth: not a readable checkpoint")
     assert sorted(p.name for p in Path("exported").iterdir()) == ["deeplab.onnx", "deeplab.verify.json"]
     assert json.loads(Path("exported/deeplab.verify.json").read_text())["data"].startswith(str(sample_root))
     assert {o.domain: o.version for o in onnx.load("exported/deeplab.onnx").opset_import}[""] == 18
@@ -295,6 +302,7 @@ def test_info_and_evaluate_bad_input(tmp_path: Path, sample_root: Path) -> None:
             assert lines[0].startswith(f"Error: {tmp_path / name}: ") and message in lines[0]
 
 
+@pytest.mark.slow
 def test_segnet_parity_is_checked_with_matched_pool_routing(exported: dict, coco_mini: Path) -> None:
     """The routing-matched max |diff| exists only for SegNet, and the hook really steers PyTorch's unpooling."""
     from segdeploy.routing import RoutedComparer, _take_at, routing_pools
