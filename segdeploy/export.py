@@ -30,7 +30,7 @@ from segtrain.checkpoint import file_sha256, load_model
 from segtrain.coco import CocoSplit, DataError
 from segtrain.contract import ModelSpec
 from segtrain.evaluation import split_categories
-from segtrain.fileio import atomic_write_text
+from segtrain.fileio import NEW_FILE_MODE, atomic_write_text
 
 DEFAULT_OPSET = 20  # what torch's dynamo exporter targets; onnxruntime >= 1.17 runs it on every provider
 TRACE_BLOCKS = (2, 3)  # trace input = divisor x these (batch 1): verification uses other sizes and batches
@@ -169,9 +169,7 @@ def staging(final: Path) -> Iterator[Path]:
     """A temporary path beside `final` (gone afterwards unless the caller renamed it into place)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the model should get the folder's usual mode
+    os.chmod(tmp, NEW_FILE_MODE)  # mkstemp makes 0600; a model is a file like any other
     try:
         yield Path(tmp)
     finally:

@@ -9,6 +9,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _new_file_mode() -> int:
+    """0666 less the umask: the mode open() gives a new file (mkstemp's would be 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+NEW_FILE_MODE = _new_file_mode()  # read once: os.umask is process-wide, so not per write from threads
+
+
 def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
     """Call write(file_object) on a temporary file beside `path`, then rename it into place.
 
@@ -20,6 +30,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], ta
     prefix = f".{path.name}.{tag}." if tag else f".{path.name}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, NEW_FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,6 +24,7 @@ from segtrain.cli import main as segtrain
 from segtrain.coco import CocoSplit
 from segtrain.contract import ModelSpec, preprocess
 from segtrain.evaluation import split_categories
+from segtrain.fileio import NEW_FILE_MODE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -274,6 +276,8 @@ def test_default_exports_every_run_despite_a_broken_one(tmp_path: Path, sample_r
     assert sorted(p.name for p in Path("exported").iterdir()) == ["deeplab.onnx", "deeplab.verify.json"]
     assert json.loads(Path("exported/deeplab.verify.json").read_text())["data"].startswith(str(sample_root))
     assert {o.domain: o.version for o in onnx.load("exported/deeplab.onnx").opset_import}[""] == 18
+    for written in Path("exported").iterdir():  # the umask's mode, not the temporary file's 0600
+        assert stat.S_IMODE(written.stat().st_mode) == NEW_FILE_MODE, written
 
 
 @pytest.mark.slow
