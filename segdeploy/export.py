@@ -10,7 +10,9 @@ The file is one self-contained .onnx (weights inline; models here are far below 
 whose metadata_props carry the ModelSpec (``segtrain.*``) and the provenance (``segdeploy.*``:
 epoch, validation mIoU, checkpoint sha256, precision). It is written under a temporary name in
 the output folder and renamed to ``<name>.onnx`` only after `onnx.checker` and the parity check
-pass, so a failed export never leaves a model at the final path.
+pass, so a failed export never leaves a model at the final path (its report is kept as
+``<name>.failed.verify.json``). Parity: segdeploy.verify; for SegNet the max |logit diff| bar is
+checked with PyTorch following onnxruntime's max-pool choices (segdeploy.routing explains why).
 """
 
 from __future__ import annotations

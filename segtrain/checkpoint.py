@@ -22,6 +22,9 @@ from segtrain.contract import ModelSpec
 from segtrain.fileio import atomic_write_bytes  # noqa: F401  (re-exported for callers)
 
 FORMAT = "segtrain-checkpoint"
+# How torch's weights-only unpickler names a global it refuses ("Unsupported global: GLOBAL x.y" or
+# "unsupported GLOBAL x.y whose module x is blocked").
+UNSAFE_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)
 VERSION = 1
 
 
@@ -46,10 +49,10 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        unsafe = UNSAFE_GLOBAL.search(str(e))
         if unsafe:  # torch's weights-only unpickler met a class or function it would have to run
-            raise CheckpointError(f"{path}: refused, loading it would run code ({unsafe.group(1)}); "
-                                  "not a plain weights checkpoint") from e
+            raise CheckpointError(f"{path}: refused, not a plain weights checkpoint (loading it would run "
+                                  f"code: {unsafe.group(1)})") from e
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from e
     except Exception as e:  # torch.load raises many types for bytes that are not a checkpoint
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {type(e).__name__})") from e

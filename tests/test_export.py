@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -222,17 +223,24 @@ def _export(args: list[str]) -> tuple[int, list[str]]:
     return result.exit_code, result.output.strip().splitlines()
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
 def test_bad_checkpoints(tmp_path: Path, sample_root: Path) -> None:
     out = tmp_path / "out"
     (tmp_path / "junk.pth").write_bytes(b"\x00not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pth")
     save_checkpoint(tmp_path / "nospec.pth", {"model": {}})
     torch.save({"format": "segtrain-checkpoint", "version": 1, "hook": Path("x")}, tmp_path / "evil.pth")
+    torch.save({"format": "segtrain-checkpoint", "version": 1, "hook": _RunsCode()}, tmp_path / "system.pth")
     whole = make_checkpoint(tmp_path / "whole.pth", "deeplab", "resnet18", 64).read_bytes()
     (tmp_path / "half.pth").write_bytes(whole[: len(whole) // 2])
     cases = {"missing.pth": "checkpoint not found", "junk.pth": "not a readable checkpoint",
              "plain.pth": "not a segtrain checkpoint", "nospec.pth": "lacks model weights or model spec",
-             "evil.pth": "refused, loading it would run code (pathlib.PosixPath)",
+             "evil.pth": "refused, not a plain weights checkpoint (loading it would run code: pathlib.PosixPath)",
+             "system.pth": "refused, not a plain weights checkpoint (loading it would run code: posix.system)",
              "half.pth": "not a readable checkpoint (corrupt or truncated"}
     for name, message in cases.items():
         code, lines = _export([str(tmp_path / name), "--out", str(out), "--data", str(sample_root)])

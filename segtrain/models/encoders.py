@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from segtrain.checkpoint import UNSAFE_GLOBAL
+
 NONE = "none"
 IMAGENET = "imagenet"
 REACH_TIMEOUT_S = 3.0
@@ -81,7 +83,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
+        if UNSAFE_GLOBAL.search(str(e)):
             raise ModelError(f"{path}: refused, not a plain state dict (loading it would run code)") from e
         raise ModelError(f"{path}: not a readable weights file (UnpicklingError)") from e
     except Exception as e:  # corrupt bytes can trip the unpickler anywhere (IndexError, KeyError, ...)
