@@ -54,10 +54,11 @@ def demo() -> None:
     data, runs, exported = DEMO / "data", DEMO / "runs", DEMO / "exported"
     run(tool("segtrain"), "sample-data", data)
     run(tool("segtrain"), "data", data)
-    common = ["--data", data, "--epochs", "6", "--image-size", "128", "--batch-size", "8",
+    common = ["--data", data, "--image-size", "64", "--batch-size", "8", "--lr", "1e-3",
               "--encoder-weights", "none", "--device", "auto", "--seed", "0"]
-    run(tool("segtrain"), "fit", "segnet", "--out", runs / "segnet", *common)
-    run(tool("segtrain"), "fit", "deeplab", "--encoder", "resnet18", "--out", runs / "deeplab", *common)
+    run(tool("segtrain"), "fit", "segnet", "--epochs", "4", "--out", runs / "segnet", *common)
+    run(tool("segtrain"), "fit", "deeplab", "--encoder", "resnet18", "--epochs", "6",
+        "--out", runs / "deeplab", *common)
     run(tool("segtrain"), "evaluate", runs / "segnet" / "best_model.pth", "--data", data, "--split", "test")
     run(tool("segdeploy"), "export", runs / "segnet" / "best_model.pth", runs / "deeplab" / "best_model.pth",
         "--out", exported, "--data", data)
