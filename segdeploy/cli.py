@@ -15,6 +15,7 @@ import click
 
 from segdeploy import __version__
 from segdeploy.runtime import PROVIDER_CHOICES
+from segtrain.cli import InputError
 
 if TYPE_CHECKING:
     from segdeploy.shard import Shard
@@ -33,12 +34,6 @@ def main() -> None:
 
 
 EXIT_INTERRUPTED = 130
-
-
-class InputError(click.ClickException):
-    """Bad input found after parsing (a missing shard summary): one-line message, exit 2."""
-
-    exit_code = 2
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
@@ -110,7 +105,7 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
         with batching.sigterm_as_interrupt():
             result = batching.run_batch(config)
     except (batching.BatchInputError, ModelLoadError, DataError) as e:
-        raise click.UsageError(str(e)) from e
+        raise InputError(str(e)) from None
     except batching.BatchRunError as e:
         raise click.ClickException(str(e)) from e
     except KeyboardInterrupt:
