@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise CheckpointError(f"{path}: refused, not a plain weights checkpoint ({first[:160]})") from e
-    except Exception as e:  # torch.load raises many types for bytes that are not a checkpoint
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if unsafe:  # torch's weights-only unpickler met a class or function it would have to run
+            raise CheckpointError(f"{path}: refused, loading it would run code ({unsafe.group(1)}); "
+                                  "not a plain weights checkpoint") from e
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {type(e).__name__})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")

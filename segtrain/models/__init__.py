@@ -16,10 +16,12 @@ from segtrain.contract import ModelSpec
 from segtrain.models import deeplab, segnet
 from segtrain.models.encoders import ModelError
 
-__all__ = ["DEFAULT_ENCODERS", "MODELS", "ModelError", "build_model"]
+__all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"deeplab": deeplab.build_deeplab, "segnet": segnet.build_segnet}
 DEFAULT_ENCODERS: dict[str, str] = {"deeplab": deeplab.DEFAULT_ENCODER, "segnet": segnet.DEFAULT_ENCODER}
+# Input height and width must be multiples of these (encoder output stride; SegNet's five pools).
+INPUT_DIVISORS: dict[str, int] = {"deeplab": deeplab.OUTPUT_STRIDE, "segnet": segnet.DIVISOR}
 
 
 def build_model(spec: ModelSpec, encoder_weights: str | Path = "imagenet") -> nn.Module:

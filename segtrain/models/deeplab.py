@@ -23,6 +23,7 @@ from segtrain.models.encoders import (
 )
 
 DEFAULT_ENCODER = "resnet50"
+OUTPUT_STRIDE = 8  # dilated layer3/layer4, as in the paper and torchvision; input sides divisible by this
 
 
 def _drop_classifier(sd: StateDict) -> StateDict:
@@ -61,7 +62,8 @@ def build_deeplab(spec: ModelSpec, encoder_weights: str = "imagenet") -> nn.Modu
         resnets = [n for n in names if n.startswith("resnet")]
         raise ModelError(f"unknown DeepLabV3 encoder {spec.encoder!r}; smp encoders include "
                          f"{', '.join(resnets)} (see segmentation_models_pytorch.encoders.get_encoder_names())")
-    model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, classes=spec.num_classes)
+    model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=OUTPUT_STRIDE,
+                           classes=spec.num_classes)
     load_encoder_weights(model.encoder, encoder_weights, spec.encoder,
                          imagenet=smp_imagenet(spec.encoder), adapt=_drop_classifier)
     return model

@@ -82,7 +82,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ModelError(f"{path}: refused, not a plain state dict (it would run code when loaded)") from e
+        if "Unsupported global" in str(e):
+            raise ModelError(f"{path}: refused, not a plain state dict (loading it would run code)") from e
+        raise ModelError(f"{path}: not a readable weights file (UnpicklingError)") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise ModelError(f"{path}: not a readable weights file ({type(e).__name__})") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):

@@ -1,0 +1,79 @@
+"""What an exported model is: its spec, provenance, inputs/outputs and opset (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from segdeploy.runtime import ModelLoadError
+from segtrain.contract import ModelSpec
+
+PROVENANCE_PREFIX = "segdeploy."
+
+
+def _io(values) -> list[dict]:
+    import onnx
+
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        out.append({"name": v.name, "type": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                    "shape": [d.dim_param or d.dim_value for d in t.shape.dim]})
+    return out
+
+
+def describe(path: str | Path) -> dict:
+    """Spec, provenance, graph inputs/outputs, opsets and producer of an ONNX model file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: file not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # DecodeError and friends for bytes that are not ONNX
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        spec = ModelSpec.from_metadata(meta)
+    except (ValueError, TypeError) as e:
+        raise ModelLoadError(f"{path}: no segtrain model spec in its metadata ({e})") from e
+    provenance = {}
+    for key, value in meta.items():
+        if key.startswith(PROVENANCE_PREFIX):
+            try:
+                provenance[key[len(PROVENANCE_PREFIX):]] = json.loads(value)
+            except json.JSONDecodeError:
+                provenance[key[len(PROVENANCE_PREFIX):]] = value
+    return {"path": str(path), "size_bytes": path.stat().st_size, "spec": spec.to_dict(), "provenance": provenance,
+            "inputs": _io(model.graph.input), "outputs": _io(model.graph.output),
+            "opset": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+            "producer": f"{model.producer_name} {model.producer_version}".strip(), "ir_version": model.ir_version}
+
+
+def format_info(info: dict) -> str:
+    """The description as a short human-readable page."""
+    spec, prov = info["spec"], info["provenance"]
+    opsets = ", ".join(f"{d} {v}" for d, v in info["opset"].items())
+    lines = [f"{info['path']}  ({info['size_bytes'] / 2**20:.1f} MiB; opset {opsets}; producer {info['producer']})",
+             f"model        {spec['arch']} / {spec['encoder']}, {prov.get('precision', 'unknown precision')}",
+             "classes      index  name  (COCO id)  colour"]
+    for i, (name, cid, colour) in enumerate(zip(spec["classes"], spec["coco_ids"], spec["palette"], strict=False)):
+        lines.append(f"             {i:>5}  {name}  ({cid})  {tuple(colour)}")
+    h, w = spec["input_size"]
+    lines += [f"input size   {h}x{w} (height x width), resize rule: {spec['resize']}",
+              f"mean / std   {', '.join(f'{m:g}' for m in spec['mean'])} / {', '.join(f'{s:g}' for s in spec['std'])}",
+              f"ignore index {spec['ignore_index']}"]
+    if prov:
+        miou = prov.get("val_miou")
+        lines.append(f"trained      epoch {prov.get('epoch')}, validation mIoU "
+                     f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
+        lines.append(f"checkpoint   {prov.get('checkpoint')} sha256 {prov.get('checkpoint_sha256')}")
+        if "exporter" in prov:
+            lines.append(f"exporter     {prov['exporter']}")
+        if "quantization" in prov:
+            lines.append(f"quantization {json.dumps(prov['quantization'])}")
+    for label, items in (("inputs", info["inputs"]), ("outputs", info["outputs"])):
+        for j, v in enumerate(items):
+            lines.append(f"{label if j == 0 else '':<12} {v['name']}  {v['type']}  [{', '.join(map(str, v['shape']))}]")
+    return "\n".join(lines)

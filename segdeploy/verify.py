@@ -1,0 +1,199 @@
+"""Parity between two predictors on real images: logit differences, arg-max agreement, both mIoUs.
+
+Export verification compares PyTorch with onnxruntime; the INT8 and FP16 reports compare the FP32
+ONNX model with its variant. Both predictors see exactly the same preprocessed batches (the
+contract's preprocessing, through `evaluate_split`), and each one's mIoU is scored at the images'
+original sizes with the same code as `segtrain evaluate`. Torch-free: a PyTorch predictor is
+passed in as a plain function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from segtrain.coco import CocoSplit
+from segtrain.contract import ModelSpec
+from segtrain.evaluation import evaluate_split
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Pass bars; None leaves that number as a report only."""
+
+    max_abs_diff: float | None = 1e-4
+    min_agreement: float | None = 0.9999
+
+
+@dataclass
+class SizeResult:
+    """Both predictors at one input size over the same images."""
+
+    size: tuple[int, int]
+    images: int
+    batch_size: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    agreement: float  # share of model-resolution pixels whose arg-max class is the same
+    miou_reference: float
+    miou_candidate: float
+
+    @property
+    def miou_change(self) -> float:
+        return self.miou_candidate - self.miou_reference
+
+
+@dataclass
+class ParityReport:
+    """What was compared, on which images, and whether it passed (None: report only)."""
+
+    reference: str
+    candidate: str
+    data: str
+    thresholds: Thresholds
+    results: list[SizeResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def failures(self) -> list[str]:
+        out = []
+        t = self.thresholds
+        for r in self.results:
+            where = f"at {r.size[0]}x{r.size[1]}"
+            if t.max_abs_diff is not None and not r.max_abs_diff <= t.max_abs_diff:
+                out.append(f"max |logit diff| {r.max_abs_diff:.3g} > {t.max_abs_diff:g} {where}")
+            if t.min_agreement is not None and not r.agreement >= t.min_agreement:
+                out.append(f"arg-max agreement {100 * r.agreement:.4f}% < {100 * t.min_agreement:.4f}% {where}")
+        return out
+
+    @property
+    def checked(self) -> bool:
+        return self.thresholds.max_abs_diff is not None or self.thresholds.min_agreement is not None
+
+    @property
+    def passed(self) -> bool | None:
+        return (not self.failures()) if self.checked and self.results else None
+
+    def to_dict(self) -> dict:
+        def clean(v: float) -> float | None:
+            return None if math.isnan(v) else v
+
+        results = [{**dataclasses.asdict(r), "size": list(r.size), "miou_reference": clean(r.miou_reference),
+                    "miou_candidate": clean(r.miou_candidate), "miou_change": clean(r.miou_change)}
+                   for r in self.results]
+        return {"reference": self.reference, "candidate": self.candidate, "data": self.data,
+                "thresholds": dataclasses.asdict(self.thresholds), "passed": self.passed,
+                "failures": self.failures(), "results": results, "notes": self.notes}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def summary(self) -> str:
+        """One screen: a row per input size, then the verdict."""
+        lines = [f"{self.candidate} vs {self.reference} on {self.data}",
+                 f"  {'size':>9}  {'images':>6}  {'max|diff|':>9}  {'mean|diff|':>10}  {'agreement':>9}  "
+                 f"{'mIoU ref':>8}  {'mIoU new':>8}  {'change':>7}"]
+        for r in self.results:
+            lines.append(f"  {r.size[0]:>4}x{r.size[1]:<4}  {r.images:>6}  {r.max_abs_diff:>9.2e}  "
+                         f"{r.mean_abs_diff:>10.2e}  {100 * r.agreement:>8.4f}%  {_pct(r.miou_reference):>8}  "
+                         f"{_pct(r.miou_candidate):>8}  "
+                         f"{_points(r.miou_change):>7}")
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.passed is None:
+            lines.append("  report only (no pass/fail thresholds)" if self.results else "  not verified")
+        elif self.passed:
+            t = self.thresholds
+            lines.append(f"  PASSED (max |diff| <= {t.max_abs_diff:g}, agreement >= {100 * t.min_agreement:g}%)")
+        else:
+            lines.append("  FAILED: " + "; ".join(self.failures()))
+        return "\n".join(lines)
+
+
+def _pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:.2f}%"
+
+
+def _points(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:+.2f}"
+
+
+class _Recorder:
+    """Runs the reference and keeps its inputs and outputs so the candidate can be compared batch by batch."""
+
+    def __init__(self, predict: Predictor) -> None:
+        self.predict = predict
+        self.batches: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.predict(x), dtype=np.float32)
+        self.batches.append((x.copy(), out))
+        return out
+
+
+class _Comparer:
+    """Runs the candidate on the batches the reference saw and accumulates the differences."""
+
+    def __init__(self, predict: Predictor, recorded: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.predict, self.recorded = predict, recorded
+        self.calls = 0
+        self.max_diff = 0.0
+        self.sum_diff = 0.0
+        self.agree = 0
+        self.count = 0
+        self.pixels = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x_ref, ref = self.recorded[self.calls]
+        if not np.array_equal(x, x_ref):
+            raise RuntimeError("reference and candidate were fed different batches")
+        self.calls += 1
+        out = np.asarray(self.predict(x), dtype=np.float32)
+        if out.shape != ref.shape:
+            raise RuntimeError(f"output shapes differ: reference {ref.shape}, candidate {out.shape}")
+        diff = np.abs(out.astype(np.float64) - ref)
+        self.max_diff = max(self.max_diff, float(np.nan_to_num(diff, nan=np.inf).max()))
+        self.sum_diff += float(diff.sum())
+        self.count += diff.size
+        self.agree += int((out.argmax(1) == ref.argmax(1)).sum())
+        self.pixels += ref.shape[0] * ref.shape[2] * ref.shape[3]
+        return out
+
+
+def compare(reference: Predictor, candidate: Predictor, split: CocoSplit, spec: ModelSpec,
+            size: tuple[int, int], batch_size: int, limit: int) -> SizeResult:
+    """Both predictors on the first `limit` images of `split`, preprocessed at `size`."""
+    at_size = dataclasses.replace(spec, input_size=tuple(size))
+    recorder = _Recorder(reference)
+    ref_metrics = evaluate_split(recorder, split, at_size, batch_size=batch_size, limit=limit)
+    comparer = _Comparer(candidate, recorder.batches)
+    new_metrics = evaluate_split(comparer, split, at_size, batch_size=batch_size, limit=limit)
+    return SizeResult(size=tuple(size), images=min(limit, len(split)), batch_size=batch_size,
+                      max_abs_diff=comparer.max_diff, mean_abs_diff=comparer.sum_diff / max(comparer.count, 1),
+                      agreement=comparer.agree / max(comparer.pixels, 1),
+                      miou_reference=ref_metrics.miou, miou_candidate=new_metrics.miou)
+
+
+def verification_sizes(spec: ModelSpec, divisor: int, avoid: tuple[int, int]) -> list[tuple[int, int]]:
+    """The spec's input size plus a non-square one, both multiples of `divisor`, neither equal to `avoid`."""
+    h, w = spec.input_size
+    alt_h = max(divisor, (3 * h // 4) // divisor * divisor)
+    if alt_h == h:
+        alt_h = h + divisor
+    sizes = [s for s in ((h, w), (alt_h, w)) if s != tuple(avoid)]
+    return sizes
+
+
+def run_parity(reference: Predictor, candidate: Predictor, split: CocoSplit, spec: ModelSpec,
+               sizes: Sequence[tuple[int, int]], batch_size: int, limit: int, thresholds: Thresholds,
+               names: tuple[str, str], data: str) -> ParityReport:
+    """A ParityReport over every size in `sizes`."""
+    report = ParityReport(reference=names[0], candidate=names[1], data=data, thresholds=thresholds)
+    for size in sizes:
+        report.results.append(compare(reference, candidate, split, spec, size, batch_size, limit))
+    return report
