@@ -1,0 +1,610 @@
+"""`segdeploy bench`: PyTorch eager vs onnxruntime FP32/INT8(/FP16) speed, side by side in one process.
+
+For a checkpoint, the bench loads the eager model, exports its ONNX FP32 and INT8 variants (with
+`segdeploy.export`, INT8 calibrated on real images) into ``--onnx-dir`` or a temporary folder, and
+times every backend on the same preprocessed real images (random ones when there are none), with
+the same thread count everywhere (torch.set_num_threads = onnxruntime intra_op_num_threads,
+inter-op 1). For an .onnx file it times that file and its ``.int8.onnx``/``.fp16.onnx`` siblings.
+
+Per backend: session-creation time and peak RSS; per image size and batch size: the first run
+timed on its own, warm-up runs, then N timed runs (latency p50/p90/p99/mean, images/s from the
+median latency), the achieved GFLOP/s (FLOPs counted once on the eager model) against an SGEMM
+timed in the same run, and the largest |logit difference| from the reference backend on the
+same input. Optional: the INT8 model's mIoU change against FP32 on a validation split, and the
+end-to-end `segdeploy batch` images/s on a folder of photos against the model-only figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segdeploy.runtime import ModelLoadError, default_threads
+from segdeploy.timing import PeakRss, time_runs
+from segtrain.contract import ModelSpec, preprocess
+
+BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16")
+PRECISION = {"torch": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "ort-fp16": "fp16"}
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+SCHEMA = "segdeploy-bench/1"
+Echo = Callable[[str], None]
+
+
+class BenchInputError(Exception):
+    """Bad arguments or inputs (model files, sizes, data); one line, exit code 2."""
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one bench run; the CLI fills it from its options."""
+
+    models: list[Path]
+    image_sizes: tuple[int, ...] | None = None  # None: each model's own input size
+    batch_sizes: tuple[int, ...] = (1, 4, 8)
+    runs: int = 10
+    warmup: int = 2
+    threads: int = field(default_factory=default_threads)
+    backends: tuple[str, ...] = BACKENDS
+    provider: str = "auto"
+    onnx_dir: Path | None = None  # where checkpoints are exported (reused when up to date); None: temporary
+    data: Path | None = None  # dataset root: INT8 calibration, accuracy, sample images
+    calibration_images: int = 32
+    accuracy: bool = True
+    accuracy_images: int | None = None  # None: the whole validation split
+    photos: Path | None = None  # a folder of photos: enables the end-to-end `segdeploy batch` figure
+    e2e_batch_size: int = 4
+    graph_optimization: str = "all"
+    iobinding: bool = False
+    channels_last: bool = False
+    sgemm_size: int = 2048
+
+    def validate(self) -> None:
+        if not self.models:
+            raise BenchInputError("no model to benchmark")
+        for name, value in (("runs", self.runs), ("warmup", self.warmup), ("threads", self.threads),
+                            ("calibration images", self.calibration_images),
+                            ("end-to-end batch size", self.e2e_batch_size)):
+            if value < 1:
+                raise BenchInputError(f"{name} must be at least 1, got {value}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise BenchInputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
+        if self.image_sizes is not None and (not self.image_sizes or min(self.image_sizes) < 1):
+            raise BenchInputError(f"image sizes must be positive integers, got {list(self.image_sizes)}")
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown or not self.backends:
+            raise BenchInputError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
+                                  f"{', '.join(BACKENDS)}")
+        if self.photos is not None:
+            from segdeploy.batch import find_images
+
+            if not Path(self.photos).is_dir():
+                raise BenchInputError(f"{self.photos}: photo folder not found")
+            if not find_images(Path(self.photos)):
+                raise BenchInputError(f"{self.photos}: no images found for the end-to-end run")
+        if self.data is not None and not Path(self.data).is_dir():
+            raise BenchInputError(f"{self.data}: dataset folder not found")
+
+
+# --------------------------------------------------------------------------------------------
+# Models: what was asked for, resolved before any long work
+
+
+@dataclass
+class ModelRef:
+    """One MODEL argument: a checkpoint or an .onnx file, with its spec and the sizes to run."""
+
+    path: Path
+    kind: str  # "checkpoint" | "onnx"
+    name: str
+    spec: ModelSpec
+    sizes: list[tuple[int, int]]
+    data: Path | None  # dataset for calibration and accuracy (--data, else the checkpoint's own)
+    onnx: dict[str, Path] = field(default_factory=dict)  # precision -> file (filled for checkpoints later)
+
+
+def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
+    """Read the spec of a checkpoint or .onnx file and check the requested image sizes fit it."""
+    from segtrain.checkpoint import CheckpointError, load_checkpoint
+    from segtrain.models import INPUT_DIVISORS
+
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from segdeploy.runtime import read_metadata
+
+        try:
+            spec = ModelSpec.from_metadata(read_metadata(path))
+        except (ValueError, TypeError) as e:
+            raise BenchInputError(f"{path}: no segtrain model spec in its metadata ({e})") from e
+        except ModelLoadError as e:
+            raise BenchInputError(str(e)) from e
+        ref = ModelRef(path, "onnx", path.stem, spec, [], config.data, onnx_variants(path))
+    else:
+        from segdeploy.export import output_name
+
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            raise BenchInputError(str(e)) from e
+        recorded = (ckpt.get("config") or {}).get("data") if isinstance(ckpt.get("config"), dict) else None
+        data = config.data or (Path(recorded) if recorded and Path(recorded).is_dir() else None)
+        ref = ModelRef(path, "checkpoint", output_name(path), ckpt["spec"], [], data)
+    divisor = INPUT_DIVISORS.get(ref.spec.arch, 1)
+    sizes = [(s, s) for s in config.image_sizes] if config.image_sizes else [tuple(ref.spec.input_size)]
+    for h, w in sizes:
+        if h % divisor or w % divisor:
+            raise BenchInputError(f"{path}: image size {h}x{w} is not a multiple of {divisor}, "
+                                  f"which {ref.spec.arch} needs")
+    ref.sizes = sizes
+    return ref
+
+
+def onnx_variants(path: Path) -> dict[str, Path]:
+    """An exported model and the INT8/FP16 siblings `segdeploy export` writes beside it."""
+    from segdeploy.runtime import read_metadata
+
+    precision = json.loads(read_metadata(path).get("segdeploy.precision", '"fp32"'))
+    found = {precision: path}
+    if precision == "fp32":
+        for variant in ("int8", "fp16"):
+            sibling = path.with_suffix(f".{variant}.onnx")
+            if sibling.is_file():
+                found[variant] = sibling
+    return found
+
+
+def resolve_models(config: BenchConfig) -> list[ModelRef]:
+    refs = [resolve_model(p, config) for p in config.models]
+    for ref in refs:
+        check_inputs(ref, config)
+    names = [r.name for r in refs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash and config.onnx_dir is not None:
+        raise BenchInputError(f"two models export to the same name ({', '.join(clash)}) in {config.onnx_dir}; "
+                              "bench them in separate runs or give separate --onnx-dir")
+    return refs
+
+
+def default_models(runs_dir: Path = Path("runs"), exported: Path = Path("exported")) -> list[Path]:
+    """Every runs/*/best_model.pth, else every FP32 .onnx in exported/ (variants ride along)."""
+    from segdeploy.export import find_checkpoints
+
+    found = find_checkpoints(runs_dir)
+    if not found and exported.is_dir():
+        found = sorted(p for p in exported.glob("*.onnx") if p.suffixes[-2:-1] not in ([".int8"], [".fp16"]))
+    if not found:
+        raise BenchInputError(f"no MODEL given and no {runs_dir}/*/best_model.pth or {exported}/*.onnx to bench")
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX variants of a checkpoint
+
+
+def gpu_provider_available(provider: str) -> bool:
+    import onnxruntime as ort
+
+    if provider not in ("auto", "cuda", "tensorrt"):
+        return False
+    return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
+
+
+def export_variants(ref: ModelRef, config: BenchConfig, out_dir: Path, echo: Echo) -> dict:
+    """ONNX FP32 (+ INT8, FP16 as requested) of a checkpoint in `out_dir`; reuses files of the same weights."""
+    from segdeploy.export import ExportError, ExportOptions, VerificationError, export_checkpoint
+    from segtrain.checkpoint import file_sha256
+
+    files = planned_exports(ref, config, out_dir)
+    if all(_exported_from(f, file_sha256(ref.path)) for f in files.values()):
+        echo(f"reusing {', '.join(str(f) for f in files.values())} (exported from the same checkpoint)")
+        ref.onnx = files
+        return {"reused": True, "seconds": 0.0, "files": {p: str(f) for p, f in files.items()}}
+    opts = ExportOptions(out_dir=out_dir, verify=False, data=ref.data, int8="int8" in files, fp16="fp16" in files,
+                         calibration_images=config.calibration_images)
+    t0 = time.perf_counter()
+    try:
+        export_checkpoint(ref.path, opts, echo=lambda m: echo("  " + m))
+    except ExportError as e:
+        raise BenchInputError(str(e)) from e
+    except VerificationError as e:  # not raised with verify=False; kept so a change there fails loudly
+        raise RuntimeError(str(e)) from e
+    ref.onnx = files
+    return {"reused": False, "seconds": time.perf_counter() - t0, "files": {p: str(f) for p, f in files.items()}}
+
+
+def planned_exports(ref: ModelRef, config: BenchConfig, out_dir: Path) -> dict[str, Path]:
+    """precision -> the file `segdeploy export` writes for it (FP16 only where a GPU provider can run it)."""
+    want = ["fp32"] + [p for p in ("int8", "fp16") if f"ort-{p}" in config.backends]
+    if "fp16" in want and not gpu_provider_available(config.provider):
+        want.remove("fp16")
+    return {p: out_dir / (f"{ref.name}.onnx" if p == "fp32" else f"{ref.name}.{p}.onnx") for p in want}
+
+
+def check_inputs(ref: ModelRef, config: BenchConfig) -> None:
+    """Fail before any long work when a checkpoint's INT8 calibration or accuracy check has no data."""
+    from segtrain.checkpoint import file_sha256
+    from segtrain.coco import DataError, resolve_split
+
+    needs_int8 = "ort-int8" in config.backends
+    if ref.kind == "checkpoint" and needs_int8 and ref.data is None:
+        reusable = config.onnx_dir is not None and all(
+            _exported_from(f, file_sha256(ref.path)) for f in planned_exports(ref, config, config.onnx_dir).values())
+        if not reusable:
+            raise BenchInputError(f"{ref.path}: INT8 calibration needs real images and the checkpoint records no "
+                                  "dataset here; pass --data DIR (or leave ort-int8 out of --backends)")
+    if needs_int8 and config.accuracy and ref.data is not None:
+        try:
+            resolve_split(ref.data, "validation")
+        except DataError as e:
+            raise BenchInputError(f"INT8 accuracy needs a validation split: {e} (or pass --no-accuracy)") from e
+
+
+def _exported_from(path: Path, sha256: str) -> bool:
+    from segdeploy.runtime import read_metadata
+
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(read_metadata(path).get("segdeploy.checkpoint_sha256", "null")) == sha256
+    except (ModelLoadError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Backends: something that turns a float32 NCHW batch into float32 logits
+
+
+@dataclass
+class Runner:
+    backend: str
+    provider: str
+    session_seconds: float
+    run: Callable[[np.ndarray], np.ndarray]
+    notes: list[str] = field(default_factory=list)
+
+
+def torch_runner(ref: ModelRef, config: BenchConfig) -> Runner:
+    """The checkpoint's eager model (load + build + weights = its session time), inference mode."""
+    import torch
+
+    from segtrain.checkpoint import load_model
+
+    device = "cuda" if gpu_provider_available(config.provider) and torch.cuda.is_available() else "cpu"
+    t0 = time.perf_counter()
+    model, _, _ = load_model(ref.path, device=device)
+    notes = []
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        notes.append("channels-last")
+    seconds = time.perf_counter() - t0
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(device)
+            if config.channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            return model(t).float().cpu().numpy()
+
+    return Runner("torch", f"pytorch eager ({device})", seconds, run, notes)
+
+
+def ort_runner(backend: str, path: Path, config: BenchConfig) -> Runner:
+    """An onnxruntime session with the bench's threads, graph optimisation level and provider."""
+    from segdeploy.runtime import OnnxModel
+
+    model = OnnxModel(path, provider=config.provider, threads=config.threads,
+                      graph_optimization=config.graph_optimization)
+    notes = [f"graph optimisation {config.graph_optimization}"]
+    run = model.run
+    if config.iobinding:
+        notes.append("IOBinding")
+        run = _iobinding_run(model)
+    return Runner(backend, model.providers[0], model.session_seconds, run, notes)
+
+
+def _iobinding_run(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Run through an IOBinding: input bound in place, output allocated by the provider, then copied out."""
+    session = model.session
+
+    def run(x: np.ndarray) -> np.ndarray:
+        binding = session.io_binding()
+        binding.bind_cpu_input(model.input_name, np.ascontiguousarray(x, np.float32))
+        binding.bind_output(model.output_name)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
+
+    return run
+
+
+def make_runner(backend: str, ref: ModelRef, config: BenchConfig) -> Runner:
+    if backend == "torch":
+        return torch_runner(ref, config)
+    return ort_runner(backend, ref.onnx[PRECISION[backend]], config)
+
+
+def skip_reason(backend: str, ref: ModelRef, config: BenchConfig) -> str | None:
+    """Why `backend` cannot run for this model here, or None."""
+    if backend == "torch" and ref.kind != "checkpoint":
+        return "needs a checkpoint (an .onnx file has no PyTorch weights)"
+    if backend == "ort-fp16" and not gpu_provider_available(config.provider):
+        return "FP16 is benchmarked with a GPU provider only (none available or --provider cpu)"
+    if backend != "torch" and PRECISION[backend] not in ref.onnx:
+        return f"no {PRECISION[backend]} model (export with --{PRECISION[backend]})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+
+
+def sample_images(ref: ModelRef, config: BenchConfig, count: int) -> list[np.ndarray]:
+    """Up to `count` real photos (--photos, else the dataset's validation images); none: random input."""
+    from segdeploy.batch import find_images
+    from segtrain.coco import DataError, resolve_split
+    from segtrain.images import ImageReadError, load_image
+
+    folders = [Path(config.photos)] if config.photos else []
+    if ref.data is not None:
+        try:
+            folders.append(resolve_split(ref.data, "validation")[0])
+        except DataError:
+            pass
+    for folder in folders:
+        images = []
+        for rel in find_images(folder)[:count] if folder.is_dir() else []:
+            try:
+                images.append(load_image(folder / rel))
+            except ImageReadError:
+                continue
+        if images:
+            return images
+    return []
+
+
+def input_batches(ref: ModelRef, size: tuple[int, int], batch_sizes: tuple[int, ...],
+                  images: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """The same preprocessed images at `size` for every batch size (cycled; seeded noise without photos)."""
+    n = max(batch_sizes)
+    if images:
+        spec = dataclasses.replace(ref.spec, input_size=size)
+        full = preprocess([images[i % len(images)] for i in range(n)], spec)
+    else:
+        full = np.random.default_rng(0).standard_normal((n, 3, *size), dtype=np.float32)
+    return {b: np.ascontiguousarray(full[:b]) for b in batch_sizes}
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch.set_num_threads for the bench (restored afterwards, so tests running in-process are unaffected)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_backend(runner: Runner, ref: ModelRef, inputs: dict[tuple[int, int], dict[int, np.ndarray]],
+                    config: BenchConfig, reference: dict | None, echo: Echo) -> tuple[list[dict], dict]:
+    """Timed results per (size, batch) and the first-run outputs (for comparing the next backends)."""
+    results, outputs = [], {}
+    for size, batches in inputs.items():
+        for b, x in batches.items():
+            timing = time_runs(lambda x=x: runner.run(x), config.runs, config.warmup)
+            out = np.asarray(timing.output)
+            outputs[(size, b)] = out
+            row = {"image_size": list(size), "batch_size": b, "first_run_seconds": timing.first_run_seconds,
+                   "latency_ms": timing.latency.to_dict(), "images_per_second": b / (timing.latency.p50 / 1e3)}
+            if reference is not None and (size, b) in reference["outputs"]:
+                ref_out = reference["outputs"][(size, b)]
+                row["max_abs_diff"] = {"against": reference["backend"],
+                                       "value": float(np.abs(out.astype(np.float64) - ref_out).max()),
+                                       "argmax_agreement": float((out.argmax(1) == ref_out.argmax(1)).mean())}
+            results.append(row)
+            echo(f"  {runner.backend:<8} {size[0]}x{size[1]} batch {b}: p50 {timing.latency.p50:.1f} ms, "
+                 f"{row['images_per_second']:.2f} images/s")
+    return results, outputs
+
+
+def bench_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig, reference: dict | None,
+                  echo: Echo) -> tuple[dict, dict | None]:
+    """Create the backend's session and time it; the entry for the report, and its outputs."""
+    entry: dict[str, Any] = {"backend": backend, "precision": PRECISION[backend]}
+    reason = skip_reason(backend, ref, config)
+    if reason:
+        echo(f"  {backend}: skipped ({reason})")
+        return {**entry, "status": "skipped", "reason": reason}, None
+    gc.collect()
+    with PeakRss() as peak:
+        runner = make_runner(backend, ref, config)
+        results, outputs = measure_backend(runner, ref, inputs, config, reference, echo)
+    entry.update(status="ok", provider=runner.provider, threads=config.threads, notes=runner.notes,
+                 file=str(ref.onnx[PRECISION[backend]]) if backend != "torch" else str(ref.path),
+                 session_seconds=runner.session_seconds, peak_rss_mib=peak.mib, rss_at_start_mib=peak.start_mib,
+                 rss_scope=peak.scope, results=results)
+    del runner  # its session (and, for torch, the model) is freed before the next backend's memory is measured
+    gc.collect()
+    return entry, {"backend": backend, "outputs": outputs}
+
+
+def model_gflop(spec: ModelSpec, sizes: list[tuple[int, int]]) -> dict[str, float] | None:
+    """GFLOP per image at each size, counted once on the eager architecture (weights do not change it)."""
+    from segdeploy.roofline import count_gflop
+    from segtrain.models import MODELS, build_model
+
+    if spec.arch not in MODELS:
+        return None
+    model = build_model(spec, encoder_weights="none").eval()
+    return {size_key(size): count_gflop(model, size) for size in sizes}
+
+
+def size_key(size: tuple[int, int] | list[int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy of INT8 and the end-to-end pipeline
+
+
+def validation_split(ref: ModelRef) -> Any:
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import split_categories
+
+    return CocoSplit.open(ref.data, "validation", categories=split_categories(ref.spec))
+
+
+def int8_accuracy(ref: ModelRef, config: BenchConfig, echo: Echo) -> dict:
+    """FP32 vs INT8 ONNX on the validation split at the model's input size: agreement and both mIoUs."""
+    from segdeploy.runtime import OnnxModel
+    from segdeploy.verify import Thresholds, run_parity
+
+    if not config.accuracy:
+        return {"status": "skipped", "reason": "--no-accuracy"}
+    if "int8" not in ref.onnx or "ort-int8" not in config.backends:
+        return {"status": "skipped", "reason": "no INT8 model benchmarked"}
+    if ref.data is None:
+        return {"status": "skipped", "reason": "no dataset (pass --data DIR)"}
+    split = validation_split(ref)
+    fp32, int8 = (OnnxModel(ref.onnx[p], provider=config.provider, threads=config.threads) for p in ("fp32", "int8"))
+    limit = len(split) if config.accuracy_images is None else min(config.accuracy_images, len(split))
+    echo(f"  INT8 accuracy: FP32 and INT8 on {limit} images of {split.image_dir.parent}")
+    report = run_parity(fp32.run, int8.run, split, ref.spec, [tuple(ref.spec.input_size)], 4, limit,
+                        Thresholds(max_abs_diff=None, min_agreement=None), ("onnx fp32", "onnx int8"),
+                        f"{split.image_dir.parent} (validation)")
+    echo("\n".join("  " + line for line in report.summary().splitlines()))
+    return {"status": "ok", **report.to_dict()}
+
+
+def model_only_ips(ref: ModelRef, config: BenchConfig, size: tuple[int, int], batch: int,
+                   fp32_results: list[dict], images: list[np.ndarray]) -> float:
+    """ORT FP32 images/s at (size, batch): from this run's results, else measured now the same way."""
+    for row in fp32_results:
+        if tuple(row["image_size"]) == size and row["batch_size"] == batch:
+            return row["images_per_second"]
+    runner = ort_runner("ort-fp32", ref.onnx["fp32"], config)
+    x = input_batches(ref, size, (batch,), images)[batch]
+    timing = time_runs(lambda: runner.run(x), config.runs, config.warmup)
+    return batch / (timing.latency.p50 / 1e3)
+
+
+def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], images: list[np.ndarray],
+               echo: Echo) -> dict:
+    """`segdeploy batch` images/s over --photos against the model alone (same model, size, threads, batch)."""
+    from segdeploy.batch import BatchConfig, default_workers, run_batch
+
+    if config.photos is None:
+        return {"status": "skipped", "reason": "no --photos folder"}
+    if "fp32" not in ref.onnx or ref.onnx["fp32"] is None:
+        return {"status": "skipped", "reason": "no FP32 ONNX model"}
+    size, batch = tuple(ref.spec.input_size), config.e2e_batch_size
+    model_only = model_only_ips(ref, config, size, batch, fp32_results, images)
+    workers = default_workers()
+    echo(f"  end-to-end: segdeploy batch over {config.photos} (batch {batch}, {config.threads} threads, "
+         f"{workers} decode/write workers)")
+    with tempfile.TemporaryDirectory(prefix="segdeploy-bench-e2e-") as tmp:
+        result = run_batch(BatchConfig(input_dir=Path(config.photos), out_dir=Path(tmp), model=ref.onnx["fp32"],
+                                       batch_size=batch, provider=config.provider, threads=config.threads,
+                                       workers=workers, progress=False), log=lambda message: None)
+    totals = result.totals.to_dict()
+    e2e = totals["images_per_second"] or 0.0
+    echo(f"  end-to-end {e2e:.2f} images/s vs model-only {model_only:.2f} images/s "
+         f"(ratio {e2e / model_only:.2f})")
+    return {"status": "ok", "photos": str(config.photos), "images": totals["processed"], "failed": totals["failed"],
+            "image_size": list(size), "batch_size": batch, "threads": config.threads, "workers": workers,
+            "seconds": totals["seconds"], "images_per_second": e2e, "model_only_images_per_second": model_only,
+            "ratio": e2e / model_only, "pipeline_model_images_per_second": totals["model_images_per_second"],
+            "stage_seconds_summed": totals["stage_seconds_summed"]}
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def reference_for(backend: str, outputs: dict[str, dict]) -> dict | None:
+    """What a backend's logits are compared with: torch for ORT FP32, ORT FP32 (else torch) for the rest."""
+    order = ("torch",) if backend == "ort-fp32" else ("ort-fp32", "torch")
+    return next((outputs[b] for b in order if b in outputs and b != backend), None)
+
+
+def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> dict:
+    """Every requested backend of one model, then its INT8 accuracy and end-to-end figures."""
+    echo(f"{ref.name}: {ref.spec.arch}/{ref.spec.encoder} from {ref.path}")
+    export = export_variants(ref, config, onnx_dir, echo) if ref.kind == "checkpoint" else None
+    gflop = model_gflop(ref.spec, ref.sizes)
+    images = sample_images(ref, config, max(config.batch_sizes))
+    inputs = {size: input_batches(ref, size, config.batch_sizes, images) for size in ref.sizes}
+    entries, outputs = [], {}
+    for backend in (b for b in BACKENDS if b in config.backends):
+        entry, outs = bench_backend(backend, ref, inputs, config, reference_for(backend, outputs), echo)
+        entries.append(entry)
+        if outs is not None:
+            outputs[backend] = outs
+    fp32_results = next((e["results"] for e in entries if e["backend"] == "ort-fp32" and e["status"] == "ok"), [])
+    return {"name": ref.name, "source": str(ref.path), "kind": ref.kind, "arch": ref.spec.arch,
+            "encoder": ref.spec.encoder, "classes": list(ref.spec.classes),
+            "spec_input_size": list(ref.spec.input_size), "image_sizes": [list(s) for s in ref.sizes],
+            "input": f"{len(images)} real photos" if images else "seeded random normal (no photos found)",
+            "onnx_files": {p: str(f) for p, f in ref.onnx.items()}, "export": export,
+            "gflop_per_image": gflop, "backends": entries,
+            "int8_accuracy": int8_accuracy(ref, config, echo),
+            "end_to_end": end_to_end(ref, config, fp32_results, images, echo)}
+
+
+@contextmanager
+def onnx_home(config: BenchConfig) -> Iterator[Path]:
+    """--onnx-dir (kept, reused next time) or a temporary folder removed afterwards."""
+    if config.onnx_dir is not None:
+        try:
+            Path(config.onnx_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BenchInputError(f"{config.onnx_dir}: cannot create the ONNX folder ({e.strerror})") from e
+        yield Path(config.onnx_dir)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="segdeploy-bench-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_bench(config: BenchConfig, echo: Echo = print) -> dict:
+    """Benchmark every model in `config`; returns the report document (see segdeploy.bench_report)."""
+    from segdeploy import bench_report
+    from segdeploy.roofline import FLOP_CONVENTION, describe_machine, sgemm_gflops
+
+    config.validate()
+    refs = resolve_models(config)
+    gc.collect()
+    gc.freeze()  # what is alive now (libraries, the import-time object graph) is never rescanned by the bench
+    try:
+        with torch_threads(config.threads), onnx_home(config) as onnx_dir:
+            machine = describe_machine()
+            echo(f"{machine['cpu']}, {machine['usable_cores']} usable cores; {config.threads} threads for every "
+                 "backend")
+            sgemm_start = sgemm_gflops(config.threads, config.sgemm_size)
+            echo(f"SGEMM {config.sgemm_size}^3 float32: {sgemm_start.gflops_median:.1f} GFLOP/s")
+            models = [bench_model(ref, config, onnx_dir, echo) for ref in refs]
+            sgemm_end = sgemm_gflops(config.threads, config.sgemm_size)
+    finally:
+        gc.unfreeze()
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    settings["models"] = [str(m) for m in config.models]
+    doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine,
+           "settings": settings, "flop_convention": FLOP_CONVENTION,
+           "sgemm": {"start": sgemm_start.to_dict(), "end": sgemm_end.to_dict(),
+                     "roofline_gflops": max(sgemm_start.gflops_median, sgemm_end.gflops_median)},
+           "models": models}
+    bench_report.add_derived(doc)
+    return doc

@@ -1,0 +1,105 @@
+"""Compute-efficiency references: a model's FLOPs, the machine's SGEMM rate, and what machine it is.
+
+FLOP convention: one multiply-add is 2 FLOPs (so a convolution costs 2 x its MACs), which is
+what ``torch.utils.flop_counter.FlopCounterMode`` counts. It counts convolutions, matrix
+products and attention only; batch norm, activations, pooling and resizing are not counted
+(they are a few percent of a segmentation network's arithmetic). The roofline is a large
+float32 matrix product (SGEMM) timed in the same process with the same thread count: the
+rate dense FP32 arithmetic reaches on this machine, to which a model's achieved rate is compared.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segdeploy.timing import time_best
+
+FLOP_CONVENTION = "2 FLOPs per multiply-add (torch.utils.flop_counter: convolutions and matmuls only)"
+SGEMM_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class Sgemm:
+    """float32 n x n x n matrix product rate, from the median of `runs` timed products."""
+
+    n: int
+    threads: int
+    runs: int
+    gflops_median: float
+    gflops_best: float
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "threads": self.threads, "runs": self.runs, "library": "torch.mm (float32)",
+                "gflops": self.gflops_median, "gflops_best": self.gflops_best}
+
+
+def sgemm_gflops(threads: int, n: int = SGEMM_SIZE, runs: int = 5) -> Sgemm:
+    """Time torch.mm on two random float32 n x n matrices with `threads` intra-op threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+        out = torch.empty(n, n)
+        seconds = time_best(lambda: torch.mm(a, b, out=out), runs)
+    finally:
+        torch.set_num_threads(previous)
+    flop = 2.0 * n**3
+    return Sgemm(n, threads, runs, flop / float(np.median(seconds)) / 1e9, flop / min(seconds) / 1e9)
+
+
+def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> float:
+    """GFLOP of one forward pass of `model` on one 3 x H x W image (see FLOP_CONVENTION)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, *size, device=device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def describe_machine() -> dict:
+    """CPU model, cores, instruction-set flags that matter for FP32/INT8 kernels, memory, versions."""
+    import onnxruntime
+    import psutil
+
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    info = {"cpu": cpu.get("model name", platform.processor() or platform.machine()),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "logical_cpus": os.cpu_count(), "isa": [f for f in wanted if f in flags],
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxruntime_providers": onnxruntime.get_available_providers()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty elsewhere)."""
+    out: dict[str, str] = {}
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        return out
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip(), value.strip())
+    return out

@@ -1,0 +1,64 @@
+"""A tiny registered architecture for the bench tests: exports, quantizes and runs in moments.
+
+``tiny``: 3x3 conv (3 -> 8) + batch norm + ReLU, then a 1x1 conv to the class logits. Its FLOPs
+are known in closed form, so the bench's FLOP count and GFLOP/s can be checked exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from segtrain.checkpoint import save_checkpoint
+from segtrain.contract import ModelSpec, build_spec
+
+ARCH, WIDTH, DIVISOR = "tiny", 8, 4
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, WIDTH, 3, padding=1), nn.BatchNorm2d(WIDTH), nn.ReLU())
+        self.head = nn.Conv2d(WIDTH, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def build_tiny(spec: ModelSpec, encoder_weights: str = "none") -> nn.Module:
+    return TinyNet(spec.num_classes)
+
+
+def tiny_gflop(spec: ModelSpec, size: tuple[int, int]) -> float:
+    """2 FLOPs per multiply-add of the two convolutions (biases, BN and ReLU are not counted)."""
+    h, w = size
+    return 2 * h * w * (3 * WIDTH * 9 + WIDTH * spec.num_classes) / 1e9
+
+
+@contextmanager
+def tiny_registered() -> Iterator[None]:
+    """Register `tiny` in the model registry (and its input divisor) for the duration."""
+    from segtrain.models import INPUT_DIVISORS, MODELS
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(MODELS, ARCH, build_tiny)
+        mp.setitem(INPUT_DIVISORS, ARCH, DIVISOR)
+        yield
+
+
+def make_tiny_checkpoint(path: Path, data: Path | None, size: int = 32, seed: int = 0) -> Path:
+    """A checkpoint as training writes it, recording `data` as its dataset (None: no dataset)."""
+    torch.manual_seed(seed)
+    spec = build_spec(ARCH, "conv", image_size=size)
+    model = build_tiny(spec)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so folding them is exercised
+        model.body[1].running_mean.uniform_(-0.5, 0.5)
+        model.body[1].running_var.uniform_(0.5, 2.0)
+    save_checkpoint(path, {"spec": spec.to_dict(), "model": model.state_dict(), "epoch": 1,
+                           "metrics": {"miou": 0.1}, "config": {"data": str(data) if data else None}})
+    return path
