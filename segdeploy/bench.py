@@ -426,7 +426,6 @@ def bench_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig
     if reason:
         echo(f"  {backend}: skipped ({reason})")
         return {**entry, "status": "skipped", "reason": reason}, None
-    gc.collect()
     with PeakRss() as peak:
         runner = make_runner(backend, ref, config)
         results, outputs = measure_backend(runner, ref, inputs, config, reference, echo)
@@ -435,7 +434,6 @@ def bench_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig
                  session_seconds=runner.session_seconds, peak_rss_mib=peak.mib, rss_at_start_mib=peak.start_mib,
                  rss_scope=peak.scope, results=results)
     del runner  # its session (and, for torch, the model) is freed before the next backend's memory is measured
-    gc.collect()
     return entry, {"backend": backend, "outputs": outputs}
 
 
@@ -525,7 +523,8 @@ def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], ima
             "image_size": list(size), "batch_size": batch, "threads": config.threads, "workers": workers,
             "seconds": totals["seconds"], "images_per_second": e2e, "model_only_images_per_second": model_only,
             "ratio": e2e / model_only, "pipeline_model_images_per_second": totals["model_images_per_second"],
-            "stage_seconds_summed": totals["stage_seconds_summed"]}
+            "stage_ms_per_image": {k: 1e3 * v / max(totals["processed"], 1)
+                                   for k, v in totals["stage_seconds_summed"].items()}}
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,8 +150,9 @@ def model_lines(model: dict) -> list[str]:
         lines += [_row(entry["backend"], r) for r in entry["results"]]
     for entry in ok_backends(model).values():
         lines.append(f"  {entry['backend']:<9} {entry['provider']}: session {entry['session_seconds']:.2f} s, "
-                     f"peak RSS {entry['peak_rss_mib']:.0f} MiB ({entry['rss_at_start_mib']:.0f} at its start"
-                     f"{'' if entry['rss_scope'] == 'phase' else ', process lifetime peak'})")
+                     f"peak RSS {entry['peak_rss_mib']:.0f} MiB ({_rss_growth(entry)} over the "
+                     f"{entry['rss_at_start_mib']:.0f} MiB at its start"
+                     f"{'' if entry['rss_scope'] == 'phase' else '; process lifetime peak'})")
     for r in model["ratios"]:
         lines.append(f"  {r['name']} at {_key(r['image_size'])} batch {r['batch_size']}: {r['value']:.2f}x")
     lines += accuracy_lines(model.get("int8_accuracy") or {}) + e2e_lines(model.get("end_to_end") or {})
@@ -160,6 +161,10 @@ def model_lines(model: dict) -> list[str]:
                      f"{' at ' + _key(t['image_size']) if t['image_size'] else ''}: measured {t['measured']:.2f} "
                      f"(bar {t['threshold']:g})")
     return lines
+
+
+def _rss_growth(entry: dict) -> str:
+    return f"{entry['peak_rss_mib'] - entry['rss_at_start_mib']:+.0f} MiB"
 
 
 def accuracy_lines(acc: dict) -> list[str]:
@@ -176,9 +181,11 @@ def accuracy_lines(acc: dict) -> list[str]:
 def e2e_lines(e2e: dict) -> list[str]:
     if e2e.get("status") != "ok":
         return [f"  end-to-end: skipped ({e2e.get('reason', 'not run')})"] if e2e else []
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in e2e["stage_ms_per_image"].items())
     return [f"  end-to-end `segdeploy batch` on {e2e['images']} photos ({e2e['photos']}), batch {e2e['batch_size']}, "
-            f"{e2e['threads']} threads: {e2e['images_per_second']:.2f} images/s vs model-only "
-            f"{e2e['model_only_images_per_second']:.2f} images/s = {e2e['ratio']:.2f}x"]
+            f"{e2e['threads']} threads, {e2e['workers']} decode/write workers: {e2e['images_per_second']:.2f} "
+            f"images/s vs model-only {e2e['model_only_images_per_second']:.2f} images/s = {e2e['ratio']:.2f}x "
+            f"(per image, ms summed over threads: {stages})"]
 
 
 def format_report(doc: dict) -> str:
@@ -188,18 +195,19 @@ def format_report(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown(doc: dict, command: str) -> str:
+def markdown(doc: dict, command: str, level: int = 1) -> str:
     """A markdown page of the results: machine, command, one table per model, ratios and targets."""
-    lines = ["# Benchmark results", "", f"- Machine: {machine_line(doc)}", f"- {sgemm_line(doc)}",
+    h = "#" * level
+    lines = [f"{h} Benchmark results", "", f"- Machine: {machine_line(doc)}", f"- {sgemm_line(doc)}",
              f"- FLOPs: {doc['flop_convention']}", f"- Recorded: {doc['created']}",
              f"- Command: `{command}`", ""]
     for model in doc["models"]:
         gflop = model.get("gflop_per_image") or {}
-        lines += [f"## {model['name']} ({model['arch']}/{model['encoder']})", "",
+        lines += [f"{h}# {model['name']} ({model['arch']}/{model['encoder']})", "",
                   f"{', '.join(f'{g:.1f} GFLOP/image at {k}' for k, g in gflop.items()) or 'FLOPs not counted'}; "
                   f"input: {model['input']}.", "",
                   "| backend | size | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | GFLOP/s | % SGEMM "
-                  "| first run s | session s | peak RSS MiB |",
+                  "| first run s | session s | peak RSS MiB (growth) |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for entry in model["backends"]:
             if entry["status"] != "ok":
@@ -212,7 +220,7 @@ def markdown(doc: dict, command: str) -> str:
                              f"| {lat['p90']:.1f} | {lat['p99']:.1f} | {lat['mean']:.1f} | "
                              f"{r['images_per_second']:.2f} | {_f(r['gflops_per_second'], '.1f')} | {_f(frac, '.0f')} "
                              f"| {r['first_run_seconds']:.2f} | {entry['session_seconds']:.2f} "
-                             f"| {entry['peak_rss_mib']:.0f} |")
+                             f"| {entry['peak_rss_mib']:.0f} ({_rss_growth(entry)}) |")
         lines.append("")
         extra = [f"{r['name']} at {_key(r['image_size'])} batch {r['batch_size']}: **{r['value']:.2f}x**"
                  for r in model["ratios"]]

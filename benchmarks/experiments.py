@@ -1,0 +1,245 @@
+"""What was tried where a target is missed: INT8 quantization options, an onnxruntime op profile,
+and DeepLabV3's output stride. Each prints a table and writes JSON beside --out.
+
+    python benchmarks/experiments.py int8 FP32.onnx --data DIR      # quantization variants: speed + mIoU
+    python benchmarks/experiments.py profile MODEL.onnx [MODEL.onnx] # time per op type (ORT profiler)
+    python benchmarks/experiments.py stride CHECKPOINT              # DeepLabV3 output stride 8 vs 16
+
+Speed is images/s at batch 1 (median of --runs timed runs after warm-up) with --threads intra-op
+threads, the same way `segdeploy bench` measures it; accuracy is the FP32-vs-variant comparison
+of `segdeploy.verify.run_parity` on the validation split at the model's input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from segdeploy.runtime import OnnxModel, default_threads  # noqa: E402
+from segdeploy.timing import time_runs  # noqa: E402
+from segtrain.contract import ModelSpec, preprocess  # noqa: E402
+
+# name -> quantize_static options; "export" is what `segdeploy export --int8` does.
+INT8_VARIANTS: dict[str, dict] = {
+    "export (QDQ, per-channel, u8/s8)": {},
+    "per-tensor weights": {"per_channel": False},
+    "reduce_range": {"reduce_range": True},
+    "QOperator format": {"quant_format": "QOperator"},
+    "s8 activations (symmetric)": {"activation_type": "QInt8", "extra_options": {"ActivationSymmetric": True}},
+    "percentile calibration (99.999)": {"calibrate_method": "Percentile"},
+    "exclude the classifier head": {"exclude": "head"},
+    "exclude Resize/Concat/GlobalAveragePool": {"op_types": ["Conv", "MatMul", "Add", "Mul", "Relu", "MaxPool"]},
+}
+
+
+def speed(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int, **options) -> float:
+    model = OnnxModel(path, provider="cpu", threads=threads, **options)
+    timing = time_runs(lambda: model.run(x), runs, warmup)
+    return x.shape[0] / (timing.latency.p50 / 1e3)
+
+
+def sample_batch(spec: ModelSpec, data: Path, batch: int) -> np.ndarray:
+    from segtrain.coco import resolve_split
+    from segtrain.images import load_image
+
+    folder = resolve_split(data, "validation")[0]
+    files = sorted(folder.iterdir())[:batch]
+    return preprocess([load_image(f) for f in files], spec)
+
+
+def head_nodes(fp32: Path) -> list[str]:
+    """The last convolution: the classifier that turns features into class logits."""
+    import onnx
+
+    model = onnx.load(str(fp32), load_external_data=False)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    return [convs[-1].name] if convs else []
+
+
+def quantize_variant(fp32: Path, out: Path, spec: ModelSpec, data: Path, images: int, options: dict) -> None:
+    """quantize_static with the export's settings, overridden by `options`."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    from segdeploy.quantize import calibration_batches
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import split_categories
+
+    batches = calibration_batches(CocoSplit.open(data, "train", categories=split_categories(spec)), spec, images)
+    input_name = OnnxModel(fp32, provider="cpu").input_name
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict | None:
+            batch = next(batches, None)
+            return None if batch is None else {input_name: batch}
+
+    options = dict(options)
+    kwargs = {"quant_format": QuantFormat[options.pop("quant_format", "QDQ")],
+              "per_channel": options.pop("per_channel", True), "reduce_range": options.pop("reduce_range", False),
+              "activation_type": QuantType[options.pop("activation_type", "QUInt8")],
+              "weight_type": QuantType.QInt8,
+              "calibrate_method": CalibrationMethod[options.pop("calibrate_method", "MinMax")],
+              "extra_options": {"CalibTensorRangeSymmetric": False, **options.pop("extra_options", {})}}
+    if options.pop("exclude", None) == "head":
+        kwargs["nodes_to_exclude"] = head_nodes(fp32)
+    if "op_types" in options:
+        kwargs["op_types_to_quantize"] = options.pop("op_types")
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out), Reader(), **kwargs)
+
+
+def int8_command(args: argparse.Namespace) -> list[dict]:
+    from segdeploy.verify import Thresholds, run_parity
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import split_categories
+
+    fp32 = OnnxModel(args.model, provider="cpu", threads=args.threads)
+    spec = fp32.spec
+    x = sample_batch(spec, args.data, 1)
+    base = speed(args.model, x, args.threads, args.runs, args.warmup)
+    split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
+    rows = [{"variant": "fp32", "images_per_second": base, "speedup": 1.0}]
+    print(f"fp32: {base:.2f} images/s at batch 1", flush=True)
+    out_dir = Path(tempfile.mkdtemp(prefix="int8-variants-"))
+    for i, (name, options) in enumerate(INT8_VARIANTS.items()):
+        if args.only and not any(o in name for o in args.only):
+            continue
+        path = out_dir / f"v{i}.onnx"
+        t0 = time.time()
+        quantize_variant(args.model, path, spec, args.data, args.calibration_images, options)
+        ips = speed(path, x, args.threads, args.runs, args.warmup)
+        variant = OnnxModel(path, provider="cpu", threads=args.threads)
+        report = run_parity(fp32.run, variant.run, split, spec, [tuple(spec.input_size)], 4, args.images,
+                            Thresholds(None, None), ("fp32", name), "validation")
+        r = report.results[0]
+        rows.append({"variant": name, "options": options, "images_per_second": ips, "speedup": ips / base,
+                     "miou_fp32": r.miou_reference, "miou_int8": r.miou_candidate,
+                     "miou_change_points": 100 * r.miou_change, "agreement": r.agreement,
+                     "quantize_seconds": time.time() - t0})
+        print(f"{name}: {ips:.2f} images/s ({ips / base:.2f}x), mIoU {100 * r.miou_candidate:.2f}% "
+              f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%", flush=True)
+    return rows
+
+
+def profile_command(args: argparse.Namespace) -> list[dict]:
+    """Per-op-type share of the kernel time over --runs runs at batch 1 (onnxruntime's profiler)."""
+    import onnxruntime as ort
+
+    rows = []
+    for path in args.models:
+        spec = OnnxModel(path, provider="cpu").spec
+        x = sample_batch(spec, args.data, 1) if args.data else np.zeros((1, 3, *spec.input_size), np.float32)
+        with tempfile.TemporaryDirectory() as work:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
+            opts.enable_profiling, opts.profile_file_prefix = True, str(Path(work) / "prof")
+            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            for _ in range(args.warmup + args.runs):
+                session.run(None, {name: x})
+            trace = json.loads(Path(session.end_profiling()).read_text())
+        by_op: dict[str, float] = defaultdict(float)
+        for ev in trace:
+            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                by_op[ev["args"]["op_name"]] += ev["dur"]
+        total = sum(by_op.values())
+        top = sorted(by_op.items(), key=lambda kv: -kv[1])[:args.top]
+        print(f"{path}: kernel time by op type ({args.warmup + args.runs} runs incl. warm-up)")
+        for op, us in top:
+            print(f"  {op:<28} {100 * us / total:5.1f}%")
+        rows.append({"model": str(path), "share": {op: us / total for op, us in top}})
+    return rows
+
+
+def stride_command(args: argparse.Namespace) -> list[dict]:
+    """The same DeepLabV3 weights at output stride 8 (the registry's) and 16: GFLOP, ORT FP32 speed, mIoU."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from segdeploy.export import set_metadata, to_onnx
+    from segdeploy.roofline import count_gflop
+    from segdeploy.verify import Thresholds, run_parity
+    from segtrain.checkpoint import load_model
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import evaluate_split, split_categories
+
+    torch.set_num_threads(args.threads)
+    model8, spec, ckpt = load_model(args.checkpoint)
+    if spec.arch != "deeplab":
+        raise SystemExit(f"{args.checkpoint}: output stride applies to deeplab, not {spec.arch}")
+    split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
+    x = sample_batch(spec, args.data, 1)
+    rows, runners = [], {}
+    work = Path(tempfile.mkdtemp(prefix="stride-"))
+    for stride in (8, 16):
+        model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=stride,
+                              classes=spec.num_classes)
+        model.load_state_dict(model8.state_dict())  # same parameters; only strides and dilations differ
+        model.eval()
+        proto = to_onnx(model, spec, stride)
+        set_metadata(proto, spec.to_metadata())
+        path = work / f"os{stride}.onnx"
+        path.write_bytes(proto.SerializeToString())
+        runners[stride] = OnnxModel(path, provider="cpu", threads=args.threads)
+        metrics = evaluate_split(runners[stride].run, split, spec, batch_size=4, limit=args.images)
+        rows.append({"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)),
+                     "images_per_second": speed(path, x, args.threads, args.runs, args.warmup),
+                     "miou": metrics.miou})
+        print(f"OS{stride}: {rows[-1]['gflop']:.1f} GFLOP/image, {rows[-1]['images_per_second']:.2f} images/s, "
+              f"mIoU {100 * metrics.miou:.2f}% (weights trained at OS8)", flush=True)
+    report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
+                        Thresholds(None, None), ("OS8", "OS16"), "validation")
+    rows.append({"agreement_os16_vs_os8": report.results[0].agreement})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", type=Path, help="Write the rows as JSON here.")
+    sub = p.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("int8", help="INT8 quantization variants of an FP32 model.")
+    q.add_argument("model", type=Path)
+    q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--images", type=int, default=52, help="Validation images for the mIoU comparison.")
+    q.add_argument("--calibration-images", type=int, default=32)
+    q.add_argument("--only", nargs="+", help="Variants whose name contains one of these.")
+    pr = sub.add_parser("profile", help="Kernel time per op type.")
+    pr.add_argument("models", type=Path, nargs="+")
+    pr.add_argument("--data", type=Path)
+    pr.add_argument("--top", type=int, default=8)
+    s = sub.add_parser("stride", help="DeepLabV3 at output stride 8 vs 16.")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--images", type=int, default=52)
+    args = p.parse_args()
+    rows = {"int8": int8_command, "profile": profile_command, "stride": stride_command}[args.command](args)
+    if args.out:
+        from segtrain.fileio import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps({"command": sys.argv, "threads": args.threads, "rows": rows},
+                                               indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
