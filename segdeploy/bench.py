@@ -524,7 +524,7 @@ def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], ima
             "seconds": totals["seconds"], "images_per_second": e2e, "model_only_images_per_second": model_only,
             "ratio": e2e / model_only, "pipeline_model_images_per_second": totals["model_images_per_second"],
             "stage_ms_per_image": {k: 1e3 * v / max(totals["processed"], 1)
-                                   for k, v in totals["stage_seconds_summed"].items()}}
+                                   for k, v in result.totals.stage_seconds.items()}}
 
 
 # --------------------------------------------------------------------------------------------
