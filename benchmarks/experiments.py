@@ -107,7 +107,6 @@ def quantize_variant(fp32: Path, out: Path, spec: ModelSpec, data: Path, images:
 
 
 def int8_command(args: argparse.Namespace) -> list[dict]:
-    from segdeploy.verify import Thresholds, run_parity
     from segtrain.coco import CocoSplit
     from segtrain.evaluation import split_categories
 
@@ -118,25 +117,31 @@ def int8_command(args: argparse.Namespace) -> list[dict]:
     split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
     rows = [{"variant": "fp32", "images_per_second": base, "speedup": 1.0}]
     print(f"fp32: {base:.2f} images/s at batch 1", flush=True)
-    out_dir = Path(tempfile.mkdtemp(prefix="int8-variants-"))
-    for i, (name, options) in enumerate(INT8_VARIANTS.items()):
-        if args.only and not any(o in name for o in args.only):
-            continue
-        path = out_dir / f"v{i}.onnx"
-        t0 = time.time()
-        quantize_variant(args.model, path, spec, args.data, args.calibration_images, options)
-        ips = speed(path, x, args.threads, args.runs, args.warmup)
-        variant = OnnxModel(path, provider="cpu", threads=args.threads)
-        report = run_parity(fp32.run, variant.run, split, spec, [tuple(spec.input_size)], 4, args.images,
-                            Thresholds(None, None), ("fp32", name), "validation")
-        r = report.results[0]
-        rows.append({"variant": name, "options": options, "images_per_second": ips, "speedup": ips / base,
-                     "miou_fp32": r.miou_reference, "miou_int8": r.miou_candidate,
-                     "miou_change_points": 100 * r.miou_change, "agreement": r.agreement,
-                     "quantize_seconds": time.time() - t0})
-        print(f"{name}: {ips:.2f} images/s ({ips / base:.2f}x), mIoU {100 * r.miou_candidate:.2f}% "
-              f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%", flush=True)
+    with tempfile.TemporaryDirectory(prefix="int8-variants-") as out_dir:
+        for i, (name, options) in enumerate(INT8_VARIANTS.items()):
+            if not args.only or any(o in name for o in args.only):
+                rows.append(int8_variant(args, Path(out_dir) / f"v{i}.onnx", name, options, fp32, split, x, base))
     return rows
+
+
+def int8_variant(args: argparse.Namespace, path: Path, name: str, options: dict, fp32: OnnxModel, split: object,
+                 x: np.ndarray, base: float) -> dict:
+    from segdeploy.verify import Thresholds, run_parity
+
+    spec = fp32.spec
+    t0 = time.time()
+    quantize_variant(args.model, path, spec, args.data, args.calibration_images, options)
+    ips = speed(path, x, args.threads, args.runs, args.warmup)
+    variant = OnnxModel(path, provider="cpu", threads=args.threads)
+    report = run_parity(fp32.run, variant.run, split, spec, [tuple(spec.input_size)], 4, args.images,
+                        Thresholds(None, None), ("fp32", name), "validation")
+    r = report.results[0]
+    print(f"{name}: {ips:.2f} images/s ({ips / base:.2f}x), mIoU {100 * r.miou_candidate:.2f}% "
+          f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%", flush=True)
+    return {"variant": name, "options": options, "images_per_second": ips, "speedup": ips / base,
+            "miou_fp32": r.miou_reference, "miou_int8": r.miou_candidate,
+            "miou_change_points": 100 * r.miou_change, "agreement": r.agreement,
+            "quantize_seconds": time.time() - t0}
 
 
 def profile_command(args: argparse.Namespace) -> list[dict]:
@@ -171,15 +176,12 @@ def profile_command(args: argparse.Namespace) -> list[dict]:
 
 def stride_command(args: argparse.Namespace) -> list[dict]:
     """The same DeepLabV3 weights at output stride 8 (the registry's) and 16: GFLOP, ORT FP32 speed, mIoU."""
-    import segmentation_models_pytorch as smp
     import torch
 
-    from segdeploy.export import set_metadata, to_onnx
-    from segdeploy.roofline import count_gflop
     from segdeploy.verify import Thresholds, run_parity
     from segtrain.checkpoint import load_model
     from segtrain.coco import CocoSplit
-    from segtrain.evaluation import evaluate_split, split_categories
+    from segtrain.evaluation import split_categories
 
     torch.set_num_threads(args.threads)
     model8, spec, ckpt = load_model(args.checkpoint)
@@ -188,27 +190,39 @@ def stride_command(args: argparse.Namespace) -> list[dict]:
     split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
     x = sample_batch(spec, args.data, 1)
     rows, runners = [], {}
-    work = Path(tempfile.mkdtemp(prefix="stride-"))
-    for stride in (8, 16):
-        model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=stride,
-                              classes=spec.num_classes)
-        model.load_state_dict(model8.state_dict())  # same parameters; only strides and dilations differ
-        model.eval()
-        proto = to_onnx(model, spec, stride)
-        set_metadata(proto, spec.to_metadata())
-        path = work / f"os{stride}.onnx"
-        path.write_bytes(proto.SerializeToString())
-        runners[stride] = OnnxModel(path, provider="cpu", threads=args.threads)
-        metrics = evaluate_split(runners[stride].run, split, spec, batch_size=4, limit=args.images)
-        rows.append({"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)),
-                     "images_per_second": speed(path, x, args.threads, args.runs, args.warmup),
-                     "miou": metrics.miou})
-        print(f"OS{stride}: {rows[-1]['gflop']:.1f} GFLOP/image, {rows[-1]['images_per_second']:.2f} images/s, "
-              f"mIoU {100 * metrics.miou:.2f}% (weights trained at OS8)", flush=True)
-    report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
-                        Thresholds(None, None), ("OS8", "OS16"), "validation")
+    with tempfile.TemporaryDirectory(prefix="stride-") as work:
+        for stride in (8, 16):
+            rows.append(_at_stride(stride, model8, spec, split, x, Path(work), runners, args))
+        report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
+                            Thresholds(None, None), ("OS8", "OS16"), "validation")
     rows.append({"agreement_os16_vs_os8": report.results[0].agreement})
     return rows
+
+
+def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, x: np.ndarray, work: Path,
+               runners: dict, args: argparse.Namespace) -> dict:
+    """Export the OS8 weights rebuilt at `stride`, then its GFLOP, ORT FP32 speed and mIoU."""
+    import segmentation_models_pytorch as smp
+
+    from segdeploy.export import set_metadata, to_onnx
+    from segdeploy.roofline import count_gflop
+    from segtrain.evaluation import evaluate_split
+
+    model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=stride,
+                          classes=spec.num_classes)
+    model.load_state_dict(model8.state_dict())  # same parameters; only strides and dilations differ
+    model.eval()
+    proto = to_onnx(model, spec, stride)
+    set_metadata(proto, spec.to_metadata())
+    path = work / f"os{stride}.onnx"
+    path.write_bytes(proto.SerializeToString())
+    runners[stride] = OnnxModel(path, provider="cpu", threads=args.threads)
+    metrics = evaluate_split(runners[stride].run, split, spec, batch_size=4, limit=args.images)
+    row = {"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)),
+           "images_per_second": speed(path, x, args.threads, args.runs, args.warmup), "miou": metrics.miou}
+    print(f"OS{stride}: {row['gflop']:.1f} GFLOP/image, {row['images_per_second']:.2f} images/s, "
+          f"mIoU {100 * metrics.miou:.2f}% (weights trained at OS8)", flush=True)
+    return row
 
 
 def main() -> None:

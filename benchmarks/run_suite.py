@@ -20,6 +20,7 @@ into --work, as a smoke test of the whole path in a few minutes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -56,7 +57,7 @@ STANDARD = (
                ("--batch-sizes", "1,4,8", "--runs", "5", "--warmup", "2", "--calibration-images", "8")),
     SuiteModel("deeplab_r18_256", "deeplab", "resnet18", 256, True,
                ("--batch-sizes", "1,4,8", "--runs", "10", "--warmup", "3", "--calibration-images", "32"),
-               ("--epochs", "8", "--lr", "5e-4", "--batch-size", "8")),
+               ("--epochs", "6", "--lr", "5e-4", "--batch-size", "8")),
 )
 QUICK = (
     SuiteModel("deeplab_r18_128", "deeplab", "resnet18", 128, True,
@@ -97,6 +98,16 @@ def random_checkpoint(model: SuiteModel, path: Path, data: Path) -> None:
     save_checkpoint(path, {"spec": spec.to_dict(), "model": net.state_dict(), "epoch": 0, "metrics": {},
                            "config": {"data": str(data), "model": model.arch, "encoder": model.encoder,
                                       "image_size": model.size, "encoder_weights": "none (random init)"}})
+
+
+def from_checkpoint(template: SuiteModel, ckpt: Path) -> SuiteModel:
+    """The light config as given by --light-checkpoint: its own architecture, encoder and size."""
+    from segtrain.checkpoint import load_checkpoint
+
+    spec = load_checkpoint(ckpt)["spec"]
+    short = spec.encoder.replace("resnet", "r")
+    return dataclasses.replace(template, name=f"{spec.arch}_{short}_{spec.input_size[0]}", arch=spec.arch,
+                               encoder=spec.encoder, size=spec.input_size[0])
 
 
 def checkpoint_for(model: SuiteModel, work: Path, data: Path, light: Path | None) -> Path:
@@ -188,6 +199,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     models = [m for m in (QUICK if args.quick else STANDARD) if not args.only or m.name in args.only]
+    if args.light_checkpoint:
+        models = [from_checkpoint(m, args.light_checkpoint) if m.trained else m for m in models]
     if not models:
         raise SystemExit(f"--only matches none of {', '.join(m.name for m in (QUICK if args.quick else STANDARD))}")
     args.work.mkdir(parents=True, exist_ok=True)
