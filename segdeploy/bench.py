@@ -273,13 +273,20 @@ class Runner:
     notes: list[str] = field(default_factory=list)
 
 
+def torch_device(config: BenchConfig) -> str:
+    """Where PyTorch runs: the GPU when onnxruntime gets a GPU provider (and torch has CUDA), else the CPU."""
+    import torch
+
+    return "cuda" if gpu_provider_available(config.provider) and torch.cuda.is_available() else "cpu"
+
+
 def torch_runner(ref: ModelRef, config: BenchConfig) -> Runner:
     """The checkpoint's eager model (load + build + weights = its session time), inference mode."""
     import torch
 
     from segtrain.checkpoint import load_model
 
-    device = "cuda" if gpu_provider_available(config.provider) and torch.cuda.is_available() else "cpu"
+    device = torch_device(config)
     t0 = time.perf_counter()
     model, _, _ = load_model(ref.path, device=device)
     notes = []
@@ -592,10 +599,11 @@ def run_bench(config: BenchConfig, echo: Echo = print) -> dict:
             machine = describe_machine()
             echo(f"{machine['cpu']}, {machine['usable_cores']} usable cores; {config.threads} threads for every "
                  "backend")
-            sgemm_start = sgemm_gflops(config.threads, config.sgemm_size)
-            echo(f"SGEMM {config.sgemm_size}^3 float32: {sgemm_start.gflops_median:.1f} GFLOP/s")
+            device = torch_device(config)
+            sgemm_start = sgemm_gflops(config.threads, config.sgemm_size, device=device)
+            echo(f"SGEMM {config.sgemm_size}^3 float32 on {device}: {sgemm_start.gflops_median:.1f} GFLOP/s")
             models = [bench_model(ref, config, onnx_dir, echo) for ref in refs]
-            sgemm_end = sgemm_gflops(config.threads, config.sgemm_size)
+            sgemm_end = sgemm_gflops(config.threads, config.sgemm_size, device=device)
     finally:
         gc.unfreeze()
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}

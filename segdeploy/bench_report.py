@@ -120,7 +120,7 @@ def machine_line(doc: dict) -> str:
 
 def sgemm_line(doc: dict) -> str:
     g = doc["sgemm"]
-    return (f"SGEMM {g['start']['n']}^3 float32 (torch.mm, {g['start']['threads']} threads): "
+    return (f"SGEMM {g['start']['n']}^3 float32 (torch.mm on {g['start']['device']}, {g['start']['threads']} threads): "
             f"{g['start']['gflops']:.1f} GFLOP/s at the start, {g['end']['gflops']:.1f} at the end; "
             f"roofline {g['roofline_gflops']:.1f}")
 

@@ -30,29 +30,38 @@ class Sgemm:
     n: int
     threads: int
     runs: int
+    device: str
     gflops_median: float
     gflops_best: float
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "threads": self.threads, "runs": self.runs, "library": "torch.mm (float32)",
-                "gflops": self.gflops_median, "gflops_best": self.gflops_best}
+        return {"n": self.n, "threads": self.threads, "runs": self.runs, "device": self.device,
+                "library": "torch.mm (float32)", "gflops": self.gflops_median, "gflops_best": self.gflops_best}
 
 
-def sgemm_gflops(threads: int, n: int = SGEMM_SIZE, runs: int = 5) -> Sgemm:
-    """Time torch.mm on two random float32 n x n matrices with `threads` intra-op threads."""
+def sgemm_gflops(threads: int, n: int = SGEMM_SIZE, runs: int = 5, device: str = "cpu") -> Sgemm:
+    """Time torch.mm on two random float32 n x n matrices with `threads` intra-op threads (or on a GPU)."""
     import torch
 
-    previous = torch.get_num_threads()
+    previous, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
     torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # a float32 roofline, not TF32
     try:
         gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        out = torch.empty(n, n)
-        seconds = time_best(lambda: torch.mm(a, b, out=out), runs)
+        a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+        out = torch.empty(n, n, device=device)
+        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+        def product() -> None:
+            torch.mm(a, b, out=out)
+            sync()
+
+        seconds = time_best(product, runs)
     finally:
         torch.set_num_threads(previous)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     flop = 2.0 * n**3
-    return Sgemm(n, threads, runs, flop / float(np.median(seconds)) / 1e9, flop / min(seconds) / 1e9)
+    return Sgemm(n, threads, runs, device, flop / float(np.median(seconds)) / 1e9, flop / min(seconds) / 1e9)
 
 
 def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> float:
