@@ -145,33 +145,61 @@ def int8_variant(args: argparse.Namespace, path: Path, name: str, options: dict,
 
 
 def profile_command(args: argparse.Namespace) -> list[dict]:
-    """Per-op-type share of the kernel time over --runs runs at batch 1 (onnxruntime's profiler)."""
-    import onnxruntime as ort
-
+    """Share of kernel time per op type at batch 1: onnxruntime's profiler for .onnx, torch.profiler for .pth."""
     rows = []
     for path in args.models:
-        spec = OnnxModel(path, provider="cpu").spec
-        x = sample_batch(spec, args.data, 1) if args.data else np.zeros((1, 3, *spec.input_size), np.float32)
-        with tempfile.TemporaryDirectory() as work:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
-            opts.enable_profiling, opts.profile_file_prefix = True, str(Path(work) / "prof")
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            name = session.get_inputs()[0].name
-            for _ in range(args.warmup + args.runs):
-                session.run(None, {name: x})
-            trace = json.loads(Path(session.end_profiling()).read_text())
-        by_op: dict[str, float] = defaultdict(float)
-        for ev in trace:
-            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
-                by_op[ev["args"]["op_name"]] += ev["dur"]
+        by_op = _torch_profile(path, args) if path.suffix == ".pth" else _ort_profile(path, args)
         total = sum(by_op.values())
         top = sorted(by_op.items(), key=lambda kv: -kv[1])[:args.top]
-        print(f"{path}: kernel time by op type ({args.warmup + args.runs} runs incl. warm-up)")
+        print(f"{path}: kernel time by op type over {args.runs} runs at batch 1, {args.threads} threads")
         for op, us in top:
-            print(f"  {op:<28} {100 * us / total:5.1f}%")
+            print(f"  {op:<32} {100 * us / total:5.1f}%")
         rows.append({"model": str(path), "share": {op: us / total for op, us in top}})
     return rows
+
+
+def _input(spec: ModelSpec, args: argparse.Namespace) -> np.ndarray:
+    return sample_batch(spec, args.data, 1) if args.data else np.zeros((1, 3, *spec.input_size), np.float32)
+
+
+def _ort_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Kernel microseconds per op type over the timed runs (the warm-up runs are cut from the trace)."""
+    import onnxruntime as ort
+
+    x = _input(OnnxModel(path, provider="cpu").spec, args)
+    with tempfile.TemporaryDirectory() as work:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(work) / "prof")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for _ in range(args.warmup + args.runs):
+            session.run(None, {name: x})
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted((ev for ev in trace if ev.get("name") == "model_run"), key=lambda ev: ev["ts"])
+    cutoff = runs[args.warmup - 1]["ts"] + runs[args.warmup - 1]["dur"] if args.warmup else 0
+    by_op: dict[str, float] = defaultdict(float)
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time") and ev["ts"] >= cutoff:
+            by_op[ev["args"]["op_name"]] += ev["dur"]
+    return by_op
+
+
+def _torch_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
+    import torch
+
+    from segtrain.checkpoint import load_model
+
+    torch.set_num_threads(args.threads)
+    model, spec, _ = load_model(path)
+    x = torch.from_numpy(_input(spec, args))
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            model(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(args.runs):
+                model(x)
+    return {e.key: e.self_cpu_time_total for e in prof.key_averages() if e.self_cpu_time_total > 0}
 
 
 def stride_command(args: argparse.Namespace) -> list[dict]:
