@@ -45,6 +45,10 @@ class BenchInputError(Exception):
     """Bad arguments or inputs (model files, sizes, data); one line, exit code 2."""
 
 
+class BenchRunError(Exception):
+    """A backend failed while running (for example a model with fixed input sizes); exit code 1."""
+
+
 @dataclass
 class BenchConfig:
     """Settings of one bench run; the CLI fills it from its options."""
@@ -161,6 +165,18 @@ def onnx_variants(path: Path) -> dict[str, Path]:
             if sibling.is_file():
                 found[variant] = sibling
     return found
+
+
+def check_writable(path: Path | None) -> None:
+    """Fail before the run, not after it, when a result file cannot be written."""
+    if path is None:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=Path(path).parent):
+            pass
+    except OSError as e:
+        raise BenchInputError(f"{path}: cannot write results there ({e.strerror or type(e).__name__})") from e
 
 
 def resolve_models(config: BenchConfig) -> list[ModelRef]:
@@ -434,8 +450,14 @@ def bench_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig
         echo(f"  {backend}: skipped ({reason})")
         return {**entry, "status": "skipped", "reason": reason}, None
     with PeakRss() as peak:
-        runner = make_runner(backend, ref, config)
-        results, outputs = measure_backend(runner, ref, inputs, config, reference, echo)
+        try:
+            runner = make_runner(backend, ref, config)
+            results, outputs = measure_backend(runner, ref, inputs, config, reference, echo)
+        except ModelLoadError as e:
+            raise BenchInputError(str(e)) from e
+        except Exception as e:  # onnxruntime and torch raise their own types; name the backend and the model
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise BenchRunError(f"{ref.path}: {backend} failed ({first})") from e
     entry.update(status="ok", provider=runner.provider, threads=config.threads, notes=runner.notes,
                  file=str(ref.onnx[PRECISION[backend]]) if backend != "torch" else str(ref.path),
                  session_seconds=runner.session_seconds, peak_rss_mib=peak.mib, rss_at_start_mib=peak.start_mib,

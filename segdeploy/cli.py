@@ -187,17 +187,21 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
     """
     from segdeploy import bench, bench_report
 
+    plot_path = plot_path or (json_path.with_suffix(".png") if json_path is not None else None)
     try:
+        for path in (json_path, plot_path):
+            bench.check_writable(path)
         config = bench.BenchConfig(models=list(models) or bench.default_models(),
                                    **{k: v for k, v in options.items() if v is not None})
         doc = bench.run_bench(config, echo=lambda m: click.echo(m, err=True))
     except bench.BenchInputError as e:
         raise click.UsageError(str(e)) from e
+    except bench.BenchRunError as e:
+        raise click.ClickException(str(e)) from e
     click.echo(bench_report.format_report(doc))
     if json_path is not None:
         bench_report.write_json(doc, json_path)
         click.echo(f"wrote {json_path}")
-    plot_path = plot_path or (json_path.with_suffix(".png") if json_path is not None else None)
     if plot_path is not None:
         bench_report.plot(doc, plot_path)
         click.echo(f"wrote {plot_path}")

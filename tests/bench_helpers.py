@@ -62,3 +62,24 @@ def make_tiny_checkpoint(path: Path, data: Path | None, size: int = 32, seed: in
     save_checkpoint(path, {"spec": spec.to_dict(), "model": model.state_dict(), "epoch": 1,
                            "metrics": {"miou": 0.1}, "config": {"data": str(data) if data else None}})
     return path
+
+
+def fixed_size_onnx(path: Path, size: int = 32) -> Path:
+    """A self-describing 1x1-conv model whose input is fixed at 1x3xSIZExSIZE (no dynamic axes)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    spec = build_spec(ARCH, "conv", image_size=size)
+    weight = numpy_helper.from_array(np.ones((spec.num_classes, 3, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["logits"])], "fixed",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, spec.num_classes, size, size])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in spec.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path

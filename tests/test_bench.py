@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_helpers import DIVISOR, make_tiny_checkpoint, tiny_gflop, tiny_registered
+from bench_helpers import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_gflop, tiny_registered
 from click.testing import CliRunner
 
 from segdeploy.cli import main
@@ -186,6 +186,7 @@ def test_bench_bad_inputs_are_usage_errors(tmp_path: Path, sample_root: Path, mo
     no_data = make_tiny_checkpoint(tmp_path / "nodata.pth", data=None)
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    (tmp_path / "a-file").write_text("")
     cases = [
         ([str(tmp_path / "missing.pth")], "missing.pth: checkpoint not found"),
         ([str(tmp_path / "bad.onnx")], "bad.onnx: not a readable ONNX model"),
@@ -193,6 +194,7 @@ def test_bench_bad_inputs_are_usage_errors(tmp_path: Path, sample_root: Path, mo
         ([str(no_data), "--data", str(tmp_path / "nowhere")], "nowhere: dataset folder not found"),
         ([str(no_data), "--backends", "torch,ort-fp32", "--photos", str(tmp_path / "empty")], "no images found"),
         ([str(no_data), "--data", str(tmp_path / "empty")], "validation"),
+        ([str(no_data), "--plot", str(tmp_path / "a-file" / "plot.png")], "plot.png: cannot write results there"),
     ]
     for args, message in cases:
         result = runner.invoke(main, ["bench", *args, "--json", str(tmp_path / "out.json")])
@@ -202,6 +204,15 @@ def test_bench_bad_inputs_are_usage_errors(tmp_path: Path, sample_root: Path, mo
     monkeypatch.chdir(tmp_path / "empty")
     result = runner.invoke(main, ["bench"])
     assert result.exit_code == 2 and "no MODEL given" in result.output
+
+
+def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
+    model = fixed_size_onnx(tmp_path / "fixed.onnx", size=32)
+    result = CliRunner().invoke(main, ["bench", str(model), "--image-size", "16", "--runs", "1", "--warmup", "1",
+                                       "--batch-sizes", "1", "--sgemm-size", "64", "--json", str(tmp_path / "o.json")])
+    assert result.exit_code == 1, result.output
+    assert f"{model}: ort-fp32 failed (" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.json").exists()
 
 
 # --------------------------------------------------------------------------------------------
