@@ -68,6 +68,7 @@ class BenchConfig:
     accuracy_images: int | None = None  # None: the whole validation split
     photos: Path | None = None  # a folder of photos: enables the end-to-end `segdeploy batch` figure
     e2e_batch_size: int = 4
+    e2e_workers: int | None = None  # decode and write threads of the pipeline; None: segdeploy batch's default
     graph_optimization: str = "all"
     iobinding: bool = False
     channels_last: bool = False
@@ -78,7 +79,8 @@ class BenchConfig:
             raise BenchInputError("no model to benchmark")
         for name, value in (("runs", self.runs), ("warmup", self.warmup), ("threads", self.threads),
                             ("calibration images", self.calibration_images),
-                            ("end-to-end batch size", self.e2e_batch_size)):
+                            ("end-to-end batch size", self.e2e_batch_size),
+                            ("end-to-end workers", self.e2e_workers or 1)):
             if value < 1:
                 raise BenchInputError(f"{name} must be at least 1, got {value}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -537,7 +539,7 @@ def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], ima
         return {"status": "skipped", "reason": "no FP32 ONNX model"}
     size, batch = tuple(ref.spec.input_size), config.e2e_batch_size
     model_only = model_only_ips(ref, config, size, batch, fp32_results, images)
-    workers = default_workers()
+    workers = config.e2e_workers or default_workers()
     echo(f"  end-to-end: segdeploy batch over {config.photos} (batch {batch}, {config.threads} threads, "
          f"{workers} decode/write workers)")
     with tempfile.TemporaryDirectory(prefix="segdeploy-bench-e2e-") as tmp:

@@ -158,6 +158,8 @@ class NameList(click.ParamType):
               help="Folder of photos: time `segdeploy batch` on it against the model alone (end-to-end ratio).")
 @click.option("--e2e-batch-size", default=4, show_default=True, type=click.IntRange(min=1),
               help="Batch size of the end-to-end run.")
+@click.option("--e2e-workers", type=click.IntRange(min=1),
+              help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
 @click.option("--graph-optimization", default="all", show_default=True,
               type=click.Choice(["disable", "basic", "extended", "all"]), help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
