@@ -206,6 +206,21 @@ def test_bench_bad_inputs_are_usage_errors(tmp_path: Path, sample_root: Path, mo
     assert result.exit_code == 2 and "no MODEL given" in result.output
 
 
+def test_default_models_prefer_checkpoints_then_fp32_exports(tmp_path: Path) -> None:
+    from segdeploy.bench import BenchInputError, default_models
+
+    runs, exported = tmp_path / "runs", tmp_path / "exported"
+    for name in ("a.onnx", "a.int8.onnx", "a.fp16.onnx", "b.onnx"):
+        (exported / name).parent.mkdir(parents=True, exist_ok=True)
+        (exported / name).write_bytes(b"")
+    assert default_models(runs, exported) == [exported / "a.onnx", exported / "b.onnx"]
+    (runs / "deeplab").mkdir(parents=True)
+    (runs / "deeplab" / "best_model.pth").write_bytes(b"")
+    assert default_models(runs, exported) == [runs / "deeplab" / "best_model.pth"]
+    with pytest.raises(BenchInputError, match="no MODEL given"):
+        default_models(tmp_path / "none", tmp_path / "none")
+
+
 def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
     model = fixed_size_onnx(tmp_path / "fixed.onnx", size=32)
     result = CliRunner().invoke(main, ["bench", str(model), "--image-size", "16", "--runs", "1", "--warmup", "1",
