@@ -13,7 +13,8 @@ number of images::
 At most about ``2 * batch_size + 3 * workers`` decoded images are in flight. Every input
 goes through the model at the spec's input size, so any mix of image sizes batches together.
 Unreadable inputs are reported and skipped; a rerun skips images whose outputs are complete
-(see `segdeploy.outputs`) and removes temporary files a killed run left behind.
+(see `segdeploy.outputs`) and removes temporary files a killed run left behind. With a shard
+(`segdeploy.shard`) the run does only its share of the inputs and writes summary.shard-K-of-N.json.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from segdeploy.outputs import (
 )
 from segdeploy.runtime import OnnxModel
 from segdeploy.scoring import GroundTruth, GroundTruthReport
-from segdeploy.summary import Failure, RunTotals, build_summary, class_share, write_summary
+from segdeploy.shard import Shard, shard_section
+from segdeploy.summary import SUMMARY_NAME, Failure, RunTotals, build_summary, class_share, write_summary
 from segtrain.checkpoint import file_sha256
 from segtrain.contract import ModelSpec, colorize, logits_to_mask, overlay, preprocess
 from segtrain.images import IMAGE_SUFFIXES, ImageReadError, is_image_file, load_image
@@ -84,6 +86,7 @@ class BatchConfig:
     overwrite: bool = False
     gt: Path | None = None
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
+    shard: Shard | None = None  # do only this share of the inputs
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,10 @@ class BatchResult:
                  "images/s in the model)" if t["processed"] else "")
         lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
                  f"in {t['seconds']:.1f} s on {self.summary['provider']}{speed}", f"summary: {self.summary_path}"]
+        if "shard" in self.summary:
+            s = self.summary["shard"]
+            lines.insert(0, f"shard {s['index']}/{s['count']}: {t['images_found']} of {s['inputs_total']} inputs")
+            lines.append(f"when all {s['count']} shards are done: segdeploy merge-summary {self.summary['out_dir']}")
         if self.ground_truth is not None:
             gt = self.ground_truth
             lines.append(f"ground truth: {gt.scored} images scored, {gt.without_truth} inputs without ground truth")
@@ -348,6 +355,19 @@ def _split_done(jobs: list[Job], fingerprint: dict, overwrite: bool) -> tuple[li
     return todo, done
 
 
+def _resume(config: BatchConfig, jobs: list[Job], fingerprint: dict,
+            log: Callable[[str], None]) -> tuple[list[Job], list[tuple[Job, dict]]]:
+    """Remove orphaned temporary files, then split `jobs` into (to run, already complete)."""
+    swept = sweep_temp_files(config.out_dir)
+    if swept:
+        log(f"removed {len(swept)} temporary file(s) left by an interrupted run")
+    todo, done = _split_done(jobs, fingerprint, config.overwrite)
+    if done:
+        log(f"{len(done)} of {len(jobs)} images already have complete outputs in {config.out_dir}; "
+            "skipping them (--overwrite redoes them)")
+    return todo, done
+
+
 def _score_saved(truth: GroundTruth, done: list[tuple[Job, dict]], workers: int) -> None:
     """Score masks that an earlier run wrote (resumed images) against the ground truth."""
     jobs = [job for job, _ in done if truth.has(job.key)]
@@ -366,28 +386,25 @@ def _log_to_stderr(message: str) -> None:
 
 
 def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) -> BatchResult:
-    """Run the model over every image under config.input_dir; writes outputs and summary.json.
+    """Run the model over every image under config.input_dir (or config.shard's share of them).
+
+    Writes the outputs and summary.json (summary.shard-K-of-N.json for a shard).
 
     Raises BatchInputError, ModelLoadError or segtrain.coco.DataError for bad arguments before
     any output is written, BatchRunError when inference fails, and KeyboardInterrupt after
     letting started writes finish.
     """
-    jobs = plan_jobs(config.input_dir, config.out_dir)
+    all_jobs = plan_jobs(config.input_dir, config.out_dir)
+    jobs = [job for job in all_jobs if config.shard.owns(job.key)] if config.shard else all_jobs
     model = OnnxModel(config.model, config.provider, config.threads)
     spec = model.spec
     truth = GroundTruth(config.gt, config.input_dir, spec) if config.gt else None
     fingerprint = {"model_sha256": file_sha256(model.path), "alpha": config.alpha}
-    swept = sweep_temp_files(config.out_dir)
-    if swept:
-        log(f"removed {len(swept)} temporary file(s) left by an interrupted run")
-    todo, done = _split_done(jobs, fingerprint, config.overwrite)
-    if done:
-        log(f"{len(done)} of {len(jobs)} images already have complete outputs in {config.out_dir}; "
-            "skipping them (--overwrite redoes them)")
+    todo, done = _resume(config, jobs, fingerprint, log)
     ctx = _WriteContext(spec, Path(config.out_dir), config.alpha, fingerprint, truth)
     totals = RunTotals(found=len(jobs), resumed=len(done))
     progress = _Progress(Path(config.input_dir), len(todo), config.progress, log)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
     try:
         if truth is not None and done:
             _score_saved(truth, done, config.workers)
@@ -399,7 +416,9 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     gt_report = truth.report([job.key for job in jobs]) if truth is not None else None
     doc = build_summary(_describe_run(config, model, fingerprint), records, progress.failures, totals,
                         gt_report.to_dict() if gt_report else None)
-    path = write_summary(config.out_dir, doc)
+    if config.shard is not None:
+        doc["shard"] = shard_section(config.shard, [job.key for job in all_jobs], started, time.time())
+    path = write_summary(config.out_dir, doc, config.shard.summary_name if config.shard else SUMMARY_NAME)
     return BatchResult(doc, path, progress.failures, totals, gt_report)
 
 

@@ -1,19 +1,23 @@
 """`segdeploy`: export to ONNX, inspect, evaluate, run over folders, benchmark.
 
-Exit codes: 0 all done; 2 usage or input errors; 3 a batch finished but some inputs were
-unreadable (each named in the output and in summary.json); 1 other failures (for example an
-export that fails verification).
+Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
+some inputs were unreadable (each named in the output and in summary.json); 1 other failures
+(for example an export that fails verification).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from segdeploy import __version__
 from segdeploy.bench import BACKENDS
 from segdeploy.runtime import PROVIDER_CHOICES
+
+if TYPE_CHECKING:
+    from segdeploy.shard import Shard
 
 EXIT_SOME_INPUTS_FAILED = 3
 
@@ -23,12 +27,29 @@ EXIT_SOME_INPUTS_FAILED = 3
 def main() -> None:
     """Ship segtrain models as ONNX and run them with onnxruntime.
 
-    Exit codes: 0 all done; 2 usage or input errors; 3 a batch finished but some inputs were
-    unreadable; 1 other failures (for example an export that fails verification).
+    Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
+    some inputs were unreadable; 1 other failures (for example an export that fails verification).
     """
 
 
 EXIT_INTERRUPTED = 130
+
+
+class InputError(click.ClickException):
+    """Bad input found after parsing (a missing shard summary): one-line message, exit 2."""
+
+    exit_code = 2
+
+
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    from segdeploy.shard import ShardError, parse_shard
+
+    try:
+        return parse_shard(value)
+    except ShardError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
 
 
 @main.command("batch")
@@ -49,9 +70,12 @@ EXIT_INTERRUPTED = 130
 @click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO labels.json: score the masks against it (file names relative to INPUT_DIR).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@click.option("--shard", metavar="K/N", callback=_shard_option,
+              help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
+                   "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
 def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size: int, provider: str,
                   threads: int | None, workers: int | None, alpha: float, overwrite: bool, gt: Path | None,
-                  progress: bool | None) -> None:
+                  progress: bool | None, shard: Shard | None) -> None:
     """Segment every image under INPUT_DIR (recursively) with an ONNX model.
 
     \b
@@ -66,6 +90,10 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
     images whose outputs are complete (--overwrite redoes them), so an interrupted run
     (Ctrl-C, kill) is finished by running it again.
 
+    With --shard K/N, N runs (on N machines) share the inputs, each file by a hash of its path
+    relative to INPUT_DIR, and may write into the same OUT; each writes
+    OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
+
     \b
     Exit codes: 0 all images done; 2 usage or input errors (bad folder, model or labels.json);
     3 finished, but some inputs were unreadable; 1 other failures; 130 interrupted.
@@ -78,7 +106,7 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
         config = batching.BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model or batching.default_model(),
                                       batch_size=batch_size, provider=provider, threads=threads,
                                       workers=workers or batching.default_workers(), alpha=alpha,
-                                      overwrite=overwrite, gt=gt, progress=progress)
+                                      overwrite=overwrite, gt=gt, progress=progress, shard=shard)
         with batching.sigterm_as_interrupt():
             result = batching.run_batch(config)
     except (batching.BatchInputError, ModelLoadError, DataError) as e:
@@ -207,6 +235,34 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
     if plot_path is not None:
         bench_report.plot(doc, plot_path)
         click.echo(f"wrote {plot_path}")
+
+
+@main.command("merge-summary")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def merge_summary_command(out_dir: Path) -> None:
+    """Combine the shard summaries of a sharded batch into OUT_DIR/summary.json.
+
+    Checks that OUT_DIR holds summary.shard-K-of-N.json for every K = 0..N-1, that the shards ran
+    the same model, classes and overlay alpha over the same input files, and that no image is
+    listed twice. summary.json then lists every image and failure, totals summed over the shards,
+    images/s as the images over the wall span from the first shard's start to the last one's end
+    (the sum of the shards' own rates is recorded too), and with --gt the IoU of the shards'
+    summed confusion matrices.
+
+    \b
+    Exit codes: 0 merged; 2 a shard summary missing, unreadable or disagreeing;
+    3 merged, but some inputs were unreadable.
+    """
+    from segdeploy.shard import MergeError, merge_shard_summaries
+
+    try:
+        result = merge_shard_summaries(out_dir)
+    except MergeError as e:
+        raise InputError(str(e)) from e
+    click.echo(result.describe())
+    if result.failures:
+        click.echo(result.describe_failures(), err=True)
+        raise SystemExit(EXIT_SOME_INPUTS_FAILED)
 
 
 if __name__ == "__main__":

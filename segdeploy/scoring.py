@@ -45,10 +45,15 @@ class GroundTruthReport:
     scored: int
     without_truth: int
     problems: list[str] = field(default_factory=list)
+    # Rows ground truth, columns prediction: kept so shard summaries can be combined exactly.
+    confusion: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        return {**self.metrics.to_dict(), "images_scored": self.scored,
-                "inputs_without_ground_truth": self.without_truth, "problems": self.problems}
+        doc = {**self.metrics.to_dict(), "images_scored": self.scored,
+               "inputs_without_ground_truth": self.without_truth, "problems": self.problems}
+        if self.confusion is not None:
+            doc["confusion_matrix"] = np.asarray(self.confusion).tolist()
+        return doc
 
 
 class GroundTruth:
@@ -92,4 +97,4 @@ class GroundTruth:
     def report(self, input_keys: list[str]) -> GroundTruthReport:
         without = sum(1 for k in input_keys if k not in self._index)
         return GroundTruthReport(self._cm.result(self.spec.classes), len(self._scored), without,
-                                 [*self.split.problems, *self._problems])
+                                 [*self.split.problems, *self._problems], self._cm.mat.copy())

@@ -72,7 +72,8 @@ def build_summary(run: dict, records: list[dict], failures: list[Failure], total
     return doc
 
 
-def write_summary(out_dir: Path, doc: dict) -> Path:
-    path = Path(out_dir) / SUMMARY_NAME
+def write_summary(out_dir: Path, doc: dict, name: str = SUMMARY_NAME) -> Path:
+    """Write `doc` atomically as OUT/`name` (summary.json, or a shard's summary.shard-K-of-N.json)."""
+    path = Path(out_dir) / name
     write_atomic(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return path

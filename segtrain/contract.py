@@ -193,7 +193,9 @@ def _resize_rows(logits: np.ndarray, size: tuple[int, int], r0: int, r1: int) ->
 def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int = 1 << 21) -> np.ndarray:
     """CxHxW logits -> uint8 class mask of `size` (height, width): resize first, then arg-max.
 
-    Works in bands of rows so a 24-megapixel output never holds all class planes at once.
+    Works in bands of output rows so a 24-megapixel output never holds all class planes at
+    once: each band is interpolated vertically here, then horizontally by OpenCV (the same
+    half-pixel bilinear rule, several times faster than NumPy for the wide pass).
     """
     if logits.ndim != 3:
         raise ValueError(f"expected CxHxW logits, got shape {logits.shape}")
@@ -201,11 +203,16 @@ def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: i
     out_h, out_w = size
     if logits.shape[1:] == (out_h, out_w):
         return logits.argmax(0).astype(np.uint8)
+    c, h, w = logits.shape
+    ylo, yhi, yf = _linear_taps(out_h, h)
     band = max(1, max_band_pixels // max(out_w, 1))
     mask = np.empty((out_h, out_w), dtype=np.uint8)
     for r0 in range(0, out_h, band):
-        r1 = min(out_h, r0 + band)
-        mask[r0:r1] = _resize_rows(logits, size, r0, r1).argmax(0)
+        rows = slice(r0, min(out_h, r0 + band))
+        top, bottom = logits[:, ylo[rows]], logits[:, yhi[rows]]
+        vertical = (top + (bottom - top) * yf[rows][None, :, None]).transpose(1, 2, 0)  # rows x w x C
+        wide = cv2.resize(np.ascontiguousarray(vertical), (out_w, vertical.shape[0]), interpolation=cv2.INTER_LINEAR)
+        mask[rows] = wide.reshape(vertical.shape[0], out_w, c).argmax(2)
     return mask
 
 

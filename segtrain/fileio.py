@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call write(file_object) on a temporary file beside `path`, then rename it into place."""
+def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
+    """Call write(file_object) on a temporary file beside `path`, then rename it into place.
+
+    The temporary name is ".<name>.<tag>.<random>.tmp" (".<name>.<random>.tmp" without a tag);
+    a tag lets a later sweep tell whose temporary file it is.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.{tag}." if tag else f".{path.name}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
