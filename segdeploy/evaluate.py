@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segtrain.coco import CocoSplit
+from segtrain.coco import CocoSplit, DataError
 from segtrain.evaluation import evaluate_split, split_categories
 from segtrain.metrics import SegMetrics
 
@@ -23,6 +23,6 @@ def evaluate_onnx(model_path: str | Path, data: str | Path, split: str = "test",
     model = OnnxModel(model_path, provider=provider, threads=threads)
     coco = CocoSplit.open(data, split, categories=split_categories(model.spec))
     if tuple(coco.classes) != model.spec.classes:
-        raise ValueError(f"{coco.ann_file}: its category names {list(coco.classes[1:])} differ from the model's "
+        raise DataError(f"{coco.ann_file}: its category names {list(coco.classes[1:])} differ from the model's "
                          f"{list(model.spec.classes[1:])} for the same COCO ids")
     return evaluate_split(model.run, coco, model.spec, batch_size=batch_size, limit=limit, progress=progress), coco

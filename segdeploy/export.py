@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from segdeploy.verify import ParityReport, Thresholds, run_parity, verification_sizes
 from segtrain.checkpoint import file_sha256, load_model
 from segtrain.coco import CocoSplit, DataError
@@ -182,24 +180,17 @@ def open_split(ckpt: dict[str, Any], checkpoint: Path, spec: ModelSpec, data: Pa
         raise ExportError(f"{purpose} needs real images: {e} (pass --data DIR)") from e
 
 
-def torch_predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).float().numpy()
-
-    return predict
-
-
 def write_report(report: ParityReport, path: Path) -> None:
     atomic_write_text(path, report.to_json() + "\n")
 
 
 def export_checkpoint(checkpoint: Path, opts: ExportOptions, echo: Echo = print) -> ExportResult:
     """Export one checkpoint to `<out>/<name>.onnx`, verify it, then build the requested variants."""
+    import torch
+
     from segdeploy.runtime import OnnxModel
     from segtrain.models import INPUT_DIVISORS
+    from segtrain.torch_eval import torch_predictor
 
     model, spec, ckpt = load_model(checkpoint)
     name = output_name(checkpoint)
@@ -219,7 +210,7 @@ def export_checkpoint(checkpoint: Path, opts: ExportOptions, echo: Echo = print)
         if split is not None:
             trace = (divisor * TRACE_BLOCKS[0], divisor * TRACE_BLOCKS[1])
             result.report = run_parity(
-                torch_predictor(model), OnnxModel(tmp, provider="cpu").run, split, spec,
+                torch_predictor(model, torch.device("cpu")), OnnxModel(tmp, provider="cpu").run, split, spec,
                 verification_sizes(spec, divisor, avoid=trace), opts.verify_batch_size, opts.verify_images,
                 opts.thresholds, ("pytorch", "onnxruntime-cpu"), f"{split.image_dir.parent} ({opts.split})")
             result.report.notes.append(f"exported with batch 1 at {trace[0]}x{trace[1]}")

@@ -22,6 +22,12 @@ def _io(values) -> list[dict]:
     return out
 
 
+def _used_opsets(model) -> dict[str, int]:
+    """Opset per domain, for the domains the graph's nodes use (tools add unused imports)."""
+    used = {n.domain or "ai.onnx" for n in model.graph.node}
+    return {(o.domain or "ai.onnx"): o.version for o in model.opset_import if (o.domain or "ai.onnx") in used}
+
+
 def describe(path: str | Path) -> dict:
     """Spec, provenance, graph inputs/outputs, opsets and producer of an ONNX model file."""
     import onnx
@@ -47,7 +53,7 @@ def describe(path: str | Path) -> dict:
                 provenance[key[len(PROVENANCE_PREFIX):]] = value
     return {"path": str(path), "size_bytes": path.stat().st_size, "spec": spec.to_dict(), "provenance": provenance,
             "inputs": _io(model.graph.input), "outputs": _io(model.graph.output),
-            "opset": {(o.domain or "ai.onnx"): o.version for o in model.opset_import},
+            "opset": _used_opsets(model),
             "producer": f"{model.producer_name} {model.producer_version}".strip(), "ir_version": model.ir_version}
 
 

@@ -54,6 +54,8 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {type(e).__name__})") from e
+    except Exception as e:  # garbage bytes can trip the unpickler anywhere (IndexError, KeyError, ...)
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")
     if ckpt.get("version") != VERSION:

@@ -27,7 +27,7 @@ def train_steps(model: torch.nn.Module, split: CocoSplit, spec, steps: int, imag
         loss.backward()
         opt.step()
     model.eval()
-    return float(loss)
+    return loss.item()
 
 
 def make_checkpoint(path: Path, arch: str, encoder: str, size: int, data: Path | None = None,

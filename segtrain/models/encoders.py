@@ -18,7 +18,6 @@ import pickle
 import socket
 import threading
 import urllib.request
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -85,7 +84,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if "Unsupported global" in str(e):
             raise ModelError(f"{path}: refused, not a plain state dict (loading it would run code)") from e
         raise ModelError(f"{path}: not a readable weights file (UnpicklingError)") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # corrupt bytes can trip the unpickler anywhere (IndexError, KeyError, ...)
         raise ModelError(f"{path}: not a readable weights file ({type(e).__name__})") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
