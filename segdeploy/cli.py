@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from segdeploy import __version__
-from segdeploy.bench import BACKENDS
+from segdeploy.bench_setup import BACKENDS
 from segdeploy.runtime import PROVIDER_CHOICES
 
 if TYPE_CHECKING:
