@@ -6,11 +6,13 @@ times every backend on the same preprocessed real images (random ones when there
 the same thread count everywhere (torch.set_num_threads = onnxruntime intra_op_num_threads,
 inter-op 1). For an .onnx file it times that file and its ``.int8.onnx``/``.fp16.onnx`` siblings.
 
-Per backend: session-creation time and peak RSS; per image size and batch size: the first run
-timed on its own, warm-up runs, then N timed runs (latency p50/p90/p99/mean, images/s from the
-median latency), the achieved GFLOP/s (FLOPs counted once on the eager model) against an SGEMM
-timed in the same run, and the largest |logit difference| from the reference backend on the
-same input. Optional: the INT8 model's mIoU change against FP32 on a validation split, and the
+Per backend: session-creation time, and peak RSS over the session's creation and its first and
+warm-up runs; per image size and batch size: the first run timed on its own, then N timed rounds
+in which every backend (and one SGEMM) runs once, in an order that rotates each round, so a slow
+spell of a shared machine falls on all of them alike. Latency p50/p90/p99/mean, images/s from
+the median latency, the achieved GFLOP/s (FLOPs counted once on the eager model) against the
+SGEMM samples of the same rounds, and the largest |logit difference| from the reference backend
+on the same input. Optional: the INT8 model's mIoU change against FP32 on a validation split, and the
 end-to-end `segdeploy batch` images/s on a folder of photos against the model-only figure.
 """
 
@@ -44,7 +46,7 @@ from segdeploy.bench_setup import (  # noqa: F401  (BenchConfig and the errors a
     resolve_models,
 )
 from segdeploy.runtime import ModelLoadError
-from segdeploy.timing import PeakRss, time_runs
+from segdeploy.timing import LatencyStats, PeakRss, first_and_warmup, time_interleaved, time_runs
 from segtrain.contract import ModelSpec, preprocess
 
 SCHEMA = "segdeploy-bench/1"
@@ -193,51 +195,89 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def measure_backend(runner: Runner, ref: ModelRef, inputs: dict[tuple[int, int], dict[int, np.ndarray]],
-                    config: BenchConfig, reference: dict | None, echo: Echo) -> tuple[list[dict], dict]:
-    """Timed results per (size, batch) and the first-run outputs (for comparing the next backends)."""
-    results, outputs = [], {}
-    for size, batches in inputs.items():
-        for b, x in batches.items():
-            timing = time_runs(lambda x=x: runner.run(x), config.runs, config.warmup)
-            out = np.asarray(timing.output)
-            outputs[(size, b)] = out
-            row = {"image_size": list(size), "batch_size": b, "first_run_seconds": timing.first_run_seconds,
-                   "latency_ms": timing.latency.to_dict(), "images_per_second": b / (timing.latency.p50 / 1e3)}
-            if reference is not None and (size, b) in reference["outputs"]:
-                ref_out = reference["outputs"][(size, b)]
-                row["max_abs_diff"] = {"against": reference["backend"],
-                                       "value": float(np.abs(out.astype(np.float64) - ref_out).max()),
-                                       "argmax_agreement": float((out.argmax(1) == ref_out.argmax(1)).mean())}
-            results.append(row)
-            echo(f"  {runner.backend:<8} {size[0]}x{size[1]} batch {b}: p50 {timing.latency.p50:.1f} ms, "
-                 f"{row['images_per_second']:.2f} images/s")
-    return results, outputs
+@contextmanager
+def backend_errors(ref: ModelRef, backend: str) -> Iterator[None]:
+    """A backend that cannot load is an input error; one that fails while running is a run error."""
+    try:
+        yield
+    except ModelLoadError as e:
+        raise BenchInputError(str(e)) from e
+    except (BenchInputError, BenchRunError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # onnxruntime and torch raise their own types; name the backend and the model
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise BenchRunError(f"{ref.path}: {backend} failed ({first})") from e
 
 
-def bench_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig, reference: dict | None,
-                  echo: Echo) -> tuple[dict, dict | None]:
-    """Create the backend's session and time it; the entry for the report, and its outputs."""
+@dataclass
+class Live:
+    """A backend whose session is open: its report entry and its first-run time and output per (size, batch)."""
+
+    backend: str
+    runner: Runner
+    entry: dict
+    first: dict[tuple[tuple[int, int], int], tuple[float, np.ndarray]]
+
+
+def start_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig,
+                  echo: Echo) -> tuple[dict, Live | None]:
+    """Open the backend and run its first and warm-up runs at every size and batch; peak RSS covers both."""
     entry: dict[str, Any] = {"backend": backend, "precision": PRECISION[backend]}
     reason = skip_reason(backend, ref, config)
     if reason:
         echo(f"  {backend}: skipped ({reason})")
         return {**entry, "status": "skipped", "reason": reason}, None
-    with PeakRss() as peak:
-        try:
-            runner = make_runner(backend, ref, config)
-            results, outputs = measure_backend(runner, ref, inputs, config, reference, echo)
-        except ModelLoadError as e:
-            raise BenchInputError(str(e)) from e
-        except Exception as e:  # onnxruntime and torch raise their own types; name the backend and the model
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise BenchRunError(f"{ref.path}: {backend} failed ({first})") from e
+    with PeakRss() as peak, backend_errors(ref, backend):
+        runner = make_runner(backend, ref, config)
+        first = {(size, b): first_and_warmup(lambda x=x: runner.run(x), config.warmup)
+                 for size, batches in inputs.items() for b, x in batches.items()}
     entry.update(status="ok", provider=runner.provider, threads=config.threads, notes=runner.notes,
                  file=str(ref.onnx[PRECISION[backend]]) if backend != "torch" else str(ref.path),
                  session_seconds=runner.session_seconds, peak_rss_mib=peak.mib, rss_at_start_mib=peak.start_mib,
-                 rss_scope=peak.scope, results=results)
-    del runner  # its session (and, for torch, the model) is freed before the next backend's memory is measured
-    return entry, {"backend": backend, "outputs": outputs}
+                 rss_scope=peak.scope, results=[])
+    echo(f"  {backend}: session {runner.session_seconds:.2f} s, first runs "
+         f"{', '.join(f'{t:.2f}' for t, _ in first.values())} s, peak RSS {peak.mib:.0f} MiB")
+    return entry, Live(backend, runner, entry, {k: (t, np.asarray(out)) for k, (t, out) in first.items()})
+
+
+def _guarded(fn: Callable[[], object], ref: ModelRef, backend: str) -> Callable[[], None]:
+    def call() -> None:
+        with backend_errors(ref, backend):
+            fn()
+
+    return call
+
+
+def timed_rounds(lives: list[Live], ref: ModelRef, inputs: dict, config: BenchConfig,
+                 sgemm: Callable[[], None], echo: Echo) -> list[float]:
+    """N interleaved rounds per (size, batch): every open backend and one SGEMM per round; SGEMM seconds back."""
+    sgemm_seconds: list[float] = []
+    for size, batches in inputs.items():
+        for b, x in batches.items():
+            fns = {live.backend: _guarded(lambda r=live.runner, x=x: r.run(x), ref, live.backend) for live in lives}
+            seconds = time_interleaved({**fns, "sgemm": sgemm}, config.runs)
+            sgemm_seconds += seconds["sgemm"]
+            for live in lives:
+                row = result_row(live, size, b, seconds[live.backend], lives)
+                live.entry["results"].append(row)
+                echo(f"  {live.backend:<8} {size[0]}x{size[1]} batch {b}: p50 {row['latency_ms']['p50']:.1f} ms, "
+                     f"{row['images_per_second']:.2f} images/s")
+    return sgemm_seconds
+
+
+def result_row(live: Live, size: tuple[int, int], batch: int, seconds: list[float], lives: list[Live]) -> dict:
+    """Latency statistics of one backend at (size, batch), and how its first output compares with the reference."""
+    latency = LatencyStats.from_seconds(seconds)
+    first_seconds, out = live.first[(size, batch)]
+    row = {"image_size": list(size), "batch_size": batch, "first_run_seconds": first_seconds,
+           "latency_ms": latency.to_dict(), "images_per_second": batch / (latency.p50 / 1e3)}
+    reference = reference_for(live.backend, {other.backend: other for other in lives})
+    if reference is not None:
+        ref_out = reference.first[(size, batch)][1]
+        row["max_abs_diff"] = {"against": reference.backend,
+                               "value": float(np.abs(out.astype(np.float64) - ref_out).max()),
+                               "argmax_agreement": float((out.argmax(1) == ref_out.argmax(1)).mean())}
+    return row
 
 
 def model_gflop(spec: ModelSpec, sizes: list[tuple[int, int]]) -> dict[str, float] | None:
@@ -334,10 +374,12 @@ def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], ima
 # The run
 
 
-def reference_for(backend: str, outputs: dict[str, dict]) -> dict | None:
+def reference_for(backend: str, lives: dict[str, Live]) -> Live | None:
     """What a backend's logits are compared with: torch for ORT FP32, ORT FP32 (else torch) for the rest."""
+    if backend == "torch":
+        return None
     order = ("torch",) if backend == "ort-fp32" else ("ort-fp32", "torch")
-    return next((outputs[b] for b in order if b in outputs and b != backend), None)
+    return next((lives[b] for b in order if b in lives), None)
 
 
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> dict:
@@ -347,19 +389,25 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
     gflop = model_gflop(ref.spec, ref.sizes)
     images = sample_images(ref, config, max(config.batch_sizes))
     inputs = {size: input_batches(ref, size, config.batch_sizes, images) for size in ref.sizes}
-    entries, outputs = [], {}
+    entries, lives = [], []
     for backend in (b for b in BACKENDS if b in config.backends):
-        entry, outs = bench_backend(backend, ref, inputs, config, reference_for(backend, outputs), echo)
+        entry, live = start_backend(backend, ref, inputs, config, echo)
         entries.append(entry)
-        if outs is not None:
-            outputs[backend] = outs
+        if live is not None:
+            lives.append(live)
+    from segdeploy.roofline import sgemm_call, sgemm_rate
+
+    device = torch_device(config)
+    sgemm = sgemm_rate(config.sgemm_size, config.threads, device,
+                       timed_rounds(lives, ref, inputs, config, sgemm_call(config.sgemm_size, device), echo))
+    del lives  # every session (and the eager model) is freed before the accuracy and end-to-end runs
     fp32_results = next((e["results"] for e in entries if e["backend"] == "ort-fp32" and e["status"] == "ok"), [])
     return {"name": ref.name, "source": str(ref.path), "kind": ref.kind, "arch": ref.spec.arch,
             "encoder": ref.spec.encoder, "classes": list(ref.spec.classes),
             "spec_input_size": list(ref.spec.input_size), "image_sizes": [list(s) for s in ref.sizes],
             "input": f"{len(images)} real photos" if images else "seeded random normal (no photos found)",
             "onnx_files": {p: str(f) for p, f in ref.onnx.items()}, "export": export,
-            "gflop_per_image": gflop, "backends": entries,
+            "gflop_per_image": gflop, "sgemm": sgemm.to_dict(), "backends": entries,
             "int8_accuracy": int8_accuracy(ref, config, echo),
             "end_to_end": end_to_end(ref, config, fp32_results, images, echo)}
 

@@ -6,7 +6,7 @@ The JSON document (schema ``segdeploy-bench/1``)::
     {"schema", "created", "machine": {...}, "settings": {...}, "flop_convention",
      "sgemm": {"start": {...}, "end": {...}, "roofline_gflops"},
      "models": [{"name", "source", "kind", "arch", "encoder", "image_sizes", "gflop_per_image": {"HxW": g},
-                 "onnx_files", "export",
+                 "onnx_files", "export", "sgemm": {...samples taken in the timed rounds: the roofline},
                  "backends": [{"backend", "precision", "status", "reason"?, "provider", "threads",
                                "session_seconds", "peak_rss_mib", "rss_at_start_mib", "rss_scope",
                                "results": [{"image_size", "batch_size", "first_run_seconds",
@@ -17,7 +17,8 @@ The JSON document (schema ``segdeploy-bench/1``)::
                  "int8_accuracy": {"status", ...ParityReport}, "end_to_end": {"status", ...},
                  "targets": [{"target", "image_size", "measured", "threshold", "met"}]}]}
 
-images/s is the batch size over the median latency of the timed runs.
+images/s is the batch size over the median latency of the timed runs. A result's sgemm_fraction
+is its GFLOP/s over its model's "sgemm" (SGEMM timed in the same rounds as the model runs).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def ok_backends(model: dict) -> dict[str, dict]:
 
 def add_derived(doc: dict) -> None:
     """Fill GFLOP/s and SGEMM fraction per result, the speed ratios and the target verdicts, in place."""
-    roofline = doc["sgemm"]["roofline_gflops"]
     for model in doc["models"]:
+        roofline = (model.get("sgemm") or {}).get("gflops") or doc["sgemm"]["roofline_gflops"]
         gflop = model.get("gflop_per_image") or {}
         for entry in ok_backends(model).values():
             for row in entry["results"]:
@@ -138,11 +139,17 @@ def _row(backend: str, r: dict) -> str:
             f"{_f(diff['value'] if diff else None, '.2e'):>9}")
 
 
+def rounds_line(model: dict) -> str:
+    g = model.get("sgemm") or {}
+    return (f"timed in interleaved rounds (each backend once per round, rotating order); SGEMM in the same rounds: "
+            f"{g.get('gflops', float('nan')):.1f} GFLOP/s over {g.get('runs', 0)} samples (the %SGEMM roofline)")
+
+
 def model_lines(model: dict) -> list[str]:
     gflop = model.get("gflop_per_image")
     flops = ", ".join(f"{g:.1f} GFLOP/image at {k}" for k, g in gflop.items()) if gflop else "FLOPs not counted"
     lines = [f"{model['name']} ({model['arch']}/{model['encoder']}, {model['kind']} {model['source']}); {flops}; "
-             f"input: {model['input']}", ROW_HEADER]
+             f"input: {model['input']}", f"  {rounds_line(model)}", ROW_HEADER]
     for entry in model["backends"]:
         if entry["status"] != "ok":
             lines.append(f"  {entry['backend']:<9} skipped: {entry['reason']}")
@@ -205,7 +212,7 @@ def markdown(doc: dict, command: str, level: int = 1) -> str:
         gflop = model.get("gflop_per_image") or {}
         lines += [f"{h}# {model['name']} ({model['arch']}/{model['encoder']})", "",
                   f"{', '.join(f'{g:.1f} GFLOP/image at {k}' for k, g in gflop.items()) or 'FLOPs not counted'}; "
-                  f"input: {model['input']}.", "",
+                  f"input: {model['input']}; {rounds_line(model)}.", "",
                   "| backend | size | batch | p50 ms | p90 ms | p99 ms | mean ms | images/s | GFLOP/s | % SGEMM "
                   "| first run s | session s | peak RSS MiB (growth) |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,27 @@ class Sgemm:
                 "library": "torch.mm (float32)", "gflops": self.gflops_median, "gflops_best": self.gflops_best}
 
 
+def sgemm_call(n: int = SGEMM_SIZE, device: str = "cpu") -> Callable[[], None]:
+    """One float32 n x n x n product on `device` per call (results written in place; GPU synchronised)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+    out = torch.empty(n, n, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def product() -> None:
+        torch.mm(a, b, out=out)
+        sync()
+
+    return product
+
+
+def sgemm_rate(n: int, threads: int, device: str, seconds: list[float]) -> Sgemm:
+    flop = 2.0 * n**3
+    return Sgemm(n, threads, len(seconds), device, flop / float(np.median(seconds)) / 1e9, flop / min(seconds) / 1e9)
+
+
 def sgemm_gflops(threads: int, n: int = SGEMM_SIZE, runs: int = 5, device: str = "cpu") -> Sgemm:
     """Time torch.mm on two random float32 n x n matrices with `threads` intra-op threads (or on a GPU)."""
     import torch
@@ -47,21 +69,11 @@ def sgemm_gflops(threads: int, n: int = SGEMM_SIZE, runs: int = 5, device: str =
     torch.set_num_threads(threads)
     torch.backends.cuda.matmul.allow_tf32 = False  # a float32 roofline, not TF32
     try:
-        gen = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
-        out = torch.empty(n, n, device=device)
-        sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-
-        def product() -> None:
-            torch.mm(a, b, out=out)
-            sync()
-
-        seconds = time_best(product, runs)
+        seconds = time_best(sgemm_call(n, device), runs)
     finally:
         torch.set_num_threads(previous)
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    flop = 2.0 * n**3
-    return Sgemm(n, threads, runs, device, flop / float(np.median(seconds)) / 1e9, flop / min(seconds) / 1e9)
+    return sgemm_rate(n, threads, device, seconds)
 
 
 def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> float:

@@ -95,6 +95,39 @@ def _time_runs(fn: Callable[[], object], runs: int, warmup: int) -> Timing:
     return Timing(first, LatencyStats.from_seconds(seconds), output)
 
 
+def first_and_warmup(fn: Callable[[], object], warmup: int) -> tuple[float, object]:
+    """(seconds of the first call, its result), then `warmup - 1` more untimed calls."""
+    if warmup < 1:
+        raise ValueError(f"need at least one warm-up run (got {warmup})")
+    t0 = time.perf_counter()
+    output = fn()
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        fn()
+    return first, output
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
+    """Seconds per call of each function over `runs` rounds, one call of each per round.
+
+    The order rotates by one each round, so a slow spell of a shared machine (another process
+    waking up) falls on every function alike instead of on whichever ran during it: ratios of
+    the medians stay fair where back-to-back blocks of runs would not.
+    """
+    if runs < 1:
+        raise ValueError(f"need at least one timed run (got {runs})")
+    names = list(fns)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    with gc_paused():
+        for r in range(runs):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                t0 = time.perf_counter()
+                fns[name]()
+                seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
 def time_best(fn: Callable[[], object], runs: int) -> list[float]:
     """Seconds of `runs` calls of `fn` after one untimed call."""
     out = []

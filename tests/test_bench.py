@@ -13,7 +13,7 @@ from bench_helpers import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_g
 from click.testing import CliRunner
 
 from segdeploy.cli import main
-from segdeploy.timing import LatencyStats, PeakRss, time_runs
+from segdeploy.timing import LatencyStats, PeakRss, time_interleaved, time_runs
 from segtrain.contract import build_spec
 
 SIZES, BATCHES = ((16, 16), (32, 32)), (1, 2)
@@ -73,7 +73,9 @@ def test_bench_json_has_positive_figures_for_every_backend_and_batch(bench_run: 
             assert r["images_per_second"] == pytest.approx(r["batch_size"] / (lat["p50"] / 1e3))
             assert r["gflops_per_second"] == pytest.approx(
                 model["gflop_per_image"][f"{r['image_size'][0]}x{r['image_size'][1]}"] * r["images_per_second"])
-            assert r["sgemm_fraction"] == pytest.approx(r["gflops_per_second"] / doc["sgemm"]["roofline_gflops"])
+            assert r["sgemm_fraction"] == pytest.approx(r["gflops_per_second"] / model["sgemm"]["gflops"])
+    # one SGEMM per timed round: 2 runs at each of 2 sizes x 2 batch sizes
+    assert model["sgemm"]["runs"] == 2 * len(SIZES) * len(BATCHES) and model["sgemm"]["gflops"] > 0
 
 
 def test_bench_compares_backends_on_the_same_input(bench_run: dict) -> None:
@@ -249,6 +251,14 @@ def test_time_runs_calls_first_warmup_and_timed_runs() -> None:
     assert len(calls) == 1 + 2 + 5 and timing.output == 1 and timing.latency.runs == 5
     with pytest.raises(ValueError):
         time_runs(lambda: None, runs=0, warmup=1)
+
+
+def test_time_interleaved_rotates_the_order_each_round() -> None:
+    calls: list[str] = []
+    seconds = time_interleaved({name: (lambda n=name: calls.append(n)) for name in "abc"}, runs=4)
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert {k: len(v) for k, v in seconds.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for v in seconds.values() for t in v)
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable VmHWM")
