@@ -249,14 +249,18 @@ def _guarded(fn: Callable[[], object], ref: ModelRef, backend: str) -> Callable[
 
 
 def timed_rounds(lives: list[Live], ref: ModelRef, inputs: dict, config: BenchConfig,
-                 sgemm: Callable[[], None], echo: Echo) -> list[float]:
-    """N interleaved rounds per (size, batch): every open backend and one SGEMM per round; SGEMM seconds back."""
-    sgemm_seconds: list[float] = []
+                 sgemms: dict[str, Callable[[], None]], echo: Echo) -> dict[str, list[float]]:
+    """N interleaved rounds per (size, batch): every open backend and each SGEMM once per round.
+
+    Returns the SGEMM seconds per library; the backends' results go into their entries.
+    """
+    sgemm_seconds: dict[str, list[float]] = {lib: [] for lib in sgemms}
     for size, batches in inputs.items():
         for b, x in batches.items():
             fns = {live.backend: _guarded(lambda r=live.runner, x=x: r.run(x), ref, live.backend) for live in lives}
-            seconds = time_interleaved({**fns, "sgemm": sgemm}, config.runs)
-            sgemm_seconds += seconds["sgemm"]
+            seconds = time_interleaved({**fns, **{f"sgemm {lib}": fn for lib, fn in sgemms.items()}}, config.runs)
+            for lib in sgemms:
+                sgemm_seconds[lib] += seconds[f"sgemm {lib}"]
             for live in lives:
                 row = result_row(live, size, b, seconds[live.backend], lives)
                 live.entry["results"].append(row)
@@ -395,11 +399,11 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
         entries.append(entry)
         if live is not None:
             lives.append(live)
-    from segdeploy.roofline import sgemm_call, sgemm_rate
+    from segdeploy.roofline import roofline, sgemm_calls, sgemm_rate
 
-    device = torch_device(config)
-    sgemm = sgemm_rate(config.sgemm_size, config.threads, device,
-                       timed_rounds(lives, ref, inputs, config, sgemm_call(config.sgemm_size, device), echo))
+    device, n = torch_device(config), config.sgemm_size
+    seconds = timed_rounds(lives, ref, inputs, config, sgemm_calls(n, config.threads, device), echo)
+    sgemm = roofline([sgemm_rate(lib, n, config.threads, device, s) for lib, s in seconds.items()])
     del lives  # every session (and the eager model) is freed before the accuracy and end-to-end runs
     fp32_results = next((e["results"] for e in entries if e["backend"] == "ort-fp32" and e["status"] == "ok"), [])
     return {"name": ref.name, "source": str(ref.path), "kind": ref.kind, "arch": ref.spec.arch,
@@ -407,7 +411,7 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
             "spec_input_size": list(ref.spec.input_size), "image_sizes": [list(s) for s in ref.sizes],
             "input": f"{len(images)} real photos" if images else "seeded random normal (no photos found)",
             "onnx_files": {p: str(f) for p, f in ref.onnx.items()}, "export": export,
-            "gflop_per_image": gflop, "sgemm": sgemm.to_dict(), "backends": entries,
+            "gflop_per_image": gflop, "sgemm": sgemm, "backends": entries,
             "int8_accuracy": int8_accuracy(ref, config, echo),
             "end_to_end": end_to_end(ref, config, fp32_results, images, echo)}
 
@@ -415,7 +419,7 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
 def run_bench(config: BenchConfig, echo: Echo = print) -> dict:
     """Benchmark every model in `config`; returns the report document (see segdeploy.bench_report)."""
     from segdeploy import bench_report
-    from segdeploy.roofline import FLOP_CONVENTION, describe_machine, sgemm_gflops
+    from segdeploy.roofline import FLOP_CONVENTION, describe_machine
 
     config.validate()
     refs = resolve_models(config)
@@ -426,19 +430,12 @@ def run_bench(config: BenchConfig, echo: Echo = print) -> dict:
             machine = describe_machine()
             echo(f"{machine['cpu']}, {machine['usable_cores']} usable cores; {config.threads} threads for every "
                  "backend")
-            device = torch_device(config)
-            sgemm_start = sgemm_gflops(config.threads, config.sgemm_size, device=device)
-            echo(f"SGEMM {config.sgemm_size}^3 float32 on {device}: {sgemm_start.gflops_median:.1f} GFLOP/s")
             models = [bench_model(ref, config, onnx_dir, echo) for ref in refs]
-            sgemm_end = sgemm_gflops(config.threads, config.sgemm_size, device=device)
     finally:
         gc.unfreeze()
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
     settings["models"] = [str(m) for m in config.models]
     doc = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine,
-           "settings": settings, "flop_convention": FLOP_CONVENTION,
-           "sgemm": {"start": sgemm_start.to_dict(), "end": sgemm_end.to_dict(),
-                     "roofline_gflops": max(sgemm_start.gflops_median, sgemm_end.gflops_median)},
-           "models": models}
+           "settings": settings, "flop_convention": FLOP_CONVENTION, "models": models}
     bench_report.add_derived(doc)
     return doc

@@ -4,9 +4,9 @@ a markdown table and the latency plot.
 The JSON document (schema ``segdeploy-bench/1``)::
 
     {"schema", "created", "machine": {...}, "settings": {...}, "flop_convention",
-     "sgemm": {"start": {...}, "end": {...}, "roofline_gflops"},
-     "models": [{"name", "source", "kind", "arch", "encoder", "image_sizes", "gflop_per_image": {"HxW": g},
-                 "onnx_files", "export", "sgemm": {...samples taken in the timed rounds: the roofline},
+      "models": [{"name", "source", "kind", "arch", "encoder", "image_sizes", "gflop_per_image": {"HxW": g},
+                 "onnx_files", "export",
+                 "sgemm": {"gflops", "library", "n", "threads", "device", "runs", "libraries": [...]},
                  "backends": [{"backend", "precision", "status", "reason"?, "provider", "threads",
                                "session_seconds", "peak_rss_mib", "rss_at_start_mib", "rss_scope",
                                "results": [{"image_size", "batch_size", "first_run_seconds",
@@ -18,7 +18,8 @@ The JSON document (schema ``segdeploy-bench/1``)::
                  "targets": [{"target", "image_size", "measured", "threshold", "met"}]}]}
 
 images/s is the batch size over the median latency of the timed runs. A result's sgemm_fraction
-is its GFLOP/s over its model's "sgemm" (SGEMM timed in the same rounds as the model runs).
+is its GFLOP/s over its model's "sgemm" roofline (the faster of torch.mm and onnxruntime's MatMul,
+each timed once per round in the same rounds as the model runs).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def ok_backends(model: dict) -> dict[str, dict]:
 def add_derived(doc: dict) -> None:
     """Fill GFLOP/s and SGEMM fraction per result, the speed ratios and the target verdicts, in place."""
     for model in doc["models"]:
-        roofline = (model.get("sgemm") or {}).get("gflops") or doc["sgemm"]["roofline_gflops"]
+        roofline = model["sgemm"]["gflops"]
         gflop = model.get("gflop_per_image") or {}
         for entry in ok_backends(model).values():
             for row in entry["results"]:
@@ -119,13 +120,6 @@ def machine_line(doc: dict) -> str:
             f"onnxruntime {m['onnxruntime']}, torch {m.get('torch')}; {s['threads']} threads for every backend")
 
 
-def sgemm_line(doc: dict) -> str:
-    g = doc["sgemm"]
-    return (f"SGEMM {g['start']['n']}^3 float32 (torch.mm on {g['start']['device']}, {g['start']['threads']} threads): "
-            f"{g['start']['gflops']:.1f} GFLOP/s at the start, {g['end']['gflops']:.1f} at the end; "
-            f"roofline {g['roofline_gflops']:.1f}")
-
-
 ROW_HEADER = (f"  {'backend':<9} {'size':>9} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} "
               f"{'img/s':>8} {'GFLOP/s':>8} {'%SGEMM':>6} {'first s':>8} {'max|diff|':>9}")
 
@@ -140,9 +134,10 @@ def _row(backend: str, r: dict) -> str:
 
 
 def rounds_line(model: dict) -> str:
-    g = model.get("sgemm") or {}
-    return (f"timed in interleaved rounds (each backend once per round, rotating order); SGEMM in the same rounds: "
-            f"{g.get('gflops', float('nan')):.1f} GFLOP/s over {g.get('runs', 0)} samples (the %SGEMM roofline)")
+    g = model["sgemm"]
+    libs = ", ".join(f"{r['library']} {r['gflops']:.1f}" for r in g["libraries"])
+    return (f"timed in interleaved rounds (each backend once per round, rotating order); SGEMM {g['n']}^3 float32 "
+            f"on {g['device']} in the same rounds, median GFLOP/s: {libs} (roofline: {g['library']})")
 
 
 def model_lines(model: dict) -> list[str]:
@@ -196,7 +191,7 @@ def e2e_lines(e2e: dict) -> list[str]:
 
 
 def format_report(doc: dict) -> str:
-    lines = [machine_line(doc), sgemm_line(doc), f"FLOPs: {doc['flop_convention']}"]
+    lines = [machine_line(doc), f"FLOPs: {doc['flop_convention']}"]
     for model in doc["models"]:
         lines += [""] + model_lines(model)
     return "\n".join(lines)
@@ -205,7 +200,7 @@ def format_report(doc: dict) -> str:
 def markdown(doc: dict, command: str, level: int = 1) -> str:
     """A markdown page of the results: machine, command, one table per model, ratios and targets."""
     h = "#" * level
-    lines = [f"{h} Benchmark results", "", f"- Machine: {machine_line(doc)}", f"- {sgemm_line(doc)}",
+    lines = [f"{h} Benchmark results", "", f"- Machine: {machine_line(doc)}",
              f"- FLOPs: {doc['flop_convention']}", f"- Recorded: {doc['created']}",
              f"- Command: `{command}`", ""]
     for model in doc["models"]:

@@ -6,6 +6,8 @@ products and attention only; batch norm, activations, pooling and resizing are n
 (they are a few percent of a segmentation network's arithmetic). The roofline is a large
 float32 matrix product (SGEMM) timed in the same process with the same thread count: the
 rate dense FP32 arithmetic reaches on this machine, to which a model's achieved rate is compared.
+Two libraries are timed (torch.mm: MKL on CPU, cuBLAS on GPU; onnxruntime's MatMul: MLAS on CPU)
+and the faster one is the roofline, so the bar is the best GEMM this process can run.
 """
 
 from __future__ import annotations
@@ -18,30 +20,29 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.timing import time_best
-
 FLOP_CONVENTION = "2 FLOPs per multiply-add (torch.utils.flop_counter: convolutions and matmuls only)"
 SGEMM_SIZE = 2048
 
 
 @dataclass(frozen=True)
 class Sgemm:
-    """float32 n x n x n matrix product rate, from the median of `runs` timed products."""
+    """float32 n x n x n matrix product rate of one library, from the median of `runs` timed products."""
 
+    library: str
     n: int
     threads: int
-    runs: int
     device: str
+    runs: int
     gflops_median: float
     gflops_best: float
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "threads": self.threads, "runs": self.runs, "device": self.device,
-                "library": "torch.mm (float32)", "gflops": self.gflops_median, "gflops_best": self.gflops_best}
+        return {"library": self.library, "n": self.n, "threads": self.threads, "device": self.device,
+                "runs": self.runs, "gflops": self.gflops_median, "gflops_best": self.gflops_best}
 
 
-def sgemm_call(n: int = SGEMM_SIZE, device: str = "cpu") -> Callable[[], None]:
-    """One float32 n x n x n product on `device` per call (results written in place; GPU synchronised)."""
+def torch_sgemm(n: int, device: str) -> Callable[[], None]:
+    """One torch.mm of two random float32 n x n matrices per call (in place; GPU synchronised)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -56,24 +57,44 @@ def sgemm_call(n: int = SGEMM_SIZE, device: str = "cpu") -> Callable[[], None]:
     return product
 
 
-def sgemm_rate(n: int, threads: int, device: str, seconds: list[float]) -> Sgemm:
+def ort_sgemm(n: int, threads: int) -> Callable[[], None]:
+    """One onnxruntime MatMul (MLAS, the CPU provider's own GEMM) of float32 n x n matrices per call."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    b = numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "sgemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    return lambda: session.run(None, {"a": a})
+
+
+def sgemm_calls(n: int, threads: int, device: str) -> dict[str, Callable[[], None]]:
+    """The SGEMMs timed as the roofline: torch.mm (MKL/oneDNN, or cuBLAS on a GPU) and, on CPU, ORT's MatMul."""
+    calls = {"torch.mm": torch_sgemm(n, device)}
+    if device == "cpu":
+        calls["onnxruntime MatMul"] = ort_sgemm(n, threads)
+    return calls
+
+
+def sgemm_rate(library: str, n: int, threads: int, device: str, seconds: list[float]) -> Sgemm:
     flop = 2.0 * n**3
-    return Sgemm(n, threads, len(seconds), device, flop / float(np.median(seconds)) / 1e9, flop / min(seconds) / 1e9)
+    return Sgemm(library, n, threads, device, len(seconds), flop / float(np.median(seconds)) / 1e9,
+                 flop / min(seconds) / 1e9)
 
 
-def sgemm_gflops(threads: int, n: int = SGEMM_SIZE, runs: int = 5, device: str = "cpu") -> Sgemm:
-    """Time torch.mm on two random float32 n x n matrices with `threads` intra-op threads (or on a GPU)."""
-    import torch
-
-    previous, tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
-    torch.set_num_threads(threads)
-    torch.backends.cuda.matmul.allow_tf32 = False  # a float32 roofline, not TF32
-    try:
-        seconds = time_best(sgemm_call(n, device), runs)
-    finally:
-        torch.set_num_threads(previous)
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-    return sgemm_rate(n, threads, device, seconds)
+def roofline(rates: list[Sgemm]) -> dict:
+    """The faster library's median rate is the roofline; every library's figures are kept."""
+    best = max(rates, key=lambda r: r.gflops_median)
+    return {"gflops": best.gflops_median, "library": best.library, "n": best.n, "threads": best.threads,
+            "device": best.device, "runs": best.runs, "libraries": [r.to_dict() for r in rates]}
 
 
 def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> float:

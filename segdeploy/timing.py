@@ -2,7 +2,8 @@
 
 A measurement is: one first run (timed on its own: it pays for lazy allocation, kernel selection
 and, in onnxruntime, shape-specialised planning), more warm-up runs (untimed), then N timed runs.
-Latencies are wall-clock seconds from `time.perf_counter` around one call that returns the
+Several things compared with each other are timed in interleaved rounds (`time_interleaved`), so
+that on a shared machine a slow spell falls on all of them alike. Latencies are wall-clock seconds from `time.perf_counter` around one call that returns the
 outputs as host arrays, so a GPU backend is timed up to its results being usable.
 
 Peak RSS on Linux comes from the kernel's high-water mark (VmHWM in /proc/self/status), which
@@ -73,28 +74,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> Timing:
-    """`fn` once (the first run, timed on its own), `warmup - 1` more untimed calls, then `runs` timed ones."""
-    if runs < 1 or warmup < 1:
-        raise ValueError(f"need at least one warm-up and one timed run (got warmup={warmup}, runs={runs})")
-    with gc_paused():
-        return _time_runs(fn, runs, warmup)
-
-
-def _time_runs(fn: Callable[[], object], runs: int, warmup: int) -> Timing:
-    t0 = time.perf_counter()
-    output = fn()
-    first = time.perf_counter() - t0
-    for _ in range(warmup - 1):
-        fn()
-    seconds = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - t0)
-    return Timing(first, LatencyStats.from_seconds(seconds), output)
-
-
 def first_and_warmup(fn: Callable[[], object], warmup: int) -> tuple[float, object]:
     """(seconds of the first call, its result), then `warmup - 1` more untimed calls."""
     if warmup < 1:
@@ -128,16 +107,10 @@ def time_interleaved(fns: dict[str, Callable[[], object]], runs: int) -> dict[st
     return seconds
 
 
-def time_best(fn: Callable[[], object], runs: int) -> list[float]:
-    """Seconds of `runs` calls of `fn` after one untimed call."""
-    out = []
-    with gc_paused():
-        fn()
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return out
+def time_runs(fn: Callable[[], object], runs: int, warmup: int) -> Timing:
+    """One function alone: its first run (timed on its own), `warmup - 1` more, then `runs` timed runs."""
+    first, output = first_and_warmup(fn, warmup)
+    return Timing(first, LatencyStats.from_seconds(time_interleaved({"fn": fn}, runs)["fn"]), output)
 
 
 class PeakRss:
