@@ -1,13 +1,16 @@
-"""What was tried where a target is missed: INT8 quantization options, an onnxruntime op profile,
-and DeepLabV3's output stride. Each prints a table and writes JSON beside --out.
+"""What was tried where a target is missed: INT8 quantization options, session settings, op
+profiles, and DeepLabV3's output stride. Each prints a table and can write JSON (--out).
 
-    python benchmarks/experiments.py int8 FP32.onnx --data DIR      # quantization variants: speed + mIoU
-    python benchmarks/experiments.py profile MODEL.onnx [MODEL.onnx] # time per op type (ORT profiler)
-    python benchmarks/experiments.py stride CHECKPOINT              # DeepLabV3 output stride 8 vs 16
+    python benchmarks/experiments.py int8 FP32.onnx --data DIR        # quantization variants: speed + mIoU
+    python benchmarks/experiments.py settings FP32.onnx --checkpoint CKPT  # ORT levels, IOBinding, threads,
+                                                                        # PyTorch channels-last
+    python benchmarks/experiments.py profile MODEL.onnx|CKPT.pth ...   # kernel time per op type
+    python benchmarks/experiments.py stride CHECKPOINT --data DIR      # DeepLabV3 output stride 8 vs 16
 
 Speed is images/s at batch 1 (median of --runs timed runs after warm-up) with --threads intra-op
-threads, the same way `segdeploy bench` measures it; accuracy is the FP32-vs-variant comparison
-of `segdeploy.verify.run_parity` on the validation split at the model's input size.
+threads; the things compared are timed in the same interleaved rounds, as `segdeploy bench` does.
+Accuracy is the FP32-vs-variant comparison of `segdeploy.verify.run_parity` on the validation
+split at the model's input size.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from segdeploy.runtime import OnnxModel, default_threads  # noqa: E402
-from segdeploy.timing import time_runs  # noqa: E402
+from segdeploy.timing import first_and_warmup, time_interleaved  # noqa: E402
 from segtrain.contract import ModelSpec, preprocess  # noqa: E402
 
 # name -> quantize_static options; "export" is what `segdeploy export --int8` does.
@@ -42,10 +46,17 @@ INT8_VARIANTS: dict[str, dict] = {
 }
 
 
-def speed(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int, **options) -> float:
+def speeds(fns: dict[str, Callable[[], object]], batch: int, args: argparse.Namespace) -> dict[str, float]:
+    """images/s of each function (median latency), timed in the same interleaved rounds after warm-up."""
+    for fn in fns.values():
+        first_and_warmup(fn, args.warmup)
+    seconds = time_interleaved(fns, args.runs)
+    return {name: batch / float(np.median(s)) for name, s in seconds.items()}
+
+
+def ort_call(path: Path, x: np.ndarray, threads: int, **options) -> Callable[[], object]:
     model = OnnxModel(path, provider="cpu", threads=threads, **options)
-    timing = time_runs(lambda: model.run(x), runs, warmup)
-    return x.shape[0] / (timing.latency.p50 / 1e3)
+    return lambda: model.run(x)
 
 
 def sample_batch(spec: ModelSpec, data: Path, batch: int) -> np.ndarray:
@@ -113,32 +124,33 @@ def int8_command(args: argparse.Namespace) -> list[dict]:
     fp32 = OnnxModel(args.model, provider="cpu", threads=args.threads)
     spec = fp32.spec
     x = sample_batch(spec, args.data, 1)
-    base = speed(args.model, x, args.threads, args.runs, args.warmup)
     split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
-    rows = [{"variant": "fp32", "images_per_second": base, "speedup": 1.0}]
-    print(f"fp32: {base:.2f} images/s at batch 1", flush=True)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="int8-variants-") as out_dir:
         for i, (name, options) in enumerate(INT8_VARIANTS.items()):
             if not args.only or any(o in name for o in args.only):
-                rows.append(int8_variant(args, Path(out_dir) / f"v{i}.onnx", name, options, fp32, split, x, base))
+                rows.append(int8_variant(args, Path(out_dir) / f"v{i}.onnx", name, options, fp32, split, x))
     return rows
 
 
 def int8_variant(args: argparse.Namespace, path: Path, name: str, options: dict, fp32: OnnxModel, split: object,
-                 x: np.ndarray, base: float) -> dict:
+                 x: np.ndarray) -> dict:
+    """Quantize with `options`; its speed against FP32 in the same rounds, and its mIoU change."""
     from segdeploy.verify import Thresholds, run_parity
 
     spec = fp32.spec
     t0 = time.time()
     quantize_variant(args.model, path, spec, args.data, args.calibration_images, options)
-    ips = speed(path, x, args.threads, args.runs, args.warmup)
+    rates = speeds({"fp32": ort_call(args.model, x, args.threads), "int8": ort_call(path, x, args.threads)}, 1, args)
+    ips, base = rates["int8"], rates["fp32"]
     variant = OnnxModel(path, provider="cpu", threads=args.threads)
     report = run_parity(fp32.run, variant.run, split, spec, [tuple(spec.input_size)], 4, args.images,
                         Thresholds(None, None), ("fp32", name), "validation")
     r = report.results[0]
     print(f"{name}: {ips:.2f} images/s ({ips / base:.2f}x), mIoU {100 * r.miou_candidate:.2f}% "
           f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%", flush=True)
-    return {"variant": name, "options": options, "images_per_second": ips, "speedup": ips / base,
+    return {"variant": name, "options": options, "images_per_second": ips, "fp32_images_per_second": base,
+            "speedup": ips / base,
             "miou_fp32": r.miou_reference, "miou_int8": r.miou_candidate,
             "miou_change_points": 100 * r.miou_change, "agreement": r.agreement,
             "quantize_seconds": time.time() - t0}
@@ -220,16 +232,21 @@ def stride_command(args: argparse.Namespace) -> list[dict]:
     rows, runners = [], {}
     with tempfile.TemporaryDirectory(prefix="stride-") as work:
         for stride in (8, 16):
-            rows.append(_at_stride(stride, model8, spec, split, x, Path(work), runners, args))
+            rows.append(_at_stride(stride, model8, spec, split, Path(work), runners, args))
+        rates = speeds({stride: (lambda r=runner: r.run(x)) for stride, runner in runners.items()}, 1, args)
+        for row in rows:
+            row["images_per_second"] = rates[row["output_stride"]]
+            print(f"OS{row['output_stride']}: {row['gflop']:.1f} GFLOP/image, {row['images_per_second']:.2f} "
+                  f"images/s, mIoU {100 * row['miou']:.2f}% (weights trained at OS8)", flush=True)
         report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
                             Thresholds(None, None), ("OS8", "OS16"), "validation")
     rows.append({"agreement_os16_vs_os8": report.results[0].agreement})
     return rows
 
 
-def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, x: np.ndarray, work: Path,
-               runners: dict, args: argparse.Namespace) -> dict:
-    """Export the OS8 weights rebuilt at `stride`, then its GFLOP, ORT FP32 speed and mIoU."""
+def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, work: Path, runners: dict,
+               args: argparse.Namespace) -> dict:
+    """Export the OS8 weights rebuilt at `stride`; its GFLOP and mIoU (its session goes into `runners`)."""
     import segmentation_models_pytorch as smp
 
     from segdeploy.export import set_metadata, to_onnx
@@ -246,11 +263,52 @@ def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, x: n
     path.write_bytes(proto.SerializeToString())
     runners[stride] = OnnxModel(path, provider="cpu", threads=args.threads)
     metrics = evaluate_split(runners[stride].run, split, spec, batch_size=4, limit=args.images)
-    row = {"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)),
-           "images_per_second": speed(path, x, args.threads, args.runs, args.warmup), "miou": metrics.miou}
-    print(f"OS{stride}: {row['gflop']:.1f} GFLOP/image, {row['images_per_second']:.2f} images/s, "
-          f"mIoU {100 * metrics.miou:.2f}% (weights trained at OS8)", flush=True)
-    return row
+    return {"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)), "miou": metrics.miou}
+
+
+def settings_command(args: argparse.Namespace) -> list[dict]:
+    """One model under several session settings, all timed in the same interleaved rounds."""
+    from segdeploy.bench import _iobinding_run
+
+    spec = OnnxModel(args.model, provider="cpu").spec
+    x = np.repeat(_input(spec, args), args.batch, axis=0)
+    fns = {f"onnxruntime graph optimisation {level}": ort_call(args.model, x, args.threads, graph_optimization=level)
+           for level in ("disable", "basic", "extended", "all")}
+    bound = _iobinding_run(OnnxModel(args.model, provider="cpu", threads=args.threads))
+    fns["onnxruntime all + IOBinding"] = lambda: bound(x)
+    fns["onnxruntime all, 1 thread"] = ort_call(args.model, x, 1)
+    if args.checkpoint:
+        fns.update(_torch_calls(args.checkpoint, x, args.threads))
+    rows = [{"setting": name, "batch": args.batch, "images_per_second": ips}
+            for name, ips in speeds(fns, args.batch, args).items()]
+    for row in rows:
+        print(f"  {row['setting']:<44} {row['images_per_second']:7.2f} images/s")
+    return rows
+
+
+def _torch_calls(checkpoint: Path, x: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
+    """PyTorch eager: contiguous, channels-last, and contiguous on 1 thread (threads set per call)."""
+    import copy
+
+    import torch
+
+    from segtrain.checkpoint import load_model
+
+    model, _, _ = load_model(checkpoint)
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    t = torch.from_numpy(x)
+
+    def call(m: torch.nn.Module, n: int, channels_last: bool) -> Callable[[], object]:
+        def run() -> object:
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                inp = t.contiguous(memory_format=torch.channels_last) if channels_last else t
+                return m(inp).numpy()
+
+        return run
+
+    return {"pytorch eager": call(model, threads, False), "pytorch eager channels-last": call(cl_model, threads, True),
+            "pytorch eager, 1 thread": call(model, 1, False)}
 
 
 def main() -> None:
@@ -274,8 +332,15 @@ def main() -> None:
     s.add_argument("checkpoint", type=Path)
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--images", type=int, default=52)
+    st = sub.add_parser("settings", help="onnxruntime graph levels, IOBinding, threads; PyTorch channels-last.")
+    st.add_argument("model", type=Path)
+    st.add_argument("--checkpoint", type=Path, help="Also time this checkpoint's eager model.")
+    st.add_argument("--data", type=Path)
+    st.add_argument("--batch", type=int, default=1)
     args = p.parse_args()
-    rows = {"int8": int8_command, "profile": profile_command, "stride": stride_command}[args.command](args)
+    commands = {"int8": int8_command, "profile": profile_command, "stride": stride_command,
+                "settings": settings_command}
+    rows = commands[args.command](args)
     if args.out:
         from segtrain.fileio import atomic_write_text
 
