@@ -388,6 +388,8 @@ def reference_for(backend: str, lives: dict[str, Live]) -> Live | None:
 
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> dict:
     """Every requested backend of one model, then its INT8 accuracy and end-to-end figures."""
+    from segdeploy.roofline import roofline, sgemm_calls, sgemm_rate
+
     echo(f"{ref.name}: {ref.spec.arch}/{ref.spec.encoder} from {ref.path}")
     export = export_variants(ref, config, onnx_dir, echo) if ref.kind == "checkpoint" else None
     gflop = model_gflop(ref.spec, ref.sizes)
@@ -399,8 +401,6 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
         entries.append(entry)
         if live is not None:
             lives.append(live)
-    from segdeploy.roofline import roofline, sgemm_calls, sgemm_rate
-
     device, n = torch_device(config), config.sgemm_size
     seconds = timed_rounds(lives, ref, inputs, config, sgemm_calls(n, config.threads, device), echo)
     sgemm = roofline([sgemm_rate(lib, n, config.threads, device, s) for lib, s in seconds.items()])

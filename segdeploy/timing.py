@@ -3,11 +3,12 @@
 A measurement is: one first run (timed on its own: it pays for lazy allocation, kernel selection
 and, in onnxruntime, shape-specialised planning), more warm-up runs (untimed), then N timed runs.
 Several things compared with each other are timed in interleaved rounds (`time_interleaved`), so
-that on a shared machine a slow spell falls on all of them alike. Latencies are wall-clock seconds from `time.perf_counter` around one call that returns the
-outputs as host arrays, so a GPU backend is timed up to its results being usable.
+that on a shared machine a slow spell falls on all of them alike. Latencies are wall-clock
+seconds from `time.perf_counter` around one call that returns the outputs as host arrays, so a
+GPU backend is timed up to its results being usable.
 
 Peak RSS on Linux comes from the kernel's high-water mark (VmHWM in /proc/self/status), which
-writing "5" to /proc/self/clear_refs resets: each backend is measured from its own start.
+writing "5" to /proc/self/clear_refs resets: each backend's peak is measured from its own start.
 Elsewhere the process's lifetime peak is reported instead, and labelled so.
 """
 
