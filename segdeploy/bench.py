@@ -284,15 +284,17 @@ def result_row(live: Live, size: tuple[int, int], batch: int, seconds: list[floa
     return row
 
 
-def model_gflop(spec: ModelSpec, sizes: list[tuple[int, int]]) -> dict[str, float] | None:
-    """GFLOP per image at each size, counted once on the eager architecture (weights do not change it)."""
+def model_gflop(spec: ModelSpec, sizes: list[tuple[int, int]]) -> dict[str, dict[str, float]]:
+    """{"dense": {"HxW": GFLOP per image}, "valid_taps": {...}}, counted once on the eager architecture
+    (weights do not change it); empty for an architecture the registry does not know."""
     from segdeploy.roofline import count_gflop
     from segtrain.models import MODELS, build_model
 
     if spec.arch not in MODELS:
-        return None
+        return {}
     model = build_model(spec, encoder_weights="none").eval()
-    return {size_key(size): count_gflop(model, size) for size in sizes}
+    counts = {size_key(size): count_gflop(model, size) for size in sizes}
+    return {kind: {key: c[kind] for key, c in counts.items()} for kind in ("dense", "valid_taps")}
 
 
 def size_key(size: tuple[int, int] | list[int]) -> str:
@@ -411,7 +413,8 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
             "spec_input_size": list(ref.spec.input_size), "image_sizes": [list(s) for s in ref.sizes],
             "input": f"{len(images)} real photos" if images else "seeded random normal (no photos found)",
             "onnx_files": {p: str(f) for p, f in ref.onnx.items()}, "export": export,
-            "gflop_per_image": gflop, "sgemm": sgemm, "backends": entries,
+            "gflop_per_image": gflop.get("dense"), "gflop_per_image_valid_taps": gflop.get("valid_taps"),
+            "sgemm": sgemm, "backends": entries,
             "int8_accuracy": int8_accuracy(ref, config, echo),
             "end_to_end": end_to_end(ref, config, fp32_results, images, echo)}
 

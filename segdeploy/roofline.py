@@ -97,16 +97,43 @@ def roofline(rates: list[Sgemm]) -> dict:
             "device": best.device, "runs": best.runs, "libraries": [r.to_dict() for r in rates]}
 
 
-def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> float:
-    """GFLOP of one forward pass of `model` on one 3 x H x W image (see FLOP_CONVENTION)."""
+def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    """(output position, kernel tap) pairs along one axis whose input index is inside the image."""
+    index = np.arange(n_out)[:, None] * stride - pad + np.arange(k)[None, :] * dilation
+    return int(((index >= 0) & (index < n_in)).sum())
+
+
+def _conv_valid_flop(x_shape: list[int], w_shape: list[int], _bias: object, stride: list[int], padding: list[int],
+                     dilation: list[int], transposed: bool, *args: object, out_shape: list[int] | None = None,
+                     **kwargs: object) -> int:
+    """2 x multiply-adds of a convolution, leaving out kernel taps that fall on zero padding."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    if transposed or not isinstance(padding, (list, tuple)):
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed)
+    taps = 1
+    for i in range(len(w_shape) - 2):
+        taps *= _valid_taps(x_shape[2 + i], out_shape[2 + i], w_shape[2 + i], stride[i], padding[i], dilation[i])
+    return 2 * x_shape[0] * w_shape[0] * w_shape[1] * taps
+
+
+def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> dict[str, float]:
+    """GFLOP of one forward pass on one 3 x H x W image: "dense" (FLOP_CONVENTION, every kernel tap) and
+    "valid_taps" (taps on zero padding left out: what a kernel that skips padding computes, which for
+    DeepLabV3's dilated convolutions on small feature maps is much less)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    aten = torch.ops.aten
     x = torch.zeros(1, 3, *size, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(x)
-    return counter.get_total_flops() / 1e9
+    out = {}
+    for name, mapping in (("dense", None), ("valid_taps", {aten.convolution: _conv_valid_flop,
+                                                           aten._convolution: _conv_valid_flop})):
+        counter = FlopCounterMode(display=False, custom_mapping=mapping)
+        with torch.inference_mode(), counter:
+            model(x)
+        out[name] = counter.get_total_flops() / 1e9
+    return out
 
 
 def describe_machine() -> dict:

@@ -34,10 +34,15 @@ def build_tiny(spec: ModelSpec, encoder_weights: str = "none") -> nn.Module:
     return TinyNet(spec.num_classes)
 
 
-def tiny_gflop(spec: ModelSpec, size: tuple[int, int]) -> float:
-    """2 FLOPs per multiply-add of the two convolutions (biases, BN and ReLU are not counted)."""
+def tiny_gflop(spec: ModelSpec, size: tuple[int, int], valid_taps: bool = False) -> float:
+    """2 FLOPs per multiply-add of the two convolutions (biases, BN and ReLU are not counted).
+
+    valid_taps: the 3x3 convolution's taps on its 1-pixel zero padding left out, i.e. per axis
+    3 * n - 2 (position, tap) pairs instead of 3 * n.
+    """
     h, w = size
-    return 2 * h * w * (3 * WIDTH * 9 + WIDTH * spec.num_classes) / 1e9
+    taps = (3 * h - 2) * (3 * w - 2) if valid_taps else 9 * h * w
+    return 2 * (3 * WIDTH * taps + WIDTH * spec.num_classes * h * w) / 1e9
 
 
 @contextmanager

@@ -73,6 +73,9 @@ def test_bench_json_has_positive_figures_for_every_backend_and_batch(bench_run: 
             assert r["gflops_per_second"] == pytest.approx(
                 model["gflop_per_image"][f"{r['image_size'][0]}x{r['image_size'][1]}"] * r["images_per_second"])
             assert r["sgemm_fraction"] == pytest.approx(r["gflops_per_second"] / model["sgemm"]["gflops"])
+            assert r["gflops_per_second_valid_taps"] == pytest.approx(
+                model["gflop_per_image_valid_taps"][f"{r['image_size'][0]}x{r['image_size'][1]}"]
+                * r["images_per_second"])
     # one SGEMM per library per timed round (2 runs at each of 2 sizes x 2 batch sizes); the faster is the roofline
     sgemm = model["sgemm"]
     assert {r["library"] for r in sgemm["libraries"]} == {"torch.mm", "onnxruntime MatMul"}
@@ -104,6 +107,9 @@ def test_bench_counts_flops_exactly(bench_run: dict) -> None:
     spec = build_spec("tiny", "conv", image_size=32)
     assert model["gflop_per_image"] == {f"{h}x{w}": pytest.approx(tiny_gflop(spec, (h, w)), rel=1e-12)
                                         for h, w in SIZES}
+    # valid taps: along each axis a padded 3x3 convolution reads 3*H - 2 in-image (position, tap) pairs
+    assert model["gflop_per_image_valid_taps"] == {
+        f"{h}x{w}": pytest.approx(tiny_gflop(spec, (h, w), valid_taps=True), rel=1e-12) for h, w in SIZES}
     assert "2 FLOPs per multiply-add" in bench_run["doc"]["flop_convention"]
 
 
@@ -125,6 +131,26 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
     measured = {t["target"].split(" ")[0] for t in model["targets"]}
     assert {"onnxruntime", "INT8", "end-to-end"} <= measured
     assert all(isinstance(t["met"], bool) for t in model["targets"])
+
+
+@pytest.mark.parametrize("conv, size, valid_pairs", [
+    # dilation 4, padding 4 on 8 pixels: the outer taps hit the image for 4 of 8 positions, the centre for all
+    (dict(kernel_size=3, padding=4, dilation=4), 8, 4 + 8 + 4),
+    # dilation 12 on 8 pixels (DeepLabV3's ASPP on a small map): only the centre tap ever reads the image
+    (dict(kernel_size=3, padding=12, dilation=12), 8, 8),
+    # stride 2, padding 1: outputs 0..3 read inputs 2o-1, 2o, 2o+1; only 2*0-1 is off the image
+    (dict(kernel_size=3, padding=1, stride=2), 8, 4 * 3 - 1),
+])
+def test_valid_tap_flops_of_padded_and_dilated_convolutions(conv: dict, size: int, valid_pairs: int) -> None:
+    import torch
+
+    from segdeploy.roofline import count_gflop
+
+    layer = torch.nn.Conv2d(3, 2, bias=False, **conv)
+    out = layer(torch.zeros(1, 3, size, size)).shape[-1]
+    counts = count_gflop(layer, (size, size))
+    assert counts["dense"] * 1e9 == 2 * 2 * 3 * 9 * out * out
+    assert counts["valid_taps"] * 1e9 == 2 * 2 * 3 * valid_pairs**2
 
 
 def test_bench_writes_plot_and_table(bench_run: dict) -> None:
