@@ -236,7 +236,8 @@ def stride_command(args: argparse.Namespace) -> list[dict]:
         rates = speeds({stride: (lambda r=runner: r.run(x)) for stride, runner in runners.items()}, 1, args)
         for row in rows:
             row["images_per_second"] = rates[row["output_stride"]]
-            print(f"OS{row['output_stride']}: {row['gflop']:.1f} GFLOP/image, {row['images_per_second']:.2f} "
+            print(f"OS{row['output_stride']}: {row['gflop']['dense']:.1f} GFLOP/image "
+                  f"({row['gflop']['valid_taps']:.1f} on valid taps), {row['images_per_second']:.2f} "
                   f"images/s, mIoU {100 * row['miou']:.2f}% (weights trained at OS8)", flush=True)
         report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
                             Thresholds(None, None), ("OS8", "OS16"), "validation")
