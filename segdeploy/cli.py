@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from segdeploy import __version__
+from segdeploy.bench_setup import BACKENDS
 from segdeploy.runtime import PROVIDER_CHOICES
 from segtrain.cli import InputError
 
@@ -115,6 +116,121 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
     if result.failures:
         click.echo(result.describe_failures(), err=True)
         raise SystemExit(EXIT_SOME_INPUTS_FAILED)
+
+
+class IntList(click.ParamType):
+    """Comma-separated positive integers, e.g. 1,4,8."""
+
+    name = "N[,N...]"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not out or min(out) < 1:
+            self.fail(f"{value!r}: every value must be a positive integer", param, ctx)
+        return tuple(dict.fromkeys(out))
+
+
+class NameList(click.ParamType):
+    """Comma-separated names from a fixed set."""
+
+    name = "NAME[,NAME...]"
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        out = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        bad = [v for v in out if v not in self.choices]
+        if bad or not out:
+            self.fail(f"unknown {', '.join(bad) or 'empty list'}; choose from {', '.join(self.choices)}", param, ctx)
+        return tuple(dict.fromkeys(out))
+
+
+@main.command("bench")
+@click.argument("models", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--image-size", "image_sizes", type=IntList(),
+              help="Square input size(s), e.g. 512 or 256,512 [default: each model's own].")
+@click.option("--batch-sizes", type=IntList(), default="1,4,8", show_default=True, help="Batch sizes to time.")
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per batch size and image size.")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Warm-up runs before timing (the first one is reported as the first-run time).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads for every backend (torch.set_num_threads, ORT intra-op) [default: usable cores].")
+@click.option("--backends", type=NameList(BACKENDS), default=",".join(BACKENDS), show_default=True,
+              help="Backends to time; ort-fp16 runs only with a GPU provider.")
+@click.option("--provider", default="auto", show_default=True, type=click.Choice(PROVIDER_CHOICES),
+              help="onnxruntime provider (auto: TensorRT or CUDA when available, else CPU).")
+@click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where checkpoints are exported; files of the same checkpoint are reused [default: temporary].")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Dataset root: INT8 calibration (train), accuracy (validation), sample photos "
+                   "[default: the checkpoint's own].")
+@click.option("--calibration-images", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Images for INT8 calibration.")
+@click.option("--accuracy/--no-accuracy", default=True, show_default=True,
+              help="Report the INT8 model's mIoU change against FP32 on the validation split.")
+@click.option("--accuracy-images", type=click.IntRange(min=1), help="Validation images scored [default: all].")
+@click.option("--photos", type=click.Path(path_type=Path),
+              help="Folder of photos: time `segdeploy batch` on it against the model alone (end-to-end ratio).")
+@click.option("--e2e-batch-size", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Batch size of the end-to-end run.")
+@click.option("--e2e-workers", type=click.IntRange(min=1),
+              help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
+@click.option("--graph-optimization", default="all", show_default=True,
+              type=click.Choice(["disable", "basic", "extended", "all"]), help="onnxruntime graph optimisation level.")
+@click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
+@click.option("--channels-last", is_flag=True, help="Run PyTorch eager in channels-last memory format.")
+@click.option("--sgemm-size", default=2048, show_default=True, type=click.IntRange(min=16),
+              help="Side of the float32 matrix product timed as the roofline.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Latency/throughput plot (PNG) [default: beside --json, same name with .png].")
+def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, **options) -> None:
+    """Time MODELs (checkpoints or .onnx) with PyTorch eager and onnxruntime FP32/INT8/FP16.
+
+    \b
+    For a checkpoint, its ONNX FP32 and INT8 exports (INT8 calibrated on real images from
+    --data) are timed beside its eager model in the same process, with the same threads.
+    For an .onnx file, it and its .int8.onnx/.fp16.onnx siblings are timed. With no MODEL:
+    every runs/*/best_model.pth, else every exported/*.onnx.
+
+    \b
+    Reports, per backend: session-creation time, peak RSS; per image size and batch size:
+    first-run time, latency p50/p90/p99/mean over --runs timed runs, images/s (batch over the
+    median latency), achieved GFLOP/s against an SGEMM timed in the same run; then speed
+    ratios, the INT8 mIoU change on the validation split, and (with --photos) the
+    end-to-end `segdeploy batch` images/s against the model alone.
+
+    Exit codes: 0 done; 2 usage or input errors; 1 other failures.
+    """
+    from segdeploy import bench, bench_report
+
+    plot_path = plot_path or (json_path.with_suffix(".png") if json_path is not None else None)
+    try:
+        for path in (json_path, plot_path):
+            bench.check_writable(path)
+        config = bench.BenchConfig(models=list(models) or bench.default_models(),
+                                   **{k: v for k, v in options.items() if v is not None})
+        doc = bench.run_bench(config, echo=lambda m: click.echo(m, err=True))
+    except bench.BenchInputError as e:
+        raise click.UsageError(str(e)) from e
+    except bench.BenchRunError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(bench_report.format_report(doc))
+    if json_path is not None:
+        bench_report.write_json(doc, json_path)
+        click.echo(f"wrote {json_path}")
+    if plot_path is not None:
+        bench_report.plot(doc, plot_path)
+        click.echo(f"wrote {plot_path}")
 
 
 @main.command("merge-summary")

@@ -1,0 +1,353 @@
+"""What was tried where a target is missed: INT8 quantization options, session settings, op
+profiles, and DeepLabV3's output stride. Each prints a table and can write JSON (--out).
+
+    python benchmarks/experiments.py int8 FP32.onnx --data DIR        # quantization variants: speed + mIoU
+    python benchmarks/experiments.py settings FP32.onnx --checkpoint CKPT  # ORT levels, IOBinding, threads,
+                                                                        # PyTorch channels-last
+    python benchmarks/experiments.py profile MODEL.onnx|CKPT.pth ...   # kernel time per op type
+    python benchmarks/experiments.py stride CHECKPOINT --data DIR      # DeepLabV3 output stride 8 vs 16
+
+Speed is images/s at batch 1 (median of --runs timed runs after warm-up) with --threads intra-op
+threads; the things compared are timed in the same interleaved rounds, as `segdeploy bench` does.
+Accuracy is the FP32-vs-variant comparison of `segdeploy.verify.run_parity` on the validation
+split at the model's input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from segdeploy.runtime import OnnxModel, default_threads  # noqa: E402
+from segdeploy.timing import first_and_warmup, time_interleaved  # noqa: E402
+from segtrain.contract import ModelSpec, preprocess  # noqa: E402
+
+# name -> quantize_static options; "export" is what `segdeploy export --int8` does.
+INT8_VARIANTS: dict[str, dict] = {
+    "export (QDQ, per-channel, u8/s8)": {},
+    "per-tensor weights": {"per_channel": False},
+    "reduce_range": {"reduce_range": True},
+    "QOperator format": {"quant_format": "QOperator"},
+    "s8 activations (symmetric)": {"activation_type": "QInt8", "extra_options": {"ActivationSymmetric": True}},
+    "percentile calibration (99.999)": {"calibrate_method": "Percentile"},
+    "exclude the classifier head": {"exclude": "head"},
+    "exclude Resize/Concat/GlobalAveragePool": {"op_types": ["Conv", "MatMul", "Add", "Mul", "Relu", "MaxPool"]},
+}
+
+
+def speeds(fns: dict[str, Callable[[], object]], batch: int, args: argparse.Namespace) -> dict[str, float]:
+    """images/s of each function (median latency), timed in the same interleaved rounds after warm-up."""
+    for fn in fns.values():
+        first_and_warmup(fn, args.warmup)
+    seconds = time_interleaved(fns, args.runs)
+    return {name: batch / float(np.median(s)) for name, s in seconds.items()}
+
+
+def ort_call(path: Path, x: np.ndarray, threads: int, **options) -> Callable[[], object]:
+    model = OnnxModel(path, provider="cpu", threads=threads, **options)
+    return lambda: model.run(x)
+
+
+def sample_batch(spec: ModelSpec, data: Path, batch: int) -> np.ndarray:
+    from segtrain.coco import resolve_split
+    from segtrain.images import load_image
+
+    folder = resolve_split(data, "validation")[0]
+    files = sorted(folder.iterdir())[:batch]
+    return preprocess([load_image(f) for f in files], spec)
+
+
+def head_nodes(fp32: Path) -> list[str]:
+    """The last convolution: the classifier that turns features into class logits."""
+    import onnx
+
+    model = onnx.load(str(fp32), load_external_data=False)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    return [convs[-1].name] if convs else []
+
+
+def quantize_variant(fp32: Path, out: Path, spec: ModelSpec, data: Path, images: int, options: dict) -> None:
+    """quantize_static with the export's settings, overridden by `options`."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    from segdeploy.quantize import calibration_batches
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import split_categories
+
+    batches = calibration_batches(CocoSplit.open(data, "train", categories=split_categories(spec)), spec, images)
+    input_name = OnnxModel(fp32, provider="cpu").input_name
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict | None:
+            batch = next(batches, None)
+            return None if batch is None else {input_name: batch}
+
+    options = dict(options)
+    kwargs = {"quant_format": QuantFormat[options.pop("quant_format", "QDQ")],
+              "per_channel": options.pop("per_channel", True), "reduce_range": options.pop("reduce_range", False),
+              "activation_type": QuantType[options.pop("activation_type", "QUInt8")],
+              "weight_type": QuantType.QInt8,
+              "calibrate_method": CalibrationMethod[options.pop("calibrate_method", "MinMax")],
+              "extra_options": {"CalibTensorRangeSymmetric": False, **options.pop("extra_options", {})}}
+    if options.pop("exclude", None) == "head":
+        kwargs["nodes_to_exclude"] = head_nodes(fp32)
+    if "op_types" in options:
+        kwargs["op_types_to_quantize"] = options.pop("op_types")
+    with tempfile.TemporaryDirectory() as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out), Reader(), **kwargs)
+
+
+def int8_command(args: argparse.Namespace) -> list[dict]:
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import split_categories
+
+    fp32 = OnnxModel(args.model, provider="cpu", threads=args.threads)
+    spec = fp32.spec
+    x = sample_batch(spec, args.data, 1)
+    split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="int8-variants-") as out_dir:
+        for i, (name, options) in enumerate(INT8_VARIANTS.items()):
+            if not args.only or any(o in name for o in args.only):
+                rows.append(int8_variant(args, Path(out_dir) / f"v{i}.onnx", name, options, fp32, split, x))
+    return rows
+
+
+def int8_variant(args: argparse.Namespace, path: Path, name: str, options: dict, fp32: OnnxModel, split: object,
+                 x: np.ndarray) -> dict:
+    """Quantize with `options`; its speed against FP32 in the same rounds, and its mIoU change."""
+    from segdeploy.verify import Thresholds, run_parity
+
+    spec = fp32.spec
+    t0 = time.time()
+    quantize_variant(args.model, path, spec, args.data, args.calibration_images, options)
+    rates = speeds({"fp32": ort_call(args.model, x, args.threads), "int8": ort_call(path, x, args.threads)}, 1, args)
+    ips, base = rates["int8"], rates["fp32"]
+    variant = OnnxModel(path, provider="cpu", threads=args.threads)
+    report = run_parity(fp32.run, variant.run, split, spec, [tuple(spec.input_size)], 4, args.images,
+                        Thresholds(None, None), ("fp32", name), "validation")
+    r = report.results[0]
+    print(f"{name}: {ips:.2f} images/s ({ips / base:.2f}x), mIoU {100 * r.miou_candidate:.2f}% "
+          f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%", flush=True)
+    return {"variant": name, "options": options, "images_per_second": ips, "fp32_images_per_second": base,
+            "speedup": ips / base,
+            "miou_fp32": r.miou_reference, "miou_int8": r.miou_candidate,
+            "miou_change_points": 100 * r.miou_change, "agreement": r.agreement,
+            "quantize_seconds": time.time() - t0}
+
+
+def profile_command(args: argparse.Namespace) -> list[dict]:
+    """Share of kernel time per op type at batch 1: onnxruntime's profiler for .onnx, torch.profiler for .pth."""
+    rows = []
+    for path in args.models:
+        by_op = _torch_profile(path, args) if path.suffix == ".pth" else _ort_profile(path, args)
+        total = sum(by_op.values())
+        top = sorted(by_op.items(), key=lambda kv: -kv[1])[:args.top]
+        print(f"{path}: kernel time by op type over {args.runs} runs at batch 1, {args.threads} threads")
+        for op, us in top:
+            print(f"  {op:<32} {100 * us / total:5.1f}%")
+        rows.append({"model": str(path), "share": {op: us / total for op, us in top}})
+    return rows
+
+
+def _input(spec: ModelSpec, args: argparse.Namespace) -> np.ndarray:
+    return sample_batch(spec, args.data, 1) if args.data else np.zeros((1, 3, *spec.input_size), np.float32)
+
+
+def _ort_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Kernel microseconds per op type over the timed runs (the warm-up runs are cut from the trace)."""
+    import onnxruntime as ort
+
+    x = _input(OnnxModel(path, provider="cpu").spec, args)
+    with tempfile.TemporaryDirectory() as work:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
+        opts.enable_profiling, opts.profile_file_prefix = True, str(Path(work) / "prof")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        for _ in range(args.warmup + args.runs):
+            session.run(None, {name: x})
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    runs = sorted((ev for ev in trace if ev.get("name") == "model_run"), key=lambda ev: ev["ts"])
+    cutoff = runs[args.warmup - 1]["ts"] + runs[args.warmup - 1]["dur"] if args.warmup else 0
+    by_op: dict[str, float] = defaultdict(float)
+    for ev in trace:
+        if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time") and ev["ts"] >= cutoff:
+            by_op[ev["args"]["op_name"]] += ev["dur"]
+    return by_op
+
+
+def _torch_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
+    import torch
+
+    from segtrain.checkpoint import load_model
+
+    torch.set_num_threads(args.threads)
+    model, spec, _ = load_model(path)
+    x = torch.from_numpy(_input(spec, args))
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            model(x)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(args.runs):
+                model(x)
+    return {e.key: e.self_cpu_time_total for e in prof.key_averages() if e.self_cpu_time_total > 0}
+
+
+def stride_command(args: argparse.Namespace) -> list[dict]:
+    """The same DeepLabV3 weights at output stride 8 (the registry's) and 16: GFLOP, ORT FP32 speed, mIoU."""
+    import torch
+
+    from segdeploy.verify import Thresholds, run_parity
+    from segtrain.checkpoint import load_model
+    from segtrain.coco import CocoSplit
+    from segtrain.evaluation import split_categories
+
+    torch.set_num_threads(args.threads)
+    model8, spec, ckpt = load_model(args.checkpoint)
+    if spec.arch != "deeplab":
+        raise SystemExit(f"{args.checkpoint}: output stride applies to deeplab, not {spec.arch}")
+    split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
+    x = sample_batch(spec, args.data, 1)
+    rows, runners = [], {}
+    with tempfile.TemporaryDirectory(prefix="stride-") as work:
+        for stride in (8, 16):
+            rows.append(_at_stride(stride, model8, spec, split, Path(work), runners, args))
+        rates = speeds({stride: (lambda r=runner: r.run(x)) for stride, runner in runners.items()}, 1, args)
+        for row in rows:
+            row["images_per_second"] = rates[row["output_stride"]]
+            print(f"OS{row['output_stride']}: {row['gflop']['dense']:.1f} GFLOP/image "
+                  f"({row['gflop']['valid_taps']:.1f} on valid taps), {row['images_per_second']:.2f} "
+                  f"images/s, mIoU {100 * row['miou']:.2f}% (weights trained at OS8)", flush=True)
+        report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
+                            Thresholds(None, None), ("OS8", "OS16"), "validation")
+    rows.append({"agreement_os16_vs_os8": report.results[0].agreement})
+    return rows
+
+
+def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, work: Path, runners: dict,
+               args: argparse.Namespace) -> dict:
+    """Export the OS8 weights rebuilt at `stride`; its GFLOP and mIoU (its session goes into `runners`)."""
+    import segmentation_models_pytorch as smp
+
+    from segdeploy.export import set_metadata, to_onnx
+    from segdeploy.roofline import count_gflop
+    from segtrain.evaluation import evaluate_split
+
+    model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=stride,
+                          classes=spec.num_classes)
+    model.load_state_dict(model8.state_dict())  # same parameters; only strides and dilations differ
+    model.eval()
+    proto = to_onnx(model, spec, stride)
+    set_metadata(proto, spec.to_metadata())
+    path = work / f"os{stride}.onnx"
+    path.write_bytes(proto.SerializeToString())
+    runners[stride] = OnnxModel(path, provider="cpu", threads=args.threads)
+    metrics = evaluate_split(runners[stride].run, split, spec, batch_size=4, limit=args.images)
+    return {"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)), "miou": metrics.miou}
+
+
+def settings_command(args: argparse.Namespace) -> list[dict]:
+    """One model under several session settings, all timed in the same interleaved rounds."""
+    from segdeploy.bench import _iobinding_run
+
+    spec = OnnxModel(args.model, provider="cpu").spec
+    x = np.repeat(_input(spec, args), args.batch, axis=0)
+    fns = {f"onnxruntime graph optimisation {level}": ort_call(args.model, x, args.threads, graph_optimization=level)
+           for level in ("disable", "basic", "extended", "all")}
+    bound = _iobinding_run(OnnxModel(args.model, provider="cpu", threads=args.threads))
+    fns["onnxruntime all + IOBinding"] = lambda: bound(x)
+    fns["onnxruntime all, 1 thread"] = ort_call(args.model, x, 1)
+    if args.checkpoint:
+        fns.update(_torch_calls(args.checkpoint, x, args.threads))
+    rows = [{"setting": name, "batch": args.batch, "images_per_second": ips}
+            for name, ips in speeds(fns, args.batch, args).items()]
+    for row in rows:
+        print(f"  {row['setting']:<44} {row['images_per_second']:7.2f} images/s")
+    return rows
+
+
+def _torch_calls(checkpoint: Path, x: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
+    """PyTorch eager: contiguous, channels-last, and contiguous on 1 thread (threads set per call)."""
+    import copy
+
+    import torch
+
+    from segtrain.checkpoint import load_model
+
+    model, _, _ = load_model(checkpoint)
+    cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    t = torch.from_numpy(x)
+
+    def call(m: torch.nn.Module, n: int, channels_last: bool) -> Callable[[], object]:
+        def run() -> object:
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                inp = t.contiguous(memory_format=torch.channels_last) if channels_last else t
+                return m(inp).numpy()
+
+        return run
+
+    return {"pytorch eager": call(model, threads, False), "pytorch eager channels-last": call(cl_model, threads, True),
+            "pytorch eager, 1 thread": call(model, 1, False)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--out", type=Path, help="Write the rows as JSON here.")
+    sub = p.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("int8", help="INT8 quantization variants of an FP32 model.")
+    q.add_argument("model", type=Path)
+    q.add_argument("--data", type=Path, required=True)
+    q.add_argument("--images", type=int, default=52, help="Validation images for the mIoU comparison.")
+    q.add_argument("--calibration-images", type=int, default=32)
+    q.add_argument("--only", nargs="+", help="Variants whose name contains one of these.")
+    pr = sub.add_parser("profile", help="Kernel time per op type.")
+    pr.add_argument("models", type=Path, nargs="+")
+    pr.add_argument("--data", type=Path)
+    pr.add_argument("--top", type=int, default=8)
+    s = sub.add_parser("stride", help="DeepLabV3 at output stride 8 vs 16.")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--images", type=int, default=52)
+    st = sub.add_parser("settings", help="onnxruntime graph levels, IOBinding, threads; PyTorch channels-last.")
+    st.add_argument("model", type=Path)
+    st.add_argument("--checkpoint", type=Path, help="Also time this checkpoint's eager model.")
+    st.add_argument("--data", type=Path)
+    st.add_argument("--batch", type=int, default=1)
+    args = p.parse_args()
+    commands = {"int8": int8_command, "profile": profile_command, "stride": stride_command,
+                "settings": settings_command}
+    rows = commands[args.command](args)
+    if args.out:
+        from segtrain.fileio import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps({"command": sys.argv, "threads": args.threads, "rows": rows},
+                                               indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
