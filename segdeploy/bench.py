@@ -50,6 +50,7 @@ from segdeploy.timing import LatencyStats, PeakRss, first_and_warmup, time_inter
 from segtrain.contract import ModelSpec, preprocess
 
 SCHEMA = "segdeploy-bench/1"
+REWARM_BELOW_SECONDS = 1.0  # in the rounds, calls shorter than this get an untimed call right before each timed one
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +266,11 @@ def timed_rounds(lives: list[Live], started: dict[str, Live], ref: ModelRef, inp
     for size, batches in inputs.items():
         for b, x in batches.items():
             fns = {live.backend: _guarded(lambda r=live.runner, x=x: r.run(x), ref, live.backend) for live in lives}
-            seconds = time_interleaved({**fns, **{f"sgemm {lib}": fn for lib, fn in sgemms.items()}}, config.runs)
+            fns.update({f"sgemm {lib}": fn for lib, fn in sgemms.items()})
+            # short calls would pay for the switch from the previous library: warm them up again first
+            rewarm = {f"sgemm {lib}" for lib in sgemms} | {
+                live.backend for live in lives if live.first[(size, b)][0] < REWARM_BELOW_SECONDS}
+            seconds = time_interleaved(fns, config.runs, rewarm)
             for lib in sgemms:
                 sgemm_seconds.setdefault(lib, []).extend(seconds[f"sgemm {lib}"])
             for live in lives:

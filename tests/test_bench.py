@@ -305,6 +305,9 @@ def test_time_interleaved_rotates_the_order_each_round() -> None:
     assert calls == list("abc" "bca" "cab" "abc")
     assert {k: len(v) for k, v in seconds.items()} == {"a": 4, "b": 4, "c": 4}
     assert all(t >= 0 for v in seconds.values() for t in v)
+    calls.clear()
+    time_interleaved({name: (lambda n=name: calls.append(n)) for name in "ab"}, runs=2, rewarm={"b"})
+    assert calls == list("abb" "bba")  # b's timed call always follows an untimed one of its own
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable VmHWM")
