@@ -128,9 +128,17 @@ def checkpoint_for(model: SuiteModel, work: Path, data: Path, light: Path | None
     return path
 
 
+def rel(path: Path) -> str:
+    """`path` relative to the repository root when it lies inside (commands then read the same anywhere)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "segdeploy", "bench", str(ckpt), *model.bench_args, "--data", str(args.data),
-           "--onnx-dir", str(args.work / "onnx"), "--json", str(out / f"{model.name}.json")]
+    cmd = [sys.executable, "-m", "segdeploy", "bench", rel(ckpt), *model.bench_args, "--data", str(args.data),
+           "--onnx-dir", rel(args.work / "onnx"), "--json", rel(out / f"{model.name}.json")]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if model.trained:

@@ -50,6 +50,7 @@ from segdeploy.timing import LatencyStats, PeakRss, first_and_warmup, time_inter
 from segtrain.contract import ModelSpec, preprocess
 
 SCHEMA = "segdeploy-bench/1"
+REWARM_BELOW_SECONDS = 1.0  # in the rounds, calls shorter than this get an untimed call right before each timed one
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,12 +212,17 @@ def backend_errors(ref: ModelRef, backend: str) -> Iterator[None]:
 
 @dataclass
 class Live:
-    """A backend whose session is open: its report entry and its first-run time and output per (size, batch)."""
+    """A started backend: its report entry, its first-run time and output per (size, batch), and its
+    session while open (closed, runner None, once it has been timed)."""
 
     backend: str
-    runner: Runner
+    runner: Runner | None
     entry: dict
     first: dict[tuple[tuple[int, int], int], tuple[float, np.ndarray]]
+
+    @property
+    def growth_mib(self) -> float:
+        return self.entry["peak_rss_mib"] - self.entry["rss_at_start_mib"]
 
 
 def start_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig,
@@ -248,34 +254,41 @@ def _guarded(fn: Callable[[], object], ref: ModelRef, backend: str) -> Callable[
     return call
 
 
-def timed_rounds(lives: list[Live], ref: ModelRef, inputs: dict, config: BenchConfig,
-                 sgemms: dict[str, Callable[[], None]], echo: Echo) -> dict[str, list[float]]:
-    """N interleaved rounds per (size, batch): every open backend and each SGEMM once per round.
+def timed_rounds(lives: list[Live], started: dict[str, Live], ref: ModelRef, inputs: dict, config: BenchConfig,
+                 sgemms: dict[str, Callable[[], None]], sgemm_seconds: dict[str, list[float]], echo: Echo) -> None:
+    """N interleaved rounds per (size, batch): every backend in `lives` and each SGEMM once per round.
 
-    Returns the SGEMM seconds per library; the backends' results go into their entries.
+    The backends' results go into their entries (compared with the reference among `started`), the
+    SGEMM seconds into `sgemm_seconds`; then the sessions are closed.
     """
-    sgemm_seconds: dict[str, list[float]] = {lib: [] for lib in sgemms}
+    for live in lives:
+        live.entry["timed_with"] = [other.backend for other in lives]
     for size, batches in inputs.items():
         for b, x in batches.items():
             fns = {live.backend: _guarded(lambda r=live.runner, x=x: r.run(x), ref, live.backend) for live in lives}
-            seconds = time_interleaved({**fns, **{f"sgemm {lib}": fn for lib, fn in sgemms.items()}}, config.runs)
+            fns.update({f"sgemm {lib}": fn for lib, fn in sgemms.items()})
+            # short calls would pay for the switch from the previous library: warm them up again first
+            rewarm = {f"sgemm {lib}" for lib in sgemms} | {
+                live.backend for live in lives if live.first[(size, b)][0] < REWARM_BELOW_SECONDS}
+            seconds = time_interleaved(fns, config.runs, rewarm)
             for lib in sgemms:
-                sgemm_seconds[lib] += seconds[f"sgemm {lib}"]
+                sgemm_seconds.setdefault(lib, []).extend(seconds[f"sgemm {lib}"])
             for live in lives:
-                row = result_row(live, size, b, seconds[live.backend], lives)
+                row = result_row(live, size, b, seconds[live.backend], started)
                 live.entry["results"].append(row)
                 echo(f"  {live.backend:<8} {size[0]}x{size[1]} batch {b}: p50 {row['latency_ms']['p50']:.1f} ms, "
                      f"{row['images_per_second']:.2f} images/s")
-    return sgemm_seconds
+    for live in lives:
+        live.runner = None  # the session (and, for torch, the model) is freed
 
 
-def result_row(live: Live, size: tuple[int, int], batch: int, seconds: list[float], lives: list[Live]) -> dict:
+def result_row(live: Live, size: tuple[int, int], batch: int, seconds: list[float], started: dict[str, Live]) -> dict:
     """Latency statistics of one backend at (size, batch), and how its first output compares with the reference."""
     latency = LatencyStats.from_seconds(seconds)
     first_seconds, out = live.first[(size, batch)]
     row = {"image_size": list(size), "batch_size": batch, "first_run_seconds": first_seconds,
            "latency_ms": latency.to_dict(), "images_per_second": batch / (latency.p50 / 1e3)}
-    reference = reference_for(live.backend, {other.backend: other for other in lives})
+    reference = reference_for(live.backend, started)
     if reference is not None:
         ref_out = reference.first[(size, batch)][1]
         row["max_abs_diff"] = {"against": reference.backend,
@@ -380,12 +393,36 @@ def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], ima
 # The run
 
 
-def reference_for(backend: str, lives: dict[str, Live]) -> Live | None:
+MEMORY_SHARE = 0.6  # of the memory available when a model starts, for backends open at the same time
+
+
+def available_mib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().available / 2**20
+
+
+def must_close(open_now: list[Live], schedule: str, budget_mib: float) -> bool:
+    """Whether the open backends are timed (and closed) before the next one opens.
+
+    interleaved: never (all backends share the timed rounds); sequential: always; auto: when the
+    memory they grew by, plus as much again for the next one, would pass `budget_mib` (three
+    SegNet-512 sessions with batch-8 arenas do not fit in 24 GB together).
+    """
+    if schedule == "sequential":
+        return True
+    if schedule == "interleaved":
+        return False
+    growths = [live.growth_mib for live in open_now]
+    return sum(growths) + max(growths) > budget_mib
+
+
+def reference_for(backend: str, started: dict[str, Live]) -> Live | None:
     """What a backend's logits are compared with: torch for ORT FP32, ORT FP32 (else torch) for the rest."""
     if backend == "torch":
         return None
     order = ("torch",) if backend == "ort-fp32" else ("ort-fp32", "torch")
-    return next((lives[b] for b in order if b in lives), None)
+    return next((started[b] for b in order if b in started), None)
 
 
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> dict:
@@ -397,16 +434,22 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
     gflop = model_gflop(ref.spec, ref.sizes)
     images = sample_images(ref, config, max(config.batch_sizes))
     inputs = {size: input_batches(ref, size, config.batch_sizes, images) for size in ref.sizes}
-    entries, lives = [], []
+    device, n = torch_device(config), config.sgemm_size
+    sgemms = sgemm_calls(n, config.threads, device)
+    entries, started, open_now, sgemm_seconds = [], {}, [], {}
+    budget = MEMORY_SHARE * available_mib()
     for backend in (b for b in BACKENDS if b in config.backends):
+        if open_now and must_close(open_now, config.schedule, budget):
+            timed_rounds(open_now, started, ref, inputs, config, sgemms, sgemm_seconds, echo)
+            open_now = []
         entry, live = start_backend(backend, ref, inputs, config, echo)
         entries.append(entry)
         if live is not None:
-            lives.append(live)
-    device, n = torch_device(config), config.sgemm_size
-    seconds = timed_rounds(lives, ref, inputs, config, sgemm_calls(n, config.threads, device), echo)
-    sgemm = roofline([sgemm_rate(lib, n, config.threads, device, s) for lib, s in seconds.items()])
-    del lives  # every session (and the eager model) is freed before the accuracy and end-to-end runs
+            started[backend] = live
+            open_now.append(live)
+    timed_rounds(open_now, started, ref, inputs, config, sgemms, sgemm_seconds, echo)
+    sgemm = roofline([sgemm_rate(lib, n, config.threads, device, s) for lib, s in sgemm_seconds.items()])
+    del started, open_now
     fp32_results = next((e["results"] for e in entries if e["backend"] == "ort-fp32" and e["status"] == "ok"), [])
     return {"name": ref.name, "source": str(ref.path), "kind": ref.kind, "arch": ref.spec.arch,
             "encoder": ref.spec.encoder, "classes": list(ref.spec.classes),

@@ -10,12 +10,13 @@ The JSON document (schema ``segdeploy-bench/1``)::
                  "sgemm": {"gflops", "library", "n", "threads", "device", "runs", "libraries": [...]},
                  "backends": [{"backend", "precision", "status", "reason"?, "provider", "threads",
                                "session_seconds", "peak_rss_mib", "rss_at_start_mib", "rss_scope",
+                               "timed_with": [backends timed in the same interleaved rounds],
                                "results": [{"image_size", "batch_size", "first_run_seconds",
                                             "latency_ms": {"runs", "p50", "p90", "p99", "mean", "min", "max"},
                                             "images_per_second", "gflops_per_second", "sgemm_fraction",
                                             "gflops_per_second_valid_taps", "sgemm_fraction_valid_taps",
                                             "max_abs_diff"?: {"against", "value", "argmax_agreement"}}]}],
-                 "ratios": [{"name", "image_size", "batch_size", "value"}],
+                 "ratios": [{"name", "image_size", "batch_size", "value", "same_rounds"}],
                  "int8_accuracy": {"status", ...ParityReport}, "end_to_end": {"status", ...},
                  "targets": [{"target", "image_size", "measured", "threshold", "met"}]}]}
 
@@ -71,11 +72,12 @@ def ratios(model: dict) -> list[dict]:
         if num not in ok or den not in ok:
             continue
         base = {(tuple(r["image_size"]), r["batch_size"]): r["images_per_second"] for r in ok[den]["results"]}
+        same_rounds = den in ok[num].get("timed_with", [])
         for row in ok[num]["results"]:
             key = (tuple(row["image_size"]), row["batch_size"])
             if key in base:
                 out.append({"name": f"{num} / {den}", "image_size": row["image_size"], "batch_size": row["batch_size"],
-                            "value": row["images_per_second"] / base[key]})
+                            "value": row["images_per_second"] / base[key], "same_rounds": same_rounds})
     return out
 
 
@@ -149,8 +151,14 @@ def _row(backend: str, r: dict) -> str:
 def rounds_line(model: dict) -> str:
     g = model["sgemm"]
     libs = ", ".join(f"{r['library']} {r['gflops']:.1f}" for r in g["libraries"])
-    return (f"timed in interleaved rounds (each backend once per round, rotating order); SGEMM {g['n']}^3 float32 "
-            f"on {g['device']} in the same rounds, median GFLOP/s: {libs} (roofline: {g['library']})")
+    groups = []
+    for entry in ok_backends(model).values():
+        if entry["timed_with"] not in groups:
+            groups.append(entry["timed_with"])
+    together = "; ".join(" + ".join(group) for group in groups)
+    return (f"timed in interleaved rounds (each backend once per round, rotating order): {together}; "
+            f"SGEMM {g['n']}^3 float32 on {g['device']} in the same rounds, median GFLOP/s: {libs} "
+            f"(roofline: {g['library']})")
 
 
 def flops_text(model: dict) -> str:
@@ -176,7 +184,8 @@ def model_lines(model: dict) -> list[str]:
                      f"{entry['rss_at_start_mib']:.0f} MiB at its start"
                      f"{'' if entry['rss_scope'] == 'phase' else '; process lifetime peak'})")
     for r in model["ratios"]:
-        lines.append(f"  {r['name']} at {_key(r['image_size'])} batch {r['batch_size']}: {r['value']:.2f}x")
+        lines.append(f"  {r['name']} at {_key(r['image_size'])} batch {r['batch_size']}: {r['value']:.2f}x"
+                     f"{'' if r['same_rounds'] else ' (timed in separate rounds)'}")
     lines += accuracy_lines(model.get("int8_accuracy") or {}) + e2e_lines(model.get("end_to_end") or {})
     for t in model["targets"]:
         lines.append(f"  target {'met' if t['met'] else 'MISSED'}: {t['target']}"
@@ -243,7 +252,7 @@ def markdown(doc: dict, command: str, level: int = 1) -> str:
                              f"| {entry['peak_rss_mib']:.0f} ({_rss_growth(entry)}) |")
         lines.append("")
         extra = [f"{r['name']} at {_key(r['image_size'])} batch {r['batch_size']}: **{r['value']:.2f}x**"
-                 for r in model["ratios"]]
+                 f"{'' if r['same_rounds'] else ' (timed in separate rounds)'}" for r in model["ratios"]]
         extra += [s.strip() for s in accuracy_lines(model.get("int8_accuracy") or {})]
         extra += [s.strip() for s in e2e_lines(model.get("end_to_end") or {})]
         extra += [f"target {'met' if t['met'] else '**missed**'}: {t['target']}"

@@ -23,6 +23,7 @@ from segtrain.contract import ModelSpec
 
 BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16")
 PRECISION = {"torch": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "ort-fp16": "fp16"}
+SCHEDULES = ("auto", "interleaved", "sequential")
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 Echo = Callable[[str], None]
 
@@ -59,6 +60,7 @@ class BenchConfig:
     iobinding: bool = False
     channels_last: bool = False
     sgemm_size: int = 2048
+    schedule: str = "auto"  # interleaved | sequential | auto (interleaved while memory allows)
 
     def validate(self) -> None:
         if not self.models:
@@ -73,6 +75,8 @@ class BenchConfig:
             raise BenchInputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.image_sizes is not None and (not self.image_sizes or min(self.image_sizes) < 1):
             raise BenchInputError(f"image sizes must be positive integers, got {list(self.image_sizes)}")
+        if self.schedule not in SCHEDULES:
+            raise BenchInputError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown or not self.backends:
             raise BenchInputError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "

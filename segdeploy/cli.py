@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from segdeploy import __version__
-from segdeploy.bench_setup import BACKENDS
+from segdeploy.bench_setup import BACKENDS, SCHEDULES
 from segdeploy.runtime import PROVIDER_CHOICES
 from segtrain.cli import InputError
 
@@ -188,6 +188,9 @@ class NameList(click.ParamType):
               type=click.Choice(["disable", "basic", "extended", "all"]), help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
 @click.option("--channels-last", is_flag=True, help="Run PyTorch eager in channels-last memory format.")
+@click.option("--schedule", default="auto", show_default=True, type=click.Choice(SCHEDULES),
+              help="Time all backends in interleaved rounds, one after the other, or interleaved while memory "
+                   "allows (auto).")
 @click.option("--sgemm-size", default=2048, show_default=True, type=click.IntRange(min=16),
               help="Side of the float32 matrix product timed as the roofline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")

@@ -87,12 +87,16 @@ def first_and_warmup(fn: Callable[[], object], warmup: int) -> tuple[float, obje
     return first, output
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
-    """Seconds per call of each function over `runs` rounds, one call of each per round.
+def time_interleaved(fns: dict[str, Callable[[], object]], runs: int,
+                     rewarm: frozenset[str] | set[str] = frozenset()) -> dict[str, list[float]]:
+    """Seconds per call of each function over `runs` rounds, one timed call of each per round.
 
     The order rotates by one each round, so a slow spell of a shared machine (another process
     waking up) falls on every function alike instead of on whichever ran during it: ratios of
-    the medians stay fair where back-to-back blocks of runs would not.
+    the medians stay fair where back-to-back blocks of runs would not. Switching costs a few
+    milliseconds (the previous library's worker threads still spin, this one's are parked), which
+    matters for short calls only: a function named in `rewarm` gets an untimed call just before
+    each timed one.
     """
     if runs < 1:
         raise ValueError(f"need at least one timed run (got {runs})")
@@ -102,6 +106,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], runs: int) -> dict[st
         for r in range(runs):
             k = r % len(names)
             for name in names[k:] + names[:k]:
+                if name in rewarm:
+                    fns[name]()
                 t0 = time.perf_counter()
                 fns[name]()
                 seconds[name].append(time.perf_counter() - t0)

@@ -62,6 +62,7 @@ def test_bench_json_has_positive_figures_for_every_backend_and_batch(bench_run: 
     fp16 = next(e for e in model["backends"] if e["backend"] == "ort-fp16")
     assert fp16["status"] == "skipped" and "GPU provider" in fp16["reason"]
     for name, entry in backends.items():
+        assert entry["timed_with"] == ["torch", "ort-fp32", "ort-int8"], name  # tiny: all fit in memory together
         assert entry["threads"] == 1 and entry["session_seconds"] > 0 and entry["peak_rss_mib"] > 0, name
         assert {(tuple(r["image_size"]), r["batch_size"]) for r in entry["results"]} == \
             {(s, b) for s in SIZES for b in BATCHES}, name
@@ -173,11 +174,16 @@ def test_bench_reuses_exports_and_benches_onnx_files(bench_run: dict) -> None:
     runner = CliRunner()
     again = runner.invoke(main, ["bench", str(bench_run["ckpt"]), "--runs", "1", "--warmup", "1",
                                  "--batch-sizes", "1", "--threads", "1", "--sgemm-size", "256",
-                                 "--onnx-dir", str(work / "onnx"), "--no-accuracy", "--json", str(work / "again.json")])
+                                 "--onnx-dir", str(work / "onnx"), "--no-accuracy", "--schedule", "sequential",
+                                 "--json", str(work / "again.json")])
     assert again.exit_code == 0, again.output
     assert "reusing" in again.output
     assert {p.name: p.stat().st_mtime_ns for p in (work / "onnx").glob("*.onnx")} == before
-    assert json.loads((work / "again.json").read_text())["models"][0]["export"]["reused"] is True
+    again_model = json.loads((work / "again.json").read_text())["models"][0]
+    assert again_model["export"]["reused"] is True
+    assert [e["timed_with"] for e in ok(again_model).values()] == [["torch"], ["ort-fp32"], ["ort-int8"]]
+    assert {r["same_rounds"] for r in again_model["ratios"]} == {False}
+    assert "(timed in separate rounds)" in again.output
 
     direct = runner.invoke(main, ["bench", str(onnx), "--runs", "2", "--warmup", "1", "--batch-sizes", "2",
                                   "--threads", "1", "--sgemm-size", "256", "--json", str(work / "onnx.json")])
@@ -251,6 +257,18 @@ def test_default_models_prefer_checkpoints_then_fp32_exports(tmp_path: Path) -> 
         default_models(tmp_path / "none", tmp_path / "none")
 
 
+def test_auto_schedule_closes_backends_before_memory_runs_out() -> None:
+    from segdeploy.bench import Live, must_close
+
+    def live(growth: float) -> Live:
+        return Live("x", None, {"peak_rss_mib": 1000 + growth, "rss_at_start_mib": 1000}, {})
+
+    assert not must_close([live(2000), live(3000)], "auto", budget_mib=8001)  # 5000 open + 3000 for the next
+    assert must_close([live(2000), live(3000)], "auto", budget_mib=7999)
+    assert must_close([live(1)], "sequential", budget_mib=1e9)
+    assert not must_close([live(1e9)], "interleaved", budget_mib=1)
+
+
 def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
     model = fixed_size_onnx(tmp_path / "fixed.onnx", size=32)
     result = CliRunner().invoke(main, ["bench", str(model), "--image-size", "16", "--runs", "1", "--warmup", "1",
@@ -287,6 +305,9 @@ def test_time_interleaved_rotates_the_order_each_round() -> None:
     assert calls == list("abc" "bca" "cab" "abc")
     assert {k: len(v) for k, v in seconds.items()} == {"a": 4, "b": 4, "c": 4}
     assert all(t >= 0 for v in seconds.values() for t in v)
+    calls.clear()
+    time_interleaved({name: (lambda n=name: calls.append(n)) for name in "ab"}, runs=2, rewarm={"b"})
+    assert calls == list("abb" "bba")  # b's timed call always follows an untimed one of its own
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable VmHWM")
