@@ -9,7 +9,7 @@ profiles, and DeepLabV3's output stride. Each prints a table and can write JSON 
 
 Speed is images/s at batch 1 (median of --runs timed runs after warm-up) with --threads intra-op
 threads; the things compared are timed in the same interleaved rounds, as `segdeploy bench` does.
-Accuracy is the FP32-vs-variant comparison of `segdeploy.verify.run_parity` on the validation
+Accuracy is the FP32-vs-variant comparison of `segdeploy.export.verify.run_parity` on the validation
 split at the model's input size.
 """
 
@@ -29,9 +29,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from segdeploy.runtime import OnnxModel, default_threads  # noqa: E402
-from segdeploy.timing import first_and_warmup, time_interleaved  # noqa: E402
+from segdeploy.bench.timing import first_and_warmup, time_interleaved  # noqa: E402
+from segdeploy.infer.runtime import OnnxModel  # noqa: E402
 from segtrain.contract import ModelSpec, preprocess  # noqa: E402
+from segtrain.evaluation import open_split_for  # noqa: E402
+from segtrain.machine import usable_cores  # noqa: E402
 
 # name -> quantize_static options; "export" is what `segdeploy export --int8` does.
 INT8_VARIANTS: dict[str, dict] = {
@@ -78,53 +80,30 @@ def head_nodes(fp32: Path) -> list[str]:
 
 
 def quantize_variant(fp32: Path, out: Path, spec: ModelSpec, data: Path, images: int, options: dict) -> None:
-    """quantize_static with the export's settings, overridden by `options`."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_static,
-    )
+    """The export's quantization (segdeploy.export.variants.quantize_int8), its settings overridden by `options`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-    from segdeploy.quantize import calibration_batches
-    from segtrain.coco import CocoSplit
-    from segtrain.evaluation import split_categories
+    from segdeploy.export.variants import calibration_batches, quantize_int8
 
-    batches = calibration_batches(CocoSplit.open(data, "train", categories=split_categories(spec)), spec, images)
-    input_name = OnnxModel(fp32, provider="cpu").input_name
-
-    class Reader(CalibrationDataReader):
-        def get_next(self) -> dict | None:
-            batch = next(batches, None)
-            return None if batch is None else {input_name: batch}
-
+    batches = calibration_batches(open_split_for(spec, data, "train"), spec, images)
     options = dict(options)
     kwargs = {"quant_format": QuantFormat[options.pop("quant_format", "QDQ")],
               "per_channel": options.pop("per_channel", True), "reduce_range": options.pop("reduce_range", False),
               "activation_type": QuantType[options.pop("activation_type", "QUInt8")],
-              "weight_type": QuantType.QInt8,
               "calibrate_method": CalibrationMethod[options.pop("calibrate_method", "MinMax")],
               "extra_options": {"CalibTensorRangeSymmetric": False, **options.pop("extra_options", {})}}
     if options.pop("exclude", None) == "head":
         kwargs["nodes_to_exclude"] = head_nodes(fp32)
     if "op_types" in options:
         kwargs["op_types_to_quantize"] = options.pop("op_types")
-    with tempfile.TemporaryDirectory() as work:
-        prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(out), Reader(), **kwargs)
+    quantize_int8(fp32, out, batches, OnnxModel(fp32, provider="cpu").input_name, **kwargs)
 
 
 def int8_command(args: argparse.Namespace) -> list[dict]:
-    from segtrain.coco import CocoSplit
-    from segtrain.evaluation import split_categories
-
     fp32 = OnnxModel(args.model, provider="cpu", threads=args.threads)
     spec = fp32.spec
     x = sample_batch(spec, args.data, 1)
-    split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
+    split = open_split_for(spec, args.data, "validation")
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8-variants-") as out_dir:
         for i, (name, options) in enumerate(INT8_VARIANTS.items()):
@@ -136,7 +115,7 @@ def int8_command(args: argparse.Namespace) -> list[dict]:
 def int8_variant(args: argparse.Namespace, path: Path, name: str, options: dict, fp32: OnnxModel, split: object,
                  x: np.ndarray) -> dict:
     """Quantize with `options`; its speed against FP32 in the same rounds, and its mIoU change."""
-    from segdeploy.verify import Thresholds, run_parity
+    from segdeploy.export.verify import Thresholds, run_parity
 
     spec = fp32.spec
     t0 = time.time()
@@ -200,10 +179,11 @@ def _ort_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
 def _torch_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from segtrain.checkpoint import load_model
+    from segtrain.models import load_model
 
     torch.set_num_threads(args.threads)
-    model, spec, _ = load_model(path)
+    model, ckpt = load_model(path)
+    spec = ckpt.spec
     x = torch.from_numpy(_input(spec, args))
     with torch.inference_mode():
         for _ in range(args.warmup):
@@ -218,16 +198,15 @@ def stride_command(args: argparse.Namespace) -> list[dict]:
     """The same DeepLabV3 weights at output stride 8 (the registry's) and 16: GFLOP, ORT FP32 speed, mIoU."""
     import torch
 
-    from segdeploy.verify import Thresholds, run_parity
-    from segtrain.checkpoint import load_model
-    from segtrain.coco import CocoSplit
-    from segtrain.evaluation import split_categories
+    from segdeploy.export.verify import Thresholds, run_parity
+    from segtrain.models import load_model
 
     torch.set_num_threads(args.threads)
-    model8, spec, ckpt = load_model(args.checkpoint)
+    model8, ckpt = load_model(args.checkpoint)
+    spec = ckpt.spec
     if spec.arch != "deeplab":
         raise SystemExit(f"{args.checkpoint}: output stride applies to deeplab, not {spec.arch}")
-    split = CocoSplit.open(args.data, "validation", categories=split_categories(spec))
+    split = open_split_for(spec, args.data, "validation")
     x = sample_batch(spec, args.data, 1)
     rows, runners = [], {}
     with tempfile.TemporaryDirectory(prefix="stride-") as work:
@@ -250,15 +229,16 @@ def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, work
     """Export the OS8 weights rebuilt at `stride`; its GFLOP and mIoU (its session goes into `runners`)."""
     import segmentation_models_pytorch as smp
 
-    from segdeploy.export import set_metadata, to_onnx
-    from segdeploy.roofline import count_gflop
+    from segdeploy.bench.roofline import count_gflop
+    from segdeploy.export.artifact import set_metadata
+    from segdeploy.export.trace import to_onnx
     from segtrain.evaluation import evaluate_split
 
     model = smp.DeepLabV3(encoder_name=spec.encoder, encoder_weights=None, encoder_output_stride=stride,
                           classes=spec.num_classes)
     model.load_state_dict(model8.state_dict())  # same parameters; only strides and dilations differ
     model.eval()
-    proto = to_onnx(model, spec, stride)
+    proto = to_onnx(model, stride)
     set_metadata(proto, spec.to_metadata())
     path = work / f"os{stride}.onnx"
     path.write_bytes(proto.SerializeToString())
@@ -269,7 +249,7 @@ def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, work
 
 def settings_command(args: argparse.Namespace) -> list[dict]:
     """One model under several session settings, all timed in the same interleaved rounds."""
-    from segdeploy.bench import _iobinding_run
+    from segdeploy.bench.backends import _iobinding_run
 
     spec = OnnxModel(args.model, provider="cpu").spec
     x = np.repeat(_input(spec, args), args.batch, axis=0)
@@ -293,9 +273,9 @@ def _torch_calls(checkpoint: Path, x: np.ndarray, threads: int) -> dict[str, Cal
 
     import torch
 
-    from segtrain.checkpoint import load_model
+    from segtrain.models import load_model
 
-    model, _, _ = load_model(checkpoint)
+    model, _ = load_model(checkpoint)
     cl_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
     t = torch.from_numpy(x)
 
@@ -314,7 +294,7 @@ def _torch_calls(checkpoint: Path, x: np.ndarray, threads: int) -> dict[str, Cal
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--threads", type=int, default=usable_cores())
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out", type=Path, help="Write the rows as JSON here.")

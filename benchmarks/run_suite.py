@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: import this checkout's packages
 
-from segdeploy.bench_report import markdown  # noqa: E402
+from targets import markdown, targets  # noqa: E402  (benchmarks/targets.py: this project's bars)
 
 DEFAULT_DATA = Path(os.environ.get("SEGTRAIN_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
 
@@ -88,23 +88,23 @@ def random_checkpoint(model: SuiteModel, path: Path, data: Path) -> None:
     """A random-init checkpoint (speed is independent of the weights), recording `data` for calibration."""
     import torch
 
-    from segtrain.checkpoint import save_checkpoint
+    from segtrain.checkpoint import Checkpoint
     from segtrain.contract import build_spec
     from segtrain.models import build_model
 
     torch.manual_seed(0)
     spec = build_spec(model.arch, model.encoder, image_size=model.size)
     net = build_model(spec, encoder_weights="none").eval()
-    save_checkpoint(path, {"spec": spec.to_dict(), "model": net.state_dict(), "epoch": 0, "metrics": {},
-                           "config": {"data": str(data), "model": model.arch, "encoder": model.encoder,
-                                      "image_size": model.size, "encoder_weights": "none (random init)"}})
+    Checkpoint(spec=spec, model=net.state_dict(), epoch=0,
+               config={"data": str(Path(data).resolve()), "model": model.arch, "encoder": model.encoder,
+                       "image_size": model.size, "encoder_weights": "none (random init)"}).save(path)
 
 
 def from_checkpoint(template: SuiteModel, ckpt: Path) -> SuiteModel:
     """The light config as given by --light-checkpoint: its own architecture, encoder and size."""
-    from segtrain.checkpoint import load_checkpoint
+    from segtrain.checkpoint import Checkpoint
 
-    spec = load_checkpoint(ckpt)["spec"]
+    spec = Checkpoint.load(ckpt).spec
     short = spec.encoder.replace("resnet", "r")
     return dataclasses.replace(template, name=f"{spec.arch}_{short}_{spec.input_size[0]}", arch=spec.arch,
                                encoder=spec.encoder, size=spec.input_size[0])
@@ -152,16 +152,16 @@ def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) ->
 
 
 def training_note(model: SuiteModel, ckpt: Path) -> str:
-    from segtrain.checkpoint import load_checkpoint
+    from segtrain.checkpoint import Checkpoint
 
-    ckpt_doc = load_checkpoint(ckpt)
-    cfg, metrics = ckpt_doc.get("config") or {}, ckpt_doc.get("metrics") or {}
+    loaded = Checkpoint.load(ckpt)
+    cfg = loaded.config
     if not model.trained:
         return "random init (speed only; FLOPs and speed do not depend on the weights)"
-    miou = metrics.get("miou")
+    miou = loaded.miou
     return (f"trained with `segtrain fit` on {cfg.get('data')}: {cfg.get('epochs')} epochs, batch "
             f"{cfg.get('batch_size')}, lr {cfg.get('lr')}, image size {cfg.get('image_size')}, encoder weights "
-            f"{cfg.get('encoder_weights')}; best epoch {ckpt_doc.get('epoch')}, validation mIoU at the input size "
+            f"{cfg.get('encoder_weights')}; best epoch {loaded.epoch}, validation mIoU at the input size "
             f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
 
 
@@ -176,7 +176,7 @@ def write_results(docs: dict[str, dict], notes: dict[str, str], command: str, ou
     summary = ["| model | target | size | measured | bar | met |", "|---|---|---|---:|---:|---|"]
     for name, doc in docs.items():
         for model in doc["models"]:
-            for t in model["targets"]:
+            for t in targets(model):
                 size = f"{t['image_size'][0]}x{t['image_size'][1]}" if t["image_size"] else "-"
                 summary.append(f"| {name} | {t['target']} | {size} | {t['measured']:.2f} | {t['threshold']:g} | "
                                f"{'yes' if t['met'] else '**no**'} |")

@@ -1,8 +1,8 @@
 """`segdeploy`: export to ONNX, inspect, evaluate, run over folders, benchmark.
 
-Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
-some inputs were unreadable (each named in the output and in summary.json); 1 other failures
-(for example an export that fails verification).
+Every command is a thin shell over a library function in one of the three wings (infer, export,
+bench); option defaults come from their config dataclasses, errors derive from segtrain.errors
+and are reported once, by the group (exit codes: segtrain.errors.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -14,33 +14,35 @@ from typing import TYPE_CHECKING
 import click
 
 from segdeploy import __version__
-from segdeploy.bench_setup import BACKENDS, SCHEDULES
-from segdeploy.runtime import PROVIDER_CHOICES
-from segtrain.cli import InputError
+from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
+from segdeploy.export.options import ExportOptions
+from segdeploy.infer.batch import BatchConfig
+from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES
+from segtrain.cli_support import ToolGroup, default, exit_codes_epilog
+from segtrain.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_INPUTS_FAILED,
+    InputError,
+    ToolError,
+)
 
 if TYPE_CHECKING:
-    from segdeploy.shard import Shard
+    from segdeploy.infer.partition import Shard
 
-EXIT_SOME_INPUTS_FAILED = 3
+EVALUATE_BATCH_SIZE = 4
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
-    """Ship segtrain models as ONNX and run them with onnxruntime.
-
-    Exit codes: 0 all done; 2 usage or input errors; 3 a batch (or merge-summary) finished but
-    some inputs were unreadable; 1 other failures (for example an export that fails verification).
-    """
-
-
-EXIT_INTERRUPTED = 130
+    """Ship segtrain models as ONNX and run them with onnxruntime."""
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
     if value is None:
         return None
-    from segdeploy.shard import ShardError, parse_shard
+    from segdeploy.infer.partition import ShardError, parse_shard
 
     try:
         return parse_shard(value)
@@ -54,13 +56,14 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
               help="Output folder; mirrors INPUT_DIR's tree.")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="ONNX model from `segdeploy export` [default: the only .onnx in exported/].")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Images per onnxruntime call.")
-@click.option("--provider", default="auto", show_default=True, type=click.Choice(PROVIDER_CHOICES),
+@click.option("--batch-size", default=default(BatchConfig, "batch_size"), show_default=True,
+              type=click.IntRange(min=1), help="Images per onnxruntime call.")
+@click.option("--provider", default=default(BatchConfig, "provider"), show_default=True,
+              type=click.Choice(PROVIDER_CHOICES),
               help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
 @click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads [default: onnxruntime's].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
 @click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -90,25 +93,18 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
     relative to INPUT_DIR, and may write into the same OUT; each writes
     OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
 
-    \b
-    Exit codes: 0 all images done; 2 usage or input errors (bad folder, model or labels.json);
-    3 finished, but some inputs were unreadable; 1 other failures; 130 interrupted.
+    Exit codes: see `segdeploy --help` (3: finished, but some inputs were unreadable; 130: interrupted).
     """
-    import segdeploy.batch as batching
-    from segdeploy.runtime import ModelLoadError
-    from segtrain.coco import DataError
+    from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
+    from segdeploy.infer.inputs import default_model
 
+    config = BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model or default_model(),
+                         batch_size=batch_size, provider=provider, threads=threads,
+                         workers=workers or default_workers(), alpha=alpha,
+                         overwrite=overwrite, gt=gt, progress=progress, shard=shard)
     try:
-        config = batching.BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model or batching.default_model(),
-                                      batch_size=batch_size, provider=provider, threads=threads,
-                                      workers=workers or batching.default_workers(), alpha=alpha,
-                                      overwrite=overwrite, gt=gt, progress=progress, shard=shard)
-        with batching.sigterm_as_interrupt():
-            result = batching.run_batch(config)
-    except (batching.BatchInputError, ModelLoadError, DataError) as e:
-        raise InputError(str(e)) from None
-    except batching.BatchRunError as e:
-        raise click.ClickException(str(e)) from e
+        with sigterm_as_interrupt():
+            result = run_batch(config)
     except KeyboardInterrupt:
         click.echo("interrupted: finished outputs are kept; run the same command again to do the rest", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
@@ -157,41 +153,44 @@ class NameList(click.ParamType):
 @click.argument("models", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--image-size", "image_sizes", type=IntList(),
               help="Square input size(s), e.g. 512 or 256,512 [default: each model's own].")
-@click.option("--batch-sizes", type=IntList(), default="1,4,8", show_default=True, help="Batch sizes to time.")
-@click.option("--runs", default=10, show_default=True, type=click.IntRange(min=1),
+@click.option("--batch-sizes", type=IntList(), default=",".join(map(str, default(BenchConfig, "batch_sizes"))),
+              show_default=True, help="Batch sizes to time.")
+@click.option("--runs", default=default(BenchConfig, "runs"), show_default=True, type=click.IntRange(min=1),
               help="Timed runs per batch size and image size.")
-@click.option("--warmup", default=2, show_default=True, type=click.IntRange(min=1),
+@click.option("--warmup", default=default(BenchConfig, "warmup"), show_default=True, type=click.IntRange(min=1),
               help="Warm-up runs before timing (the first one is reported as the first-run time).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads for every backend (torch.set_num_threads, ORT intra-op) [default: usable cores].")
-@click.option("--backends", type=NameList(BACKENDS), default=",".join(BACKENDS), show_default=True,
-              help="Backends to time; ort-fp16 runs only with a GPU provider.")
-@click.option("--provider", default="auto", show_default=True, type=click.Choice(PROVIDER_CHOICES),
-              help="onnxruntime provider (auto: TensorRT or CUDA when available, else CPU).")
+@click.option("--backends", type=NameList(BACKENDS), default=",".join(default(BenchConfig, "backends")),
+              show_default=True, help="Backends to time; ort-fp16 runs only with a GPU provider.")
+@click.option("--provider", default=default(BenchConfig, "provider"), show_default=True,
+              type=click.Choice(PROVIDER_CHOICES), help="onnxruntime provider (auto: TensorRT or CUDA when available, "
+                                                        "else CPU).")
 @click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where checkpoints are exported; files of the same checkpoint are reused [default: temporary].")
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root: INT8 calibration (train), accuracy (validation), sample photos "
                    "[default: the checkpoint's own].")
-@click.option("--calibration-images", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Images for INT8 calibration.")
-@click.option("--accuracy/--no-accuracy", default=True, show_default=True,
+@click.option("--calibration-images", default=default(BenchConfig, "calibration_images"), show_default=True,
+              type=click.IntRange(min=1), help="Images for INT8 calibration.")
+@click.option("--accuracy/--no-accuracy", default=default(BenchConfig, "accuracy"), show_default=True,
               help="Report the INT8 model's mIoU change against FP32 on the validation split.")
 @click.option("--accuracy-images", type=click.IntRange(min=1), help="Validation images scored [default: all].")
 @click.option("--photos", type=click.Path(path_type=Path),
               help="Folder of photos: time `segdeploy batch` on it against the model alone (end-to-end ratio).")
-@click.option("--e2e-batch-size", default=4, show_default=True, type=click.IntRange(min=1),
-              help="Batch size of the end-to-end run.")
+@click.option("--e2e-batch-size", default=default(BenchConfig, "e2e_batch_size"), show_default=True,
+              type=click.IntRange(min=1), help="Batch size of the end-to-end run.")
 @click.option("--e2e-workers", type=click.IntRange(min=1),
               help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
-@click.option("--graph-optimization", default="all", show_default=True,
-              type=click.Choice(["disable", "basic", "extended", "all"]), help="onnxruntime graph optimisation level.")
+@click.option("--graph-optimization", default=default(BenchConfig, "graph_optimization"), show_default=True,
+              type=click.Choice(GRAPH_OPTIMIZATION_LEVELS), help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
 @click.option("--channels-last", is_flag=True, help="Run PyTorch eager in channels-last memory format.")
-@click.option("--schedule", default="auto", show_default=True, type=click.Choice(SCHEDULES),
+@click.option("--schedule", default=default(BenchConfig, "schedule"), show_default=True, type=click.Choice(SCHEDULES),
               help="Time all backends in interleaved rounds, one after the other, or interleaved while memory "
                    "allows (auto).")
-@click.option("--sgemm-size", default=2048, show_default=True, type=click.IntRange(min=16),
+@click.option("--sgemm-size", default=default(BenchConfig, "sgemm_size"), show_default=True,
+              type=click.IntRange(min=16),
               help="Side of the float32 matrix product timed as the roofline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -211,28 +210,22 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
     median latency), achieved GFLOP/s against an SGEMM timed in the same run; then speed
     ratios, the INT8 mIoU change on the validation split, and (with --photos) the
     end-to-end `segdeploy batch` images/s against the model alone.
-
-    Exit codes: 0 done; 2 usage or input errors; 1 other failures.
     """
-    from segdeploy import bench, bench_report
+    from segdeploy.bench import report
+    from segdeploy.bench.models import check_writable, default_models
+    from segdeploy.bench.run import run_bench
 
     plot_path = plot_path or (json_path.with_suffix(".png") if json_path is not None else None)
-    try:
-        for path in (json_path, plot_path):
-            bench.check_writable(path)
-        config = bench.BenchConfig(models=list(models) or bench.default_models(),
-                                   **{k: v for k, v in options.items() if v is not None})
-        doc = bench.run_bench(config, echo=lambda m: click.echo(m, err=True))
-    except bench.BenchInputError as e:
-        raise click.UsageError(str(e)) from e
-    except bench.BenchRunError as e:
-        raise click.ClickException(str(e)) from e
-    click.echo(bench_report.format_report(doc))
+    for path in (json_path, plot_path):
+        check_writable(path)
+    config = BenchConfig(models=list(models) or default_models(), **{k: v for k, v in options.items() if v is not None})
+    doc = run_bench(config, echo=lambda m: click.echo(m, err=True))
+    click.echo(report.format_report(doc))
     if json_path is not None:
-        bench_report.write_json(doc, json_path)
+        report.write_json(doc, json_path)
         click.echo(f"wrote {json_path}")
     if plot_path is not None:
-        bench_report.plot(doc, plot_path)
+        report.plot(doc, plot_path)
         click.echo(f"wrote {plot_path}")
 
 
@@ -248,16 +241,12 @@ def merge_summary_command(out_dir: Path) -> None:
     (the sum of the shards' own rates is recorded too), and with --gt the IoU of the shards'
     summed confusion matrices.
 
-    \b
-    Exit codes: 0 merged; 2 a shard summary missing, unreadable or disagreeing;
-    3 merged, but some inputs were unreadable.
+    Exit codes: 2 when a shard summary is missing, unreadable or disagrees; 3 merged, but some
+    inputs were unreadable.
     """
-    from segdeploy.shard import MergeError, merge_shard_summaries
+    from segdeploy.infer.merge import merge_shard_summaries
 
-    try:
-        result = merge_shard_summaries(out_dir)
-    except MergeError as e:
-        raise InputError(str(e)) from e
+    result = merge_shard_summaries(out_dir)
     click.echo(result.describe())
     if result.failures:
         click.echo(result.describe_failures(), err=True)
@@ -266,20 +255,26 @@ def merge_summary_command(out_dir: Path) -> None:
 
 @main.command("export")
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", default="exported", show_default=True, type=click.Path(path_type=Path),
-              help="Folder for <name>.onnx, its variants and .verify.json reports.")
-@click.option("--opset", default=20, show_default=True, help="ONNX opset to target.")
-@click.option("--verify/--no-verify", default=True, show_default=True,
+@click.option("--out", "out_dir", default=default(ExportOptions, "out_dir"), show_default=True,
+              type=click.Path(path_type=Path), help="Folder for <name>.onnx, its variants and .verify.json reports.")
+@click.option("--opset", default=default(ExportOptions, "opset"), show_default=True, help="ONNX opset to target.")
+@click.option("--verify/--no-verify", default=default(ExportOptions, "verify"), show_default=True,
               help="Compare onnxruntime with PyTorch on real validation images before writing the model.")
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root for verification and calibration [default: the one the model was trained on].")
-@click.option("--split", default="validation", show_default=True, help="Split whose images verify the export.")
-@click.option("--verify-images", default=8, show_default=True, help="Validation images to verify on.")
-@click.option("--verify-batch-size", default=2, show_default=True, help="Batch size for verification (trace uses 1).")
-@click.option("--max-diff", default=1e-4, show_default=True, help="Largest allowed |logit difference|.")
-@click.option("--min-agreement", default=99.99, show_default=True, help="Smallest allowed arg-max agreement, in %.")
+@click.option("--split", default=default(ExportOptions, "split"), show_default=True,
+              help="Split whose images verify the export.")
+@click.option("--verify-images", default=default(ExportOptions, "verify_images"), show_default=True,
+              help="Validation images to verify on.")
+@click.option("--verify-batch-size", default=default(ExportOptions, "verify_batch_size"), show_default=True,
+              help="Batch size for verification (trace uses 1).")
+@click.option("--max-diff", default=default(ExportOptions, "thresholds").max_abs_diff, show_default=True,
+              help="Largest allowed |logit difference|.")
+@click.option("--min-agreement", default=round(100 * default(ExportOptions, "thresholds").min_agreement, 6),
+              show_default=True, help="Smallest allowed arg-max agreement, in %.")
 @click.option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
-@click.option("--calibration-images", default=32, show_default=True, help="Training images to calibrate INT8 on.")
+@click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
+              help="Training images to calibrate INT8 on.")
 @click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
 def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, verify: bool, data: Path | None,
                    split: str, verify_images: int, verify_batch_size: int, max_diff: float, min_agreement: float,
@@ -290,8 +285,8 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
     fails verification is not written (exit 1); bad checkpoints, data or output folder exit 2.
     The other checkpoints are still exported.
     """
-    from segdeploy.export import ExportOptions, find_checkpoints, output_name
-    from segdeploy.verify import Thresholds
+    from segdeploy.export.artifact import find_checkpoints, output_name
+    from segdeploy.export.verify import Thresholds
 
     paths = list(checkpoints) or find_checkpoints()
     if not paths:
@@ -309,21 +304,16 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
         sys.exit(max(codes))
 
 
-def _export_one(path: Path, opts) -> int:
-    """Export one checkpoint; an error is printed in one line and becomes the exit code."""
-    from segdeploy.export import ExportError, VerificationError, export_checkpoint
-    from segtrain.checkpoint import CheckpointError
-    from segtrain.images import ImageReadError
+def _export_one(path: Path, opts: ExportOptions) -> int:
+    """Export one checkpoint; an error is printed in one line and becomes the exit code (the others go on)."""
+    from segdeploy.export.pipeline import export_checkpoint
 
     try:
         export_checkpoint(path, opts, echo=click.echo)
-    except (CheckpointError, ExportError, ImageReadError) as e:
+    except ToolError as e:
         click.echo(f"Error: {e}", err=True)
-        return InputError.exit_code
-    except VerificationError as e:
-        click.echo(f"Error: {e}", err=True)
-        return 1
-    return 0
+        return e.exit_code
+    return EXIT_OK
 
 
 @main.command("info")
@@ -333,13 +323,9 @@ def info_command(model: Path, as_json: bool) -> None:
     """Print an exported model's spec (classes, palette, mean/std, input size), provenance, inputs/outputs, opset."""
     import json
 
-    from segdeploy.info import describe, format_info
-    from segdeploy.runtime import ModelLoadError
+    from segdeploy.infer.info import describe, format_info
 
-    try:
-        info = describe(model)
-    except ModelLoadError as e:
-        raise InputError(str(e)) from None
+    info = describe(model)
     click.echo(json.dumps(info, indent=2) if as_json else format_info(info))
 
 
@@ -347,7 +333,7 @@ def info_command(model: Path, as_json: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", default="data", show_default=True, type=click.Path(path_type=Path), help="Dataset root.")
 @click.option("--split", default="test", show_default=True, help="test, validation or train.")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
@@ -358,16 +344,10 @@ def evaluate_command(model: Path, data: Path, split: str, batch_size: int, provi
 
     Same scoring and table as `segtrain evaluate`: each image at its original size.
     """
-    from segdeploy.evaluate import evaluate_onnx
-    from segdeploy.runtime import ModelLoadError
-    from segtrain.coco import DataError
-    from segtrain.images import ImageReadError
+    from segdeploy.infer.evaluate import evaluate_onnx
 
-    try:
-        metrics, _ = evaluate_onnx(model, data, split, batch_size=batch_size, provider=provider, threads=threads,
-                                   progress=not as_json and sys.stderr.isatty())
-    except (ModelLoadError, DataError, ImageReadError) as e:
-        raise InputError(str(e)) from None
+    metrics, _ = evaluate_onnx(model, data, split, batch_size=batch_size, provider=provider, threads=threads,
+                               progress=not as_json and sys.stderr.isatty())
     click.echo(metrics.to_json() if as_json else f"{model} on {split}:\n{metrics.table()}")
 
 

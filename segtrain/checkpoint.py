@@ -1,6 +1,6 @@
-"""Checkpoints: plain dicts of tensors and values that load with `torch.load(weights_only=True)`.
+"""Checkpoints: the one type for `best_model.pth` and `last.pth`, loadable with `torch.load(weights_only=True)`.
 
-Layout (version 1)::
+On disk (version 1), a dict of tensors and plain values::
 
     {"format": "segtrain-checkpoint", "version": 1,
      "spec": ModelSpec.to_dict(),          # rebuilds the model and its pre/post-processing
@@ -8,93 +8,119 @@ Layout (version 1)::
      "epoch": int, "metrics": {...},       # validation metrics of that epoch
      # last.pth only, for --resume:
      "optimizer": ..., "scaler": ..., "rng": ..., "history": [...], "best_miou": float}
+
+Torch is imported only to save and load; reading this module costs nothing on torch-free paths.
 """
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segtrain.coco import DataError
 from segtrain.contract import ModelSpec
-from segtrain.fileio import atomic_write_bytes  # noqa: F401  (re-exported for callers)
+from segtrain.errors import InputError
+from segtrain.fileio import UnsafeLoadError, atomic_write_bytes, file_sha256, safe_torch_load
 
 FORMAT = "segtrain-checkpoint"
-# How torch's weights-only unpickler names a global it refuses ("Unsupported global: GLOBAL x.y" or
-# "unsupported GLOBAL x.y whose module x is blocked").
-UNSAFE_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)
 VERSION = 1
+TRAINING_KEYS = ("optimizer", "scaler", "rng", "history", "best_miou")  # what last.pth adds for --resume
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint that is missing, corrupt, unsafe or not ours; the message names the file."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    import torch
+@dataclass
+class Checkpoint:
+    """A trained model's weights with its spec, the config that trained it, its epoch and metrics.
 
-    payload = {"format": FORMAT, "version": VERSION, **payload}
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
-
-
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint; refuses pickles that would run code."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        unsafe = UNSAFE_GLOBAL.search(str(e))
-        if unsafe:  # torch's weights-only unpickler met a class or function it would have to run
-            raise CheckpointError(f"{path}: refused, not a plain weights checkpoint (loading it would run "
-                                  f"code: {unsafe.group(1)})") from e
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a PyTorch file)") from e
-    except Exception as e:  # torch.load raises many types for bytes that are not a checkpoint
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated: {type(e).__name__})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')} is not supported (expected {VERSION})")
-    if "model" not in ckpt or "spec" not in ckpt:
-        raise CheckpointError(f"{path}: checkpoint lacks model weights or model spec")
-    try:
-        ckpt["spec"] = ModelSpec.from_dict(ckpt["spec"])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: invalid model spec ({e})") from e
-    return ckpt
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, ModelSpec, dict[str, Any]]:
-    """(model in eval mode on `device`, its spec, the checkpoint dict): the one place models are rebuilt.
-
-    The architecture comes from the spec (random encoder init, no download), then the stored
-    weights are loaded strictly; weights that do not fit the spec are a CheckpointError.
+    `training` holds the optimizer, grad-scaler and RNG state, the history and the best mIoU in a
+    `last.pth` (empty in `best_model.pth`). `path` is where it was loaded from or saved to.
     """
-    from segtrain.models import ModelError, build_model
 
-    ckpt = load_checkpoint(path, map_location=device)
-    spec = ckpt["spec"]
-    try:
-        model = build_model(spec, encoder_weights="none")
-    except ModelError as e:
-        raise CheckpointError(f"{path}: cannot rebuild its model ({e})") from e
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except (RuntimeError, TypeError, AttributeError) as e:
-        first = str(e).strip().splitlines()
-        raise CheckpointError(f"{path}: weights do not fit a {spec.arch}/{spec.encoder} model "
-                              f"({' '.join(first[:2])[:200]})") from e
-    return model.to(device).eval(), spec, ckpt
+    spec: ModelSpec
+    model: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return all(k in self.training for k in TRAINING_KEYS)
+
+    @property
+    def miou(self) -> float | None:
+        value = self.metrics.get("miou")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def sha256(self) -> str:
+        if self.path is None:
+            raise ValueError("a checkpoint that was never saved has no file hash")
+        return file_sha256(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "model": self.model,
+                "config": self.config, "epoch": self.epoch, "metrics": self.metrics, **self.training}
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a temporary file renamed into place); returns the path."""
+        import torch
+
+        path = Path(path)
+        payload = self.to_dict()
+        atomic_write_bytes(path, lambda f: torch.save(payload, f))
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> Checkpoint:
+        """Load and validate a checkpoint; refuses pickles that would run code."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint not found")
+        try:
+            raw = safe_torch_load(path, map_location=map_location)
+        except UnsafeLoadError as e:
+            raise CheckpointError(f"{path}: {e}") from e
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")
+        if raw.get("version") != VERSION:
+            raise CheckpointError(f"{path}: checkpoint version {raw.get('version')} is not supported "
+                                  f"(expected {VERSION})")
+        if not isinstance(raw.get("model"), dict) or "spec" not in raw:
+            raise CheckpointError(f"{path}: checkpoint lacks model weights or model spec")
+        try:
+            spec = ModelSpec.from_dict(raw["spec"])
+        except (ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: invalid model spec ({e})") from e
+        config, metrics = raw.get("config"), raw.get("metrics")
+        epoch = raw.get("epoch")
+        return cls(spec=spec, model=raw["model"], config=config if isinstance(config, dict) else {},
+                   epoch=epoch if isinstance(epoch, int) else None,
+                   metrics=metrics if isinstance(metrics, dict) else {},
+                   training={k: raw[k] for k in TRAINING_KEYS if k in raw}, path=path)
+
+    def data_root(self, override: str | Path | None = None, purpose: str = "this") -> Path:
+        """The dataset to use with this checkpoint: `override` (--data), else the one it was trained on.
+
+        The one rule for every command. DataError when neither names an existing folder; the
+        message says where the path came from and that --data fixes it.
+        """
+        if override is not None:
+            root = Path(override)
+            if not root.is_dir():
+                raise DataError(f"{root}: dataset folder not found (given with --data)")
+            return root
+        recorded = self.config.get("data")
+        where = self.path or "the checkpoint"
+        if not recorded:
+            raise DataError(f"{where}: records no dataset; {purpose} needs --data DIR")
+        root = Path(recorded)
+        if not root.is_dir():
+            raise DataError(f"{root}: dataset folder not found (recorded in {where} as the training data); "
+                            "pass --data DIR")
+        return root

@@ -1,7 +1,7 @@
 """`segtrain`: dataset reports, training and evaluation.
 
-Exit codes: 0 success; 2 usage or input errors (bad flags, unusable dataset or checkpoint);
-1 other failures (for example a non-finite loss).
+Every command is a thin shell over a library function; errors derive from segtrain.errors and are
+reported once, by the group (exit codes: segtrain.errors.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -11,21 +11,16 @@ from pathlib import Path
 import click
 
 from segtrain import __version__
+from segtrain.cli_support import ToolGroup, exit_codes_epilog
+from segtrain.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
+
+EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_FAILURE))
 
 
-class InputError(click.ClickException):
-    """Bad input (a file, folder or value): one line "Error: ...", exit code 2."""
-
-    exit_code = 2
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="segtrain")
 def main() -> None:
-    """Train and evaluate semantic-segmentation models on COCO-format data.
-
-    Exit codes: 0 success; 2 usage or input errors; 1 other failures.
-    """
+    """Train and evaluate semantic-segmentation models on COCO-format data."""
 
 
 def parse_categories(value: str | None) -> list[str] | None:
@@ -49,13 +44,9 @@ def data_command(root: Path, categories: str | None) -> None:
     data/, or the classic train2017/ + annotations/instances_train2017.json layout. Exits 2
     when a split is unusable.
     """
-    from segtrain.coco import DataError
     from segtrain.report import dataset_report
 
-    try:
-        reports = dataset_report(root, parse_categories(categories))
-    except DataError as e:
-        raise InputError(str(e)) from None
+    reports = dataset_report(root, parse_categories(categories))
     click.echo(f"dataset {root}")
     for rep in reports:
         click.echo("\n".join(rep.lines()))
@@ -105,29 +96,21 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, **fla
     metrics.csv, loss.png, miou.png and config.json. Validation mIoU is measured at the input
     size after every epoch. Under torchrun the same command trains with DistributedDataParallel.
     """
-    from segtrain.checkpoint import CheckpointError, load_checkpoint
-    from segtrain.coco import DataError
-    from segtrain.config import ConfigError, TrainConfig, load_config_file
-    from segtrain.models import ModelError
-    from segtrain.precision import DeviceError
-    from segtrain.train import TrainingError, fit
+    from segtrain.checkpoint import Checkpoint
+    from segtrain.config import TrainConfig, load_config_file
+    from segtrain.train import fit
 
-    try:
-        settings: dict = {}
-        if resume:
-            settings.update(load_checkpoint(resume)["config"])
-        if config_file:
-            settings.update(load_config_file(config_file))
-        settings.update({k: v for k, v in flags.items() if v is not None})
-        settings["model"] = model
-        if isinstance(settings.get("categories"), str):
-            settings["categories"] = parse_categories(settings["categories"])
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
-        result = fit(TrainConfig(**settings), resume=resume)
-    except (ConfigError, DataError, CheckpointError, ModelError, DeviceError) as e:
-        raise InputError(str(e)) from None
-    except TrainingError as e:
-        raise click.ClickException(str(e)) from None
+    settings: dict = {}
+    if resume:
+        settings.update(Checkpoint.load(resume).config)
+    if config_file:
+        settings.update(load_config_file(config_file))
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    settings["model"] = model
+    if isinstance(settings.get("categories"), str):
+        settings["categories"] = parse_categories(settings["categories"])
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+    result = fit(TrainConfig(**settings), resume=resume)
     if result["is_main"] and result["best_epoch"] is not None:
         click.echo(f"best validation mIoU {100 * result['best_miou']:.2f}% at epoch {result['best_epoch']}; "
                    f"artifacts in {result['out']}")
@@ -151,16 +134,10 @@ def evaluate_command(checkpoint: Path, data: Path | None, split: str, batch_size
     same code `segdeploy evaluate` uses for ONNX models; --at-input-size reproduces the
     training-time validation figures instead.
     """
-    from segtrain.checkpoint import CheckpointError
-    from segtrain.coco import DataError
-    from segtrain.precision import DeviceError
     from segtrain.torch_eval import evaluate_checkpoint
 
-    try:
-        metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size, device=device,
-                                      progress=not as_json, at_input_size=at_input_size)
-    except (DataError, CheckpointError, DeviceError) as e:
-        raise InputError(str(e)) from None
+    metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size, device=device,
+                                  progress=not as_json, at_input_size=at_input_size)
     click.echo(metrics.to_json() if as_json else f"{checkpoint} on {split}:\n{metrics.table()}")
 
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from segtrain.contract import BACKGROUND, DEFAULT_CATEGORIES, IGNORE_INDEX
+from segtrain.errors import InputError
 from segtrain.fileio import atomic_write_bytes
 from segtrain.images import ImageReadError, image_size, load_image
 from segtrain.masks import AnnotationError, TargetAnnotation, render_mask
@@ -29,7 +30,7 @@ SPLIT_ALIASES = {"validation": ("validation", "val"), "val": ("validation", "val
 MASK_CACHE_VERSION = "1"
 
 
-class DataError(Exception):
+class DataError(InputError):
     """A dataset or split that cannot be used; the message names the file and the problem."""
 
 

@@ -6,16 +6,18 @@ The resolved config is written next to the outputs (`config.json`) and into ever
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from segtrain.errors import InputError
+from segtrain.machine import usable_cores
 
 LOSSES = ("auto", "ce", "ce+dice", "dice")
 DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or value that cannot be used; the message names the file or field."""
 
 
@@ -50,8 +52,7 @@ class TrainConfig:
         c.encoder = c.encoder or DEFAULT_ENCODERS[c.model]
         c.loss = DEFAULT_LOSS.get(c.model, "ce") if c.loss == "auto" else c.loss
         if c.workers is None:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            c.workers = min(8, max(0, cpus - 1))
+            c.workers = min(8, usable_cores() - 1)
         for name in ("epochs", "batch_size", "image_size"):
             if getattr(c, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(c, name)}")

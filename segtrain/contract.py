@@ -28,7 +28,8 @@ BACKGROUND = "background"
 # Default target categories: (COCO id, name); background is index 0 and has COCO id 0.
 DEFAULT_CATEGORIES: tuple[tuple[int, str], ...] = ((1, "person"), (17, "cat"), (37, "sports ball"), (84, "book"))
 RESIZE_RULES = ("stretch",)
-METADATA_PREFIX = "segtrain."
+METADATA_PREFIX = "segtrain."  # ONNX metadata_props keys of the ModelSpec
+PROVENANCE_PREFIX = "segdeploy."  # ONNX metadata_props keys of the Provenance
 
 
 def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
@@ -103,6 +104,41 @@ class ModelSpec:
     def from_metadata(cls, props: dict[str, str]) -> ModelSpec:
         d = {k[len(METADATA_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(METADATA_PREFIX)}
         return cls.from_dict(d)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where an exported model's weights came from and what was done to them (ONNX metadata, not the spec).
+
+    Stored beside the spec in metadata_props as ``segdeploy.<field>`` entries, JSON-encoded.
+    `checkpoint_sha256` identifies the checkpoint, so an export of the same weights is known to be
+    up to date; `quantization` describes an INT8 variant's settings.
+    """
+
+    precision: str = "fp32"
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    epoch: int | None = None
+    val_miou: float | None = None
+    exporter: str | None = None
+    quantization: dict | None = None
+
+    def to_metadata(self) -> dict[str, str]:
+        return {PROVENANCE_PREFIX + k: json.dumps(v) for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> Provenance:
+        """The provenance in `props`; entries that are missing, unknown or not JSON are left out."""
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for key, text in props.items():
+            name = key[len(PROVENANCE_PREFIX):]
+            if key.startswith(PROVENANCE_PREFIX) and name in known:
+                try:
+                    values[name] = json.loads(text)
+                except json.JSONDecodeError:
+                    continue
+        return cls(**values)
 
 
 def build_spec(arch: str, encoder: str, categories: Sequence[tuple[int, str]] = DEFAULT_CATEGORIES,

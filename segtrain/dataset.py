@@ -20,6 +20,7 @@ from torch.utils.data import Dataset  # noqa: E402
 
 from segtrain.coco import CocoSplit  # noqa: E402
 from segtrain.contract import ModelSpec, normalize, resize_image, resize_mask  # noqa: E402
+from segtrain.evaluation import check_classes  # noqa: E402
 from segtrain.images import ImageReadError  # noqa: E402
 
 
@@ -43,8 +44,7 @@ class SegmentationDataset(Dataset):
     """
 
     def __init__(self, split: CocoSplit, spec: ModelSpec, train: bool = False, seed: int = 0) -> None:
-        if tuple(split.classes) != tuple(spec.classes):
-            raise ValueError(f"split classes {split.classes} differ from the model's {spec.classes}")
+        check_classes(split, spec)
         self.split, self.spec, self.train, self.seed = split, spec, train, seed
         self.epoch = 0
         self.augment = train_augmentation(spec.ignore_index) if train else None

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from segtrain.coco import CocoSplit
+from segtrain.coco import CocoSplit, DataError
 from segtrain.contract import ModelSpec, logits_to_mask, preprocess
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
@@ -22,6 +23,20 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 def split_categories(spec: ModelSpec) -> list[int]:
     """The COCO ids a split must be filtered to so its class indices match the model's."""
     return list(spec.coco_ids[1:])
+
+
+def check_classes(split: CocoSplit, spec: ModelSpec) -> None:
+    """DataError unless the split's classes (names, in order) are the model's."""
+    if tuple(split.classes) != tuple(spec.classes):
+        raise DataError(f"{split.ann_file}: classes {', '.join(split.classes)} differ from the model's "
+                        f"{', '.join(spec.classes)} for the same COCO ids")
+
+
+def open_split_for(spec: ModelSpec, root: str | Path, split: str, **kwargs) -> CocoSplit:
+    """`split` of the dataset at `root`, filtered to the model's COCO ids and checked against its classes."""
+    coco = CocoSplit.open(root, split, categories=split_categories(spec), **kwargs)
+    check_classes(coco, spec)
+    return coco
 
 
 def _chunks(n: int, size: int) -> Iterator[list[int]]:
@@ -35,8 +50,7 @@ def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_
 
     `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW.
     """
-    if tuple(split.classes) != tuple(spec.classes):
-        raise ValueError(f"split classes {split.classes} differ from the model's {spec.classes}")
+    check_classes(split, spec)
     n = len(split) if limit is None else min(limit, len(split))
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
 

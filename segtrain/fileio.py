@@ -1,12 +1,17 @@
-"""Atomic file writes: every file the tools write appears complete or not at all."""
+"""Files: atomic writes (every file the tools write appears complete or not at all), hashing, safe loading.
+
+Torch-free at import: `safe_torch_load` imports torch only when called.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def _new_file_mode() -> int:
@@ -43,3 +48,56 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], ta
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (checkpoint and model identities in provenance and fingerprints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class UnsafeLoadError(ValueError):
+    """A file `safe_torch_load` will not or cannot load; the message is the reason, without the path."""
+
+
+# How torch's weights-only unpickler names a global it refuses ("Unsupported global: GLOBAL x.y" or
+# "unsupported GLOBAL x.y whose module x is blocked").
+_UNSAFE_GLOBAL = re.compile(r"unsupported (?:global: )?GLOBAL (\S+)", re.IGNORECASE)
+
+
+def safe_torch_load(path: str | Path, map_location: str = "cpu", what: str = "checkpoint",
+                    plain: str = "weights checkpoint") -> Any:
+    """`torch.load(weights_only=True)`: tensors and plain values only, never a pickle that runs code.
+
+    The one place files are unpickled (checkpoints, encoder weights). Raises FileNotFoundError,
+    or UnsafeLoadError saying why the file was refused ("refused, not a plain <plain> ...") or could
+    not be read ("not a readable <what> ..."). torch is imported here, so torch-free modules may
+    import this one.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as e:
+        unsafe = _UNSAFE_GLOBAL.search(str(e))
+        if unsafe:  # the weights-only unpickler met a class or function it would have to run
+            raise UnsafeLoadError(f"refused, not a plain {plain} (loading it would run code: "
+                                  f"{unsafe.group(1)})") from e
+        raise UnsafeLoadError(f"not a readable {what} (corrupt or not a PyTorch file)") from e
+    except Exception as e:  # corrupt bytes can trip the unpickler anywhere (IndexError, KeyError, ...)
+        raise UnsafeLoadError(f"not a readable {what} (corrupt or truncated: {type(e).__name__})") from e
+
+
+def ensure_writable_dir(folder: str | Path) -> None:
+    """Create `folder` if needed and prove a file can be made in it (OSError otherwise), before long work."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass

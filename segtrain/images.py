@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from segtrain.errors import InputError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Photos of 24+ megapixels are real inputs; keep Pillow's guard but well above them.
 Image.MAX_IMAGE_PIXELS = 400_000_000
 
 
-class ImageReadError(Exception):
+class ImageReadError(InputError):
     """An image file that cannot be decoded; the message names the file and the reason."""
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from segtrain.errors import InputError
 
-class DeviceError(ValueError):
+
+class DeviceError(InputError):
     """A --device value that this machine cannot provide."""
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtrain.checkpoint import load_model
-from segtrain.coco import CocoSplit
+from segtrain.checkpoint import Checkpoint
 from segtrain.contract import ModelSpec
-from segtrain.evaluation import Predictor, evaluate_split, split_categories
+from segtrain.evaluation import Predictor, evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
+from segtrain.models import load_model
 from segtrain.precision import resolve_device
 
 
@@ -29,15 +29,15 @@ def evaluate_checkpoint(path: str | Path, data: str | Path | None, split: str, b
                         device: str = "auto", progress: bool = False, at_input_size: bool = False) -> SegMetrics:
     """Metrics of a checkpoint on a split: at original image sizes, or at the input size."""
     dev = resolve_device(device)
-    model, spec, ckpt = load_model(path, device=str(dev))
-    root = data or ckpt.get("config", {}).get("data") or "data"
-    coco = CocoSplit.open(root, split, split_categories(spec))
+    ckpt = Checkpoint.load(path, map_location=str(dev))
+    coco = open_split_for(ckpt.spec, ckpt.data_root(data, purpose="evaluation"), split)
+    model, _ = load_model(ckpt, device=str(dev))
     if at_input_size:
-        return _evaluate_at_input_size(model, coco, spec, batch_size, dev, progress)
-    return evaluate_split(torch_predictor(model, dev), coco, spec, batch_size=batch_size, progress=progress)
+        return _evaluate_at_input_size(model, coco, ckpt.spec, batch_size, dev, progress)
+    return evaluate_split(torch_predictor(model, dev), coco, ckpt.spec, batch_size=batch_size, progress=progress)
 
 
-def _evaluate_at_input_size(model: torch.nn.Module, coco: CocoSplit, spec: ModelSpec, batch_size: int,
+def _evaluate_at_input_size(model: torch.nn.Module, coco, spec: ModelSpec, batch_size: int,
                             device: torch.device, progress: bool) -> SegMetrics:
     """The training loop's own validation pass, in one process and full precision."""
     from torch.utils.data import DataLoader

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -19,12 +20,13 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from segtrain.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from segtrain.checkpoint import TRAINING_KEYS, Checkpoint, CheckpointError
 from segtrain.coco import CocoSplit
 from segtrain.config import TrainConfig
 from segtrain.contract import ModelSpec, build_spec
 from segtrain.dataset import SegmentationDataset
 from segtrain.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
+from segtrain.errors import RunError
 from segtrain.fileio import atomic_write_text
 from segtrain.losses import SegLoss
 from segtrain.metrics import ConfusionMatrix
@@ -33,7 +35,7 @@ from segtrain.precision import Precision, choose_precision, resolve_device
 Log = Callable[[str], None]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunError):
     """Training cannot go on (for example a non-finite loss); finished checkpoints are kept."""
 
 
@@ -248,13 +250,13 @@ def save_epoch(out: Path, run: Run, row: dict, cm: ConfusionMatrix, improved: bo
     metrics = {"miou": row["miou"], "val_loss": row["val_loss"], "train_loss": row["train_loss"],
                "pixel_accuracy": row["pixel_accuracy"],
                "iou": {n: float(v) for n, v in zip(spec.classes, cm.iou(), strict=True)}}
-    base = {"spec": spec.to_dict(), "model": run.model.state_dict(), "config": run.cfg.to_dict(),
-            "epoch": row["epoch"], "metrics": metrics}
+    best = Checkpoint(spec=spec, model=run.model.state_dict(), config=run.cfg.to_dict(), epoch=row["epoch"],
+                      metrics=metrics)
     if improved:
-        save_checkpoint(out / "best_model.pth", base)
-    save_checkpoint(out / "last.pth", {**base, "optimizer": run.optimizer.state_dict(),
-                                       "scaler": run.precision.scaler.state_dict(), "rng": rng_state(),
-                                       "history": state["history"], "best_miou": state["best_miou"]})
+        best.save(out / "best_model.pth")
+    training = {"optimizer": run.optimizer.state_dict(), "scaler": run.precision.scaler.state_dict(),
+                "rng": rng_state(), "history": state["history"], "best_miou": state["best_miou"]}
+    dataclasses.replace(best, training=training).save(out / "last.pth")
     write_metrics_csv(state["history"], out / "metrics.csv")
     write_plots(state["history"], spec.classes, out)
 
@@ -262,15 +264,16 @@ def save_epoch(out: Path, run: Run, row: dict, cm: ConfusionMatrix, improved: bo
 def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
             spec: ModelSpec) -> dict:
     """Load last.pth into model/optimizer/scaler/RNG; returns the loop state to continue from."""
-    ckpt = load_checkpoint(path)
-    missing = [k for k in ("optimizer", "history", "rng", "best_miou") if k not in ckpt]
+    ckpt = Checkpoint.load(path)
+    missing = [k for k in TRAINING_KEYS if k not in ckpt.training]
     if missing:
         raise CheckpointError(f"{path}: cannot resume from it (lacks {', '.join(missing)}; use last.pth)")
-    if ckpt["spec"] != spec:
-        raise CheckpointError(f"{path}: was trained with a different model or data setup ({ckpt['spec'].arch}, "
-                              f"{ckpt['spec'].encoder}, {ckpt['spec'].classes}, {ckpt['spec'].input_size})")
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    precision.scaler.load_state_dict(ckpt["scaler"])
-    set_rng_state(ckpt["rng"])
-    return {"epoch": int(ckpt["epoch"]), "history": list(ckpt["history"]), "best_miou": float(ckpt["best_miou"])}
+    if ckpt.spec != spec:
+        raise CheckpointError(f"{path}: was trained with a different model or data setup ({ckpt.spec.arch}, "
+                              f"{ckpt.spec.encoder}, {ckpt.spec.classes}, {ckpt.spec.input_size})")
+    model.load_state_dict(ckpt.model)
+    optimizer.load_state_dict(ckpt.training["optimizer"])
+    precision.scaler.load_state_dict(ckpt.training["scaler"])
+    set_rng_state(ckpt.training["rng"])
+    return {"epoch": int(ckpt.epoch or 0), "history": list(ckpt.training["history"]),
+            "best_miou": float(ckpt.training["best_miou"])}

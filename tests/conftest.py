@@ -1,4 +1,8 @@
-"""Shared fixtures: the real coco-mini data (skipped when absent) and the synthetic sample."""
+"""Shared fixtures: the real coco-mini data (skipped when absent), the synthetic sample, the checkpoint builder.
+
+Helper modules live in tests/helpers/ (on pytest's pythonpath): colour_models (tiny ONNX models whose
+masks are known), tiny_arch (a tiny registered architecture), checkpoints (the checkpoint builder).
+"""
 
 from __future__ import annotations
 
@@ -33,3 +37,11 @@ def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _mask_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the mask cache inside the test's temporary folders, never in the user's home."""
     os.environ["SEGTRAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("mask-cache"))
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint():
+    """The checkpoint builder: make_checkpoint(path, arch, encoder, size, data=None, steps=0, ...) -> path."""
+    from checkpoints import build_checkpoint
+
+    return build_checkpoint

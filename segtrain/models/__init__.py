@@ -12,11 +12,12 @@ from pathlib import Path
 
 from torch import nn
 
+from segtrain.checkpoint import Checkpoint, CheckpointError
 from segtrain.contract import ModelSpec
 from segtrain.models import deeplab, segnet
 from segtrain.models.encoders import ModelError
 
-__all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model"]
+__all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"deeplab": deeplab.build_deeplab, "segnet": segnet.build_segnet}
 DEFAULT_ENCODERS: dict[str, str] = {"deeplab": deeplab.DEFAULT_ENCODER, "segnet": segnet.DEFAULT_ENCODER}
@@ -29,3 +30,24 @@ def build_model(spec: ModelSpec, encoder_weights: str | Path = "imagenet") -> nn
     if spec.arch not in MODELS:
         raise ModelError(f"unknown model {spec.arch!r}; choose from {', '.join(MODELS)}")
     return MODELS[spec.arch](spec, encoder_weights=encoder_weights)
+
+
+def load_model(source: str | Path | Checkpoint, device: str = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """(model in eval mode on `device`, its checkpoint): the one place trained models are rebuilt.
+
+    The architecture comes from the spec (random encoder init, no download), then the stored
+    weights are loaded strictly; weights that do not fit the spec are a CheckpointError.
+    """
+    ckpt = source if isinstance(source, Checkpoint) else Checkpoint.load(source, map_location=device)
+    spec = ckpt.spec
+    try:
+        model = build_model(spec, encoder_weights="none")
+    except ModelError as e:
+        raise CheckpointError(f"{ckpt.path}: cannot rebuild its model ({e})") from e
+    try:
+        model.load_state_dict(ckpt.model, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{ckpt.path}: weights do not fit a {spec.arch}/{spec.encoder} model "
+                              f"({' '.join(first[:2])[:200]})") from e
+    return model.to(device).eval(), ckpt

@@ -14,7 +14,6 @@ each builder passes an ``adapt`` function that maps it to the encoder's keys. Lo
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import threading
 import urllib.request
@@ -25,7 +24,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from segtrain.checkpoint import UNSAFE_GLOBAL
+from segtrain.errors import InputError
+from segtrain.fileio import UnsafeLoadError, safe_torch_load
 
 NONE = "none"
 IMAGENET = "imagenet"
@@ -35,7 +35,7 @@ OFFLINE_HINT = "use --encoder-weights none, or --encoder-weights PATH to a local
 StateDict = Mapping[str, torch.Tensor]
 
 
-class ModelError(Exception):
+class ModelError(InputError):
     """A model that cannot be built as asked (unknown name, bad encoder, unusable weights); one line."""
 
 
@@ -81,12 +81,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(path), device="cpu")
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if UNSAFE_GLOBAL.search(str(e)):
-            raise ModelError(f"{path}: refused, not a plain state dict (loading it would run code)") from e
-        raise ModelError(f"{path}: not a readable weights file (UnpicklingError)") from e
-    except Exception as e:  # corrupt bytes can trip the unpickler anywhere (IndexError, KeyError, ...)
+            sd = safe_torch_load(path, what="weights file", plain="state dict")
+    except UnsafeLoadError as e:
+        raise ModelError(f"{path}: {e}") from e
+    except Exception as e:  # safetensors raises its own types for bytes that are not a safetensors file
         raise ModelError(f"{path}: not a readable weights file ({type(e).__name__})") from e
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]

@@ -1,0 +1,104 @@
+"""The exported files: names, metadata, staging beside the final path, and the verification reports.
+
+A model file is self-contained (weights inline; models here are far below protobuf's 2 GB) and its
+metadata_props carry the ModelSpec (``segtrain.*``) and the Provenance (``segdeploy.*``). Every
+file is written under a temporary name in the output folder and renamed into place only when it
+is complete and verified, so a failed or killed export never leaves a model at the final path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from segdeploy.export.verify import ParityReport
+from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
+from segtrain.checkpoint import Checkpoint
+from segtrain.contract import Provenance
+from segtrain.errors import InputError
+from segtrain.fileio import NEW_FILE_MODE, atomic_write_text, ensure_writable_dir
+
+REPORT_SUFFIX = ".verify.json"
+FAILED_REPORT_SUFFIX = ".failed.verify.json"
+VARIANTS = ("int8", "fp16")  # <name>.<variant>.onnx beside <name>.onnx
+
+
+class ExportError(InputError):
+    """Bad input to an export (checkpoint, data, output folder); one line, exit code 2."""
+
+
+def output_name(checkpoint: Path) -> str:
+    """runs/<name>/best_model.pth -> <name>; any other file -> its stem."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.stem in ("best_model", "last") and checkpoint.parent.name not in ("", "."):
+        return checkpoint.parent.name
+    return checkpoint.stem
+
+
+def model_path(out_dir: Path, name: str, precision: str = "fp32") -> Path:
+    """<out>/<name>.onnx for FP32, <out>/<name>.<precision>.onnx for a variant."""
+    return Path(out_dir) / (f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx")
+
+
+def report_path(model: Path, failed: bool = False) -> Path:
+    """<model stem>.verify.json (or .failed.verify.json) beside the model file."""
+    return model.with_name(model.name.removesuffix(".onnx") + (FAILED_REPORT_SUFFIX if failed else REPORT_SUFFIX))
+
+
+def find_checkpoints(runs_dir: Path = Path("runs")) -> list[Path]:
+    """Every runs/*/best_model.pth."""
+    return sorted(Path(runs_dir).glob("*/best_model.pth"))
+
+
+def fp32_provenance(ckpt: Checkpoint, exporter: str) -> Provenance:
+    """Where the FP32 export's weights came from and how good they were."""
+    return Provenance(precision="fp32", checkpoint=ckpt.path.name if ckpt.path else None,
+                      checkpoint_sha256=ckpt.sha256() if ckpt.path else None, epoch=ckpt.epoch,
+                      val_miou=ckpt.miou, exporter=exporter)
+
+
+def exported_from(path: Path, checkpoint_sha256: str) -> bool:
+    """Whether `path` is a model exported from the checkpoint with this sha256 (its provenance says so)."""
+    if not Path(path).is_file():
+        return False
+    try:
+        return read_model_metadata(path).provenance.checkpoint_sha256 == checkpoint_sha256
+    except ModelLoadError:
+        return False
+
+
+def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
+    """Replace metadata_props entries with these keys (others are kept)."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *metadata.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+@contextlib.contextmanager
+def staging(final: Path) -> Iterator[Path]:
+    """A temporary path beside `final` (gone afterwards unless the caller renamed it into place)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, NEW_FILE_MODE)  # mkstemp makes 0600; a model is a file like any other
+    try:
+        yield Path(tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the folder and prove a file can be written there, before any long work."""
+    try:
+        ensure_writable_dir(out_dir)
+    except OSError as e:
+        raise ExportError(f"{out_dir}: cannot write exported models there ({e.strerror or type(e).__name__})") from e
+
+
+def write_report(report: ParityReport, path: Path) -> None:
+    atomic_write_text(path, report.to_json() + "\n")

@@ -1,0 +1,26 @@
+"""Settings of `segdeploy export`: every default lives here, and the command line reads it from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.export.verify import Thresholds
+
+DEFAULT_CALIBRATION_IMAGES = 32
+
+
+@dataclass
+class ExportOptions:
+    out_dir: Path = Path("exported")
+    opset: int = DEFAULT_OPSET
+    verify: bool = True
+    data: Path | None = None  # default: the dataset the checkpoint was trained on
+    split: str = "validation"  # whose images verify the export and score the variants
+    verify_images: int = 8
+    verify_batch_size: int = 2
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    int8: bool = False
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    fp16: bool = False

@@ -1,0 +1,175 @@
+"""INT8 and FP16 variants of an exported FP32 model, each compared with the FP32 model.
+
+INT8: static quantization with onnxruntime.quantization in QDQ format (what ORT's CPU kernels
+are optimised for), weights int8 per output channel, activations uint8 (the x86 recommendation;
+``reduce_range`` off, as VNNI-era CPUs accumulate without saturating), ranges calibrated (MinMax)
+on training images run through the contract's preprocessing at the model's input size, after
+``quant_pre_process`` (shape inference and graph optimisation). FP16: every float tensor in
+float16 except the graph's input and output, which stay float32 so callers do not change.
+
+Neither variant has a pass bar: the report states arg-max agreement with FP32 and the mIoU of
+both on the validation images, so the cost of the smaller model is a number, not a guess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segdeploy.export.artifact import model_path, report_path, set_metadata, staging, write_report
+from segdeploy.export.options import ExportOptions
+from segdeploy.export.verify import ParityReport, Thresholds, run_parity
+from segdeploy.infer.runtime import ModelLoadError, OnnxModel
+from segtrain.coco import CocoSplit
+from segtrain.contract import ModelSpec, Provenance, preprocess
+from segtrain.images import ImageReadError
+
+Echo = Callable[[str], None]
+FP16_PROVIDERS = ("cuda", "cpu")  # first one that can load the FP16 model verifies it
+
+
+def calibration_batches(split: CocoSplit, spec: ModelSpec, count: int) -> Iterator[np.ndarray]:
+    """`count` images spread evenly over the split, each as a preprocessed 1x3xHxW batch."""
+    picks = np.unique(np.linspace(0, len(split) - 1, num=min(count, len(split))).round().astype(int))
+    for i in picks:
+        try:
+            yield preprocess(split.load_image(int(i)), spec)
+        except ImageReadError:
+            continue
+
+
+def quantize_int8(fp32: Path, out: Path, batches: Iterator[np.ndarray], input_name: str, **overrides: Any) -> int:
+    """Static QDQ INT8 of `fp32` written to `out`; returns how many calibration images were used.
+
+    `overrides` replace quantize_static's arguments (benchmarks/experiments.py tries other settings).
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.used = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            self.used += 1
+            return {input_name: batch}
+
+    reader = Reader()
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize.") as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "reduce_range": False,
+                    "activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
+                    "calibrate_method": CalibrationMethod.MinMax,
+                    "extra_options": {"CalibTensorRangeSymmetric": False}}
+        quantize_static(str(prepared), str(out), reader, **{**settings, **overrides})
+    if reader.used == 0:
+        raise ValueError("no readable calibration image")
+    return reader.used
+
+
+def convert_fp16(fp32: Path, out: Path) -> None:
+    """FP16 weights and activations, float32 input and output."""
+    import onnx
+    import onnx_ir
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx_ir.from_proto(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True))
+    model.graph.sort()  # the converter appends the input casts after their users; the checker wants order
+    onnx.save(onnx_ir.to_proto(model), str(out))
+
+
+def _stamp(path: Path, fp32: OnnxModel, provenance: Provenance) -> None:
+    """Copy the FP32 model's metadata into the variant, with the variant's own provenance."""
+    import onnx
+
+    model = onnx.load(str(path))
+    set_metadata(model, {**fp32.metadata, **provenance.to_metadata()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _compare_with_fp32(fp32: OnnxModel, candidate: Callable[[np.ndarray], np.ndarray], label: str,
+                       split: CocoSplit | None, opts: ExportOptions) -> ParityReport:
+    """Agreement and mIoU of a variant against FP32 at the model's input size (report only)."""
+    no_bars = Thresholds(max_abs_diff=None, min_agreement=None)
+    if split is None:
+        return ParityReport("onnx fp32", label, "-", no_bars, notes=["unverified: --no-verify"])
+    return run_parity(fp32.run, candidate, split, fp32.spec, [fp32.spec.input_size], opts.verify_batch_size,
+                      opts.verify_images, no_bars, ("onnx fp32", label), f"{split.image_dir.parent} ({split.name})")
+
+
+def _int8(fp32: OnnxModel, name: str, calibration: CocoSplit, split: CocoSplit | None, opts: ExportOptions,
+          echo: Echo) -> tuple[Path, ParityReport]:
+    final = model_path(opts.out_dir, name, "int8")
+    echo(f"quantizing to INT8 (QDQ, per-channel; calibrating on {min(opts.calibration_images, len(calibration))} "
+         f"images of {calibration.name})")
+    with staging(final) as tmp:
+        used = quantize_int8(fp32.path, tmp, calibration_batches(calibration, fp32.spec, opts.calibration_images),
+                             fp32.input_name)
+        quantization = {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
+                        "calibration": "MinMax", "calibration_images": used,
+                        "calibration_split": str(calibration.image_dir.parent)}
+        _stamp(tmp, fp32, dataclasses.replace(fp32.provenance, precision="int8", quantization=quantization))
+        report = _compare_with_fp32(fp32, OnnxModel(tmp, provider="cpu").run, "onnx int8 (cpu)", split, opts)
+        os.replace(tmp, final)
+    return final, report
+
+
+def _fp16(fp32: OnnxModel, name: str, split: CocoSplit | None, opts: ExportOptions) -> tuple[Path, ParityReport]:
+    final = model_path(opts.out_dir, name, "fp16")
+    with staging(final) as tmp:
+        convert_fp16(fp32.path, tmp)
+        _stamp(tmp, fp32, dataclasses.replace(fp32.provenance, precision="fp16"))
+        runner, problems = None, []
+        for provider in FP16_PROVIDERS:
+            try:
+                runner = OnnxModel(tmp, provider=provider)
+                break
+            except ModelLoadError as e:
+                problems.append(str(e).split(": ", 1)[-1])
+        if runner is None:
+            report = ParityReport("onnx fp32", "onnx fp16", "-", Thresholds(None, None),
+                                  notes=["unverified: no provider here runs it (" + "; ".join(problems) + ")"])
+        else:
+            label = f"onnx fp16 ({runner.providers[0].replace('ExecutionProvider', '').lower()})"
+            report = _compare_with_fp32(fp32, runner.run, label, split, opts)
+        os.replace(tmp, final)
+    return final, report
+
+
+def export_variants(fp32_path: Path, name: str, opts: ExportOptions, calibration: CocoSplit | None,
+                    split: CocoSplit | None, echo: Echo) -> dict[str, tuple[Path, ParityReport]]:
+    """The INT8 and/or FP16 variants of `fp32_path` requested in `opts`, with their reports beside them.
+
+    `calibration` is the split INT8 ranges are calibrated on (needed with opts.int8); `split`, when
+    given, is where each variant is compared with FP32.
+    """
+    fp32 = OnnxModel(fp32_path, provider="cpu")
+    variants = {}
+    if opts.int8:
+        if calibration is None:
+            raise ValueError("INT8 needs a calibration split")
+        variants["int8"] = _int8(fp32, name, calibration, split, opts, echo)
+    if opts.fp16:
+        variants["fp16"] = _fp16(fp32, name, split, opts)
+    for path, report in variants.values():
+        write_report(report, report_path(path))
+        echo(report.summary())
+        echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return variants

@@ -1,0 +1,6 @@
+"""The inference wing of segdeploy (torch-free): runtimes, the batch pipeline and its outputs, summaries,
+ground-truth scoring, evaluation of .onnx models, model info, and sharded runs (partition + merge).
+
+Nothing here imports torch (a test proves it): these modules run on machines that have only the
+deploy install. They build on segtrain's torch-free modules (contract, coco, images, metrics).
+"""

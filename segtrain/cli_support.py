@@ -1,0 +1,49 @@
+"""What both command lines share: error handling, the exit-code epilog, defaults read from dataclasses.
+
+Torch-free: `segdeploy`'s inference commands use it on machines without PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import click
+
+from segtrain.errors import EXIT_CODES, ToolError, exit_code_lines
+
+
+class _Reported(click.ClickException):
+    """A ToolError as click prints it: "Error: <message>" on stderr, then its exit code."""
+
+    def __init__(self, error: ToolError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class ToolGroup(click.Group):
+    """A command group that turns every ToolError raised by a command into one line and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ToolError as e:
+            raise _Reported(e) from None
+
+
+def exit_codes_epilog(codes: Iterable[int] = tuple(EXIT_CODES)) -> str:
+    """The exit-code table for a command's --help (click keeps lines after a \\b as they are)."""
+    return "\b\nExit codes:\n" + "\n".join(exit_code_lines(codes))
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of dataclass field `name`: click options read their defaults from here."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise KeyError(f"{cls.__name__}.{name} has no default")
+    raise KeyError(f"{cls.__name__} has no field {name}")

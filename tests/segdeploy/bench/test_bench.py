@@ -1,0 +1,336 @@
+"""`segdeploy bench`: the JSON schema with positive figures per backend and batch size, the plot,
+exact FLOP counts, export reuse, .onnx inputs, timing statistics and usage errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tiny_arch import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_gflop, tiny_registered
+
+from segdeploy.bench.timing import LatencyStats, PeakRss, time_interleaved, time_runs
+from segdeploy.cli import main
+from segtrain.contract import build_spec
+
+SIZES, BATCHES = ((16, 16), (32, 32)), (1, 2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny() -> None:
+    with tiny_registered():
+        yield
+
+
+@pytest.fixture(scope="module")
+def photos(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for src in sorted((sample_root / "validation" / "data").iterdir())[:3]:
+        shutil.copy(src, folder / src.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bench_run(sample_root: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One full run: checkpoint -> export (FP32 + INT8) -> every backend at 2 sizes x 2 batch sizes."""
+    work = tmp_path_factory.mktemp("bench")
+    ckpt = make_tiny_checkpoint(work / "tiny.pth", data=sample_root)
+    args = ["bench", str(ckpt), "--runs", "2", "--warmup", "1", "--batch-sizes", "1,2", "--image-size", "16,32",
+            "--threads", "1", "--sgemm-size", "256", "--onnx-dir", str(work / "onnx"), "--calibration-images", "2",
+            "--accuracy-images", "3", "--photos", str(photos), "--e2e-batch-size", "2",
+            "--json", str(work / "out" / "bench.json")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return {"doc": json.loads((work / "out" / "bench.json").read_text()), "output": result.output,
+            "work": work, "ckpt": ckpt, "args": args}
+
+
+def ok(model: dict) -> dict[str, dict]:
+    return {e["backend"]: e for e in model["backends"] if e["status"] == "ok"}
+
+
+def test_bench_json_has_positive_figures_for_every_backend_and_batch(bench_run: dict) -> None:
+    doc = bench_run["doc"]
+    assert doc["schema"] == "segdeploy-bench/1"
+    assert doc["settings"]["threads"] == 1 and doc["settings"]["batch_sizes"] == [1, 2]
+    (model,) = doc["models"]
+    backends = ok(model)
+    assert set(backends) == {"torch", "ort-fp32", "ort-int8"}
+    fp16 = next(e for e in model["backends"] if e["backend"] == "ort-fp16")
+    assert fp16["status"] == "skipped" and "GPU provider" in fp16["reason"]
+    for name, entry in backends.items():
+        assert entry["timed_with"] == ["torch", "ort-fp32", "ort-int8"], name  # tiny: all fit in memory together
+        assert entry["threads"] == 1 and entry["session_seconds"] > 0 and entry["peak_rss_mib"] > 0, name
+        assert {(tuple(r["image_size"]), r["batch_size"]) for r in entry["results"]} == \
+            {(s, b) for s in SIZES for b in BATCHES}, name
+        for r in entry["results"]:
+            lat = r["latency_ms"]
+            assert lat["runs"] == 2 and 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], r
+            assert r["first_run_seconds"] > 0
+            assert r["images_per_second"] == pytest.approx(r["batch_size"] / (lat["p50"] / 1e3))
+            assert r["gflops_per_second"] == pytest.approx(
+                model["gflop_per_image"][f"{r['image_size'][0]}x{r['image_size'][1]}"] * r["images_per_second"])
+            assert r["sgemm_fraction"] == pytest.approx(r["gflops_per_second"] / model["sgemm"]["gflops"])
+            assert r["gflops_per_second_valid_taps"] == pytest.approx(
+                model["gflop_per_image_valid_taps"][f"{r['image_size'][0]}x{r['image_size'][1]}"]
+                * r["images_per_second"])
+    # one SGEMM per library per timed round (2 runs at each of 2 sizes x 2 batch sizes); the faster is the roofline
+    sgemm = model["sgemm"]
+    assert {r["library"] for r in sgemm["libraries"]} == {"torch.mm", "onnxruntime MatMul"}
+    assert all(r["runs"] == 2 * len(SIZES) * len(BATCHES) and r["gflops"] > 0 for r in sgemm["libraries"])
+    assert sgemm["gflops"] == max(r["gflops"] for r in sgemm["libraries"]) and sgemm["n"] == 256
+
+
+def test_bench_compares_backends_on_the_same_input(bench_run: dict) -> None:
+    (model,) = bench_run["doc"]["models"]
+    backends = ok(model)
+    for r in backends["ort-fp32"]["results"]:  # the export is exact: ORT FP32 matches eager PyTorch
+        assert r["max_abs_diff"]["against"] == "torch" and r["max_abs_diff"]["value"] < 1e-4
+        assert r["max_abs_diff"]["argmax_agreement"] > 0.999
+    for r in backends["ort-int8"]["results"]:  # INT8 is close to FP32 but not identical
+        assert r["max_abs_diff"]["against"] == "ort-fp32" and 0 < r["max_abs_diff"]["value"] < 0.5
+    names = {(r["name"], tuple(r["image_size"]), r["batch_size"]) for r in model["ratios"]}
+    assert names == {(n, s, b) for n in ("ort-fp32 / torch", "ort-int8 / ort-fp32") for s in SIZES for b in BATCHES}
+    fp32 = {(tuple(r["image_size"]), r["batch_size"]): r["images_per_second"] for r in backends["ort-fp32"]["results"]}
+    torch_ips = {(tuple(r["image_size"]), r["batch_size"]): r["images_per_second"]
+                 for r in backends["torch"]["results"]}
+    for r in model["ratios"]:
+        if r["name"] == "ort-fp32 / torch":
+            key = (tuple(r["image_size"]), r["batch_size"])
+            assert r["value"] == pytest.approx(fp32[key] / torch_ips[key])
+
+
+def test_bench_counts_flops_exactly(bench_run: dict) -> None:
+    (model,) = bench_run["doc"]["models"]
+    spec = build_spec("tiny", "conv", image_size=32)
+    assert model["gflop_per_image"] == {f"{h}x{w}": pytest.approx(tiny_gflop(spec, (h, w)), rel=1e-12)
+                                        for h, w in SIZES}
+    # valid taps: along each axis a padded 3x3 convolution reads 3*H - 2 in-image (position, tap) pairs
+    assert model["gflop_per_image_valid_taps"] == {
+        f"{h}x{w}": pytest.approx(tiny_gflop(spec, (h, w), valid_taps=True), rel=1e-12) for h, w in SIZES}
+    assert "2 FLOPs per multiply-add" in bench_run["doc"]["flop_convention"]
+
+
+def project_targets(model: dict) -> list[dict]:
+    """benchmarks/targets.py's verdicts for one bench model (benchmarks/ is scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "targets.py"
+    spec = importlib.util.spec_from_file_location("benchmark_targets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.targets(model)
+
+
+def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
+    (model,) = bench_run["doc"]["models"]
+    acc = model["int8_accuracy"]
+    assert acc["status"] == "ok" and acc["reference"] == "onnx fp32" and acc["candidate"] == "onnx int8"
+    (res,) = acc["results"]
+    assert res["images"] == 3 and res["size"] == [32, 32] and 0.5 < res["agreement"] <= 1
+    assert res["miou_change"] == pytest.approx(res["miou_candidate"] - res["miou_reference"])
+    e2e = model["end_to_end"]
+    assert e2e["status"] == "ok" and e2e["images"] == 3 and e2e["failed"] == 0 and e2e["batch_size"] == 2
+    assert e2e["images_per_second"] > 0 and e2e["model_only_images_per_second"] > 0
+    assert e2e["ratio"] == pytest.approx(e2e["images_per_second"] / e2e["model_only_images_per_second"])
+    assert set(e2e["stage_ms_per_image"]) == {"decode", "infer", "write"}
+    assert all(v > 0 for v in e2e["stage_ms_per_image"].values())
+    fp32_b2 = next(r for r in ok(model)["ort-fp32"]["results"] if r["image_size"] == [32, 32] and r["batch_size"] == 2)
+    assert e2e["model_only_images_per_second"] == fp32_b2["images_per_second"]  # same size, batch and threads
+    assert "targets" not in model and "target" not in bench_run["output"]  # measurements, not this project's bars
+    suite_targets = project_targets(model)  # benchmarks/targets.py holds those
+    assert {"onnxruntime", "INT8", "end-to-end"} <= {t["target"].split(" ")[0] for t in suite_targets}
+    assert all(isinstance(t["met"], bool) for t in suite_targets)
+
+
+@pytest.mark.parametrize("conv, size, valid_pairs", [
+    # dilation 4, padding 4 on 8 pixels: the outer taps hit the image for 4 of 8 positions, the centre for all
+    (dict(kernel_size=3, padding=4, dilation=4), 8, 4 + 8 + 4),
+    # dilation 12 on 8 pixels (DeepLabV3's ASPP on a small map): only the centre tap ever reads the image
+    (dict(kernel_size=3, padding=12, dilation=12), 8, 8),
+    # stride 2, padding 1: outputs 0..3 read inputs 2o-1, 2o, 2o+1; only 2*0-1 is off the image
+    (dict(kernel_size=3, padding=1, stride=2), 8, 4 * 3 - 1),
+])
+def test_valid_tap_flops_of_padded_and_dilated_convolutions(conv: dict, size: int, valid_pairs: int) -> None:
+    import torch
+
+    from segdeploy.bench.roofline import count_gflop
+
+    layer = torch.nn.Conv2d(3, 2, bias=False, **conv)
+    out = layer(torch.zeros(1, 3, size, size)).shape[-1]
+    counts = count_gflop(layer, (size, size))
+    assert counts["dense"] * 1e9 == 2 * 2 * 3 * 9 * out * out
+    assert counts["valid_taps"] * 1e9 == 2 * 2 * 3 * valid_pairs**2
+
+
+def test_bench_writes_plot_and_table(bench_run: dict) -> None:
+    plot = bench_run["work"] / "out" / "bench.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(plot) as im:
+        assert im.size[0] > 500 and im.size[1] > 300
+    out = bench_run["output"]
+    assert "p50 ms" in out and "ort-int8 / ort-fp32 at 32x32 batch 1" in out and f"wrote {plot}" in out
+    assert not list(plot.parent.glob(".*.tmp"))
+
+
+def test_bench_reuses_exports_and_benches_onnx_files(bench_run: dict) -> None:
+    work = bench_run["work"]
+    onnx = work / "onnx" / "tiny.onnx"
+    before = {p.name: p.stat().st_mtime_ns for p in (work / "onnx").glob("*.onnx")}
+    assert set(before) == {"tiny.onnx", "tiny.int8.onnx"}
+    runner = CliRunner()
+    again = runner.invoke(main, ["bench", str(bench_run["ckpt"]), "--runs", "1", "--warmup", "1",
+                                 "--batch-sizes", "1", "--threads", "1", "--sgemm-size", "256",
+                                 "--onnx-dir", str(work / "onnx"), "--no-accuracy", "--schedule", "sequential",
+                                 "--json", str(work / "again.json")])
+    assert again.exit_code == 0, again.output
+    assert "reusing" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in (work / "onnx").glob("*.onnx")} == before
+    again_model = json.loads((work / "again.json").read_text())["models"][0]
+    assert again_model["export"]["reused"] is True
+    assert [e["timed_with"] for e in ok(again_model).values()] == [["torch"], ["ort-fp32"], ["ort-int8"]]
+    assert {r["same_rounds"] for r in again_model["ratios"]} == {False}
+    assert "(timed in separate rounds)" in again.output
+
+    direct = runner.invoke(main, ["bench", str(onnx), "--runs", "2", "--warmup", "1", "--batch-sizes", "2",
+                                  "--threads", "1", "--sgemm-size", "256", "--json", str(work / "onnx.json")])
+    assert direct.exit_code == 0, direct.output
+    (model,) = json.loads((work / "onnx.json").read_text())["models"]
+    statuses = {e["backend"]: e["status"] for e in model["backends"]}
+    assert statuses == {"torch": "skipped", "ort-fp32": "ok", "ort-int8": "ok", "ort-fp16": "skipped"}
+    assert model["kind"] == "onnx" and model["image_sizes"] == [[32, 32]]  # the size in the model's metadata
+    assert model["gflop_per_image"]["32x32"] == pytest.approx(tiny_gflop(build_spec("tiny", "c", image_size=32),
+                                                                          (32, 32)))
+
+
+# --------------------------------------------------------------------------------------------
+# Usage errors: exit 2, one line, nothing written
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-sizes", "0"], "positive integer"),
+    (["--batch-sizes", "1,x"], "not a comma-separated list of integers"),
+    (["--backends", "torch,tpu"], "unknown tpu"),
+    (["--image-size", "30"], f"not a multiple of {DIVISOR}"),
+    (["--runs", "0"], "0 is not in the range x>=1"),
+    (["--provider", "npu"], "'npu' is not one of"),
+])
+def test_bench_bad_arguments_are_usage_errors(tmp_path: Path, sample_root: Path, extra: list[str],
+                                              message: str) -> None:
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pth", data=sample_root)
+    result = CliRunner().invoke(main, ["bench", str(ckpt), *extra, "--json", str(tmp_path / "out.json")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_bench_bad_inputs_are_usage_errors(tmp_path: Path, sample_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    no_data = make_tiny_checkpoint(tmp_path / "nodata.pth", data=None)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    (tmp_path / "a-file").write_text("")
+    cases = [
+        ([str(tmp_path / "missing.pth")], "missing.pth: checkpoint not found"),
+        ([str(tmp_path / "bad.onnx")], "bad.onnx: not a readable ONNX model"),
+        ([str(no_data)], "INT8 calibration needs real images"),
+        ([str(no_data), "--data", str(tmp_path / "nowhere")], "nowhere: dataset folder not found"),
+        ([str(no_data), "--backends", "torch,ort-fp32", "--photos", str(tmp_path / "empty")], "no images found"),
+        ([str(no_data), "--data", str(tmp_path / "empty")], "validation"),
+        ([str(no_data), "--plot", str(tmp_path / "a-file" / "plot.png")], "plot.png: cannot write results there"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, ["bench", *args, "--json", str(tmp_path / "out.json")])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert not (tmp_path / "out.json").exists()
+    monkeypatch.chdir(tmp_path / "empty")
+    result = runner.invoke(main, ["bench"])
+    assert result.exit_code == 2 and "no MODEL given" in result.output
+
+
+def test_default_models_prefer_checkpoints_then_fp32_exports(tmp_path: Path) -> None:
+    from segdeploy.bench.config import BenchInputError
+    from segdeploy.bench.models import default_models
+
+    runs, exported = tmp_path / "runs", tmp_path / "exported"
+    for name in ("a.onnx", "a.int8.onnx", "a.fp16.onnx", "b.onnx"):
+        (exported / name).parent.mkdir(parents=True, exist_ok=True)
+        (exported / name).write_bytes(b"")
+    assert default_models(runs, exported) == [exported / "a.onnx", exported / "b.onnx"]
+    (runs / "deeplab").mkdir(parents=True)
+    (runs / "deeplab" / "best_model.pth").write_bytes(b"")
+    assert default_models(runs, exported) == [runs / "deeplab" / "best_model.pth"]
+    with pytest.raises(BenchInputError, match="no MODEL given"):
+        default_models(tmp_path / "none", tmp_path / "none")
+
+
+def test_auto_schedule_closes_backends_before_memory_runs_out() -> None:
+    from segdeploy.bench.rounds import Live, must_close
+
+    def live(growth: float) -> Live:
+        return Live("x", None, {"peak_rss_mib": 1000 + growth, "rss_at_start_mib": 1000}, {})
+
+    assert not must_close([live(2000), live(3000)], "auto", budget_mib=8001)  # 5000 open + 3000 for the next
+    assert must_close([live(2000), live(3000)], "auto", budget_mib=7999)
+    assert must_close([live(1)], "sequential", budget_mib=1e9)
+    assert not must_close([live(1e9)], "interleaved", budget_mib=1)
+
+
+def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
+    model = fixed_size_onnx(tmp_path / "fixed.onnx", size=32)
+    result = CliRunner().invoke(main, ["bench", str(model), "--image-size", "16", "--runs", "1", "--warmup", "1",
+                                       "--batch-sizes", "1", "--sgemm-size", "64", "--json", str(tmp_path / "o.json")])
+    assert result.exit_code == 1, result.output
+    assert f"{model}: ort-fp32 failed (" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Timing primitives
+
+
+def test_latency_percentiles_of_known_runs() -> None:
+    stats = LatencyStats.from_seconds([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert (stats.runs, stats.min, stats.max) == (100, pytest.approx(1), pytest.approx(100))
+    assert stats.p50 == pytest.approx(50.5) and stats.p90 == pytest.approx(90.1) and stats.p99 == pytest.approx(99.01)
+    assert stats.mean == pytest.approx(50.5)
+    with pytest.raises(ValueError, match="no timed runs"):
+        LatencyStats.from_seconds([])
+
+
+def test_time_runs_calls_first_warmup_and_timed_runs() -> None:
+    calls = []
+    timing = time_runs(lambda: calls.append(len(calls)) or len(calls), runs=5, warmup=3)
+    assert len(calls) == 1 + 2 + 5 and timing.output == 1 and timing.latency.runs == 5
+    with pytest.raises(ValueError):
+        time_runs(lambda: None, runs=0, warmup=1)
+
+
+def test_time_interleaved_rotates_the_order_each_round() -> None:
+    calls: list[str] = []
+    seconds = time_interleaved({name: (lambda n=name: calls.append(n)) for name in "abc"}, runs=4)
+    assert calls == list("abc" "bca" "cab" "abc")
+    assert {k: len(v) for k, v in seconds.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for v in seconds.values() for t in v)
+    calls.clear()
+    time_interleaved({name: (lambda n=name: calls.append(n)) for name in "ab"}, runs=2, rewarm={"b"})
+    assert calls == list("abb" "bba")  # b's timed call always follows an untimed one of its own
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable VmHWM")
+def test_peak_rss_is_per_phase() -> None:
+    with PeakRss() as big:
+        block = np.ones(256 * 2**20 // 8)  # 256 MiB, touched
+        del block
+    with PeakRss() as small:
+        block = np.ones(16 * 2**20 // 8)
+        del block
+    assert big.scope == small.scope == "phase"
+    assert big.mib - big.start_mib > 200
+    assert small.mib - small.start_mib < 100  # the earlier 256 MiB peak was reset

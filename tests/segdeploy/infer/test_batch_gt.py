@@ -1,0 +1,127 @@
+"""`segdeploy batch --gt labels.json`: scores at original size, matched by file name, same as evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from colour_models import build_colour_model, half_image, half_truth, save, save_exif_rotated
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from segdeploy.cli import main
+from segdeploy.infer.batch import BatchConfig, run_batch
+from segdeploy.infer.runtime import OnnxModel
+from segtrain.coco import CocoSplit
+from segtrain.contract import build_spec
+from segtrain.evaluation import evaluate_split, split_categories
+from segtrain.synthetic import rle_encode
+
+
+def _entry(image_id: int, name: str, truth: np.ndarray, category: int = 1) -> tuple[dict, dict]:
+    h, w = truth.shape
+    return ({"id": image_id, "file_name": name, "height": h, "width": w},
+            {"id": image_id, "image_id": image_id, "category_id": category, "segmentation": rle_encode(truth),
+             "area": float(truth.sum()), "bbox": [0.0, 0.0, float(w), float(h)], "iscrowd": 0})
+
+
+def _dataset(root: Path) -> tuple[Path, list[tuple[np.ndarray, np.ndarray]]]:
+    """Inputs, a labels.json and the (truth, expected prediction) pairs of the scored images."""
+    pairs = []
+    save(half_image(40, 64, 1), root / "a.png")  # predicted red: left half; truth: left three quarters
+    truth_a = np.zeros((40, 64), np.uint8)
+    truth_a[:, :48] = 1
+    pairs.append((truth_a, half_truth(40, 64, 1)))
+    save(half_image(48, 40, 0), root / "sub" / "b.png")
+    pairs.append((half_truth(48, 40, 0), half_truth(48, 40, 0)))
+    # Labels describe rot.jpg's stored pixel grid; the batch predicts in the displayed grid.
+    save_exif_rotated(half_image(64, 96, 1), root / "rot.jpg")
+    stored_truth = np.asarray(Image.fromarray(half_truth(64, 96, 1)).transpose(Image.Transpose.ROTATE_90))
+    pairs.append((stored_truth, stored_truth))
+    save(half_image(40, 40, 1), root / "no_truth.png")
+    entries = [_entry(1, "a.png", truth_a), _entry(2, "sub/b.png", pairs[1][0]), _entry(3, "rot.jpg", stored_truth),
+               _entry(4, "gone.png", np.ones((8, 8), np.uint8))]
+    labels = {"images": [e[0] for e in entries], "annotations": [e[1] for e in entries],
+              "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}, {"id": 9, "name": "other"}]}
+    (root / "labels.json").write_text(json.dumps(labels))
+    return root / "labels.json", pairs
+
+
+def _iou(pairs: list[tuple[np.ndarray, np.ndarray]], k: int) -> float:
+    truth = np.concatenate([t.ravel() for t, _ in pairs])
+    pred = np.concatenate([p.ravel() for _, p in pairs])
+    inter, union = np.sum((truth == k) & (pred == k)), np.sum((truth == k) | (pred == k))
+    return inter / union if union else float("nan")
+
+
+def test_gt_scores_matched_images_at_original_size(tmp_path: Path) -> None:
+    model = build_colour_model(tmp_path / "colour.onnx")
+    labels, pairs = _dataset(tmp_path / "in")
+    config = BatchConfig(input_dir=tmp_path / "in", out_dir=tmp_path / "out", model=model, gt=labels,
+                         workers=2, progress=False)
+    report = run_batch(config, log=lambda m: None).ground_truth
+    assert report.scored == 3 and report.without_truth == 1
+    assert any("gone.png" in p for p in report.problems)
+    iou = dict(zip(report.metrics.class_names, report.metrics.iou, strict=True))
+    assert iou["background"] == pytest.approx(_iou(pairs, 0)) and iou["red"] == pytest.approx(_iou(pairs, 1))
+    assert iou["red"] < 0.95 and np.isnan(iou["green"])  # a.png's truth is wider than its prediction
+    assert report.metrics.miou == pytest.approx((_iou(pairs, 0) + _iou(pairs, 1)) / 2)
+    assert report.metrics.pixels == sum(t.size for t, _ in pairs)
+    # A rerun scores the saved masks of resumed images the same way.
+    again = run_batch(config, log=lambda m: None)
+    assert again.totals.resumed == 4 and again.ground_truth.metrics.to_dict() == report.metrics.to_dict()
+    assert again.summary["ground_truth"]["miou"] == pytest.approx(report.metrics.miou, abs=1e-6)
+
+
+def test_gt_prints_the_iou_table_and_rejects_labels_with_other_classes(tmp_path: Path) -> None:
+    model = build_colour_model(tmp_path / "colour.onnx")
+    labels, _ = _dataset(tmp_path / "in")
+    res = CliRunner().invoke(main, ["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                    "--model", str(model), "--gt", str(labels), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "3 images scored, 1 inputs without ground truth" in res.output
+    assert "mIoU" in res.output and "red" in res.output
+    data = json.loads(labels.read_text())
+    data["categories"] = [{"id": 1, "name": "person"}, {"id": 2, "name": "green"}]
+    labels.write_text(json.dumps(data))
+    res = CliRunner().invoke(main, ["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out2"),
+                                    "--model", str(model), "--gt", str(labels), "--no-progress"])
+    assert res.exit_code == 2 and "differ from the model's" in res.output, res.output
+
+
+def _coco_model(path: Path) -> Path:
+    """A 5-class 1x1-conv model with fixed random weights: poor, but with varied, real masks."""
+    spec = build_spec("tiny", "conv1x1", image_size=64)
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (spec.num_classes, 3, 1, 1)).astype(np.float32)
+    b = np.array([1.5, 0, 0, 0, 0], np.float32)  # mostly background, like a real model
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])], "coco",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", spec.num_classes, "H", "W"])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, spec.to_metadata())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_gt_on_coco_mini_validation_matches_evaluate(coco_mini: Path, tmp_path: Path) -> None:
+    model_path = _coco_model(tmp_path / "coco.onnx")
+    model = OnnxModel(model_path, "cpu")
+    split = CocoSplit.open(coco_mini, "validation", categories=split_categories(model.spec))
+    expected = evaluate_split(model.run, split, model.spec, batch_size=4)
+    config = BatchConfig(input_dir=coco_mini / "validation" / "data", out_dir=tmp_path / "out", model=model_path,
+                         gt=coco_mini / "validation" / "labels.json", batch_size=4, progress=False)
+    result = run_batch(config, log=lambda m: None)
+    got = result.ground_truth.metrics
+    assert result.ground_truth.scored == len(split) and not result.failures
+    assert 0.0 < expected.miou < 1.0
+    assert abs(got.miou - expected.miou) <= 0.01, (got.miou, expected.miou)
+    assert got.pixels == expected.pixels

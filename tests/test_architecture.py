@@ -1,0 +1,132 @@
+"""The shape the project keeps: imports run one way, the inference wing is torch-free, facts live once."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segtrain.errors import EXIT_CODES, exit_code_lines
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("segtrain", "segdeploy")
+
+
+def module_names() -> dict[str, Path]:
+    """Every module of the two packages: dotted name -> file (a package is its __init__.py)."""
+    names = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imported(tree: ast.AST, known: set[str]) -> set[str]:
+    """The project modules a module imports anywhere in its body (inside functions too)."""
+
+    def nearest(name: str) -> str | None:
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
+                       for alias in node.names]
+        else:
+            continue
+        out |= {m for m in map(nearest, targets) if m is not None}
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_names()
+    known = set(modules)
+    return {name: imported(ast.parse(path.read_text(encoding="utf-8")), known) - {name}
+            for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 finished
+    for root in sorted(graph):
+        if state.get(root):
+            continue
+        path, stack = [root], [iter(sorted(graph[root]))]
+        state[root] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def test_no_import_cycle_anywhere() -> None:
+    graph = import_graph()
+    assert len(graph) > 40 and "segdeploy.infer.batch" in graph
+    assert "segtrain.contract" in graph["segdeploy.infer.batch"]  # imports are seen
+    assert "segtrain.models" in graph["segdeploy.export.pipeline"]  # ... inside functions too
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_cycle_finder_finds_a_cycle_through_a_function_import() -> None:
+    code = {"segtrain.a": "from segtrain.b import x", "segtrain.b": "def f():\n    import segtrain.c",
+            "segtrain.c": "from segtrain import a"}
+    known = set(code) | {"segtrain"}
+    graph = {name: imported(ast.parse(text), known) for name, text in code.items()}
+    assert find_cycle(graph) == ["segtrain.a", "segtrain.b", "segtrain.c", "segtrain.a"]
+
+
+def test_segtrain_never_imports_segdeploy() -> None:
+    graph = import_graph()
+    offenders = {m: sorted(d for d in deps if d.startswith("segdeploy")) for m, deps in graph.items()
+                 if m.startswith("segtrain")}
+    assert not {m: d for m, d in offenders.items() if d}
+
+
+def test_every_inference_module_imports_without_torch() -> None:
+    """Each module of segdeploy.infer in a fresh interpreter where `import torch` fails."""
+    infer = sorted(m for m in module_names() if m.startswith("segdeploy.infer"))
+    assert len(infer) >= 10
+    code = ("import sys\nsys.modules['torch'] = None  # import torch now raises ImportError\n"
+            "import importlib\n"
+            f"for name in {infer!r}:\n    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('torch') and sys.modules[m] is not None))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_readme_exit_code_table_is_the_one_in_the_code() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", readme.split("## Exit codes", 1)[1], flags=re.MULTILINE)
+    assert {int(code): text for code, text in rows} == EXIT_CODES
+
+
+@pytest.mark.parametrize("cli", ["segtrain", "segdeploy"])
+def test_help_shows_the_exit_code_table(cli: str) -> None:
+    from click.testing import CliRunner
+
+    main = __import__(f"{cli}.cli", fromlist=["main"]).main
+    result = CliRunner().invoke(main, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    flat = " ".join(result.output.split())
+    lines = exit_code_lines() if cli == "segdeploy" else exit_code_lines((0, 2, 1))
+    for line in lines:
+        assert " ".join(line.split()) in flat
