@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from segtrain.machine import usable_cores
+
 FLOP_CONVENTION = "2 FLOPs per multiply-add (torch.utils.flop_counter: convolutions and matmuls only)"
 SGEMM_SIZE = 2048
 
@@ -145,7 +147,7 @@ def describe_machine() -> dict:
     flags = set(cpu.get("flags", "").split())
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
     info = {"cpu": cpu.get("model name", platform.processor() or platform.machine()),
-            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "usable_cores": usable_cores(),
             "logical_cpus": os.cpu_count(), "isa": [f for f in wanted if f in flags],
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
