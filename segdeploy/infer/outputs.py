@@ -133,12 +133,19 @@ def confidence_to_grey(confidence: np.ndarray) -> np.ndarray:
 
 
 def encode_rgb(image: np.ndarray, suffix: str) -> bytes:
-    """HxWx3 RGB uint8 -> PNG (fast zlib level) or JPEG bytes, chosen by `suffix` (OpenCV encodes: fastest here)."""
+    """HxWx3 RGB uint8 -> PNG (Pillow, fast zlib level) or JPEG (OpenCV) bytes, chosen by `suffix`.
+
+    Each encoder is the faster of the two libraries for its format here (measured per image on
+    coco-mini photos: `python benchmarks/experiments.py outputs`).
+    """
+    if suffix == ".png":
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if suffix == ".png" else [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_JPEG_QUALITY]
-    ok, data = cv2.imencode(".png" if suffix == ".png" else ".jpg", bgr, params)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_JPEG_QUALITY])
     if not ok:
-        raise OSError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix}")
+        raise OSError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as JPEG")
     return data.tobytes()
 
 
