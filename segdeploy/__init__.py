@@ -4,8 +4,9 @@ Three wings: `segdeploy.infer` (torch-free: runtimes, the Predictor, the batch p
 info, shards), `segdeploy.export` (checkpoint -> verified ONNX, INT8/FP16 variants) and
 `segdeploy.bench` (`segdeploy bench`). The inference wing never imports torch.
 
-`from segdeploy import Predictor` is the Python API (segdeploy.infer.predictor); it is imported on
-first use, so `import segdeploy` stays light.
+`from segdeploy import Predictor` is the Python API (segdeploy.infer.predictor; `Failure` is what
+`Predictor.predict_iter` yields for an unreadable file). Both are imported on first use, so
+`import segdeploy` stays light.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Predictor", "__version__"]
+__all__ = ["Failure", "Predictor", "__version__"]
 
 if TYPE_CHECKING:
+    from segdeploy.infer.pipeline import Failure
     from segdeploy.infer.predictor import Predictor
 
 
@@ -24,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from segdeploy.infer.predictor import Predictor
 
         return Predictor
+    if name == "Failure":
+        from segdeploy.infer.pipeline import Failure
+
+        return Failure
     raise AttributeError(f"module 'segdeploy' has no attribute {name!r}")

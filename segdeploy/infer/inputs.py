@@ -55,15 +55,23 @@ def find_images(input_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
 
 def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) -> list[InputFile]:
     """The images the SOURCEs name, sorted by key; BatchInputError for a source that names none,
-    or for two different files that would write the same outputs."""
+    or for two different files that would write the same outputs.
+
+    A file named twice (a folder and a glob inside it) is done once, under the key it got first.
+    """
     by_key: dict[str, InputFile] = {}
+    seen: set[Path] = set()
     for source in sources:
         for item in _source_images(str(source), exclude):
+            resolved = item.path.resolve()
+            if resolved in seen:
+                continue
             other = by_key.get(item.key)
-            if other is not None and other.path.resolve() != item.path.resolve():
+            if other is not None:
                 raise BatchInputError(f"{other.path} and {item.path} would both write the outputs of '{item.key}'; "
                                       "run them into separate --out folders")
             by_key[item.key] = item
+            seen.add(resolved)
     return [by_key[key] for key in sorted(by_key)]
 
 

@@ -10,15 +10,19 @@ A tiled image is instead:
    side): evenly spaced, the first at the top/left edge and the last ending at the bottom/right edge.
    A window reaching past a small image's edge is padded with the mean colour (0 after normalisation);
 3. run through the model `batch_size` windows at a time; each window's logits are averaged onto a
-   canvas of cells (1, 2, 4 or 8 model-input pixels square: the finest whose canvas fits in
-   `CANVAS_BUDGET_BYTES`) with tent weights, highest in the window's centre where the model sees the
-   most context; overlapping windows are blended by the weighted mean, *before* any arg-max;
+   canvas of cells (1, 2, 4, ... model-input pixels square: the finest whose canvas fits in
+   `CANVAS_BUDGET_BYTES`; photos keep cells of 1 pixel) with tent weights, highest in the window's
+   centre where the model sees the most context; overlapping windows are blended by the weighted
+   mean, *before* any arg-max;
 4. the blended canvas stands in for the model's output: the contract resizes it to the original size
    and takes the arg-max, as for any logits.
 
 With ``auto`` an image is tiled when its long side exceeds `AUTO_TILE_FACTOR` times the model's
 input long side; smaller images are stretched as before. Memory is the tile batch plus the canvas
 (bounded by the budget), never a stack of all the tiles.
+
+Model-output pixels: a window's logits are at the input size (DeepLabV3 and SegNet upsample inside
+the model); the canvas holds their CELL x CELL means.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ DEFAULT_TILE_OVERLAP = 0.25  # fraction of the window side shared by neighbourin
 MAX_TILE_OVERLAP = 0.75
 TILE_SIZE_RANGE = (16, 65536)  # --tile N, in photo pixels
 CANVAS_BUDGET_BYTES = 256 << 20
-CELL_SIZES = (1, 2, 4, 8)
 
 
 class TileError(InputError):
@@ -125,9 +128,8 @@ def make_plan(image_size: tuple[int, int], spec: ModelSpec, scale: float, overla
     """Windows of the input size over the image resized by `scale`, on the finest canvas within budget."""
     window = tuple(spec.input_size)
     work = tuple(max(1, round(n * scale)) for n in image_size)
-    cell = next((c for c in CELL_SIZES if all(w % c == 0 for w in window)
-                 and _canvas_bytes(work, c, spec.num_classes) <= CANVAS_BUDGET_BYTES), None)
-    cell = cell or max(c for c in CELL_SIZES if all(w % c == 0 for w in window))
+    cells = [c for c in (1 << i for i in range(16)) if all(w % c == 0 for w in window)]  # divide the window
+    cell = next((c for c in cells if _canvas_bytes(work, c, spec.num_classes) <= CANVAS_BUDGET_BYTES), cells[-1])
     grid = tuple(math.ceil(n / cell) for n in work)
     tops, lefts = (window_positions(g, w // cell, overlap) for g, w in zip(grid, window, strict=True))
     return TilePlan(tuple(image_size), work, window, cell, grid, tops, lefts)

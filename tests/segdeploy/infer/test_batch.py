@@ -282,6 +282,19 @@ def test_overwrite_another_alpha_or_model_and_a_replaced_photo_are_redone(model:
     np.testing.assert_array_equal(read_png(output_paths(tmp_path / "out", Path("b.png")).mask), half_truth(50, 60, 0))
 
 
+def test_default_writes_two_files_per_image_and_other_outputs_are_redone(model: Path, tmp_path: Path) -> None:
+    save(half_image(40, 40, 1), tmp_path / "in" / "a.png")
+    run(model, tmp_path / "in", tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["a.png.mask.png", "a.png.overlay.jpg", "legend.png", "summary.json"]
+    with_colour = run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color"))
+    assert with_colour.totals.processed == 1 and with_colour.summary["settings"]["save"] == ["mask", "overlay", "color"]
+    assert assert_outputs(tmp_path / "out", "a.png", (40, 40)).any()  # checks color.png = palette[mask] too
+    assert run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color")).totals.resumed == 1
+    for changed in ({"save": ("mask",)}, {"legend": True}, {"tile": "off"}, {"tile_overlap": 0.5}):
+        assert run(model, tmp_path / "in", tmp_path / "out", **changed).totals.processed == 1, changed
+
+
 def test_output_folder_inside_input_folder_is_not_read_as_input(model: Path, tmp_path: Path) -> None:
     save(half_image(40, 40, 1), tmp_path / "in" / "a.png")
     run(model, tmp_path / "in", tmp_path / "in" / "preds")
