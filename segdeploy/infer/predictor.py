@@ -53,7 +53,10 @@ class InferenceError(RunError):
 def as_rgb_array(image: ImageLike) -> np.ndarray:
     """A path (EXIF orientation applied), a PIL image (likewise) or an HxW / HxWx3 uint8 array -> HxWx3 uint8 RGB."""
     if isinstance(image, (str, os.PathLike)):
-        return load_image(Path(image))
+        path = Path(image)
+        if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read forever
+            raise ImageReadError(f"{path}: not a regular file")
+        return load_image(path)
     if isinstance(image, Image.Image):
         return to_rgb(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):

@@ -3,6 +3,7 @@ streams with failures, no torch, clear errors."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,11 @@ def test_bad_inputs_raise_clear_errors(model: Path, tmp_path: Path) -> None:
         predictor.predict(3)
     with pytest.raises(ImageReadError, match="missing.jpg: file not found"):
         predictor.predict(tmp_path / "missing.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block forever
+    with pytest.raises(ImageReadError, match="pipe.jpg: not a regular file"):
+        predictor.predict(tmp_path / "pipe.jpg")
+    (failure,) = predictor.predict_iter([tmp_path / "pipe.jpg"])
+    assert isinstance(failure, Failure) and failure.reason == "not a regular file"
     np.testing.assert_array_equal(predictor.predict(np.full((6, 7), 200, np.uint8)).mask, np.ones((6, 7)))  # grey
     with pytest.raises(ModelLoadError, match="nothing.onnx: file not found"):
         Predictor(tmp_path / "nothing.onnx")
