@@ -338,18 +338,36 @@ def logits_to_probabilities(logits: np.ndarray, size: tuple[int, int], max_band_
     return out
 
 
-def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Class mask -> HxWx3 uint8 RGB colour mask; ignore (255) and unknown indices are white."""
+def _palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """256x1x3 uint8 lookup table for cv2.LUT: class -> colour; ignore (255) and unknown indices white."""
     lut = np.full((256, 1, 3), 255, dtype=np.uint8)
     lut[: len(palette), 0] = np.asarray(palette, dtype=np.uint8)
+    return lut
+
+
+def _colour_of(mask: np.ndarray, lut: np.ndarray) -> np.ndarray:
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
     return cv2.LUT(cv2.merge([mask, mask, mask]), lut)
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class mask -> HxWx3 uint8 RGB colour mask; ignore (255) and unknown indices are white."""
+    return _colour_of(mask, _palette_lut(palette))
+
+
+# Rows of the overlay blended at a time, so a 24-megapixel photo needs no full-size temporaries.
+_OVERLAY_BAND_PIXELS = 1 << 21
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
     """Blend the colour mask over the photo; background (class 0) pixels keep the photo."""
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    blended = cv2.addWeighted(image, 1.0 - alpha, colorize(mask, palette), alpha, 0.0)
-    cv2.copyTo(image, np.ascontiguousarray(mask == 0).view(np.uint8), blended)
-    return blended
+    lut = _palette_lut(palette)
+    out = np.empty_like(image)
+    rows = max(1, _OVERLAY_BAND_PIXELS // max(image.shape[1], 1))
+    for r0 in range(0, image.shape[0], rows):
+        band = slice(r0, r0 + rows)
+        cv2.addWeighted(image[band], 1.0 - alpha, _colour_of(mask[band], lut), alpha, 0.0, dst=out[band])
+        cv2.copyTo(image[band], np.ascontiguousarray(mask[band] == 0).view(np.uint8), out[band])
+    return out
