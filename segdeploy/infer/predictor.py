@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -42,7 +41,7 @@ from segtrain.contract import (
 from segtrain.errors import RunError
 from segtrain.images import ImageReadError, load_image, to_rgb
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias: Python 3.10)
+ImageLike = str | os.PathLike | Image.Image | np.ndarray
 DEFAULT_BATCH_SIZE = 4
 
 
@@ -101,6 +100,10 @@ class Prediction:
         self._mask: np.ndarray | None = None
         self._confidence: np.ndarray | None = None
         self._counts: list[int] | None = None
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return f"Prediction(source={self.source!r}, size={w}x{h}, tiles={self.tiles})"
 
     @property
     def mask(self) -> np.ndarray:
@@ -168,6 +171,11 @@ class Predictor:
         self.spec: ModelSpec = self.model.spec
         self.tiling.check(self.spec)
         self.batch_size = int(batch_size)
+
+    def __repr__(self) -> str:
+        h, w = self.spec.input_size
+        return (f"Predictor({str(self.path)!r}, {self.spec.arch}/{self.spec.encoder}, {w}x{h}, "
+                f"classes={list(self.spec.classes)}, provider={self.providers[0]}, tile={self.tiling.tile!r})")
 
     @property
     def path(self) -> Path:
