@@ -23,6 +23,8 @@ from numbers import Integral, Real
 import cv2
 import numpy as np
 
+from segtrain.limits import MAX_CLASSES, MAX_INPUT_SIDE
+
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,8 +32,6 @@ BACKGROUND = "background"
 # Default target categories: (COCO id, name); background is index 0 and has COCO id 0.
 DEFAULT_CATEGORIES: tuple[tuple[int, str], ...] = ((1, "person"), (17, "cat"), (37, "sports ball"), (84, "book"))
 RESIZE_RULES = ("stretch",)
-MAX_CLASSES = 255  # class indices are uint8 mask values, and 255 is the ignore index
-MAX_INPUT_SIDE = 8192  # a model input side beyond this is a broken spec, not a model (8192^2 x 3 floats = 805 MB)
 METADATA_PREFIX = "segtrain."  # ONNX metadata_props keys of the ModelSpec
 PROVENANCE_PREFIX = "segdeploy."  # ONNX metadata_props keys of the Provenance
 

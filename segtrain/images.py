@@ -32,9 +32,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segtrain.errors import InputError
+from segtrain.limits import MAX_IMAGE_PIXELS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-MAX_IMAGE_PIXELS = 200_000_000
 MAX_PIXELS_ENV = "SEGTRAIN_MAX_IMAGE_PIXELS"
 _TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
