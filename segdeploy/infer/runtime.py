@@ -90,7 +90,7 @@ def read_model_metadata(path: str | Path, proto=None) -> ModelMetadata:
         spec = ModelSpec.from_metadata(props)
     except (ValueError, TypeError, AttributeError, RecursionError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelLoadError(f"{path}: no usable segtrain model spec in its metadata ({reason})") from e
+        raise ModelLoadError(f"{path}: no segtrain model spec in its metadata ({reason})") from e
     return ModelMetadata(spec, Provenance.from_metadata(props), props)
 
 

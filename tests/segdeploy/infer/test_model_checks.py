@@ -120,7 +120,7 @@ def test_metadata_values_no_model_can_have_are_refused_in_one_line(tmp_path: Pat
     model = conv_model(tmp_path / "m.onnx", metadata=props)
     for args in (["info", str(model)], ["evaluate", str(model), "--data", str(tmp_path)]):
         line = one_line_exit_2(args)
-        assert line.startswith(f"Error: {model}: no usable segtrain model spec in its metadata (") and message in line
+        assert line.startswith(f"Error: {model}: no segtrain model spec in its metadata (") and message in line
 
 
 def test_broken_provenance_is_left_out_not_fatal(tmp_path: Path) -> None:
