@@ -26,6 +26,7 @@ from segtrain.errors import (
     EXIT_SOME_INPUTS_FAILED,
     InputError,
     ToolError,
+    printable,
 )
 from segtrain.limits import MAX_INPUT_SIDE
 
@@ -319,7 +320,7 @@ def _export_one(path: Path, opts: ExportOptions) -> int:
     try:
         export_checkpoint(path, opts, echo=click.echo)
     except ToolError as e:
-        click.echo(f"Error: {e}", err=True)
+        click.echo(f"Error: {printable(e)}", err=True)
         return e.exit_code
     return EXIT_OK
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import click
 
-from segtrain.errors import EXIT_CODES, ToolError, exit_code_lines
+from segtrain.errors import EXIT_CODES, ToolError, exit_code_lines, printable
 
 
 class _Reported(click.ClickException):
     """A ToolError as click prints it: "Error: <message>" on stderr, then its exit code."""
 
     def __init__(self, error: ToolError) -> None:
-        super().__init__(str(error))
+        super().__init__(printable(error))
         self.exit_code = error.exit_code
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from segtrain.coco_schema import LabelsError, validate_labels
 from segtrain.contract import BACKGROUND, DEFAULT_CATEGORIES, IGNORE_INDEX
-from segtrain.errors import InputError
+from segtrain.errors import InputError, printable
 from segtrain.fileio import atomic_write_bytes
 from segtrain.images import ImageReadError, image_size, load_image, max_image_pixels
 from segtrain.masks import AnnotationError, TargetAnnotation, render_mask
@@ -213,7 +213,8 @@ class CocoSplit:
         return ImageRecord(im["id"], im["file_name"], path, h, w, exif, anns)
 
     def _skip(self, path: Path, reason: str) -> None:
-        self.skipped.append((str(path), reason))
+        path, reason = printable(path), printable(reason)  # a file name of labels.json may hold anything
+        self.skipped.append((path, reason))
         self.problems.append(f"{path}: {reason}, skipped")
 
     def __len__(self) -> int:
