@@ -20,9 +20,10 @@ be the image's and its counts (compressed or not) non-negative, adding up to hei
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -183,12 +184,20 @@ def render_mask(anns: Iterable[TargetAnnotation], height: int, width: int,
 
 
 def _mark_bbox(region: np.ndarray, bbox: tuple[float, ...] | None) -> bool:
-    if not bbox or len(bbox) != 4 or not all(isinstance(v, Real) and np.isfinite(v) for v in bbox):
+    if not bbox or len(bbox) != 4 or not all(_is_finite(v) for v in bbox):
         return False
     x, y, w, h = bbox
-    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
-    x1, y1 = min(region.shape[1], int(np.ceil(x + w))), min(region.shape[0], int(np.ceil(y + h)))
+    rows, cols = region.shape
+    x0, y0 = math.floor(min(max(0, x), cols)), math.floor(min(max(0, y), rows))
+    x1, y1 = math.ceil(min(max(0, x + w), cols)), math.ceil(min(max(0, y + h), rows))  # x + w may be inf
     if x1 <= x0 or y1 <= y0:
         return False
     region[y0:y1, x0:x1] = True
     return True
+
+
+def _is_finite(value: object) -> bool:
+    """A finite real number (an int of any size is one; a bool is not)."""
+    if not isinstance(value, Real) or isinstance(value, bool):
+        return False
+    return isinstance(value, Integral) or math.isfinite(value)
