@@ -167,12 +167,8 @@ class ListOf(Shape):
     def check(self, value: object) -> None:
         if not isinstance(value, list) or (self.length is not None and len(value) != self.length):
             raise ShapeError(self.expected, value)
-        check_item = self.item.check
         for i, v in enumerate(value):
-            try:
-                check_item(v)
-            except ShapeError as e:
-                raise e.inside(f"[{i}]") from None
+            _check_at(self.item, v, i, "[{}]")
 
 
 @dataclass(frozen=True)
@@ -189,10 +185,7 @@ class MapOf(Shape):
         if not isinstance(value, dict):
             raise ShapeError(self.expected, value)
         for k, v in value.items():
-            try:
-                self.value.check(v)
-            except ShapeError as e:
-                raise e.inside(f".{k}") from None
+            _check_at(self.value, v, k, ".{}")
 
 
 @dataclass(frozen=True)
@@ -209,17 +202,18 @@ class Record(Shape):
         for key, shape in self.required.items():
             if key not in value:
                 raise ShapeError(shape.expected, missing=True).inside(f".{key}")
-            self._check_key(value, key, shape)
+            _check_at(shape, value[key], key, ".{}")
         for key, shape in self.optional.items():
             if key in value:
-                self._check_key(value, key, shape)
+                _check_at(shape, value[key], key, ".{}")
 
-    @staticmethod
-    def _check_key(value: dict, key: str, shape: Shape) -> None:
-        try:
-            shape.check(value[key])
-        except ShapeError as e:
-            raise e.inside(f".{key}") from None
+
+def _check_at(shape: Shape, value: object, key: object, part: str) -> None:
+    """shape.check(value); a mismatch gets `part` (a format of `key`) in front of its path."""
+    try:
+        shape.check(value)
+    except ShapeError as e:
+        raise e.inside(part.format(key)) from None
 
 
 def check(document: object, shape: Shape) -> None:

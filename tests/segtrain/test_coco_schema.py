@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from json_edit import DELETE, edit
 
 from segtrain.cli import main
 from segtrain.coco import CocoSplit, DataError
@@ -31,15 +32,10 @@ def write_labels(root: Path, labels: object) -> Path:
     return root
 
 
-def mutated(path: tuple, value: object, delete: bool = False) -> dict:
+def mutated(path: tuple, value: object) -> dict:
+    """GOOD with the entry at `path` set to `value` (or deleted: json_edit.DELETE)."""
     doc = json.loads(json.dumps(GOOD))
-    target = doc
-    for key in path[:-1]:
-        target = target[key]
-    if delete:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
+    edit(doc, path, value)
     return doc
 
 
@@ -53,11 +49,11 @@ CASES = [  # (where, new value or DELETE, the message after "labels.json: ")
     (("annotations", 0, "category_id"), [1],
      "annotations[0].category_id: expected an integer, found a list of 1 item(s)"),
     (("annotations", 0, "id"), None, "annotations[0].id: expected an integer, found null"),
-    (("annotations", 0, "image_id"), "DELETE", "annotations[0].image_id: missing (expected an integer)"),
+    (("annotations", 0, "image_id"), DELETE, "annotations[0].image_id: missing (expected an integer)"),
     (("annotations", 0, "bbox"), ["a", "b", "c", "d"], 'annotations[0].bbox[0]: expected a finite number, found "a"'),
     (("annotations", 0, "bbox"), [1, 2, 3], "annotations[0].bbox: expected a list of 4 items, each a finite number, "
                                             "found a list of 3 item(s)"),
-    (("categories", 1, "id"), "DELETE", "categories[1].id: missing (expected an integer)"),
+    (("categories", 1, "id"), DELETE, "categories[1].id: missing (expected an integer)"),
     (("categories", 0, "name"), {"x": 1},
      "categories[0].name: expected a non-empty string, found an object with 1 key(s)"),
     (("images",), {"0": 1}, "images: expected a list of items, each an object, found an object with 1 key(s)"),
@@ -66,7 +62,7 @@ CASES = [  # (where, new value or DELETE, the message after "labels.json: ")
 
 @pytest.mark.parametrize(("where", "value", "message"), CASES, ids=[".".join(map(str, c[0])) for c in CASES])
 def test_wrong_shapes_are_one_line_exit_2_with_the_json_path(tmp_path: Path, where, value, message) -> None:
-    doc = mutated(where, None, delete=True) if value == "DELETE" else mutated(where, value)
+    doc = mutated(where, value)
     root = write_labels(tmp_path, doc)
     res = CliRunner().invoke(main, ["data", str(root)])
     assert res.exit_code == 2, res.output

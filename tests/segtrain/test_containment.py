@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -41,22 +40,7 @@ def hostile(tmp_path: Path) -> tuple[Path, Path]:
     return root, secret
 
 
-@pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every path PIL.Image.open is called with, resolved."""
-    seen: list[Path] = []
-    real = PIL.Image.open
-
-    def spy(fp, *args, **kwargs):
-        if isinstance(fp, (str, Path)):
-            seen.append(Path(fp).resolve())
-        return real(fp, *args, **kwargs)
-
-    monkeypatch.setattr(PIL.Image, "open", spy)
-    return seen
-
-
-def test_split_keeps_only_images_inside_its_folder(hostile, opened) -> None:
+def test_split_keeps_only_images_inside_its_folder(hostile, opened_images) -> None:
     root, secret = hostile
     split = CocoSplit.open(root, "validation", categories=["red", "green"], cache_dir="off")
     assert [r.file_name for r in split.records] == list(INSIDE)
@@ -68,10 +52,10 @@ def test_split_keeps_only_images_inside_its_folder(hostile, opened) -> None:
         f"resolves to {secret.resolve()}, outside the image folder {data}"
     assert reasons[str(secret)].startswith("resolves to") and "cannot be resolved" in reasons[
         str(root / "validation" / "data" / "loop.png")]
-    assert opened and all(p.is_relative_to(data) for p in opened) and secret.resolve() not in opened
+    assert opened_images and all(p.is_relative_to(data) for p in opened_images)
 
 
-def test_segtrain_data_reports_them_and_never_opens_the_secret(hostile, opened) -> None:
+def test_segtrain_data_reports_them_and_never_opens_the_secret(hostile, opened_images) -> None:
     from segtrain.cli import main
 
     root, secret = hostile
@@ -79,10 +63,10 @@ def test_segtrain_data_reports_them_and_never_opens_the_secret(hostile, opened) 
     assert res.exit_code == 0, res.output
     assert "[validation] 3 usable images of 9 listed" in res.output
     assert res.output.count("outside the image folder") == 4 and res.output.count("cannot be resolved") == 2
-    assert secret.resolve() not in opened
+    assert secret.resolve() not in opened_images
 
 
-def test_segdeploy_evaluate_and_batch_gt_score_only_images_inside(hostile, opened, tmp_path: Path) -> None:
+def test_segdeploy_evaluate_and_batch_gt_score_only_images_inside(hostile, opened_images, tmp_path: Path) -> None:
     """segdeploy evaluate names the refused images among the skipped; batch --gt's truth has only the inside ones."""
     from colour_models import build_colour_model
 
@@ -101,4 +85,4 @@ def test_segdeploy_evaluate_and_batch_gt_score_only_images_inside(hostile, opene
     truth = GroundTruth(root / "validation" / "labels.json", root / "validation" / "data", OnnxModel(model, "cpu").spec)
     assert sorted(truth._index) == sorted(Path(n).as_posix() for n in INSIDE)
     truth.update("a.png", np.ones((4, 6), np.uint8))
-    assert secret.resolve() not in opened
+    assert secret.resolve() not in opened_images

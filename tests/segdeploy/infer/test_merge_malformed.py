@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from json_edit import DELETE, edit
 
 from segdeploy.cli import main
 from segdeploy.infer.partition import shard_of
@@ -52,26 +53,19 @@ def test_well_formed_hand_written_shards_merge(tmp_path: Path) -> None:
     assert sorted(r["input"] for r in merged["images"] + merged["failures"]) == sorted(INPUTS)
 
 
-def setter(*path: object, value: object = None, delete: bool = False) -> Callable[[dict], None]:
-    def change(doc: dict) -> None:
-        target = doc
-        for key in path[:-1]:
-            target = target[key]
-        if delete:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = value
-    return change
+def setter(*path: object, value: object = DELETE) -> Callable[[dict], None]:
+    """A change of a summary: the entry at `path` set to `value`, or deleted."""
+    return lambda doc: edit(doc, path, value)
 
 
 CASES = [
-    (setter("totals", delete=True), "totals: missing (expected an object)"),
+    (setter("totals", value=DELETE), "totals: missing (expected an object)"),
     (setter("totals", "processed", value="3"), 'totals.processed: expected an integer >= 0, found "3"'),
     (setter("totals", "stage_seconds_summed", "decode", value=None),
      "totals.stage_seconds_summed.decode: expected a finite number, found null"),
     (setter("images", 0, value=["a.png"]), "images[0]: expected an object, found a list of 1 item(s)"),
     (setter("images", 0, "input", value=7), "images[0].input: expected a non-empty string, found 7"),
-    (setter("failures", 0, "reason", delete=True), "failures[0].reason: missing (expected a string)"),
+    (setter("failures", 0, "reason", value=DELETE), "failures[0].reason: missing (expected a string)"),
     (setter("model", "classes", value="background"), "model.classes: expected a list of items"),
     (setter("shard", "started_at", value=float("nan")), "shard.started_at: expected a finite number, found NaN"),
     (setter("shard", "inputs_total", value=None), "shard.inputs_total: expected an integer >= 0, found null"),
