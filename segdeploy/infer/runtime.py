@@ -75,7 +75,7 @@ def load_graph(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(f"{path}: file not found")
+        raise ModelLoadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes

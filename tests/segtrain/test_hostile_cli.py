@@ -14,15 +14,15 @@ from PIL import Image
 from segtrain.cli import main
 
 
-def invoke_with_deadline(args: list[str], fifo: Path, seconds: float = 60) -> Result:
+def invoke_with_deadline(args: list[str], fifo: Path, seconds: float = 60, cli=main) -> Result:
     """CliRunner.invoke in a thread; fails the test instead of hanging when the command blocks on `fifo`."""
     out: list[Result] = []
-    worker = threading.Thread(target=lambda: out.append(CliRunner().invoke(main, args)), daemon=True)
+    worker = threading.Thread(target=lambda: out.append(CliRunner().invoke(cli, args)), daemon=True)
     worker.start()
     worker.join(seconds)
     if worker.is_alive():
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the stuck reader gets end-of-file and ends
-        pytest.fail(f"segtrain {' '.join(args)} blocked for {seconds} s on a FIFO")
+        pytest.fail(f"{cli.name} {' '.join(args)} blocked for {seconds} s on a FIFO")
     return out[0]
 
 
@@ -30,6 +30,18 @@ def test_fit_refuses_a_fifo_as_config_file(tmp_path: Path) -> None:
     fifo = tmp_path / "settings.yaml"
     os.mkfifo(fifo)
     res = invoke_with_deadline(["fit", "deeplab", "--config", str(fifo), "--data", str(tmp_path)], fifo)
+    assert res.exit_code == 2 and res.stderr.strip() == f"Error: {fifo}: not a regular file"
+
+
+@pytest.mark.parametrize(("cli", "args"), [("segtrain", ["evaluate", "{fifo}"]), ("segdeploy", ["info", "{fifo}"]),
+                                           ("segdeploy", ["evaluate", "{fifo}", "--data", "{tmp}"])])
+def test_a_fifo_as_checkpoint_or_model_is_not_a_regular_file(tmp_path: Path, cli: str, args: list[str]) -> None:
+    from segdeploy.cli import main as segdeploy
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    res = invoke_with_deadline([a.format(fifo=fifo, tmp=tmp_path) for a in args], fifo,
+                               cli=segdeploy if cli == "segdeploy" else main)
     assert res.exit_code == 2 and res.stderr.strip() == f"Error: {fifo}: not a regular file"
 
 
