@@ -179,10 +179,10 @@ class CocoSplit:
             bbox = tuple(a["bbox"]) if "bbox" in a else None
             anns[a["image_id"]].append(TargetAnnotation(a.get("id", -1), index[a["category_id"]],
                                                         a.get("segmentation"), bbox))
-        root = self.image_dir.resolve()
+        root, limit = self.image_dir.resolve(), max_image_pixels()
         records = []
         for im in data["images"]:
-            rec = self._make_record(root, im, tuple(anns[im["id"]]), check_files)
+            rec = self._make_record(root, im, tuple(anns[im["id"]]), check_files, limit)
             if rec is not None:
                 records.append(rec)
         if not records:
@@ -190,14 +190,14 @@ class CocoSplit:
                             + (f" (first problem: {self.problems[0]})" if self.problems else ""))
         return records
 
-    def _make_record(self, root: Path, im: dict, anns: tuple, check_files: bool) -> ImageRecord | None:
+    def _make_record(self, root: Path, im: dict, anns: tuple, check_files: bool, limit: int) -> ImageRecord | None:
         h, w = im["height"], im["width"]
         try:
             path = contained_path(root, im["file_name"])
         except ValueError as e:
             return self._skip(self.image_dir / im["file_name"], str(e))
-        if h * w > max_image_pixels():
-            return self._skip(path, f"labels.json says {w}x{h}, more than the limit of {max_image_pixels():,} pixels")
+        if h * w > limit:
+            return self._skip(path, f"labels.json says {w}x{h}, more than the limit of {limit:,} pixels")
         exif = False
         if check_files:
             if not path.is_file():

@@ -10,7 +10,7 @@ than `max_image_pixels()` pixels (default `MAX_IMAGE_PIXELS`, 200 megapixels: a 
 camera's photos pass, a 20000x20000 image does not; the environment variable
 `SEGTRAIN_MAX_IMAGE_PIXELS` changes it) is refused before its pixels are decoded, with
 `ImageTooLargeError`: its masks are made at the original size, so even a reduced decode would not
-bound the memory it needs. Pillow's own decompression-bomb guard is kept at the same limit.
+bound the memory it needs. Pillow's own decompression-bomb guard is set to the same limit at import.
 
 Reduced decoding: `load_image(..., min_size=(h, w))` lets a JPEG decode at 1/2, 1/4 or 1/8 scale
 (libjpeg's DCT scaling, Pillow's `draft`) as long as both sides stay at least (h, w). Only callers
