@@ -134,7 +134,7 @@ class IntList(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
         if not out or min(out) < 1 or max(out) > self.maximum:
-            self.fail(f"{value!r}: every value must be an integer from 1 to {self.maximum}", param, ctx)
+            self.fail(f"{value!r}: every value must be a positive integer, at most {self.maximum}", param, ctx)
         return tuple(dict.fromkeys(out))
 
 
