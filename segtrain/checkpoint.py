@@ -81,7 +81,7 @@ class Checkpoint:
         """Load and validate a checkpoint; refuses pickles that would run code."""
         path = Path(path)
         if not path.is_file():
-            raise CheckpointError(f"{path}: checkpoint not found")
+            raise CheckpointError(f"{path}: {'not a regular file' if path.exists() else 'checkpoint not found'}")
         try:
             raw = safe_torch_load(path, map_location=map_location)
         except UnsafeLoadError as e:

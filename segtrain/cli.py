@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from segtrain import __version__
-from segtrain.cli_support import ToolGroup, exit_codes_epilog
+from segtrain.cli_support import FiniteFloat, ToolGroup, exit_codes_epilog
 from segtrain.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
+from segtrain.limits import MAX_INPUT_SIDE
 
 EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_FAILURE))
 
@@ -57,7 +58,8 @@ def data_command(root: Path, categories: str | None) -> None:
 
 @main.command("sample-data")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives the same files.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Random seed; the same seed gives the same files.")
 def sample_data_command(root: Path, seed: int) -> None:
     """Write the embedded synthetic COCO dataset (train/validation/test) to ROOT."""
     from segtrain.synthetic import make_sample_dataset
@@ -71,10 +73,13 @@ def sample_data_command(root: Path, seed: int) -> None:
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root with train/ and validation/ [default: ./data].")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: runs/<model>].")
-@click.option("--epochs", type=int, help="Epochs to train (with --resume: the new total) [default: 30].")
-@click.option("--batch-size", type=int, help="Images per batch (per process under torchrun) [default: 8].")
-@click.option("--lr", type=float, help="Adam learning rate [default: 1e-4].")
-@click.option("--image-size", type=int, help="Square input size, a multiple of 32 [default: 512].")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Epochs to train (with --resume: the new total) [default: 30].")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per batch (per process under torchrun) [default: 8].")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), help="Adam learning rate [default: 1e-4].")
+@click.option("--image-size", type=click.IntRange(min=32, max=MAX_INPUT_SIDE),
+              help="Square input size, a multiple of 32 [default: 512].")
 @click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
 @click.option("--encoder-weights", help="imagenet (download), none (random init) or a local .pth [default: imagenet].")
 @click.option("--loss", type=click.Choice(["auto", "ce", "ce+dice", "dice"]),
@@ -82,8 +87,10 @@ def sample_data_command(root: Path, seed: int) -> None:
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
 @click.option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")
-@click.option("--workers", type=int, help="Data-loader worker processes [default: CPUs - 1, at most 8].")
-@click.option("--seed", type=int, help="Random seed; CPU runs with the same seed are reproducible [default: 0].")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Data-loader worker processes [default: CPUs - 1, at most 8].")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Random seed; CPU runs with the same seed are reproducible [default: 0].")
 @click.option("--categories", help=CATEGORIES_HELP)
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes under torchrun.")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pth (optimizer, RNG, history).")
@@ -121,7 +128,7 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, **fla
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root [default: the one the model was trained on].")
 @click.option("--split", default="validation", show_default=True, help="validation or test (or train).")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,
               help="Score at the model's input size, as the per-epoch validation during training does.")

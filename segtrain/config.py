@@ -71,10 +71,12 @@ class TrainConfig:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Settings from a JSON or YAML file with the same keys as the command-line flags."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise ConfigError(f"{path}: not a regular file")
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({getattr(e, 'strerror', None) or e})") from e
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
