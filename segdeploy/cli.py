@@ -17,7 +17,7 @@ from segdeploy import __version__
 from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
 from segdeploy.infer.batch import BatchConfig
-from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES
+from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
 from segtrain.cli_support import ToolGroup, default, exit_codes_epilog
 from segtrain.errors import (
     EXIT_INTERRUPTED,
@@ -31,12 +31,15 @@ if TYPE_CHECKING:
     from segdeploy.infer.partition import Shard
 
 EVALUATE_BATCH_SIZE = 4
+RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
+                "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
+                "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
-    """Ship segtrain models as ONNX and run them with onnxruntime."""
+    """Ship segtrain models as ONNX and run them with onnxruntime or OpenVINO."""
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
@@ -58,6 +61,8 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
               help="ONNX model from `segdeploy export` [default: the only .onnx in exported/].")
 @click.option("--batch-size", default=default(BatchConfig, "batch_size"), show_default=True,
               type=click.IntRange(min=1), help="Images per onnxruntime call.")
+@click.option("--runtime", default=default(BatchConfig, "runtime"), show_default=True,
+              type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
 @click.option("--provider", default=default(BatchConfig, "provider"), show_default=True,
               type=click.Choice(PROVIDER_CHOICES),
               help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
@@ -72,7 +77,7 @@ def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--shard", metavar="K/N", callback=_shard_option,
               help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
                    "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
-def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size: int, provider: str,
+def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size: int, runtime: str, provider: str,
                   threads: int | None, workers: int | None, alpha: float, overwrite: bool, gt: Path | None,
                   progress: bool | None, shard: Shard | None) -> None:
     """Segment every image under INPUT_DIR (recursively) with an ONNX model.
@@ -82,8 +87,8 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
       OUT/sub/a.jpg.mask.png     class mask: indexed PNG, pixel value = class index
       OUT/sub/a.jpg.color.png    colour mask in the model's palette
       OUT/sub/a.jpg.overlay.jpg  colour mask blended over the photo (--alpha)
-    and OUT/summary.json (model, provider, per-image size, seconds and class shares,
-    failures, totals, images/s).
+    and OUT/summary.json (model, runtime, provider, per-image size, seconds and class
+    shares, failures, totals, images/s).
 
     Unreadable files are skipped and named with the reason. A rerun of the same command skips
     images whose outputs are complete (--overwrite redoes them), so an interrupted run
@@ -99,7 +104,7 @@ def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size
     from segdeploy.infer.inputs import default_model
 
     config = BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model or default_model(),
-                         batch_size=batch_size, provider=provider, threads=threads,
+                         batch_size=batch_size, runtime=runtime, provider=provider, threads=threads,
                          workers=workers or default_workers(), alpha=alpha,
                          overwrite=overwrite, gt=gt, progress=progress, shard=shard)
     try:
@@ -334,21 +339,25 @@ def info_command(model: Path, as_json: bool) -> None:
 @click.option("--data", default="data", show_default=True, type=click.Path(path_type=Path), help="Dataset root.")
 @click.option("--split", default="test", show_default=True, help="test, validation or train.")
 @click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(model: Path, data: Path, split: str, batch_size: int, provider: str, threads: int | None,
-                     as_json: bool) -> None:
+def evaluate_command(model: Path, data: Path, split: str, batch_size: int, runtime: str, provider: str,
+                     threads: int | None, as_json: bool) -> None:
     """Per-class IoU, mIoU and pixel accuracy of an ONNX model on a split (no PyTorch needed).
 
     Same scoring and table as `segtrain evaluate`: each image at its original size.
     """
-    from segdeploy.infer.evaluate import evaluate_onnx
+    from segdeploy.infer.evaluate import evaluate_model
+    from segdeploy.infer.runtime import open_model
 
-    metrics, _ = evaluate_onnx(model, data, split, batch_size=batch_size, provider=provider, threads=threads,
-                               progress=not as_json and sys.stderr.isatty())
-    click.echo(metrics.to_json() if as_json else f"{model} on {split}:\n{metrics.table()}")
+    opened = open_model(model, runtime=runtime, provider=provider, threads=threads)
+    metrics, _ = evaluate_model(opened, data, split, batch_size=batch_size,
+                                progress=not as_json and sys.stderr.isatty())
+    where = f"{opened.providers[0]}, {opened.runtime_reason}"
+    click.echo(metrics.to_json() if as_json else f"{model} on {split} ({where}):\n{metrics.table()}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ number of images::
 
     decode pool (`workers` threads): load_image (EXIF applied) + contract.preprocess
       -> bounded window of decoded images, in input order
-    main thread: stacks `batch_size` tensors, one onnxruntime call per batch
+    main thread: stacks `batch_size` tensors, one model call per batch (onnxruntime or OpenVINO)
       -> bounded window of pending writes
     write pool (`workers` threads): contract.logits_to_mask at the original size (bilinear
       resize of the logits, then arg-max), colour mask, overlay, atomic writes, summary record
@@ -45,7 +45,7 @@ from segdeploy.infer.outputs import (
     write_atomic,
 )
 from segdeploy.infer.partition import Shard, shard_section
-from segdeploy.infer.runtime import OnnxModel, open_model
+from segdeploy.infer.runtime import Model, open_model
 from segdeploy.infer.scoring import GroundTruth, GroundTruthReport
 from segdeploy.infer.summary import SUMMARY_NAME, Failure, RunTotals, build_summary, class_share, write_summary
 from segtrain.contract import ModelSpec, colorize, logits_to_mask, overlay, preprocess
@@ -75,6 +75,7 @@ class BatchConfig:
     out_dir: Path
     model: Path
     batch_size: int = 4
+    runtime: str = "auto"  # segdeploy.infer.runtime.RUNTIME_CHOICES
     provider: str = "auto"
     threads: int | None = None
     workers: int = field(default_factory=default_workers)
@@ -126,7 +127,8 @@ class BatchResult:
         speed = (f" ({t['images_per_second']:.2f} images/s end-to-end, {t['model_images_per_second']:.2f} "
                  "images/s in the model)" if t["processed"] else "")
         lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
-                 f"in {t['seconds']:.1f} s on {self.summary['provider']}{speed}", f"summary: {self.summary_path}"]
+                 f"in {t['seconds']:.1f} s on {self.summary['provider']} ({self.summary['runtime']['reason']})"
+                 f"{speed}", f"summary: {self.summary_path}"]
         if "shard" in self.summary:
             s = self.summary["shard"]
             lines.insert(0, f"shard {s['index']}/{s['count']}: {t['images_found']} of {s['inputs_total']} inputs")
@@ -265,7 +267,7 @@ class _Progress:
         self.bar.update(1)
 
 
-def _run_pipeline(model: OnnxModel, todo: list[Job], ctx: _WriteContext, config: BatchConfig,
+def _run_pipeline(model: Model, todo: list[Job], ctx: _WriteContext, config: BatchConfig,
                   progress: _Progress, totals: RunTotals) -> None:
     """Decode -> batched inference -> write for `todo`; Ctrl-C lets started writes finish."""
     spec = ctx.spec
@@ -289,7 +291,7 @@ def _run_pipeline(model: OnnxModel, todo: list[Job], ctx: _WriteContext, config:
             raise
 
 
-def _infer(model: OnnxModel, batch: list[Decoded], totals: RunTotals) -> np.ndarray:
+def _infer(model: Model, batch: list[Decoded], totals: RunTotals) -> np.ndarray:
     tensors = np.stack([item.tensor for item in batch])
     t0 = time.perf_counter()
     try:
@@ -364,7 +366,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     """
     all_jobs = plan_jobs(config.input_dir, config.out_dir)
     jobs = [job for job in all_jobs if config.shard.owns(job.key)] if config.shard else all_jobs
-    model = open_model(config.model, provider=config.provider, threads=config.threads)
+    model = open_model(config.model, runtime=config.runtime, provider=config.provider, threads=config.threads)
     spec = model.spec
     truth = GroundTruth(config.gt, config.input_dir, spec) if config.gt else None
     fingerprint = {"model_sha256": file_sha256(model.path), "alpha": config.alpha}
@@ -390,10 +392,11 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     return BatchResult(doc, path, progress.failures, totals, gt_report)
 
 
-def _describe_run(config: BatchConfig, model: OnnxModel, fingerprint: dict) -> dict:
+def _describe_run(config: BatchConfig, model: Model, fingerprint: dict) -> dict:
     spec = model.spec
     return {"model": {"path": str(model.path), "sha256": fingerprint["model_sha256"], "arch": spec.arch,
                       "encoder": spec.encoder, "classes": list(spec.classes), "input_size": list(spec.input_size)},
+            "runtime": {"requested": config.runtime, "used": model.runtime, "reason": model.runtime_reason},
             "provider": model.providers[0], "providers": model.providers,
             "settings": {"batch_size": config.batch_size, "threads": config.threads, "workers": config.workers,
                          "alpha": config.alpha, "overwrite": config.overwrite},
