@@ -280,15 +280,30 @@ def merge_summary_command(out_dir: Path) -> None:
 @click.option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
 @click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
               help="Training images to calibrate INT8 on.")
+@click.option("--int8-max-drop", default=round(100 * default(ExportOptions, "int8_gate").max_miou_drop, 6),
+              show_default=True, type=click.FloatRange(min=0),
+              help="INT8 gate: largest allowed mIoU drop against FP32, in points.")
+@click.option("--int8-min-agreement", default=round(100 * default(ExportOptions, "int8_gate").min_agreement, 6),
+              show_default=True, type=click.FloatRange(0, 100),
+              help="INT8 gate: smallest allowed arg-max agreement with FP32, in %.")
+@click.option("--int8-images", default=default(ExportOptions, "int8_images"), show_default=True,
+              type=click.IntRange(min=1), help="Validation images INT8 is compared with FP32 on.")
 @click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
 def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, verify: bool, data: Path | None,
                    split: str, verify_images: int, verify_batch_size: int, max_diff: float, min_agreement: float,
-                   int8: bool, calibration_images: int, fp16: bool) -> None:
+                   int8: bool, calibration_images: int, int8_max_drop: float, int8_min_agreement: float,
+                   int8_images: int, fp16: bool) -> None:
     """Export checkpoints to self-describing ONNX, verified against PyTorch.
 
     With no CHECKPOINT, every runs/*/best_model.pth becomes <out>/<run name>.onnx. A model that
     fails verification is not written (exit 1); bad checkpoints, data or output folder exit 2.
     The other checkpoints are still exported.
+
+    With --int8, the INT8 model is compared with FP32 on the validation images (--int8-images of
+    them) and written only when arg-max agreement >= --int8-min-agreement and the mIoU drop <=
+    --int8-max-drop; otherwise its report is kept as <name>.int8.failed.verify.json and the
+    export exits 1 (the FP32 model is written). With --no-verify nothing is compared and the
+    gate is not applied.
     """
     from segdeploy.export.artifact import find_checkpoints, output_name
     from segdeploy.export.verify import Thresholds
@@ -303,7 +318,8 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
     opts = ExportOptions(out_dir=out_dir, opset=opset, verify=verify, data=data, split=split,
                          verify_images=verify_images, verify_batch_size=verify_batch_size,
                          thresholds=Thresholds(max_diff, min_agreement / 100), int8=int8,
-                         calibration_images=calibration_images, fp16=fp16)
+                         calibration_images=calibration_images, fp16=fp16, int8_images=int8_images,
+                         int8_gate=Thresholds(None, int8_min_agreement / 100, int8_max_drop / 100))
     codes = [_export_one(p, opts) for p in paths]
     if any(codes):
         sys.exit(max(codes))
