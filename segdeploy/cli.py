@@ -167,7 +167,8 @@ class NameList(click.ParamType):
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads for every backend (torch.set_num_threads, ORT intra-op) [default: usable cores].")
 @click.option("--backends", type=NameList(BACKENDS), default=",".join(default(BenchConfig, "backends")),
-              show_default=True, help="Backends to time; ort-fp16 runs only with a GPU provider.")
+              show_default=True, help="Backends to time; ort-fp16 runs only with a GPU provider, ov-* only where "
+                                      "OpenVINO is installed.")
 @click.option("--provider", default=default(BenchConfig, "provider"), show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime provider (auto: TensorRT or CUDA when available, "
                                                         "else CPU).")
@@ -187,6 +188,10 @@ class NameList(click.ParamType):
               type=click.IntRange(min=1), help="Batch size of the end-to-end run.")
 @click.option("--e2e-workers", type=click.IntRange(min=1),
               help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
+@click.option("--runtime", default=default(BenchConfig, "runtime"), show_default=True,
+              type=click.Choice(RUNTIME_CHOICES),
+              help="--runtime of the end-to-end `segdeploy batch` runs (the ov-* backends always time OpenVINO, "
+                   "the ort-* ones onnxruntime).")
 @click.option("--graph-optimization", default=default(BenchConfig, "graph_optimization"), show_default=True,
               type=click.Choice(GRAPH_OPTIMIZATION_LEVELS), help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
@@ -199,28 +204,35 @@ class NameList(click.ParamType):
               help="Side of the float32 matrix product timed as the roofline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Latency/throughput plot (PNG) [default: beside --json, same name with .png].")
+              help="Latency/throughput plot (PNG) [default: beside --json, same name with .png, where matplotlib "
+                   "is installed].")
 def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, **options) -> None:
-    """Time MODELs (checkpoints or .onnx) with PyTorch eager and onnxruntime FP32/INT8/FP16.
+    """Time MODELs (checkpoints or .onnx) with PyTorch eager, onnxruntime FP32/INT8/FP16 and
+    OpenVINO FP32/INT8.
 
     \b
     For a checkpoint, its ONNX FP32 and INT8 exports (INT8 calibrated on real images from
     --data) are timed beside its eager model in the same process, with the same threads.
-    For an .onnx file, it and its .int8.onnx/.fp16.onnx siblings are timed. With no MODEL:
-    every runs/*/best_model.pth, else every exported/*.onnx.
+    For an .onnx file, it and its .int8.onnx/.fp16.onnx siblings are timed (no PyTorch
+    needed). With no MODEL: every runs/*/best_model.pth, else every exported/*.onnx.
 
     \b
     Reports, per backend: session-creation time, peak RSS; per image size and batch size:
     first-run time, latency p50/p90/p99/mean over --runs timed runs, images/s (batch over the
     median latency), achieved GFLOP/s against an SGEMM timed in the same run; then speed
-    ratios, the INT8 mIoU change on the validation split, and (with --photos) the
-    end-to-end `segdeploy batch` images/s against the model alone.
+    ratios, the INT8 mIoU change on the validation split (INT8 run by onnxruntime and by
+    OpenVINO), and (with --photos) the end-to-end `segdeploy batch --runtime` images/s with
+    the FP32 and INT8 models against the model alone.
     """
     from segdeploy.bench import report
     from segdeploy.bench.models import check_writable, default_models
     from segdeploy.bench.run import run_bench
+    from segtrain.extras import importable, require
 
-    plot_path = plot_path or (json_path.with_suffix(".png") if json_path is not None else None)
+    if plot_path is None and json_path is not None and importable("matplotlib"):  # else: no default plot
+        plot_path = json_path.with_suffix(".png")
+    if plot_path is not None:
+        require("matplotlib", "--plot")
     for path in (json_path, plot_path):
         check_writable(path)
     config = BenchConfig(models=list(models) or default_models(), **{k: v for k, v in options.items() if v is not None})

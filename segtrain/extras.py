@@ -47,9 +47,20 @@ def missing_extra(error: ImportError, what: str = "this") -> MissingExtraError |
                              f"{error.name!r}): {install_command(extra)}")
 
 
-def installed(extra: str) -> bool:
-    """Whether the extra's main package can be imported here (without importing it)."""
+def importable(module: str) -> bool:
+    """Whether top-level `module` can be imported here (without importing it)."""
     try:
-        return importlib.util.find_spec(EXTRAS[extra][0]) is not None
-    except (ImportError, ValueError):  # a module set to None in sys.modules, or a broken install
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install
         return False
+
+
+def installed(extra: str) -> bool:
+    """Whether the extra's main package can be imported here."""
+    return importable(EXTRAS[extra][0])
+
+
+def require(module: str, what: str) -> None:
+    """MissingExtraError (naming the extra) unless top-level `module` of an extra can be imported."""
+    if not importable(module):
+        raise missing_extra(ModuleNotFoundError(f"No module named {module!r}", name=module), what)
