@@ -22,6 +22,7 @@ from segdeploy.export.artifact import VARIANTS, exported_from, find_checkpoints,
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.coco import DataError, resolve_split
 from segtrain.contract import ModelSpec
+from segtrain.extras import installed
 from segtrain.fileio import ensure_writable_dir
 
 
@@ -41,7 +42,6 @@ class ModelRef:
 def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
     """Read the spec of a checkpoint or .onnx file and check the requested image sizes fit it."""
     from segtrain.checkpoint import Checkpoint
-    from segtrain.models import INPUT_DIVISORS
 
     path = Path(path)
     if path.suffix.lower() == ".onnx":
@@ -56,7 +56,7 @@ def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
                 raise
             data = None  # random inputs, no calibration or accuracy data
         ref = ModelRef(path, "checkpoint", output_name(path), ckpt.spec, [], data)
-    divisor = INPUT_DIVISORS.get(ref.spec.arch, 1)
+    divisor = input_divisor(ref.spec.arch)
     sizes = [(s, s) for s in config.image_sizes] if config.image_sizes else [tuple(ref.spec.input_size)]
     for h, w in sizes:
         if h % divisor or w % divisor:
@@ -64,6 +64,16 @@ def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
                                   f"which {ref.spec.arch} needs")
     ref.sizes = sizes
     return ref
+
+
+def input_divisor(arch: str) -> int:
+    """What the architecture's input sides must be multiples of (1 without PyTorch, where the registry cannot
+    be imported: a size that does not fit then fails when the backend runs, as a BenchRunError)."""
+    if not installed("train"):
+        return 1
+    from segtrain.models import INPUT_DIVISORS
+
+    return INPUT_DIVISORS.get(arch, 1)
 
 
 def onnx_variants(path: Path) -> dict[str, Path]:
