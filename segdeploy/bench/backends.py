@@ -117,7 +117,7 @@ def skip_reason(backend: str, ref: ModelRef, config: BenchConfig) -> str | None:
     if backend == "ort-fp16" and not gpu_provider_available(config.provider):
         return "FP16 is benchmarked with a GPU provider only (none available or --provider cpu)"
     if backend.startswith("ov-") and not installed("openvino"):
-        return f"OpenVINO is not installed ({install_command('openvino')})"
+        return f"OpenVINO is not installed: {install_command('openvino')}"
     if backend != "torch" and PRECISION[backend] not in ref.onnx:
         return f"no {PRECISION[backend]} model (export with --{PRECISION[backend]})"
     return None

@@ -47,7 +47,8 @@ class OpenVinoModel:
     runtime = "openvino"
     runtime_reason = "--runtime openvino"  # open_model says why when it chose
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, properties: dict | None = None) -> None:
+        """`properties`: more OpenVINO CPU properties (e.g. {"PERF_COUNT": True} for a profile)."""
         ov = import_openvino()
         self.path = Path(path)
         meta = read_model_metadata(self.path)
@@ -55,6 +56,7 @@ class OpenVinoModel:
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        config.update(properties or {})
         t0 = time.perf_counter()
         try:
             core = ov.Core()
