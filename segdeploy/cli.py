@@ -270,6 +270,12 @@ def merge_summary_command(out_dir: Path) -> None:
         raise SystemExit(EXIT_SOME_INPUTS_FAILED)
 
 
+def _a_number(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value != value:  # NaN passes click's FloatRange
+        raise click.BadParameter("nan is not a number", ctx, param)
+    return value
+
+
 @main.command("export")
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", default=default(ExportOptions, "out_dir"), show_default=True,
@@ -293,10 +299,10 @@ def merge_summary_command(out_dir: Path) -> None:
 @click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
               help="Training images to calibrate INT8 on.")
 @click.option("--int8-max-drop", default=round(100 * default(ExportOptions, "int8_gate").max_miou_drop, 6),
-              show_default=True, type=click.FloatRange(min=0),
+              show_default=True, type=click.FloatRange(min=0), callback=_a_number,
               help="INT8 gate: largest allowed mIoU drop against FP32, in points.")
 @click.option("--int8-min-agreement", default=round(100 * default(ExportOptions, "int8_gate").min_agreement, 6),
-              show_default=True, type=click.FloatRange(0, 100),
+              show_default=True, type=click.FloatRange(0, 100), callback=_a_number,
               help="INT8 gate: smallest allowed arg-max agreement with FP32, in %.")
 @click.option("--int8-images", default=default(ExportOptions, "int8_images"), show_default=True,
               type=click.IntRange(min=1), help="Validation images INT8 is compared with FP32 on.")

@@ -127,7 +127,7 @@ class BatchResult:
         speed = (f" ({t['images_per_second']:.2f} images/s end-to-end, {t['model_images_per_second']:.2f} "
                  "images/s in the model)" if t["processed"] else "")
         lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
-                 f"in {t['seconds']:.1f} s on {self.summary['provider']} ({self.summary['runtime']['reason']})"
+                 f"in {t['seconds']:.1f} s on {self.summary['provider']} [{self.summary['runtime']['reason']}]"
                  f"{speed}", f"summary: {self.summary_path}"]
         if "shard" in self.summary:
             s = self.summary["shard"]

@@ -111,6 +111,13 @@ def test_without_verification_the_gate_is_not_applied_and_says_so(ckpt: Path, tm
                                "the INT8 gate was not applied (it needs the validation images)"]
 
 
+@pytest.mark.parametrize("flag", ["--int8-max-drop", "--int8-min-agreement"])
+def test_gate_bars_must_be_numbers(flag: str, ckpt: Path, tmp_path: Path) -> None:
+    code, output = export(ckpt, tmp_path / "exported", flag, "nan")
+    assert code == 2 and f"Invalid value for '{flag}': nan is not a number" in output
+    assert not (tmp_path / "exported").exists()
+
+
 def _result(agreement: float, change: float) -> SizeResult:
     return SizeResult(size=(64, 64), images=4, batch_size=2, max_abs_diff=0.5, mean_abs_diff=0.1,
                       agreement=agreement, miou_reference=0.40, miou_candidate=0.40 + change)

@@ -235,7 +235,7 @@ def test_clean_run_exits_0_and_summary_describes_it(model: Path, tmp_path: Path)
     used = resolve_runtime("auto").runtime  # OpenVINO where it is installed, else onnxruntime
     assert summary["runtime"] == {"requested": "auto", "used": used, "reason": resolve_runtime("auto").reason}
     assert summary["provider"] == {"openvino": "OpenVINO CPU", "onnxruntime": "CPUExecutionProvider"}[used]
-    assert f"on {summary['provider']} ({summary['runtime']['reason']})" in res.output
+    assert f"on {summary['provider']} [{summary['runtime']['reason']}]" in res.output
     image = summary["images"][0]
     assert image["input"] == "a.png" and image["size"] == [40, 40]
     assert image["class_share"] == {"background": 0.5, "red": 0.5, "green": 0.0}

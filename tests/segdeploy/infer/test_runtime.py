@@ -103,7 +103,7 @@ def test_batch_says_which_runtime_ran(runtime_: str, model: Path, tmp_path: Path
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     provider = {"openvino": "OpenVINO CPU", "onnxruntime": "CPUExecutionProvider"}[runtime_]
     assert summary["runtime"] == {"requested": runtime_, "used": runtime_, "reason": f"--runtime {runtime_}"}
-    assert summary["provider"] == provider and f"on {provider} (--runtime {runtime_})" in res.output
+    assert summary["provider"] == provider and f"on {provider} [--runtime {runtime_}]" in res.output
 
 
 def test_openvino_missing_is_one_line_naming_the_extra(model: Path, tmp_path: Path,
