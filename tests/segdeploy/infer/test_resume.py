@@ -73,10 +73,8 @@ def test_interrupted_run_rerun_finishes_the_rest_without_rewriting(slow_model: P
                                                                    sig: signal.Signals) -> None:
     images = _images(tmp_path / "in")
     out = tmp_path / "out"
-    # onnxruntime: OpenVINO runs this model ~3x faster, too fast on a loaded machine for the poll in
-    # _interrupt to catch the run between its 5th and its last image
     args = [tmp_path / "in", "--out", out, "--model", slow_model, "--batch-size", "1", "--workers", "1",
-            "--threads", "1", "--no-progress", "--runtime", "onnxruntime"]
+            "--threads", "1", "--no-progress"]
     rc = _interrupt(batch_command(*args), out, sig, after=5)
     if sig == signal.SIGKILL:
         assert rc == -signal.SIGKILL
