@@ -1,10 +1,12 @@
 """What was tried where a target is missed: INT8 quantization options, session settings, op
 profiles, and DeepLabV3's output stride. Each prints a table and can write JSON (--out).
 
-    python benchmarks/experiments.py int8 FP32.onnx --data DIR        # quantization variants: speed + mIoU
+    python benchmarks/experiments.py int8 FP32.onnx --data DIR        # quantization variants: speed + mIoU,
+                                                                        # onnxruntime and OpenVINO
     python benchmarks/experiments.py settings FP32.onnx --checkpoint CKPT  # ORT levels, IOBinding, threads,
                                                                         # PyTorch channels-last
-    python benchmarks/experiments.py profile MODEL.onnx|CKPT.pth ...   # kernel time per op type
+    python benchmarks/experiments.py profile MODEL.onnx|CKPT.pth ...   # kernel time per op type (--runtime
+                                                                        # openvino: per layer type and kernel)
     python benchmarks/experiments.py stride CHECKPOINT --data DIR      # DeepLabV3 output stride 8 vs 16
     python benchmarks/experiments.py outputs MODEL.onnx --photos DIR   # CPU ms per image of each batch stage
 
@@ -31,9 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from segdeploy.bench.timing import first_and_warmup, time_interleaved  # noqa: E402
-from segdeploy.infer.runtime import OnnxModel  # noqa: E402
+from segdeploy.infer.runtime import OnnxModel, OpenVinoModel  # noqa: E402
 from segtrain.contract import ModelSpec, preprocess  # noqa: E402
 from segtrain.evaluation import open_split_for  # noqa: E402
+from segtrain.extras import installed  # noqa: E402
 from segtrain.machine import usable_cores  # noqa: E402
 
 # name -> quantize_static options; "export" is what `segdeploy export --int8` does.
@@ -44,7 +47,9 @@ INT8_VARIANTS: dict[str, dict] = {
     "QOperator format": {"quant_format": "QOperator"},
     "s8 activations (symmetric)": {"activation_type": "QInt8", "extra_options": {"ActivationSymmetric": True}},
     "percentile calibration (99.999)": {"calibrate_method": "Percentile"},
-    "exclude the classifier head": {"exclude": "head"},
+    "entropy calibration": {"calibrate_method": "Entropy"},
+    "exclude the classifier head": {"exclude": 1},
+    "exclude the last 3 convolutions (ASPP projection, head)": {"exclude": 3},
     "exclude Resize/Concat/GlobalAveragePool": {"op_types": ["Conv", "MatMul", "Add", "Mul", "Relu", "MaxPool"]},
 }
 
@@ -62,6 +67,11 @@ def ort_call(path: Path, x: np.ndarray, threads: int, **options) -> Callable[[],
     return lambda: model.run(x)
 
 
+def ov_call(path: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
+    model = OpenVinoModel(path, threads=threads)
+    return lambda: model.run(x)
+
+
 def sample_batch(spec: ModelSpec, data: Path, batch: int) -> np.ndarray:
     from segtrain.coco import resolve_split
     from segtrain.images import load_image
@@ -71,13 +81,13 @@ def sample_batch(spec: ModelSpec, data: Path, batch: int) -> np.ndarray:
     return preprocess([load_image(f) for f in files], spec)
 
 
-def head_nodes(fp32: Path) -> list[str]:
-    """The last convolution: the classifier that turns features into class logits."""
+def head_nodes(fp32: Path, count: int = 1) -> list[str]:
+    """The last `count` convolutions in graph order (1: the classifier that turns features into class logits)."""
     import onnx
 
     model = onnx.load(str(fp32), load_external_data=False)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    return [convs[-1].name] if convs else []
+    return [n.name for n in convs[-count:]]
 
 
 def quantize_variant(fp32: Path, out: Path, spec: ModelSpec, data: Path, images: int, options: dict) -> None:
@@ -93,8 +103,8 @@ def quantize_variant(fp32: Path, out: Path, spec: ModelSpec, data: Path, images:
               "activation_type": QuantType[options.pop("activation_type", "QUInt8")],
               "calibrate_method": CalibrationMethod[options.pop("calibrate_method", "MinMax")],
               "extra_options": {"CalibTensorRangeSymmetric": False, **options.pop("extra_options", {})}}
-    if options.pop("exclude", None) == "head":
-        kwargs["nodes_to_exclude"] = head_nodes(fp32)
+    if options.get("exclude"):
+        kwargs["nodes_to_exclude"] = head_nodes(fp32, options.pop("exclude"))
     if "op_types" in options:
         kwargs["op_types_to_quantize"] = options.pop("op_types")
     quantize_int8(fp32, out, batches, OnnxModel(fp32, provider="cpu").input_name, **kwargs)
@@ -104,7 +114,7 @@ def int8_command(args: argparse.Namespace) -> list[dict]:
     fp32 = OnnxModel(args.model, provider="cpu", threads=args.threads)
     spec = fp32.spec
     x = sample_batch(spec, args.data, 1)
-    split = open_split_for(spec, args.data, "validation")
+    split = open_split_for(spec, args.data, "validation") if args.images else None
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8-variants-") as out_dir:
         for i, (name, options) in enumerate(INT8_VARIANTS.items()):
@@ -115,39 +125,84 @@ def int8_command(args: argparse.Namespace) -> list[dict]:
 
 def int8_variant(args: argparse.Namespace, path: Path, name: str, options: dict, fp32: OnnxModel, split: object,
                  x: np.ndarray) -> dict:
-    """Quantize with `options`; its speed against FP32 in the same rounds, and its mIoU change."""
+    """Quantize with `options`; its speed on onnxruntime and OpenVINO against ORT FP32 in the same rounds, and
+    its mIoU change under both (skipped with --images 0)."""
+    t0 = time.time()
+    quantize_variant(args.model, path, fp32.spec, args.data, args.calibration_images, options)
+    seconds = time.time() - t0
+    fns = {"ort fp32": ort_call(args.model, x, args.threads), "ort int8": ort_call(path, x, args.threads)}
+    if installed("openvino"):
+        fns["ov int8"] = ov_call(path, x, args.threads)
+    rates = speeds(fns, 1, args)
+    ips, base = rates["ort int8"], rates["ort fp32"]
+    row = {"variant": name, "options": options, "images_per_second": ips, "fp32_images_per_second": base,
+           "speedup": ips / base, "quantize_seconds": seconds}
+    line = f"{name}: onnxruntime {ips:.2f} images/s ({ips / base:.2f}x FP32)"
+    if "ov int8" in rates:
+        row.update(ov_images_per_second=rates["ov int8"], ov_speedup=rates["ov int8"] / base,
+                   ov_vs_ort_int8=rates["ov int8"] / ips)
+        line += f", OpenVINO {rates['ov int8']:.2f} images/s ({rates['ov int8'] / ips:.2f}x onnxruntime INT8)"
+    if split is not None:
+        runners = {"": OnnxModel(path, provider="cpu", threads=args.threads).run}
+        if installed("openvino"):
+            runners["ov_"] = OpenVinoModel(path, threads=args.threads).run
+        for prefix, run in runners.items():
+            r = _parity(fp32, run, split, name, args)
+            row.update({f"{prefix}miou_fp32": r.miou_reference, f"{prefix}miou_int8": r.miou_candidate,
+                        f"{prefix}miou_change_points": 100 * r.miou_change, f"{prefix}agreement": r.agreement})
+            line += (f"; {'OpenVINO' if prefix else 'onnxruntime'} mIoU {100 * r.miou_candidate:.2f}% "
+                     f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%")
+    print(line, flush=True)
+    return row
+
+
+def _parity(fp32: OnnxModel, run: Callable[[np.ndarray], np.ndarray], split: object, name: str,
+            args: argparse.Namespace):
     from segdeploy.export.verify import Thresholds, run_parity
 
     spec = fp32.spec
-    t0 = time.time()
-    quantize_variant(args.model, path, spec, args.data, args.calibration_images, options)
-    rates = speeds({"fp32": ort_call(args.model, x, args.threads), "int8": ort_call(path, x, args.threads)}, 1, args)
-    ips, base = rates["int8"], rates["fp32"]
-    variant = OnnxModel(path, provider="cpu", threads=args.threads)
-    report = run_parity(fp32.run, variant.run, split, spec, [tuple(spec.input_size)], 4, args.images,
+    report = run_parity(fp32.run, run, split, spec, [tuple(spec.input_size)], 4, args.images,
                         Thresholds(None, None), ("fp32", name), "validation")
-    r = report.results[0]
-    print(f"{name}: {ips:.2f} images/s ({ips / base:.2f}x), mIoU {100 * r.miou_candidate:.2f}% "
-          f"({100 * r.miou_change:+.2f} points), agreement {100 * r.agreement:.2f}%", flush=True)
-    return {"variant": name, "options": options, "images_per_second": ips, "fp32_images_per_second": base,
-            "speedup": ips / base,
-            "miou_fp32": r.miou_reference, "miou_int8": r.miou_candidate,
-            "miou_change_points": 100 * r.miou_change, "agreement": r.agreement,
-            "quantize_seconds": time.time() - t0}
+    return report.results[0]
 
 
 def profile_command(args: argparse.Namespace) -> list[dict]:
     """Share of kernel time per op type at batch 1: onnxruntime's profiler for .onnx, torch.profiler for .pth."""
     rows = []
     for path in args.models:
-        by_op = _torch_profile(path, args) if path.suffix == ".pth" else _ort_profile(path, args)
+        if path.suffix == ".pth":
+            by_op = _torch_profile(path, args)
+        else:
+            by_op = _ov_profile(path, args) if args.runtime == "openvino" else _ort_profile(path, args)
         total = sum(by_op.values())
         top = sorted(by_op.items(), key=lambda kv: -kv[1])[:args.top]
-        print(f"{path}: kernel time by op type over {args.runs} runs at batch 1, {args.threads} threads")
+        print(f"{path}: kernel time by op type over {args.runs} runs at batch 1, {args.threads} threads"
+              f"{' (OpenVINO: layer type [kernel])' if args.runtime == 'openvino' else ''}; "
+              f"{total / args.runs / 1e3:.1f} ms per run")
         for op, us in top:
-            print(f"  {op:<32} {100 * us / total:5.1f}%")
-        rows.append({"model": str(path), "share": {op: us / total for op, us in top}})
+            print(f"  {op:<40} {100 * us / total:5.1f}%")
+        rows.append({"model": str(path), "runtime": args.runtime if path.suffix != ".pth" else "pytorch",
+                     "ms_per_run": total / args.runs / 1e3, "share": {op: us / total for op, us in top}})
     return rows
+
+
+def _ov_profile(path: Path, args: argparse.Namespace) -> dict[str, float]:
+    """OpenVINO's per-layer counters (PERF_COUNT) summed by "layer type [kernel]" over the timed runs; the
+    kernel name says the precision it ran in (e.g. brgconv_avx2_I8 or jit_avx2_FP32)."""
+    import openvino as ov
+
+    model = OpenVinoModel(path, threads=args.threads, properties={"PERF_COUNT": True})
+    x = _input(model.spec, args)
+    request = model.compiled.create_infer_request()
+    for _ in range(args.warmup):
+        request.infer({0: x})
+    by_op: dict[str, float] = defaultdict(float)
+    for _ in range(args.runs):
+        request.infer({0: x})
+        for info in request.profiling_info:
+            if info.status == ov.ProfilingInfo.Status.EXECUTED:
+                by_op[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds() * 1e6
+    return by_op
 
 
 def _input(spec: ModelSpec, args: argparse.Namespace) -> np.ndarray:
@@ -355,13 +410,15 @@ def main() -> None:
     q = sub.add_parser("int8", help="INT8 quantization variants of an FP32 model.")
     q.add_argument("model", type=Path)
     q.add_argument("--data", type=Path, required=True)
-    q.add_argument("--images", type=int, default=52, help="Validation images for the mIoU comparison.")
+    q.add_argument("--images", type=int, default=52, help="Validation images for the mIoU comparison (0: none).")
     q.add_argument("--calibration-images", type=int, default=32)
     q.add_argument("--only", nargs="+", help="Variants whose name contains one of these.")
     pr = sub.add_parser("profile", help="Kernel time per op type.")
     pr.add_argument("models", type=Path, nargs="+")
     pr.add_argument("--data", type=Path)
     pr.add_argument("--top", type=int, default=8)
+    pr.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                    help="Which runtime profiles the .onnx files.")
     s = sub.add_parser("stride", help="DeepLabV3 at output stride 8 vs 16.")
     s.add_argument("checkpoint", type=Path)
     s.add_argument("--data", type=Path, required=True)

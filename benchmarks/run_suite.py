@@ -2,7 +2,9 @@
 
 Models (checkpoints are made here when missing, in --work):
 
-- deeplab_r50_512   DeepLabV3-ResNet50 (output stride 8) at 512 px, random init (speed only)
+- deeplab_r50_512   DeepLabV3-ResNet50 (output stride 8) at 512 px, random init (speed only); timed
+                    end to end with `segdeploy batch --runtime auto` (FP32 and INT8, batch 1) on the
+                    52 validation photos against onnxruntime's and OpenVINO's model-only figures
 - segnet_vgg16_512  SegNet-VGG16-BN at 512 px, random init (speed only)
 - deeplab_r18_256   DeepLabV3-ResNet18 at 256 px, the light config: trained on coco-mini
                     (`segtrain fit`, encoder weights none: nothing is downloaded) so its INT8 mIoU
@@ -48,22 +50,25 @@ class SuiteModel:
     trained: bool  # trained on the data (INT8 accuracy and end-to-end figures) or random init (speed only)
     bench_args: tuple[str, ...] = ()
     train_args: tuple[str, ...] = field(default=())
+    e2e_photos: str | None = None  # folder under the data root timed end to end ("" = all of it); None: none
+    e2e_batch: int = 4
 
 
 STANDARD = (
     SuiteModel("deeplab_r50_512", "deeplab", "resnet50", 512, False,
-               ("--batch-sizes", "1,4,8", "--runs", "5", "--warmup", "2", "--calibration-images", "8")),
+               ("--batch-sizes", "1,4,8", "--runs", "5", "--warmup", "2", "--calibration-images", "8"),
+               e2e_photos="validation/data", e2e_batch=1),
     SuiteModel("segnet_vgg16_512", "segnet", "vgg16_bn", 512, False,
                ("--batch-sizes", "1,4,8", "--runs", "5", "--warmup", "2", "--calibration-images", "8")),
     SuiteModel("deeplab_r18_256", "deeplab", "resnet18", 256, True,
                ("--batch-sizes", "1,4,8", "--runs", "10", "--warmup", "3", "--calibration-images", "32"),
-               ("--epochs", "6", "--lr", "5e-4", "--batch-size", "8")),
+               ("--epochs", "6", "--lr", "5e-4", "--batch-size", "8"), e2e_photos=""),
 )
 QUICK = (
     SuiteModel("deeplab_r18_128", "deeplab", "resnet18", 128, True,
                ("--batch-sizes", "1,2", "--runs", "2", "--warmup", "1", "--calibration-images", "4",
                 "--accuracy-images", "8"),
-               ("--epochs", "1", "--lr", "5e-4", "--batch-size", "8")),
+               ("--epochs", "1", "--lr", "5e-4", "--batch-size", "8"), e2e_photos=""),
     SuiteModel("segnet_vgg16_64", "segnet", "vgg16_bn", 64, False,
                ("--batch-sizes", "1,2", "--runs", "2", "--warmup", "1", "--calibration-images", "2")),
 )
@@ -141,9 +146,9 @@ def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) ->
            "--onnx-dir", rel(args.work / "onnx"), "--json", rel(out / f"{model.name}.json")]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    if model.trained:
-        cmd += ["--photos", str(args.data), "--e2e-batch-size", "4"]
-    else:
+    if model.e2e_photos is not None:
+        cmd += ["--photos", str(args.data / model.e2e_photos), "--e2e-batch-size", str(model.e2e_batch)]
+    if not model.trained:
         cmd += ["--no-accuracy"]
     run(cmd, log=out / f"{model.name}.log")
     doc = json.loads((out / f"{model.name}.json").read_text())

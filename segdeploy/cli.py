@@ -37,12 +37,15 @@ if TYPE_CHECKING:
 
 EVALUATE_BATCH_SIZE = 4
 MAX_SGEMM_SIZE = 16384  # three float32 matrices of this side take 3 GiB
+RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
+                "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
+                "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
-    """Ship segtrain models as ONNX and run them with onnxruntime."""
+    """Ship segtrain models as ONNX and run them with onnxruntime or OpenVINO."""
 
 
 class IntList(click.ParamType):
@@ -128,7 +131,7 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
               type=click.Choice(PROVIDER_CHOICES),
               help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
 @click.option("--runtime", default=default(BatchConfig, "runtime"), show_default=True,
-              type=click.Choice(RUNTIME_CHOICES), help="Inference engine.")
+              type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of the runtime [default: its own].")
 @click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")
 @click.option("--save", default=",".join(default(BatchConfig, "save")), show_default=True,
@@ -221,7 +224,8 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
 @click.option("--threads", type=click.IntRange(min=1),
               help="Threads for every backend (torch.set_num_threads, ORT intra-op) [default: usable cores].")
 @click.option("--backends", type=NameList(BACKENDS), default=",".join(default(BenchConfig, "backends")),
-              show_default=True, help="Backends to time; ort-fp16 runs only with a GPU provider.")
+              show_default=True, help="Backends to time; ort-fp16 runs only with a GPU provider, ov-* only where "
+                                      "OpenVINO is installed.")
 @click.option("--provider", default=default(BenchConfig, "provider"), show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime provider (auto: TensorRT or CUDA when available, "
                                                         "else CPU).")
@@ -241,6 +245,10 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
               type=click.IntRange(min=1), help="Batch size of the end-to-end run.")
 @click.option("--e2e-workers", type=click.IntRange(min=1),
               help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
+@click.option("--runtime", default=default(BenchConfig, "runtime"), show_default=True,
+              type=click.Choice(RUNTIME_CHOICES),
+              help="--runtime of the end-to-end `segdeploy batch` runs (the ov-* backends always time OpenVINO, "
+                   "the ort-* ones onnxruntime).")
 @click.option("--graph-optimization", default=default(BenchConfig, "graph_optimization"), show_default=True,
               type=click.Choice(GRAPH_OPTIMIZATION_LEVELS), help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
@@ -253,28 +261,35 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
               help="Side of the float32 matrix product timed as the roofline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Latency/throughput plot (PNG) [default: beside --json, same name with .png].")
+              help="Latency/throughput plot (PNG) [default: beside --json, same name with .png, where matplotlib "
+                   "is installed].")
 def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: Path | None, **options) -> None:
-    """Time MODELs (checkpoints or .onnx) with PyTorch eager and onnxruntime FP32/INT8/FP16.
+    """Time MODELs (checkpoints or .onnx) with PyTorch eager, onnxruntime FP32/INT8/FP16 and
+    OpenVINO FP32/INT8.
 
     \b
     For a checkpoint, its ONNX FP32 and INT8 exports (INT8 calibrated on real images from
     --data) are timed beside its eager model in the same process, with the same threads.
-    For an .onnx file, it and its .int8.onnx/.fp16.onnx siblings are timed. With no MODEL:
-    every runs/*/best_model.pth, else every exported/*.onnx.
+    For an .onnx file, it and its .int8.onnx/.fp16.onnx siblings are timed (no PyTorch
+    needed). With no MODEL: every runs/*/best_model.pth, else every exported/*.onnx.
 
     \b
     Reports, per backend: session-creation time, peak RSS; per image size and batch size:
     first-run time, latency p50/p90/p99/mean over --runs timed runs, images/s (batch over the
     median latency), achieved GFLOP/s against an SGEMM timed in the same run; then speed
-    ratios, the INT8 mIoU change on the validation split, and (with --photos) the
-    end-to-end `segdeploy batch` images/s against the model alone.
+    ratios, the INT8 mIoU change on the validation split (INT8 run by onnxruntime and by
+    OpenVINO), and (with --photos) the end-to-end `segdeploy batch --runtime` images/s with
+    the FP32 and INT8 models against the model alone.
     """
     from segdeploy.bench import report
     from segdeploy.bench.models import check_writable, default_models
     from segdeploy.bench.run import run_bench
+    from segtrain.extras import importable, require
 
-    plot_path = plot_path or (json_path.with_suffix(".png") if json_path is not None else None)
+    if plot_path is None and json_path is not None and importable("matplotlib"):  # else: no default plot
+        plot_path = json_path.with_suffix(".png")
+    if plot_path is not None:
+        require("matplotlib", "--plot")
     for path in (json_path, plot_path):
         check_writable(path)
     config = BenchConfig(models=list(models) or default_models(), **{k: v for k, v in options.items() if v is not None})
@@ -334,16 +349,31 @@ def merge_summary_command(out_dir: Path) -> None:
               show_default=True, type=FiniteFloat(0, 100), help="Smallest allowed arg-max agreement, in %.")
 @click.option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
 @click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
-              type=click.IntRange(min=1), help="Training images to calibrate INT8 on.")
+              type=click.IntRange(min=1),               help="Training images to calibrate INT8 on.")
+@click.option("--int8-max-drop", default=round(100 * default(ExportOptions, "int8_gate").max_miou_drop, 6),
+              show_default=True, type=FiniteFloat(min=0),
+              help="INT8 gate: largest allowed mIoU drop against FP32, in points.")
+@click.option("--int8-min-agreement", default=round(100 * default(ExportOptions, "int8_gate").min_agreement, 6),
+              show_default=True, type=FiniteFloat(0, 100),
+              help="INT8 gate: smallest allowed arg-max agreement with FP32, in %.")
+@click.option("--int8-images", default=default(ExportOptions, "int8_images"), show_default=True,
+              type=click.IntRange(min=1), help="Validation images INT8 is compared with FP32 on.")
 @click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
 def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, verify: bool, data: Path | None,
                    split: str, verify_images: int, verify_batch_size: int, max_diff: float, min_agreement: float,
-                   int8: bool, calibration_images: int, fp16: bool) -> None:
+                   int8: bool, calibration_images: int, int8_max_drop: float, int8_min_agreement: float,
+                   int8_images: int, fp16: bool) -> None:
     """Export checkpoints to self-describing ONNX, verified against PyTorch.
 
     With no CHECKPOINT, every runs/*/best_model.pth becomes <out>/<run name>.onnx. A model that
     fails verification is not written (exit 1); bad checkpoints, data or output folder exit 2.
     The other checkpoints are still exported.
+
+    With --int8, the INT8 model is compared with FP32 on the validation images (--int8-images of
+    them) and written only when arg-max agreement >= --int8-min-agreement and the mIoU drop <=
+    --int8-max-drop; otherwise its report is kept as <name>.int8.failed.verify.json and the
+    export exits 1 (the FP32 model is written). With --no-verify nothing is compared and the
+    gate is not applied.
     """
     from segdeploy.export.artifact import find_checkpoints, output_name
     from segdeploy.export.verify import Thresholds
@@ -358,7 +388,8 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
     opts = ExportOptions(out_dir=out_dir, opset=opset, verify=verify, data=data, split=split,
                          verify_images=verify_images, verify_batch_size=verify_batch_size,
                          thresholds=Thresholds(max_diff, min_agreement / 100), int8=int8,
-                         calibration_images=calibration_images, fp16=fp16)
+                         calibration_images=calibration_images, fp16=fp16, int8_images=int8_images,
+                         int8_gate=Thresholds(None, int8_min_agreement / 100, int8_max_drop / 100))
     codes = [_export_one(p, opts) for p in paths]
     if any(codes):
         sys.exit(max(codes))
@@ -394,22 +425,26 @@ def info_command(model: Path, as_json: bool) -> None:
 @click.option("--data", default="data", show_default=True, type=click.Path(path_type=Path), help="Dataset root.")
 @click.option("--split", default="test", show_default=True, help="test, validation or train.")
 @click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
+@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(model: Path, data: Path, split: str, batch_size: int, provider: str, threads: int | None,
-                     as_json: bool) -> None:
+def evaluate_command(model: Path, data: Path, split: str, batch_size: int, runtime: str, provider: str,
+                     threads: int | None, as_json: bool) -> None:
     """Per-class IoU, mIoU and pixel accuracy of an ONNX model on a split (no PyTorch needed).
 
     Same scoring and table as `segtrain evaluate`: each image at its original size.
     """
-    from segdeploy.infer.evaluate import evaluate_onnx
+    from segdeploy.infer.evaluate import evaluate_model
+    from segdeploy.infer.runtime import open_model
 
-    metrics, _ = evaluate_onnx(model, data, split, batch_size=batch_size, provider=provider, threads=threads,
-                               progress=not as_json and sys.stderr.isatty())
-    click.echo(metrics.to_json() if as_json else f"{model} on {split}:\n{metrics.table()}")
+    opened = open_model(model, runtime=runtime, provider=provider, threads=threads)
+    metrics, _ = evaluate_model(opened, data, split, batch_size=batch_size,
+                                progress=not as_json and sys.stderr.isatty())
+    where = f"{opened.providers[0]}, {opened.runtime_reason}"
+    click.echo(metrics.to_json() if as_json else f"{model} on {split} ({where}):\n{metrics.table()}")
 
 
 if __name__ == "__main__":

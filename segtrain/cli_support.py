@@ -4,7 +4,9 @@ Every numeric option of both command lines has a range: click.IntRange for integ
 (a click.FloatRange that also refuses NaN and infinities) for real numbers. A value outside it is
 a usage error (exit 2, one line) before any work starts.
 
-Torch-free: `segdeploy`'s inference commands use it on machines without PyTorch.
+Torch-free: `segdeploy`'s inference commands use it on machines without PyTorch. A command that
+needs an extra which is not installed (PyTorch for training and export, OpenVINO) fails with one
+line naming the extra to install (segtrain.extras), never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import click
 
 from segtrain.errors import EXIT_CODES, ToolError, exit_code_lines, printable
+from segtrain.extras import missing_extra
 
 
 class _Reported(click.ClickException):
@@ -28,13 +31,20 @@ class _Reported(click.ClickException):
 
 
 class ToolGroup(click.Group):
-    """A command group that turns every ToolError raised by a command into one line and its exit code."""
+    """A command group that turns every ToolError raised by a command into one line and its exit code,
+    and so does an ImportError of a package that an extra which is not installed would bring."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ToolError as e:
             raise _Reported(e) from None
+        except ImportError as e:
+            command = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            missing = missing_extra(e, f"`{command}`")
+            if missing is None:
+                raise
+            raise _Reported(missing) from None
 
 
 def exit_codes_epilog(codes: Iterable[int] = tuple(EXIT_CODES)) -> str:

@@ -101,13 +101,18 @@ def test_segtrain_never_imports_segdeploy() -> None:
 
 
 def test_every_inference_module_imports_without_torch() -> None:
-    """Each module of segdeploy.infer in a fresh interpreter where `import torch` fails."""
+    """Each module of segdeploy.infer, and both command lines, in a fresh interpreter where no package of an
+    extra (torch and the rest of `train`, openvino) can be imported: what a deploy-only install has."""
+    from segtrain.extras import EXTRAS
+
+    blocked = sorted({m for modules in EXTRAS.values() for m in modules})
     infer = sorted(m for m in module_names() if m.startswith("segdeploy.infer"))
-    assert len(infer) >= 10
-    code = ("import sys\nsys.modules['torch'] = None  # import torch now raises ImportError\n"
+    assert len(infer) >= 10 and "torch" in blocked and "albumentations" in blocked and "openvino" in blocked
+    code = ("import sys\n"
+            f"for name in {blocked!r}:\n    sys.modules[name] = None  # importing it now raises ImportError\n"
             "import importlib\n"
-            f"for name in {infer!r}:\n    importlib.import_module(name)\n"
-            "print(sorted(m for m in sys.modules if m.startswith('torch') and sys.modules[m] is not None))\n")
+            f"for name in {[*infer, 'segdeploy.cli', 'segtrain.cli']!r}:\n    importlib.import_module(name)\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {blocked!r} and sys.modules[m] is not None))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"

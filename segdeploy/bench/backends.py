@@ -1,8 +1,11 @@
-"""The backends `segdeploy bench` times: PyTorch eager and onnxruntime sessions behind one interface.
+"""The backends `segdeploy bench` times: PyTorch eager, onnxruntime sessions and OpenVINO compiled
+models behind one interface.
 
 A `Runner` turns a float32 NCHW batch into float32 logits; its session time covers loading (for
-PyTorch: the checkpoint, the model build and its weights). Every backend runs with the bench's
-thread count (torch.set_num_threads = onnxruntime intra_op_num_threads, inter-op 1).
+PyTorch: the checkpoint, the model build and its weights; for OpenVINO: reading and compiling the
+.onnx file). Every backend runs with the bench's thread count (torch.set_num_threads = onnxruntime
+intra_op_num_threads, inter-op 1 = OpenVINO INFERENCE_NUM_THREADS). Without the `train` extra
+(no PyTorch) the bench still times .onnx files; the torch parts are left out.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import numpy as np
 
 from segdeploy.bench.config import PRECISION, BenchConfig, BenchRunError
 from segdeploy.bench.models import ModelRef
+from segdeploy.infer.openvino_runtime import OpenVinoModel, openvino_version
 from segdeploy.infer.runtime import OnnxModel, gpu_provider_available
 from segtrain.errors import ToolError
+from segtrain.extras import install_command, installed
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Runner:
 
 def torch_device(config: BenchConfig) -> str:
     """Where PyTorch runs: the GPU when onnxruntime gets a GPU provider (and torch has CUDA), else the CPU."""
+    if not installed("train"):
+        return "cpu"
     import torch
 
     return "cuda" if gpu_provider_available(config.provider) and torch.cuda.is_available() else "cpu"
@@ -75,6 +82,12 @@ def ort_runner(backend: str, path: Path, config: BenchConfig) -> Runner:
     return Runner(backend, model.providers[0], model.session_seconds, run, notes)
 
 
+def ov_runner(backend: str, path: Path, config: BenchConfig) -> Runner:
+    """An OpenVINO model compiled for the CPU with the bench's threads (float32 precision outside int8 layers)."""
+    model = OpenVinoModel(path, threads=config.threads)
+    return Runner(backend, model.providers[0], model.session_seconds, model.run, [f"OpenVINO {openvino_version()}"])
+
+
 def _iobinding_run(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Run through an IOBinding: input bound in place, output allocated by the provider, then copied out."""
     session = model.session
@@ -92,6 +105,8 @@ def _iobinding_run(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 def make_runner(backend: str, ref: ModelRef, config: BenchConfig) -> Runner:
     if backend == "torch":
         return torch_runner(ref, config)
+    if backend.startswith("ov-"):
+        return ov_runner(backend, ref.onnx[PRECISION[backend]], config)
     return ort_runner(backend, ref.onnx[PRECISION[backend]], config)
 
 
@@ -101,6 +116,8 @@ def skip_reason(backend: str, ref: ModelRef, config: BenchConfig) -> str | None:
         return "needs a checkpoint (an .onnx file has no PyTorch weights)"
     if backend == "ort-fp16" and not gpu_provider_available(config.provider):
         return "FP16 is benchmarked with a GPU provider only (none available or --provider cpu)"
+    if backend.startswith("ov-") and not installed("openvino"):
+        return f"OpenVINO is not installed: {install_command('openvino')}"
     if backend != "torch" and PRECISION[backend] not in ref.onnx:
         return f"no {PRECISION[backend]} model (export with --{PRECISION[backend]})"
     return None
@@ -121,6 +138,9 @@ def backend_errors(ref: ModelRef, backend: str) -> Iterator[None]:
 @contextmanager
 def torch_threads(threads: int) -> Iterator[None]:
     """torch.set_num_threads for the bench (restored afterwards, so tests running in-process are unaffected)."""
+    if not installed("train"):
+        yield
+        return
     import torch
 
     previous = torch.get_num_threads()

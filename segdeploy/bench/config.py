@@ -7,11 +7,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.export.options import DEFAULT_CALIBRATION_IMAGES
+from segdeploy.infer.runtime import RUNTIME_CHOICES
 from segtrain.errors import InputError, RunError
 from segtrain.machine import usable_cores
 
-BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16")
-PRECISION = {"torch": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "ort-fp16": "fp16"}
+BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16", "ov-fp32", "ov-int8")
+PRECISION = {"torch": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "ort-fp16": "fp16", "ov-fp32": "fp32",
+             "ov-int8": "int8"}
+RUNTIME_OF = {"ort": "onnxruntime", "ov": "openvino"}  # backend prefix -> the runtime behind it
+
+
+def backend_for(runtime: str, precision: str) -> str:
+    """The bench backend that times `precision` with `runtime` ("openvino", "int8" -> "ov-int8")."""
+    prefix = next(p for p, r in RUNTIME_OF.items() if r == runtime)
+    return f"{prefix}-{precision}"
 SCHEDULES = ("auto", "interleaved", "sequential")
 Echo = Callable[[str], None]
 
@@ -43,6 +52,7 @@ class BenchConfig:
     accuracy_images: int | None = None  # None: the whole validation split
     photos: Path | None = None  # a folder of photos: enables the end-to-end `segdeploy batch` figure
     e2e_batch_size: int = 4
+    runtime: str = "auto"  # the end-to-end run's --runtime (segdeploy.infer.runtime.RUNTIME_CHOICES)
     e2e_workers: int | None = None  # decode and write threads of the pipeline; None: segdeploy batch's default
     graph_optimization: str = "all"
     iobinding: bool = False
@@ -63,6 +73,8 @@ class BenchConfig:
             raise BenchInputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
         if self.image_sizes is not None and (not self.image_sizes or min(self.image_sizes) < 1):
             raise BenchInputError(f"image sizes must be positive integers, got {list(self.image_sizes)}")
+        if self.runtime not in RUNTIME_CHOICES:
+            raise BenchInputError(f"unknown runtime {self.runtime!r}; choose from {', '.join(RUNTIME_CHOICES)}")
         if self.schedule not in SCHEDULES:
             raise BenchInputError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         unknown = [b for b in self.backends if b not in BACKENDS]

@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segdeploy.bench.config import BenchConfig, BenchInputError, Echo
+from segdeploy.bench.config import PRECISION, BenchConfig, BenchInputError, Echo
 from segdeploy.export.artifact import exported_from, find_checkpoints, model_path, output_name
 from segdeploy.infer.inputs import VARIANTS, fp32_name
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.coco import DataError, resolve_split
 from segtrain.contract import ModelSpec
+from segtrain.extras import installed
 from segtrain.fileio import ensure_writable_dir
 
 
@@ -42,7 +43,6 @@ class ModelRef:
 def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
     """Read the spec of a checkpoint or .onnx file and check the requested image sizes fit it."""
     from segtrain.checkpoint import Checkpoint
-    from segtrain.models import INPUT_DIVISORS
 
     path = Path(path)
     if path.suffix.lower() == ".onnx":
@@ -57,7 +57,7 @@ def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
                 raise
             data = None  # random inputs, no calibration or accuracy data
         ref = ModelRef(path, "checkpoint", output_name(path), ckpt.spec, [], data)
-    divisor = INPUT_DIVISORS.get(ref.spec.arch, 1)
+    divisor = input_divisor(ref.spec.arch)
     sizes = [(s, s) for s in config.image_sizes] if config.image_sizes else [tuple(ref.spec.input_size)]
     for h, w in sizes:
         if h % divisor or w % divisor:
@@ -65,6 +65,16 @@ def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
                                   f"which {ref.spec.arch} needs")
     ref.sizes = sizes
     return ref
+
+
+def input_divisor(arch: str) -> int:
+    """What the architecture's input sides must be multiples of (1 without PyTorch, where the registry cannot
+    be imported: a size that does not fit then fails when the backend runs, as a BenchRunError)."""
+    if not installed("train"):
+        return 1
+    from segtrain.models import INPUT_DIVISORS
+
+    return INPUT_DIVISORS.get(arch, 1)
 
 
 def onnx_variants(path: Path) -> dict[str, Path]:
@@ -135,23 +145,28 @@ def export_variants(ref: ModelRef, config: BenchConfig, out_dir: Path, echo: Ech
 
 def planned_exports(ref: ModelRef, config: BenchConfig, out_dir: Path) -> dict[str, Path]:
     """precision -> the file `segdeploy export` writes for it (FP16 only where a GPU provider can run it)."""
-    want = ["fp32"] + [p for p in VARIANTS if f"ort-{p}" in config.backends]
+    want = ["fp32"] + [p for p in VARIANTS if p in wanted_precisions(config)]
     if "fp16" in want and not gpu_provider_available(config.provider):
         want.remove("fp16")
     return {p: model_path(out_dir, ref.name, p) for p in want}
+
+
+def wanted_precisions(config: BenchConfig) -> set[str]:
+    """The ONNX precisions some requested backend runs (ort-int8 and ov-int8 share the INT8 file)."""
+    return {PRECISION[b] for b in config.backends if b != "torch"}
 
 
 def check_inputs(ref: ModelRef, config: BenchConfig) -> None:
     """Fail before any long work when a checkpoint's INT8 calibration or accuracy check has no data."""
     from segtrain.fileio import file_sha256
 
-    needs_int8 = "ort-int8" in config.backends
+    needs_int8 = "int8" in wanted_precisions(config)
     if ref.kind == "checkpoint" and needs_int8 and ref.data is None:
         reusable = config.onnx_dir is not None and all(
             exported_from(f, file_sha256(ref.path)) for f in planned_exports(ref, config, config.onnx_dir).values())
         if not reusable:
             raise BenchInputError(f"{ref.path}: INT8 calibration needs real images and the checkpoint records no "
-                                  "dataset here; pass --data DIR (or leave ort-int8 out of --backends)")
+                                  "dataset here; pass --data DIR (or leave ort-int8 and ov-int8 out of --backends)")
     if needs_int8 and config.accuracy and ref.data is not None:
         try:
             resolve_split(ref.data, "validation")

@@ -17,7 +17,12 @@ The JSON document (schema ``segdeploy-bench/1``)::
                                             "gflops_per_second_valid_taps", "sgemm_fraction_valid_taps",
                                             "max_abs_diff"?: {"against", "value", "argmax_agreement"}}]}],
                  "ratios": [{"name", "image_size", "batch_size", "value", "same_rounds"}],
-                 "int8_accuracy": {"status", ...ParityReport}, "end_to_end": {"status", ...}}]}
+                 "int8_accuracy": {"status", ...ParityReport (INT8 on onnxruntime),
+                                   "openvino": {"status", ...ParityReport (INT8 on OpenVINO)}},
+                 "end_to_end": {"status", "photos", "runtime", "runs": [{"precision", "runtime", "provider",
+                                "images_per_second", "model_only_backend", "model_only_images_per_second",
+                                "ratio", "onnxruntime_model_only_images_per_second", "ratio_vs_onnxruntime",
+                                "stage_ms_per_image", ...}]}}]}
 
 gflop_per_image counts every kernel tap (torch.utils.flop_counter); the valid-taps count leaves out
 taps that fall on zero padding, which kernels that skip padding never compute (DeepLabV3's dilated
@@ -36,7 +41,8 @@ from pathlib import Path
 
 from segtrain.fileio import atomic_write_bytes, atomic_write_text
 
-RATIOS = (("ort-fp32", "torch"), ("ort-int8", "ort-fp32"), ("ort-fp16", "ort-fp32"))
+RATIOS = (("ort-fp32", "torch"), ("ort-int8", "ort-fp32"), ("ort-fp16", "ort-fp32"), ("ov-fp32", "ort-fp32"),
+          ("ov-int8", "ort-int8"), ("ov-int8", "ort-fp32"))
 
 
 def size_key(size: list[int] | tuple[int, int]) -> str:
@@ -156,25 +162,37 @@ def rss_growth(entry: dict) -> str:
     return f"{entry['peak_rss_mib'] - entry['rss_at_start_mib']:+.0f} MiB"
 
 
-def accuracy_lines(acc: dict) -> list[str]:
+def accuracy_lines(acc: dict, title: str = "INT8 accuracy") -> list[str]:
+    """The INT8 model's mIoU against FP32 (onnxruntime), then the same INT8 file on OpenVINO."""
     if acc.get("status") != "ok":
-        return [f"  INT8 accuracy: skipped ({acc.get('reason', 'not run')})"] if acc else []
+        return [f"  {title}: skipped ({acc.get('reason', 'not run')})"] if acc else []
     r = acc["results"][0]
     ref, new = r["miou_reference"], r["miou_candidate"]
     if ref is None or new is None:
-        return [f"  INT8 accuracy on {r['images']} images: mIoU undefined; agreement {100 * r['agreement']:.2f}%"]
-    return [f"  INT8 accuracy on {r['images']} images of {acc['data']}: mIoU FP32 {100 * ref:.2f}%, "
-            f"INT8 {100 * new:.2f}% ({100 * (new - ref):+.2f} points), arg-max agreement {100 * r['agreement']:.2f}%"]
+        lines = [f"  {title} on {r['images']} images: mIoU undefined; agreement {100 * r['agreement']:.2f}%"]
+    else:
+        lines = [f"  {title} on {r['images']} images of {acc['data']}: mIoU FP32 {100 * ref:.2f}%, "
+                 f"INT8 {100 * new:.2f}% ({100 * (new - ref):+.2f} points), arg-max agreement "
+                 f"{100 * r['agreement']:.2f}%"]
+    return lines + accuracy_lines(acc.get("openvino") or {}, "INT8 accuracy on OpenVINO")
 
 
 def e2e_lines(e2e: dict) -> list[str]:
     if e2e.get("status") != "ok":
         return [f"  end-to-end: skipped ({e2e.get('reason', 'not run')})"] if e2e else []
-    stages = ", ".join(f"{k} {v:.0f}" for k, v in e2e["stage_ms_per_image"].items())
-    return [f"  end-to-end `segdeploy batch` on {e2e['images']} photos ({e2e['photos']}), batch {e2e['batch_size']}, "
-            f"{e2e['threads']} threads, {e2e['workers']} decode/write workers: {e2e['images_per_second']:.2f} "
-            f"images/s vs model-only {e2e['model_only_images_per_second']:.2f} images/s = {e2e['ratio']:.2f}x "
-            f"(per image, ms summed over threads: {stages})"]
+    lines = []
+    for run in e2e["runs"]:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in run["stage_ms_per_image"].items())
+        ort = run["onnxruntime_model_only_images_per_second"]
+        vs_ort = "" if run["model_only_backend"].startswith("ort-") else \
+            f", {run['ratio_vs_onnxruntime']:.2f}x onnxruntime's model-only {ort:.2f}"
+        lines.append(f"  end-to-end `segdeploy batch --runtime {e2e['runtime']}` ({run['provider']}) with the "
+                     f"{run['precision'].upper()} model on {run['images']} photos ({e2e['photos']}), batch "
+                     f"{run['batch_size']}, {run['threads']} threads, {run['workers']} decode/write workers: "
+                     f"{run['images_per_second']:.2f} images/s vs model-only {run['model_only_images_per_second']:.2f} "
+                     f"({run['model_only_backend']}) = {run['ratio']:.2f}x{vs_ort} (per image, ms summed over "
+                     f"threads: {stages})")
+    return lines
 
 
 def format_report(doc: dict) -> str:

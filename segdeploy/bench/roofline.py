@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from segtrain.extras import installed
 from segtrain.machine import usable_cores
 
 FLOP_CONVENTION = "2 FLOPs per multiply-add (torch.utils.flop_counter: convolutions and matmuls only)"
@@ -79,8 +80,9 @@ def ort_sgemm(n: int, threads: int) -> Callable[[], None]:
 
 
 def sgemm_calls(n: int, threads: int, device: str) -> dict[str, Callable[[], None]]:
-    """The SGEMMs timed as the roofline: torch.mm (MKL/oneDNN, or cuBLAS on a GPU) and, on CPU, ORT's MatMul."""
-    calls = {"torch.mm": torch_sgemm(n, device)}
+    """The SGEMMs timed as the roofline: torch.mm (MKL/oneDNN, or cuBLAS on a GPU; not without PyTorch)
+    and, on CPU, ORT's MatMul."""
+    calls = {"torch.mm": torch_sgemm(n, device)} if installed("train") else {}
     if device == "cpu":
         calls["onnxruntime MatMul"] = ort_sgemm(n, threads)
     return calls

@@ -174,8 +174,10 @@ def must_close(open_now: list[Live], schedule: str, budget_mib: float) -> bool:
 
 
 def reference_for(backend: str, started: dict[str, Live]) -> Live | None:
-    """What a backend's logits are compared with: torch for ORT FP32, ORT FP32 (else torch) for the rest."""
+    """What a backend's logits are compared with: torch for ORT FP32; for OpenVINO, onnxruntime on the same
+    file first; ORT FP32 (else torch) for the rest."""
     if backend == "torch":
         return None
-    order = ("torch",) if backend == "ort-fp32" else ("ort-fp32", "torch")
+    same_file = ("ort-" + backend.removeprefix("ov-"),) if backend.startswith("ov-") else ()
+    order = ("torch",) if backend == "ort-fp32" else (*same_file, "ort-fp32", "torch")
     return next((started[b] for b in order if b in started), None)

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.bench.backends import ort_runner, torch_device, torch_threads
-from segdeploy.bench.config import BACKENDS, BenchConfig, Echo
-from segdeploy.bench.models import ModelRef, export_variants, onnx_home, resolve_models
+from segdeploy.bench.backends import make_runner, skip_reason, torch_device, torch_threads
+from segdeploy.bench.config import BACKENDS, BenchConfig, Echo, backend_for
+from segdeploy.bench.models import ModelRef, export_variants, onnx_home, resolve_models, wanted_precisions
 from segdeploy.bench.report import size_key
 from segdeploy.bench.rounds import (
     MEMORY_SHARE,
@@ -40,13 +40,16 @@ from segdeploy.bench.rounds import (
 )
 from segdeploy.bench.timing import time_runs
 from segtrain.contract import ModelSpec
+from segtrain.extras import installed
 
 SCHEMA = "segdeploy-bench/1"
 
 
 def model_gflop(spec: ModelSpec, sizes: list[tuple[int, int]]) -> dict[str, dict[str, float]]:
     """{"dense": {"HxW": GFLOP per image}, "valid_taps": {...}}, counted once on the eager architecture
-    (weights do not change it); empty for an architecture the registry does not know."""
+    (weights do not change it); empty for an architecture the registry does not know, or without PyTorch."""
+    if not installed("train"):
+        return {}
     from segdeploy.bench.roofline import count_gflop
     from segtrain.models import MODELS, build_model
 
@@ -65,13 +68,13 @@ def validation_split(ref: ModelRef) -> Any:
 
 
 def int8_accuracy(ref: ModelRef, config: BenchConfig, echo: Echo) -> dict:
-    """FP32 vs INT8 ONNX on the validation split at the model's input size: agreement and both mIoUs."""
-    from segdeploy.export.verify import Thresholds, run_parity
-    from segdeploy.infer.runtime import OnnxModel
+    """FP32 vs INT8 ONNX on the validation split at the model's input size: agreement and both mIoUs, with
+    the INT8 file run by onnxruntime and (under "openvino", when ov-int8 is benchmarked) by OpenVINO."""
+    from segdeploy.infer.runtime import OnnxModel, OpenVinoModel
 
     if not config.accuracy:
         return {"status": "skipped", "reason": "--no-accuracy"}
-    if "int8" not in ref.onnx or "ort-int8" not in config.backends:
+    if "int8" not in ref.onnx or "int8" not in wanted_precisions(config):
         return {"status": "skipped", "reason": "no INT8 model benchmarked"}
     if ref.data is None:
         return {"status": "skipped", "reason": "no dataset (pass --data DIR)"}
@@ -79,56 +82,86 @@ def int8_accuracy(ref: ModelRef, config: BenchConfig, echo: Echo) -> dict:
     fp32, int8 = (OnnxModel(ref.onnx[p], provider=config.provider, threads=config.threads) for p in ("fp32", "int8"))
     limit = len(split) if config.accuracy_images is None else min(config.accuracy_images, len(split))
     echo(f"  INT8 accuracy: FP32 and INT8 on {limit} images of {split.image_dir.parent}")
-    report = run_parity(fp32.run, int8.run, split, ref.spec, [tuple(ref.spec.input_size)], 4, limit,
-                        Thresholds(max_abs_diff=None, min_agreement=None), ("onnx fp32", "onnx int8"),
+    doc = {"status": "ok", **_parity(fp32.run, int8.run, "onnx int8", ref, split, limit, echo)}
+    reason = "ov-int8 not benchmarked" if "ov-int8" not in config.backends else skip_reason("ov-int8", ref, config)
+    if reason:
+        doc["openvino"] = {"status": "skipped", "reason": reason}
+    else:
+        ov_int8 = OpenVinoModel(ref.onnx["int8"], threads=config.threads)
+        doc["openvino"] = {"status": "ok", **_parity(fp32.run, ov_int8.run, "openvino int8", ref, split, limit, echo)}
+    return doc
+
+
+def _parity(reference: Any, candidate: Any, label: str, ref: ModelRef, split: Any, limit: int, echo: Echo) -> dict:
+    from segdeploy.export.verify import Thresholds, run_parity
+
+    report = run_parity(reference, candidate, split, ref.spec, [tuple(ref.spec.input_size)], 4, limit,
+                        Thresholds(max_abs_diff=None, min_agreement=None), ("onnx fp32", label),
                         f"{split.image_dir.parent} (validation)")
     echo("\n".join("  " + line for line in report.summary().splitlines()))
-    return {"status": "ok", **report.to_dict()}
+    return report.to_dict()
 
 
-def model_only_ips(ref: ModelRef, config: BenchConfig, size: tuple[int, int], batch: int,
-                   fp32_results: list[dict], images: list[np.ndarray]) -> float:
-    """ORT FP32 images/s at (size, batch): from this run's results, else measured now the same way."""
-    for row in fp32_results:
-        if tuple(row["image_size"]) == size and row["batch_size"] == batch:
-            return row["images_per_second"]
-    runner = ort_runner("ort-fp32", ref.onnx["fp32"], config)
+def model_only_ips(backend: str, ref: ModelRef, config: BenchConfig, size: tuple[int, int], batch: int,
+                   entries: list[dict], images: list[np.ndarray]) -> float:
+    """`backend`'s images/s at (size, batch): from this run's results, else measured now the same way."""
+    for entry in entries:
+        if entry["backend"] == backend and entry["status"] == "ok":
+            for row in entry["results"]:
+                if tuple(row["image_size"]) == size and row["batch_size"] == batch:
+                    return row["images_per_second"]
+    runner = make_runner(backend, ref, config)
     x = input_batches(ref, size, (batch,), images)[batch]
     timing = time_runs(lambda: runner.run(x), config.runs, config.warmup)
     return batch / (timing.latency.p50 / 1e3)
 
 
-def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], images: list[np.ndarray],
+def end_to_end(ref: ModelRef, config: BenchConfig, entries: list[dict], images: list[np.ndarray],
                echo: Echo) -> dict:
-    """`segdeploy batch` images/s over --photos against the model alone (same model, size, threads, batch)."""
-    from segdeploy.infer.batch import BatchConfig, default_workers, run_batch
-
+    """`segdeploy batch --runtime R` images/s over --photos with the FP32 and the INT8 model, each against the
+    model alone (same size, threads, batch) in the runtime batch used and in onnxruntime."""
     if config.photos is None:
         return {"status": "skipped", "reason": "no --photos folder"}
-    if "fp32" not in ref.onnx or ref.onnx["fp32"] is None:
-        return {"status": "skipped", "reason": "no FP32 ONNX model"}
+    precisions = [p for p in ("fp32", "int8") if ref.onnx.get(p) is not None]
+    if not precisions:
+        return {"status": "skipped", "reason": "no FP32 or INT8 ONNX model"}
+    runs = [_e2e_run(ref, config, precision, entries, images, echo) for precision in precisions]
+    return {"status": "ok", "photos": str(config.photos), "runtime": config.runtime, "runs": runs}
+
+
+def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[dict], images: list[np.ndarray],
+             echo: Echo) -> dict:
+    from segdeploy.infer.batch import BatchConfig, default_workers, run_batch
+
     size, batch = tuple(ref.spec.input_size), config.e2e_batch_size
-    model_only = model_only_ips(ref, config, size, batch, fp32_results, images)
     workers = config.e2e_workers or default_workers()
-    echo(f"  end-to-end: segdeploy batch over {config.photos} (batch {batch}, {config.threads} threads, "
-         f"{workers} decode/write workers)")
+    echo(f"  end-to-end: segdeploy batch --runtime {config.runtime} with the {precision.upper()} model over "
+         f"{config.photos} (batch {batch}, {config.threads} threads, {workers} decode/write workers)")
     with tempfile.TemporaryDirectory(prefix="segdeploy-bench-e2e-") as tmp:
         # Default outputs; tiles off, so the pipeline makes the same model calls as the model-only figure.
-        result = run_batch(BatchConfig(sources=(Path(config.photos),), out_dir=Path(tmp), model=ref.onnx["fp32"],
-                                       batch_size=batch, provider=config.provider, threads=config.threads,
-                                       workers=workers, progress=False, tile="off"), log=lambda message: None)
+        result = run_batch(BatchConfig(sources=(Path(config.photos),), out_dir=Path(tmp), model=ref.onnx[precision],
+                                       batch_size=batch, runtime=config.runtime, provider=config.provider,
+                                       threads=config.threads, workers=workers, progress=False, tile="off"),
+                           log=lambda message: None)
+    used = result.summary["runtime"]["used"]
+    backend, ort = backend_for(used, precision), backend_for("onnxruntime", precision)
+    model_only = model_only_ips(backend, ref, config, size, batch, entries, images)
+    ort_only = model_only if backend == ort else model_only_ips(ort, ref, config, size, batch, entries, images)
     totals = result.totals.to_dict()
     e2e = totals["images_per_second"] or 0.0
-    echo(f"  end-to-end {e2e:.2f} images/s vs model-only {model_only:.2f} images/s "
-         f"(ratio {e2e / model_only:.2f})")
-    return {"status": "ok", "photos": str(config.photos), "images": totals["processed"], "failed": totals["failed"],
+    echo(f"  end-to-end {precision.upper()} on {result.summary['provider']}: {e2e:.2f} images/s vs model-only "
+         f"{model_only:.2f} ({backend}; ratio {e2e / model_only:.2f}) and {ort_only:.2f} ({ort}; ratio "
+         f"{e2e / ort_only:.2f})")
+    return {"precision": precision, "runtime": used, "runtime_reason": result.summary["runtime"]["reason"],
+            "provider": result.summary["provider"], "images": totals["processed"], "failed": totals["failed"],
             "image_size": list(size), "batch_size": batch, "threads": config.threads, "workers": workers,
             "outputs": list(result.summary["settings"]["save"]),
-            "seconds": totals["seconds"], "images_per_second": e2e, "model_only_images_per_second": model_only,
-            "ratio": e2e / model_only, "pipeline_model_images_per_second": totals["model_images_per_second"],
+            "seconds": totals["seconds"], "images_per_second": e2e, "model_only_backend": backend,
+            "model_only_images_per_second": model_only, "ratio": e2e / model_only,
+            "onnxruntime_model_only_images_per_second": ort_only, "ratio_vs_onnxruntime": e2e / ort_only,
+            "pipeline_model_images_per_second": totals["model_images_per_second"],
             "stage_ms_per_image": {k: 1e3 * v / max(totals["processed"], 1)
                                    for k, v in result.totals.stage_seconds.items()}}
-
 
 
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> dict:
@@ -156,7 +189,6 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
     timed_rounds(open_now, started, ref, inputs, config, sgemms, sgemm_seconds, echo)
     sgemm = roofline([sgemm_rate(lib, n, config.threads, device, s) for lib, s in sgemm_seconds.items()])
     del started, open_now
-    fp32_results = next((e["results"] for e in entries if e["backend"] == "ort-fp32" and e["status"] == "ok"), [])
     return {"name": ref.name, "source": str(ref.path), "kind": ref.kind, "arch": ref.spec.arch,
             "encoder": ref.spec.encoder, "classes": list(ref.spec.classes),
             "spec_input_size": list(ref.spec.input_size), "image_sizes": [list(s) for s in ref.sizes],
@@ -165,7 +197,7 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
             "gflop_per_image": gflop.get("dense"), "gflop_per_image_valid_taps": gflop.get("valid_taps"),
             "sgemm": sgemm, "backends": entries,
             "int8_accuracy": int8_accuracy(ref, config, echo),
-            "end_to_end": end_to_end(ref, config, fp32_results, images, echo)}
+            "end_to_end": end_to_end(ref, config, entries, images, echo)}
 
 
 def run_bench(config: BenchConfig, echo: Echo = print) -> dict:

@@ -9,6 +9,9 @@ from segdeploy.export.trace import DEFAULT_OPSET
 from segdeploy.export.verify import Thresholds
 
 DEFAULT_CALIBRATION_IMAGES = 32
+# The INT8 gate: the INT8 file is written only when, against FP32 on the validation images, arg-max
+# agreement is at least 99% and mIoU drops by at most 1 point (FP32's max |logit diff| is not a bar for INT8).
+DEFAULT_INT8_GATE = Thresholds(max_abs_diff=None, min_agreement=0.99, max_miou_drop=0.01)
 
 
 @dataclass
@@ -23,4 +26,6 @@ class ExportOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     int8: bool = False
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    int8_gate: Thresholds = DEFAULT_INT8_GATE
+    int8_images: int = 100  # validation images the INT8 model is compared with FP32 on (the gate's evidence)
     fp16: bool = False

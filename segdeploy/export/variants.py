@@ -7,8 +7,13 @@ on training images run through the contract's preprocessing at the model's input
 ``quant_pre_process`` (shape inference and graph optimisation). FP16: every float tensor in
 float16 except the graph's input and output, which stay float32 so callers do not change.
 
-Neither variant has a pass bar: the report states arg-max agreement with FP32 and the mIoU of
-both on the validation images, so the cost of the smaller model is a number, not a guess.
+Each report states arg-max agreement with FP32 and the mIoU of both on the validation images
+(at most `int8_images` of them for INT8), so the cost of the smaller model is a number, not a guess.
+INT8 is held to a gate (ExportOptions.int8_gate: agreement >= 99%, mIoU drop <= 1 point by
+default): an INT8 model below it is not written, its report is kept as
+``<name>.int8.failed.verify.json`` and `Int8GateError` (exit 1) says so once every variant is
+done; the FP32 model stays written. Without a validation split (--no-verify) nothing is measured
+and the gate is not applied (the report says so). FP16 is report-only.
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ from segdeploy.export.verify import ParityReport, Thresholds, run_parity
 from segdeploy.infer.runtime import ModelLoadError, OnnxModel
 from segtrain.coco import CocoSplit
 from segtrain.contract import ModelSpec, Provenance, preprocess
+from segtrain.errors import RunError
 from segtrain.images import ImageReadError
 
 Echo = Callable[[str], None]
 FP16_PROVIDERS = ("cuda", "cpu")  # first one that can load the FP16 model verifies it
+NO_BARS = Thresholds(max_abs_diff=None, min_agreement=None)
+
+
+class Int8GateError(RunError):
+    """The INT8 model fell short of the accuracy gate and was not written (the FP32 model was). Exit code 1."""
 
 
 def calibration_batches(split: CocoSplit, spec: ModelSpec, count: int) -> Iterator[np.ndarray]:
@@ -104,17 +115,22 @@ def _stamp(path: Path, fp32: OnnxModel, provenance: Provenance) -> None:
 
 
 def _compare_with_fp32(fp32: OnnxModel, candidate: Callable[[np.ndarray], np.ndarray], label: str,
-                       split: CocoSplit | None, opts: ExportOptions) -> ParityReport:
-    """Agreement and mIoU of a variant against FP32 at the model's input size (report only)."""
-    no_bars = Thresholds(max_abs_diff=None, min_agreement=None)
+                       split: CocoSplit | None, opts: ExportOptions, bars: Thresholds = NO_BARS,
+                       images: int | None = None) -> ParityReport:
+    """Agreement and mIoU of a variant against FP32 at the model's input size, held to `bars`."""
     if split is None:
-        return ParityReport("onnx fp32", label, "-", no_bars, notes=["unverified: --no-verify"])
+        notes = ["unverified: --no-verify"] + (["the INT8 gate was not applied (it needs the validation images)"]
+                                                if bars.checked else [])
+        return ParityReport("onnx fp32", label, "-", NO_BARS, notes=notes)
     return run_parity(fp32.run, candidate, split, fp32.spec, [fp32.spec.input_size], opts.verify_batch_size,
-                      opts.verify_images, no_bars, ("onnx fp32", label), f"{split.image_dir.parent} ({split.name})")
+                      images or opts.verify_images, bars, ("onnx fp32", label),
+                      f"{split.image_dir.parent} ({split.name})")
 
 
 def _int8(fp32: OnnxModel, name: str, calibration: CocoSplit, split: CocoSplit | None, opts: ExportOptions,
-          echo: Echo) -> tuple[Path, ParityReport]:
+          echo: Echo) -> tuple[Path | None, ParityReport]:
+    """The INT8 model and its report; (None, report) when it fails the gate (an INT8 file of an earlier
+    export is removed then: it would pass for a variant of the FP32 model just written)."""
     final = model_path(opts.out_dir, name, "int8")
     echo(f"quantizing to INT8 (QDQ, per-channel; calibrating on {min(opts.calibration_images, len(calibration))} "
          f"images of {calibration.name})")
@@ -125,7 +141,13 @@ def _int8(fp32: OnnxModel, name: str, calibration: CocoSplit, split: CocoSplit |
                         "calibration": "MinMax", "calibration_images": used,
                         "calibration_split": str(calibration.image_dir.parent)}
         _stamp(tmp, fp32, dataclasses.replace(fp32.provenance, precision="int8", quantization=quantization))
-        report = _compare_with_fp32(fp32, OnnxModel(tmp, provider="cpu").run, "onnx int8 (cpu)", split, opts)
+        report = _compare_with_fp32(fp32, OnnxModel(tmp, provider="cpu").run, "onnx int8 (cpu)", split, opts,
+                                    opts.int8_gate, opts.int8_images)
+        if report.passed is False:
+            if final.exists():
+                final.unlink()
+                report.notes.append(f"{final.name} of an earlier export was removed")
+            return None, report
         os.replace(tmp, final)
     return final, report
 
@@ -157,18 +179,30 @@ def export_variants(fp32_path: Path, name: str, opts: ExportOptions, calibration
     """The INT8 and/or FP16 variants of `fp32_path` requested in `opts`, with their reports beside them.
 
     `calibration` is the split INT8 ranges are calibrated on (needed with opts.int8); `split`, when
-    given, is where each variant is compared with FP32.
+    given, is where each variant is compared with FP32. Raises Int8GateError after the other
+    variants are written when the INT8 model failed its gate.
     """
     fp32 = OnnxModel(fp32_path, provider="cpu")
-    variants = {}
+    made: dict[str, tuple[Path | None, ParityReport]] = {}
     if opts.int8:
         if calibration is None:
             raise ValueError("INT8 needs a calibration split")
-        variants["int8"] = _int8(fp32, name, calibration, split, opts, echo)
+        made["int8"] = _int8(fp32, name, calibration, split, opts, echo)
     if opts.fp16:
-        variants["fp16"] = _fp16(fp32, name, split, opts)
-    for path, report in variants.values():
-        write_report(report, report_path(path))
+        made["fp16"] = _fp16(fp32, name, split, opts)
+    variants, refused = {}, []
+    for precision, (path, report) in made.items():
+        final = model_path(opts.out_dir, name, precision)
+        keep = report_path(final, failed=path is None)
+        write_report(report, keep)
+        report_path(final, failed=path is not None).unlink(missing_ok=True)  # one about an earlier file would mislead
         echo(report.summary())
+        if path is None:
+            refused.append(f"{final} not written: INT8 failed the accuracy gate ({'; '.join(report.failures())}; "
+                           f"report: {keep}); {fp32_path} was written")
+            continue
+        variants[precision] = (path, report)
         echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if refused:
+        raise Int8GateError("; ".join(refused))
     return variants

@@ -1,9 +1,10 @@
 """Parity between two predictors on real images: logit differences, arg-max agreement, both mIoUs.
 
 Export verification compares PyTorch with onnxruntime; the INT8 and FP16 reports compare the FP32
-ONNX model with its variant. Both predictors see exactly the same preprocessed batches (the
-contract's preprocessing, through `evaluate_split`), and each one's mIoU is scored at the images'
-original sizes with the same code as `segtrain evaluate`. Torch-free: a PyTorch predictor is
+ONNX model with its variant (the INT8 gate holds its agreement and mIoU change to bars). Both
+predictors see exactly the same preprocessed batches (the contract's preprocessing, through
+`evaluate_split`), and each one's mIoU is scored at the images' original sizes with the same code
+as `segtrain evaluate`. Torch-free: a PyTorch predictor is
 passed in as a plain function.
 """
 
@@ -35,10 +36,28 @@ class RoutedCheck(Protocol):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass bars; None leaves that number as a report only."""
+    """Pass bars; None leaves that number as a report only. Agreement and mIoU drop are fractions
+    (0.99 = 99%, 0.01 = 1 point of mIoU)."""
 
     max_abs_diff: float | None = 1e-4
     min_agreement: float | None = 0.9999
+    max_miou_drop: float | None = None
+
+    @property
+    def checked(self) -> bool:
+        """Whether any bar is set (else the numbers are a report only)."""
+        return any(v is not None for v in (self.max_abs_diff, self.min_agreement, self.max_miou_drop))
+
+    def describe(self) -> str:
+        """The bars that are set, e.g. "max |diff| <= 0.0001, agreement >= 99.99%"."""
+        bars = []
+        if self.max_abs_diff is not None:
+            bars.append(f"max |diff| <= {self.max_abs_diff:g}")
+        if self.min_agreement is not None:
+            bars.append(f"agreement >= {100 * self.min_agreement:g}%")
+        if self.max_miou_drop is not None:
+            bars.append(f"mIoU drop <= {100 * self.max_miou_drop:g} points")
+        return ", ".join(bars)
 
 
 @dataclass
@@ -87,11 +106,14 @@ class ParityReport:
                 out.append(f"max |logit diff|{kind} {r.checked_diff:.3g} > {t.max_abs_diff:g} {where}")
             if t.min_agreement is not None and not r.agreement >= t.min_agreement:
                 out.append(f"arg-max agreement {100 * r.agreement:.4f}% < {100 * t.min_agreement:.4f}% {where}")
+            if t.max_miou_drop is not None and not -r.miou_change <= t.max_miou_drop:  # NaN (undefined) fails
+                change = "undefined" if math.isnan(r.miou_change) else f"{_points(r.miou_change)} points"
+                out.append(f"mIoU change {change} < -{100 * t.max_miou_drop:g} points {where}")
         return out
 
     @property
     def checked(self) -> bool:
-        return self.thresholds.max_abs_diff is not None or self.thresholds.min_agreement is not None
+        return self.thresholds.checked
 
     @property
     def passed(self) -> bool | None:
@@ -130,8 +152,7 @@ class ParityReport:
         if self.passed is None:
             lines.append("  report only (no pass/fail thresholds)" if self.results else "  not verified")
         elif self.passed:
-            t = self.thresholds
-            lines.append(f"  PASSED (max |diff| <= {t.max_abs_diff:g}, agreement >= {100 * t.min_agreement:g}%)")
+            lines.append(f"  PASSED ({self.thresholds.describe()})")
         else:
             lines.append("  FAILED: " + "; ".join(self.failures()))
         return "\n".join(lines)

@@ -6,7 +6,8 @@ pipeline (segdeploy.infer.pipeline) with a write stage, and keeps runs resumable
 
     decode pool (`workers` threads): load_image (EXIF applied) + Predictor.prepare (stretch to the
       input size, or plan the tiles of a large image)
-    main thread: Predictor.infer, `batch_size` images per model call (tiles of a large image too)
+    main thread: Predictor.infer, `batch_size` images per model call (tiles of a large image too), on
+      onnxruntime or OpenVINO (segdeploy.infer.runtime.open_model)
     write pool (`workers` threads): the chosen outputs at the original size (mask, overlay, colour
       mask, confidence, COCO RLE), atomic writes, the summary record
 
@@ -75,7 +76,7 @@ class BatchConfig:
     model: Path
     batch_size: int = DEFAULT_BATCH_SIZE
     provider: str = "auto"
-    runtime: str = "onnxruntime"
+    runtime: str = "auto"  # segdeploy.infer.runtime.RUNTIME_CHOICES
     threads: int | None = None
     workers: int = field(default_factory=default_workers)
     alpha: float = 0.5
@@ -140,7 +141,8 @@ class BatchResult:
         speed = (f" ({t['images_per_second']:.2f} images/s end-to-end, {t['model_images_per_second']:.2f} "
                  "images/s in the model)" if t["processed"] else "")
         lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
-                 f"in {t['seconds']:.1f} s on {self.summary['provider']}{speed}", f"summary: {self.summary_path}"]
+                 f"in {t['seconds']:.1f} s on {self.summary['provider']} [{self.summary['runtime']['reason']}]"
+                 f"{speed}", f"summary: {self.summary_path}"]
         if self.predictions_path is not None:
             lines.append(f"COCO results (RLE): {self.predictions_path}")
         if "shard" in self.summary:
@@ -408,6 +410,8 @@ def _describe_run(config: BatchConfig, predictor: Predictor, fingerprint: dict) 
     return {"model": {"path": str(predictor.path), "sha256": fingerprint["model_sha256"], "arch": spec.arch,
                       "encoder": spec.encoder, "precision": provenance.precision if provenance else None,
                       "classes": list(spec.classes), "input_size": list(spec.input_size)},
+            "runtime": {"requested": config.runtime, "used": predictor.model.runtime,
+                        "reason": predictor.model.runtime_reason},
             "provider": predictor.providers[0], "providers": predictor.providers,
             "settings": {"batch_size": config.batch_size, "runtime": config.runtime, "threads": config.threads,
                          "workers": config.workers, "alpha": config.alpha, "overwrite": config.overwrite,

@@ -265,7 +265,7 @@ def merge_totals(docs: list[dict]) -> dict:
             "shard_seconds_summed": round(sum(t["seconds"] for t in totals), 3)}
 
 
-_PER_SHARD = ("provider", "providers", "settings", "sources", "ground_truth_file")
+_PER_SHARD = ("runtime", "provider", "providers", "settings", "sources", "ground_truth_file")
 
 
 def _common_run(docs: list[dict]) -> dict:

@@ -162,7 +162,7 @@ class Predictor:
     """
 
     def __init__(self, model: str | os.PathLike, provider: str = "auto", threads: int | None = None,
-                 runtime: str = "onnxruntime", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
+                 runtime: str = "auto", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

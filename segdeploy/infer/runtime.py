@@ -1,47 +1,48 @@
-"""onnxruntime sessions for self-describing models (torch-free).
+"""The runtimes behind one interface (torch-free): onnxruntime sessions here, OpenVINO beside it.
 
 An `OnnxModel` reads the model spec from the file's metadata_props, so nothing but the .onnx
-file is needed to preprocess inputs and interpret outputs. `read_model_metadata` is the one
-place a file's metadata becomes a ModelSpec and a Provenance (or a ModelLoadError).
+file is needed to preprocess inputs and interpret outputs. `read_model_metadata`
+(segdeploy.infer.model_file, re-exported here) is the one place a file's metadata becomes a
+ModelSpec and a Provenance (or a ModelLoadError). `open_model` is the factory the inference path
+uses; `resolve_runtime` is the one rule for `--runtime auto`: OpenVINO on the CPU when it is
+installed and no GPU provider is asked for or available, else onnxruntime.
 
 A model file is not trusted blindly: its spec's values are checked when it is read (ModelSpec),
 and its graph when it is opened (`check_graph_io`: one image input of 3 channels, a 4-D float
 output with one channel per class of the spec); what the graph leaves open (a dynamic channel
-count) is checked on the first run (`check_logits`). Every runtime calls both, so a model whose
-output has 7 channels while its metadata lists 5 classes is refused, not turned into masks with
-classes 5 and 6.
+count) is checked on the first run (`check_logits`). Every runtime calls both (model_file.py), so
+a model whose output has 7 channels while its metadata lists 5 classes is refused, not turned into
+masks with classes 5 and 6.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from segtrain.contract import ModelSpec, Provenance
-from segtrain.errors import InputError
+from segdeploy.infer.model_file import (
+    ModelLoadError,
+    ModelMetadata,
+    check_graph_io,
+    check_logits,
+    load_graph,
+    read_model_metadata,
+)
+from segdeploy.infer.openvino_runtime import OpenVinoModel
+from segtrain.extras import installed
 
-RUNTIME_CHOICES = ("onnxruntime",)  # the engines behind open_model
+__all__ = ["RUNTIME_CHOICES", "Model", "ModelLoadError", "ModelMetadata", "OnnxModel", "OpenVinoModel", "RuntimeChoice",
+           "load_graph", "open_model", "read_model_metadata", "resolve_runtime"]
+
+RUNTIME_CHOICES = ("auto", "onnxruntime", "openvino")  # the engines behind open_model
 PROVIDER_CHOICES = ("auto", "cpu", "cuda", "tensorrt")
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 _PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                    "tensorrt": "TensorrtExecutionProvider"}
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-
-
-class ModelLoadError(InputError):
-    """A model file that is missing, not ONNX, or lacks the segtrain spec."""
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What an exported model says about itself: the spec, the provenance and the raw metadata_props."""
-
-    spec: ModelSpec
-    provenance: Provenance
-    props: dict[str, str]
 
 
 def resolve_providers(provider: str) -> list[str]:
@@ -69,75 +70,11 @@ def gpu_provider_available(provider: str) -> bool:
     return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
 
 
-def load_graph(path: str | Path):
-    """The ONNX model proto without its weights' external data; ModelLoadError when it is not ONNX."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes
-        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
-
-
-def read_model_metadata(path: str | Path, proto=None) -> ModelMetadata:
-    """The spec and provenance in an ONNX file's metadata_props (`proto` when already loaded)."""
-    proto = load_graph(path) if proto is None else proto
-    props = {p.key: p.value for p in proto.metadata_props}
-    try:
-        spec = ModelSpec.from_metadata(props)
-    except (ValueError, TypeError, AttributeError, RecursionError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelLoadError(f"{path}: no segtrain model spec in its metadata ({reason})") from e
-    return ModelMetadata(spec, Provenance.from_metadata(props), props)
-
-
-FLOAT_TENSORS = ("tensor(float)", "tensor(float16)", "tensor(double)")
-
-
-def check_graph_io(path: str | Path, spec: ModelSpec, inputs: list[list], output: list,
-                   output_type: str) -> None:
-    """ModelLoadError unless the graph takes one NCHW image and gives NxCxhxw float logits, C = the spec's classes.
-
-    `inputs` are the shapes of the graph's inputs and `output` the shape of its first output, as the
-    runtime reports them: an int for a fixed dimension, anything else for a dynamic one; an empty
-    shape is unknown (then `check_logits` decides on the first run).
-    """
-    if len(inputs) != 1:
-        raise ModelLoadError(f"{path}: the graph has {len(inputs)} inputs; a segtrain model takes one image batch")
-    shape = inputs[0]
-    if shape and (len(shape) != 4 or _fixed(shape[1]) not in (None, 3)):
-        raise ModelLoadError(f"{path}: the graph's input is {_dims(shape)}; expected N x 3 x H x W")
-    if shape and all(_fixed(d) is not None for d in shape[2:]) and tuple(shape[2:]) != spec.input_size:
-        raise ModelLoadError(f"{path}: the graph's input is fixed at {_dims(shape[2:])} but its metadata says "
-                             f"input size {_dims(spec.input_size)}")
-    if output_type not in FLOAT_TENSORS:
-        raise ModelLoadError(f"{path}: the graph's output is {output_type}; expected float logits")
-    if output and (len(output) != 4 or _fixed(output[1]) not in (None, spec.num_classes)):
-        raise ModelLoadError(f"{path}: the graph's output is {_dims(output)}; its metadata lists "
-                             f"{spec.num_classes} classes, so N x {spec.num_classes} x H x W was expected")
-
-
-def check_logits(path: str | Path, spec: ModelSpec, batch: np.ndarray, logits: np.ndarray) -> None:
-    """ModelLoadError unless a run's output is N x classes x h x w for an input of N images."""
-    if logits.ndim != 4 or logits.shape[0] != batch.shape[0] or logits.shape[1] != spec.num_classes:
-        raise ModelLoadError(f"{path}: the model gave {_dims(logits.shape)} for {batch.shape[0]} image(s); its "
-                             f"metadata lists {spec.num_classes} classes, so {batch.shape[0]} x "
-                             f"{spec.num_classes} x H x W was expected")
-
-
-def _fixed(dim: object) -> int | None:
-    return dim if isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 else None
-
-
-def _dims(shape) -> str:
-    return " x ".join(str(d) if _fixed(d) is not None else "?" for d in shape) or "a scalar"
-
-
 class OnnxModel:
     """One onnxruntime session plus the spec that says how to feed it."""
+
+    runtime = "onnxruntime"
+    runtime_reason = "--runtime onnxruntime"  # open_model says why when it chose
 
     def __init__(self, path: str | Path, provider: str = "auto", threads: int | None = None,
                  graph_optimization: str = "all") -> None:
@@ -181,10 +118,45 @@ class OnnxModel:
         return out.astype(np.float32, copy=False)
 
 
-def open_model(path: str | Path, runtime: str = "onnxruntime", provider: str = "auto", threads: int | None = None,
-               graph_optimization: str = "all") -> OnnxModel:
-    """A loaded model behind the one interface the inference path uses: `.spec`, `.path`, `.run(batch)`,
-    `.providers`, `.session_seconds`. `runtime` picks the engine (RUNTIME_CHOICES)."""
+Model = OnnxModel | OpenVinoModel
+
+
+class RuntimeChoice(NamedTuple):
+    """The engine a --runtime choice resolves to, and why (what `segdeploy batch` reports)."""
+
+    runtime: str  # "onnxruntime" | "openvino"
+    reason: str
+
+
+def resolve_runtime(runtime: str = "auto", provider: str = "auto") -> RuntimeChoice:
+    """The engine for --runtime with --provider: auto takes OpenVINO on the CPU when it is installed,
+    onnxruntime when a GPU provider is asked for or available, or when OpenVINO is not installed."""
     if runtime not in RUNTIME_CHOICES:
         raise ModelLoadError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIME_CHOICES)}")
-    return OnnxModel(path, provider=provider, threads=threads, graph_optimization=graph_optimization)
+    if runtime == "openvino" and provider in ("cuda", "tensorrt"):
+        raise ModelLoadError(f"--runtime openvino runs on the CPU; --provider {provider} is an onnxruntime "
+                             "provider (use --runtime onnxruntime or auto)")
+    if runtime != "auto":
+        return RuntimeChoice(runtime, f"--runtime {runtime}")
+    if provider in ("cuda", "tensorrt"):
+        return RuntimeChoice("onnxruntime", f"auto: --provider {provider} is an onnxruntime provider")
+    if provider == "auto" and gpu_provider_available(provider):
+        return RuntimeChoice("onnxruntime", "auto: onnxruntime has a GPU provider here")
+    if not installed("openvino"):
+        return RuntimeChoice("onnxruntime", "auto: OpenVINO is not installed")
+    return RuntimeChoice("openvino", "auto: OpenVINO on the CPU")
+
+
+def open_model(path: str | Path, runtime: str = "auto", provider: str = "auto", threads: int | None = None,
+               graph_optimization: str = "all") -> Model:
+    """A loaded model behind the one interface the inference path uses: `.spec`, `.provenance`,
+    `.metadata`, `.path`, `.run(batch)`, `.providers`, `.session_seconds`, `.runtime`, and
+    `.runtime_reason` (why that engine). `runtime` is one of RUNTIME_CHOICES (see resolve_runtime);
+    `provider` and `graph_optimization` are onnxruntime settings."""
+    choice = resolve_runtime(runtime, provider)
+    if choice.runtime == "openvino":
+        model: Model = OpenVinoModel(path, threads=threads)
+    else:
+        model = OnnxModel(path, provider=provider, threads=threads, graph_optimization=graph_optimization)
+    model.runtime_reason = choice.reason
+    return model

@@ -14,9 +14,13 @@ from tiny_arch import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_gflop
 
 from segdeploy.bench.timing import LatencyStats, PeakRss, time_interleaved, time_runs
 from segdeploy.cli import main
+from segdeploy.infer.runtime import resolve_runtime
 from segtrain.contract import build_spec
+from segtrain.extras import installed
 
 SIZES, BATCHES = ((16, 16), (32, 32)), (1, 2)
+OV = ("ov-fp32", "ov-int8") if installed("openvino") else ()  # the dev install has OpenVINO; a bare one skips it
+TIMED = ("torch", "ort-fp32", "ort-int8", *OV)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,11 +62,14 @@ def test_bench_json_has_positive_figures_for_every_backend_and_batch(bench_run: 
     assert doc["settings"]["threads"] == 1 and doc["settings"]["batch_sizes"] == [1, 2]
     (model,) = doc["models"]
     backends = ok(model)
-    assert set(backends) == {"torch", "ort-fp32", "ort-int8"}
+    assert set(backends) == set(TIMED)
     fp16 = next(e for e in model["backends"] if e["backend"] == "ort-fp16")
     assert fp16["status"] == "skipped" and "GPU provider" in fp16["reason"]
+    if OV:
+        assert backends["ov-int8"]["provider"] == "OpenVINO CPU" and backends["ov-int8"]["notes"][0].startswith(
+            "OpenVINO 20")
     for name, entry in backends.items():
-        assert entry["timed_with"] == ["torch", "ort-fp32", "ort-int8"], name  # tiny: all fit in memory together
+        assert entry["timed_with"] == list(TIMED), name  # tiny: all fit in memory together
         assert entry["threads"] == 1 and entry["session_seconds"] > 0 and entry["peak_rss_mib"] > 0, name
         assert {(tuple(r["image_size"]), r["batch_size"]) for r in entry["results"]} == \
             {(s, b) for s in SIZES for b in BATCHES}, name
@@ -92,8 +99,14 @@ def test_bench_compares_backends_on_the_same_input(bench_run: dict) -> None:
         assert r["max_abs_diff"]["argmax_agreement"] > 0.999
     for r in backends["ort-int8"]["results"]:  # INT8 is close to FP32 but not identical
         assert r["max_abs_diff"]["against"] == "ort-fp32" and 0 < r["max_abs_diff"]["value"] < 0.5
+    for r in backends.get("ov-fp32", {}).get("results", []):  # OpenVINO runs the same FP32 file in float32
+        assert r["max_abs_diff"]["against"] == "ort-fp32" and r["max_abs_diff"]["value"] < 1e-4
+    for r in backends.get("ov-int8", {}).get("results", []):  # ... and the same INT8 file with its own kernels
+        assert r["max_abs_diff"]["against"] == "ort-int8" and r["max_abs_diff"]["value"] < 0.5
     names = {(r["name"], tuple(r["image_size"]), r["batch_size"]) for r in model["ratios"]}
-    assert names == {(n, s, b) for n in ("ort-fp32 / torch", "ort-int8 / ort-fp32") for s in SIZES for b in BATCHES}
+    ratio_names = ("ort-fp32 / torch", "ort-int8 / ort-fp32") + (
+        ("ov-fp32 / ort-fp32", "ov-int8 / ort-int8", "ov-int8 / ort-fp32") if OV else ())
+    assert names == {(n, s, b) for n in ratio_names for s in SIZES for b in BATCHES}
     fp32 = {(tuple(r["image_size"]), r["batch_size"]): r["images_per_second"] for r in backends["ort-fp32"]["results"]}
     torch_ips = {(tuple(r["image_size"]), r["batch_size"]): r["images_per_second"]
                  for r in backends["torch"]["results"]}
@@ -132,14 +145,28 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
     (res,) = acc["results"]
     assert res["images"] == 3 and res["size"] == [32, 32] and 0.5 < res["agreement"] <= 1
     assert res["miou_change"] == pytest.approx(res["miou_candidate"] - res["miou_reference"])
+    ov = acc["openvino"]
+    if OV:  # the same INT8 file on OpenVINO, scored on the same images
+        assert ov["status"] == "ok" and ov["candidate"] == "openvino int8" and ov["results"][0]["images"] == 3
+        assert ov["results"][0]["miou_reference"] == res["miou_reference"]
+    else:
+        assert ov["status"] == "skipped" and "OpenVINO is not installed" in ov["reason"]
     e2e = model["end_to_end"]
-    assert e2e["status"] == "ok" and e2e["images"] == 3 and e2e["failed"] == 0 and e2e["batch_size"] == 2
-    assert e2e["images_per_second"] > 0 and e2e["model_only_images_per_second"] > 0
-    assert e2e["ratio"] == pytest.approx(e2e["images_per_second"] / e2e["model_only_images_per_second"])
-    assert set(e2e["stage_ms_per_image"]) == {"decode", "infer", "write"} and e2e["outputs"] == ["mask", "overlay"]
-    assert all(v > 0 for v in e2e["stage_ms_per_image"].values())
-    fp32_b2 = next(r for r in ok(model)["ort-fp32"]["results"] if r["image_size"] == [32, 32] and r["batch_size"] == 2)
-    assert e2e["model_only_images_per_second"] == fp32_b2["images_per_second"]  # same size, batch and threads
+    assert e2e["status"] == "ok" and e2e["runtime"] == "auto"
+    assert [run["precision"] for run in e2e["runs"]] == ["fp32", "int8"]
+    used = resolve_runtime("auto").runtime
+    for run in e2e["runs"]:
+        assert run["images"] == 3 and run["failed"] == 0 and run["batch_size"] == 2 and run["runtime"] == used
+        assert run["images_per_second"] > 0 and run["model_only_images_per_second"] > 0
+        assert run["ratio"] == pytest.approx(run["images_per_second"] / run["model_only_images_per_second"])
+        assert run["ratio_vs_onnxruntime"] == pytest.approx(
+            run["images_per_second"] / run["onnxruntime_model_only_images_per_second"])
+        assert set(run["stage_ms_per_image"]) == {"decode", "infer", "write"} and run["outputs"] == ["mask", "overlay"]
+        assert all(v > 0 for v in run["stage_ms_per_image"].values())
+        backend = {"openvino": "ov-", "onnxruntime": "ort-"}[used] + run["precision"]
+        timed = next(r for r in ok(model)[backend]["results"] if r["image_size"] == [32, 32] and r["batch_size"] == 2)
+        assert run["model_only_backend"] == backend
+        assert run["model_only_images_per_second"] == timed["images_per_second"]  # same size, batch and threads
     assert "targets" not in model and "target" not in bench_run["output"]  # measurements, not this project's bars
     suite_targets = project_targets(model)  # benchmarks/targets.py holds those
     assert {"onnxruntime", "INT8", "end-to-end"} <= {t["target"].split(" ")[0] for t in suite_targets}
@@ -193,7 +220,7 @@ def test_bench_reuses_exports_and_benches_onnx_files(bench_run: dict) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in (work / "onnx").glob("*.onnx")} == before
     again_model = json.loads((work / "again.json").read_text())["models"][0]
     assert again_model["export"]["reused"] is True
-    assert [e["timed_with"] for e in ok(again_model).values()] == [["torch"], ["ort-fp32"], ["ort-int8"]]
+    assert [e["timed_with"] for e in ok(again_model).values()] == [[b] for b in TIMED]
     assert {r["same_rounds"] for r in again_model["ratios"]} == {False}
     assert "(timed in separate rounds)" in again.output
 
@@ -202,7 +229,8 @@ def test_bench_reuses_exports_and_benches_onnx_files(bench_run: dict) -> None:
     assert direct.exit_code == 0, direct.output
     (model,) = json.loads((work / "onnx.json").read_text())["models"]
     statuses = {e["backend"]: e["status"] for e in model["backends"]}
-    assert statuses == {"torch": "skipped", "ort-fp32": "ok", "ort-int8": "ok", "ort-fp16": "skipped"}
+    assert statuses == {"torch": "skipped", "ort-fp32": "ok", "ort-int8": "ok", "ort-fp16": "skipped",
+                        "ov-fp32": "ok" if OV else "skipped", "ov-int8": "ok" if OV else "skipped"}
     assert model["kind"] == "onnx" and model["image_sizes"] == [[32, 32]]  # the size in the model's metadata
     assert model["gflop_per_image"]["32x32"] == pytest.approx(tiny_gflop(build_spec("tiny", "c", image_size=32),
                                                                           (32, 32)))

@@ -139,7 +139,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, coco_mini: Path, make_chec
     ckpt = make_checkpoint(tmp / "runs" / "deeplab" / "best_model.pth", "deeplab", "resnet18", 64, coco_mini,
                            steps=4)
     result = CliRunner().invoke(segdeploy, ["export", str(ckpt), "--out", str(tmp / "exported"), "--int8",
-                                            "--fp16", "--verify-images", "4", "--calibration-images", "4"])
+                                            "--fp16", "--verify-images", "4", "--calibration-images", "4",
+                                            "--int8-images", "4", "--int8-min-agreement", "0",
+                                            "--int8-max-drop", "100"])
     assert result.exit_code == 0, result.output
     assert "onnx int8 (cpu) vs onnx fp32" in result.output
     return ckpt
@@ -149,7 +151,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, coco_mini: Path, make_chec
 def test_int8_report_holds_the_miou_change(trained: Path) -> None:
     out = trained.parents[2] / "exported"
     report = json.loads((out / "deeplab.int8.verify.json").read_text())
-    assert report["passed"] is None and report["thresholds"] == {"max_abs_diff": None, "min_agreement": None}
+    assert report["passed"] is True  # the gate is opened by the fixture: test_int8_gate.py tests it
+    assert report["thresholds"] == {"max_abs_diff": None, "min_agreement": 0.0, "max_miou_drop": 1.0}
     (r,) = report["results"]
     assert r["size"] == [64, 64] and r["images"] == 4
     assert r["miou_change"] == pytest.approx(r["miou_candidate"] - r["miou_reference"])

@@ -32,6 +32,7 @@ from segdeploy.infer.batch import BatchConfig, run_batch
 from segdeploy.infer.inputs import find_images
 from segdeploy.infer.outputs import output_paths
 from segdeploy.infer.pipeline import prefetch
+from segdeploy.infer.runtime import resolve_runtime
 from segtrain.contract import colorize, default_palette
 
 PALETTE = default_palette(len(CLASSES))
@@ -236,7 +237,10 @@ def test_clean_run_exits_0_and_summary_describes_it(model: Path, tmp_path: Path)
     assert "1 images segmented" in res.output and "images/s end-to-end" in res.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model"]["path"] == str(model) and summary["model"]["classes"] == list(CLASSES)
-    assert summary["provider"] == "CPUExecutionProvider"
+    used = resolve_runtime("auto").runtime  # OpenVINO where it is installed, else onnxruntime
+    assert summary["runtime"] == {"requested": "auto", "used": used, "reason": resolve_runtime("auto").reason}
+    assert summary["provider"] == {"openvino": "OpenVINO CPU", "onnxruntime": "CPUExecutionProvider"}[used]
+    assert f"on {summary['provider']} [{summary['runtime']['reason']}]" in res.output
     image = summary["images"][0]
     assert image["input"] == "a.png" and image["size"] == [40, 40]
     assert image["class_share"] == {"background": 0.5, "red": 0.5, "green": 0.0}

@@ -1,0 +1,102 @@
+"""OpenVINO as the second runtime behind `segdeploy.infer.runtime.open_model` (torch-free).
+
+OpenVINO reads the same self-describing .onnx file as onnxruntime, unchanged: the FP32 model, and
+the QDQ INT8 variant, whose QuantizeLinear/DequantizeLinear pairs its CPU plugin turns into int8
+kernels. The spec comes from `read_model_metadata` (the one reader), so pre- and post-processing
+are the contract's whatever the engine. It comes with the `openvino` extra
+(`pip install "segtrain[openvino]"`) and is imported only when a model is opened with it.
+
+Settings: the CPU device; float32 inference precision for the layers that are not quantized (on
+CPUs with bfloat16 units OpenVINO would otherwise run them in bf16, and FP32 masks would no longer
+match onnxruntime's); the latency hint (one stream: one request at a time uses every thread);
+`threads` as INFERENCE_NUM_THREADS. Dynamic batch, height and width are kept as the file has them:
+the plugin compiles a kernel set per input shape on first sight and reuses it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.infer.model_file import ModelLoadError, check_graph_io, check_logits, read_model_metadata
+from segtrain.extras import MissingExtraError, missing_extra
+
+DEVICE = "CPU"
+
+
+def import_openvino():
+    """The openvino module, or a MissingExtraError naming the extra to install."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise (missing_extra(e, "--runtime openvino") or MissingExtraError(
+            f"--runtime openvino: OpenVINO cannot be imported ({e})")) from e
+    return openvino
+
+
+def openvino_version() -> str:
+    return import_openvino().__version__.split("-")[0]
+
+
+class OpenVinoModel:
+    """One compiled OpenVINO model plus the spec that says how to feed it (the OnnxModel interface)."""
+
+    runtime = "openvino"
+    runtime_reason = "--runtime openvino"  # open_model says why when it chose
+
+    def __init__(self, path: str | Path, threads: int | None = None, properties: dict | None = None) -> None:
+        """`properties`: more OpenVINO CPU properties (e.g. {"PERF_COUNT": True} for a profile)."""
+        ov = import_openvino()
+        self.path = Path(path)
+        meta = read_model_metadata(self.path)
+        self.spec, self.provenance, self.metadata = meta.spec, meta.provenance, meta.props
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config.update(properties or {})
+        t0 = time.perf_counter()
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(self.path)), DEVICE, config)
+        except Exception as e:  # OpenVINO raises RuntimeError with the converter's log
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ModelLoadError(f"{self.path}: OpenVINO cannot load it ({first})") from e
+        self.session_seconds = time.perf_counter() - t0
+        output = self.compiled.output(0)
+        check_graph_io(self.path, self.spec, [_dims(i.get_partial_shape()) for i in self.compiled.inputs],
+                       _dims(output.get_partial_shape()), _ONNX_TYPES.get(output.get_element_type().get_type_name(),
+                                                                          str(output.get_element_type())))
+        self._output_checked = False
+        self.input_name = self.compiled.input(0).any_name
+        self.output_name = self.compiled.output(0).any_name
+        self._output = self.compiled.output(0)
+        self._local = threading.local()  # an infer request serves one call at a time: one per thread
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"OpenVINO {DEVICE}"]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW (already preprocessed) -> float32 logits NxCxhxw."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({0: np.ascontiguousarray(batch, np.float32)})[self._output]
+        if not self._output_checked:
+            check_logits(self.path, self.spec, batch, out)
+            self._output_checked = True
+        return np.asarray(out, dtype=np.float32)
+
+
+# OpenVINO element type names -> the ONNX type strings check_graph_io reads.
+_ONNX_TYPES = {"f32": "tensor(float)", "f16": "tensor(float16)", "f64": "tensor(double)"}
+
+
+def _dims(shape) -> list:
+    """A partial shape as check_graph_io reads it: an int per fixed dimension, None per dynamic one."""
+    if shape.rank.is_dynamic:
+        return []
+    return [d.get_length() if d.is_static else None for d in shape]
