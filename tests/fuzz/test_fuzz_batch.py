@@ -7,7 +7,6 @@ accounts for every input (done, or named with a reason); a rerun redoes nothing.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import threading
@@ -20,6 +19,7 @@ from colour_models import build_colour_model, half_image
 from fuzzing import assert_ended_well, budget
 from hypothesis import given
 from hypothesis import strategies as st
+from json_edit import strict_json
 from PIL import Image
 
 from segdeploy.cli import main
@@ -89,15 +89,6 @@ def invoke(args: list[str], fifos_in: Path, seconds: float = 60) -> Result:
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail(f"segdeploy {' '.join(args)} blocked for {seconds} s")
     return out[0]
-
-
-def strict_json(path: Path) -> dict:
-    def refuse(value: str) -> None:
-        raise ValueError(f"{value} in {path}")
-
-    doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=refuse)
-    json.dumps(doc, ensure_ascii=False).encode("utf-8")  # no unpaired surrogates
-    return doc
 
 
 @given(entries=st.lists(st.tuples(NAMES, st.sampled_from(KINDS)), min_size=1, max_size=5,

@@ -4,7 +4,6 @@ never a hang, a traceback or an image silently dropped."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from colour_models import build_colour_model, half_image, half_truth, read_png, run_batch_subprocess, save
+from json_edit import strict_json
 
 from segdeploy.cli import main
 from segdeploy.infer.inputs import list_sources
@@ -25,17 +25,6 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def invoke(*args: str | Path) -> object:
     return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])
-
-
-def strict_json(path: Path) -> object:
-    """The file parsed as strict JSON: UTF-8, no NaN or infinities, no unpaired surrogate escapes."""
-    def refuse(value: str) -> None:
-        raise ValueError(f"{path}: {value} is not JSON")
-
-    text = path.read_bytes().decode("utf-8")  # raises on bytes that are not UTF-8
-    doc = json.loads(text, parse_constant=refuse)
-    json.dumps(doc, ensure_ascii=False).encode("utf-8")  # raises on lone surrogates
-    return doc
 
 
 def _hostile_folder(root: Path) -> None:
