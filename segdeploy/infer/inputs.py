@@ -98,7 +98,8 @@ class _Lister:
 
     def __init__(self, exclude: Sequence[Path]) -> None:
         self.listing = Listing()
-        self.seen: set[tuple[int, int]] = {ident for p in exclude if (ident := _identity(p)) is not None}
+        self.excluded = {ident for p in exclude if (ident := _identity(p)) is not None}
+        self.seen: set[tuple[int, int]] = set(self.excluded)
 
     def fail(self, rel: str, reason: str) -> None:
         self.listing.failures.append(Failure(undecodable_escaped(rel), reason))
@@ -161,8 +162,10 @@ class _Lister:
         parts = Path(pattern).parts
         fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
         base = Path(*parts[:fixed]) if fixed else Path(".")
+        if not base.is_dir():
+            return 0
         matches = 0
-        for match in self.matches(base, parts[fixed:], base, dirs_only=pattern.endswith("/")):
+        for match in self.matches(base, parts[fixed:], pattern, dirs_only=pattern.endswith("/")):
             matches += 1
             if match.is_dir():
                 self.walk(match, base)
@@ -170,9 +173,17 @@ class _Lister:
                 self.add_file(match, base)
         return matches
 
-    def matches(self, base: Path, parts: tuple[str, ...], root: Path, dirs_only: bool) -> Iterator[Path]:
+    def matches(self, base: Path, parts: tuple[str, ...], pattern: str, dirs_only: bool) -> Iterator[Path]:
         """Paths matching `parts` under `base`, as glob.glob(recursive=True) matches them (hidden names
-        only when the pattern part starts with a dot), naming the folders it cannot list."""
+        only when the pattern part starts with a dot), naming the folders it cannot list (`base`
+        itself: a usage error of `pattern`)."""
+
+        def entries(folder: Path) -> list[os.DirEntry]:
+            return self.entries(folder, base, pattern if folder == base else None) or []
+
+        def into(entry: os.DirEntry) -> bool:  # a folder to match in (not the output folder)
+            return _is_dir(entry) and _identity(entry) not in self.excluded
+
         stack: list[tuple[Path, int]] = [(base, 0)]
         expanded: set[tuple[int, int] | None] = set()  # folders ** went through (a symlink loop ends there)
         while stack:
@@ -185,16 +196,15 @@ class _Lister:
                     stack.append((folder, i + 1))
                 if (ident := _identity(folder)) not in expanded:
                     expanded.add(ident)
-                    stack += [(Path(e.path), i) for e in self.entries(folder, root) or ()
-                              if not e.name.startswith(".") and _is_dir(e)]
+                    stack += [(Path(e.path), i) for e in entries(folder) if not e.name.startswith(".") and into(e)]
             elif glob.has_magic(part):
-                for entry in self.entries(folder, root) or ():
+                for entry in entries(folder):
                     if (entry.name.startswith(".") and not part.startswith(".")) or \
                             not fnmatch.fnmatchcase(entry.name, part):
                         continue
                     if last and (not dirs_only or _is_dir(entry)):
                         yield Path(entry.path)
-                    elif not last and _is_dir(entry):
+                    elif not last and into(entry):
                         stack.append((Path(entry.path), i + 1))
             elif last:
                 if os.path.lexists(folder / part):

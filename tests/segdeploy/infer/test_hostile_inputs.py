@@ -4,6 +4,7 @@ never a hang, a traceback or an image silently dropped."""
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from colour_models import build_colour_model, half_image, half_truth, read_png, 
 from json_edit import strict_json
 
 from segdeploy.cli import main
-from segdeploy.infer.inputs import list_sources
+from segdeploy.infer.inputs import BatchInputError, list_sources
 from segdeploy.infer.outputs import output_paths
 
 
@@ -142,3 +143,31 @@ def test_a_file_name_that_is_not_utf8_works_end_to_end(model: Path, tmp_path: Pa
     res = CliRunner().invoke(main, ["merge-summary", str(sharded)])
     assert res.exit_code == 0, res.output
     assert sorted(r["input"] for r in strict_json(sharded / "summary.json")["images"]) == [shown, "plain.png"]
+
+
+def _glob_oracle(pattern: str) -> list[str]:
+    """Keys the way glob.glob names the matches (a matched folder: every image under it, walked by os.walk)."""
+    parts = Path(pattern).parts
+    base = Path(*parts[:next(i for i, p in enumerate(parts) if glob.has_magic(p))] or ["."])
+    keys = set()
+    for match in map(Path, glob.glob(pattern, recursive=True)):
+        files = [Path(d) / f for d, _, fs in os.walk(match) for f in fs] if match.is_dir() else [match]
+        keys |= {f.relative_to(base).as_posix() for f in files if f.suffix.lower() in (".png", ".jpg")}
+    return sorted(keys)
+
+
+def test_globs_match_as_glob_glob_does_and_skip_the_output_folder(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for rel in ("photos/a.png", "photos/b.JPG", "photos/.hidden.png", "photos/.cache/c.png", "photos/sub/d.png",
+                "photos/sub/deep/e.jpg", "photos/day1/f.png", "shoots/x1.png"):
+        save(half_image(8, 8, 1), tmp_path / rel)
+    (tmp_path / "photos" / "sub" / "notes.txt").write_text("not an image")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("photos/**/*.png", "photos/*/*.png", "photos/*", "photos/**", "*/**/*.jpg", "**/*.png",
+                    "photos/.*", "photos/sub/**/e*", "photos/*/", "ph*/day?/*.png", "[ps]*/*.png"):
+        assert [f.key for f in list_sources([pattern]).files] == _glob_oracle(pattern), pattern
+    save(half_image(8, 8, 1), tmp_path / "photos" / "out" / "old.png")  # outputs of an earlier run inside
+    listing = list_sources(["photos/**/*.png"], exclude=[tmp_path / "photos" / "out"])
+    assert "out/old.png" not in [f.key for f in listing.files]
+    with pytest.raises(BatchInputError, match=r"^nowhere/\*\*/\*.png: no file or folder matches this pattern$"):
+        list_sources(["nowhere/**/*.png"])
