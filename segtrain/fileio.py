@@ -224,8 +224,10 @@ def safe_torch_load(path: str | Path, map_location: str = "cpu", what: str = "ch
 
 
 def ensure_writable_dir(folder: str | Path) -> None:
-    """Create `folder` if needed and prove a file can be made in it (OSError otherwise), before long work."""
+    """Create `folder` if needed and prove a file can be made and written in it (OSError otherwise, ENOSPC for
+    a full device), before long work."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-        pass
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(bytes(4096))  # a page: a device with no room left refuses it
+        probe.flush()

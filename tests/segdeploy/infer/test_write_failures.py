@@ -3,6 +3,7 @@ cleanly (exit 1, the reason, a summary of what was finished) when it fills up, f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -154,5 +155,13 @@ def test_a_real_small_tmpfs_fills_up_then_a_rerun_finishes(model: Path, tmp_path
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
         res = run_batch_subprocess(*args[:2], disk / "other", *args[3:], timeout=120)
         assert res.returncode == 2 and res.stderr.strip().endswith(f"({disk}): read-only file system")
+        subprocess.run(["mount", "-o", "remount,rw,size=1m", str(disk)], check=True)
+        shutil.rmtree(disk / "out")
+        with open(disk / "filler", "wb") as f:  # full before the run starts: refused before any work
+            with contextlib.suppress(OSError):
+                f.write(bytes(2 << 20))
+        res = run_batch_subprocess(*args[:2], disk / "other", *args[3:], timeout=120)
+        assert res.returncode == 2 and res.stderr.strip() == \
+            f"Error: --out {disk / 'other'}: cannot write there (No space left on device)"
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
