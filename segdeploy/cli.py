@@ -188,7 +188,8 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
     relative to the folder given, and may write into the same OUT; each writes
     OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
 
-    Exit codes: see `segdeploy --help` (3: finished, but some inputs were unreadable; 130: interrupted).
+    Exit codes: see `segdeploy --help` (3: finished, but some inputs were skipped; 1: stopped, --out full;
+    130: interrupted).
     """
     from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
 
