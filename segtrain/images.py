@@ -179,15 +179,17 @@ def regular_file(path: str | Path) -> Iterator[BinaryIO]:
     block a reader until something writes to it) or a device is refused, even one put in place of a
     file after it was listed.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags | getattr(os, "O_NONBLOCK", 0))
+
     try:
-        fd = os.open(path, flags)
+        file = open(path, "rb", opener=opener)  # closed below; file.name is the path, as Pillow reports it
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except OSError as e:
         raise ImageReadError(f"{path}: cannot open ({e.strerror or e})") from e
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    with file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
             raise ImageReadError(f"{path}: not a regular file")
         yield file
 
