@@ -6,15 +6,22 @@
 - photos: decoding a --photo-size JPEG at full size against the reduced decode `evaluate` uses
   for a model input of --input-size (segtrain.images.load_image(min_size=...)), and the pixels
   the model input differs by after the contract's resize.
+- listing: `segdeploy batch`'s input listing (segdeploy.infer.inputs.list_sources: only regular
+  files, failures named, duplicates by real path) against the listing it replaced (os.walk, then
+  Path.resolve of every file), on a tree of --files empty .jpg files in folders of 200.
+
+The end-to-end cost of the batch memory budget (a lock per image) is in the `segdeploy batch`
+rate that `python benchmarks/run_suite.py --only deeplab_r18_256` records.
 
     python benchmarks/hardening.py                                   # COCO-sized, ~1 GB of RAM
-    python benchmarks/hardening.py --images 2000 --annotations 15000 --photo-size 1600x1200 --runs 3  # quick
+    python benchmarks/hardening.py --images 2000 --annotations 15000 --photo-size 1600x1200 --files 2000 --runs 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,9 +33,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from segdeploy.infer.inputs import list_sources  # noqa: E402
 from segtrain.coco_schema import validate_labels  # noqa: E402
 from segtrain.contract import resize_image  # noqa: E402
-from segtrain.images import load_image  # noqa: E402
+from segtrain.images import is_image_file, load_image  # noqa: E402
 
 
 def synthetic_labels(images: int, annotations: int, seed: int = 0) -> dict:
@@ -80,12 +88,33 @@ def photo_cost(width: int, height: int, input_size: int, runs: int, work: Path) 
             "model_input_max_abs_diff": float(np.abs(a - b).max())}
 
 
+def listing_cost(files: int, runs: int, work: Path) -> dict:
+    root = work / "tree"
+    for i in range(files):
+        folder = root / f"d{i // 200:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:07d}.jpg").touch()
+
+    def before() -> list[Path]:  # issue 12's find_images + resolve_sources' Path.resolve per file
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            found += [(Path(dirpath) / f).resolve() for f in sorted(filenames) if is_image_file(Path(f))]
+        return found
+
+    assert len(before()) == len(list_sources([root]).files) == files
+    old, new = median_seconds(before, runs), median_seconds(lambda: list_sources([root]), runs)
+    return {"files": files, "before_seconds": round(old, 4), "list_sources_seconds": round(new, 4),
+            "new_over_before": round(new / old, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=118_000)
     parser.add_argument("--annotations", type=int, default=860_000)
     parser.add_argument("--photo-size", default="6000x4000", help="WIDTHxHEIGHT of the synthetic JPEG")
     parser.add_argument("--input-size", type=int, default=512)
+    parser.add_argument("--files", type=int, default=100_000, help="files in the listing benchmark's tree")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     width, height = (int(v) for v in args.photo_size.lower().split("x"))
@@ -93,6 +122,7 @@ def main() -> None:
         work = Path(tmp)
         doc = {"labels": labels_cost(args.images, args.annotations, args.runs, work),
                "photo": photo_cost(width, height, args.input_size, args.runs, work),
+               "listing": listing_cost(args.files, args.runs, work),
                "command": " ".join(["python", "benchmarks/hardening.py", *sys.argv[1:]])}
     print(json.dumps(doc, indent=2))
 

@@ -17,7 +17,7 @@ from segdeploy import __version__
 from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import MAX_BATCH_SIZE, MAX_OPSET, MIN_OPSET
-from segdeploy.infer.batch import BatchConfig
+from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
 from segdeploy.infer.inputs import PRECISIONS
 from segdeploy.infer.outputs import SAVE_CHOICES
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
@@ -82,7 +82,8 @@ class NameList(click.ParamType):
         out = tuple(v.strip() for v in str(value).split(",") if v.strip())
         bad = [v for v in out if v not in self.choices]
         if bad or not out:
-            self.fail(f"unknown {', '.join(bad) or 'empty list'}; choose from {', '.join(self.choices)}", param, ctx)
+            unknown = printable(", ".join(bad)) or "empty list"  # a control character would break the line
+            self.fail(f"unknown {unknown}; choose from {', '.join(self.choices)}", param, ctx)
         return tuple(dict.fromkeys(out))
 
 
@@ -150,6 +151,11 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
                                              "their logits are blended before the arg-max.")
 @click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=FiniteFloat(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
+@click.option("--memory-budget", type=click.IntRange(1, MAX_MEMORY_BUDGET_MB), metavar="MB",
+              help="Memory the images in flight may hold, counted from each image's header before it is decoded "
+                   "(about 17 bytes per pixel with the default outputs); a larger image waits for the others, one "
+                   f"larger than the budget runs alone [default: a quarter of the available memory, at least "
+                   f"{MIN_MEMORY_BUDGET_MB}].")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
 @click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO labels.json: score the masks against it (file names relative to the folder given).")
@@ -174,18 +180,24 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
     and OUT gets summary.json (model, provider, per-image size, seconds and class shares,
     failures, totals, images/s).
 
-    Unreadable files are skipped and named with the reason. A rerun of the same command skips
-    images whose outputs are complete (--overwrite redoes them), so an interrupted run
-    (Ctrl-C, kill) is finished by running it again.
+    Only regular image files are inputs: unreadable files, FIFOs, dangling symlinks and folders
+    that cannot be listed are skipped and named with the reason (exit 3). --out is checked to be
+    writable first; when it fills up (or turns read-only) the run stops, keeps what was finished,
+    lists it in summary.json and exits 1. A rerun of the same command skips images whose outputs
+    are complete (--overwrite redoes them), so an interrupted or stopped run (Ctrl-C, kill, a full
+    disk) is finished by running it again.
 
     With --shard K/N, N runs (on N machines) share the inputs, each file by a hash of its path
     relative to the folder given, and may write into the same OUT; each writes
     OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
 
-    Exit codes: see `segdeploy --help` (3: finished, but some inputs were unreadable; 130: interrupted).
+    Exit codes: see `segdeploy --help` (3: finished, but some inputs were skipped; 1: stopped, --out full;
+    130: interrupted).
     """
     from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
 
+    if options["memory_budget"] is None:
+        del options["memory_budget"]  # BatchConfig's default: from the memory available now
     config = BatchConfig(sources=sources, out_dir=out_dir, model=_chosen_model(model, precision),
                          workers=workers or default_workers(), **options)
     try:

@@ -16,6 +16,7 @@ Torch-free at import: `safe_torch_load` imports torch only when called.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from segtrain.errors import undecodable_escaped
 
 
 def _new_file_mode() -> int:
@@ -62,6 +65,26 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], ta
 
 def atomic_write_text(path: str | Path, text: str, tag: str = "") -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")), tag=tag)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(obj: Any, ascii_only: bool = False, **dumps_options: Any) -> str:
+    """`json.dumps(obj)` that is valid UTF-8 JSON whatever file names `obj` holds.
+
+    A file-name byte that is not UTF-8 (a lone surrogate in Python) is written as the text ``\\xNN``
+    (segtrain.errors.undecodable_escaped) instead of failing or becoming an unpaired ``\\udcNN``
+    escape that strict JSON readers refuse. `ascii_only`: every other non-ASCII character as a JSON
+    ``\\u`` escape (for PNG text chunks, which hold Latin-1).
+    """
+    text = json.dumps(obj, ensure_ascii=False, **dumps_options)
+    if text.isascii():
+        return text
+    # Outside strings JSON is ASCII, so every match lies inside a string.
+    return (_NON_ASCII if ascii_only else _SURROGATE).sub(
+        lambda m: json.dumps(undecodable_escaped(m[0]), ensure_ascii=ascii_only)[1:-1], text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +224,10 @@ def safe_torch_load(path: str | Path, map_location: str = "cpu", what: str = "ch
 
 
 def ensure_writable_dir(folder: str | Path) -> None:
-    """Create `folder` if needed and prove a file can be made in it (OSError otherwise), before long work."""
+    """Create `folder` if needed and prove a file can be made and written in it (OSError otherwise, ENOSPC for
+    a full device), before long work."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-        pass
+    with tempfile.TemporaryFile(dir=folder) as probe:
+        probe.write(bytes(4096))  # a page: a device with no room left refuses it
+        probe.flush()

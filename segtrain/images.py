@@ -24,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -97,19 +99,28 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
-def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | None = None,
+               before_decode: Callable[[tuple[int, int], int], object] | None = None) -> np.ndarray:
     """Read `path` as HxWx3 uint8 RGB; raises ImageReadError naming the file and the problem.
 
     `min_size` (height, width, after EXIF orientation) allows a reduced JPEG decode no smaller than
     it (see the module docstring); without it the image is decoded at its full size.
+    `before_decode(size, pixels)`, when given, is called once the header is read and before any pixel
+    is decoded, with the image's full (height, width) after EXIF orientation and the number of
+    pixels the decode will make (fewer with a reduced decode): `segdeploy batch` waits there for
+    room in its memory budget.
     """
     path = Path(path)
     with _opened(path) as im:
         try:
+            swap = exif and (min_size is not None or before_decode is not None) and \
+                im.getexif().get(0x0112) in _TRANSPOSING
+            w, h = im.size
             if min_size is not None:
-                h, w = min_size
-                swap = exif and im.getexif().get(0x0112) in _TRANSPOSING
-                im.draft(None, (h, w) if swap else (w, h))
+                need_h, need_w = min_size
+                im.draft(None, (need_h, need_w) if swap else (need_w, need_h))
+            if before_decode is not None:
+                before_decode((w, h) if swap else (h, w), im.size[0] * im.size[1])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 im.load()
@@ -139,26 +150,48 @@ def _opened(path: str | Path, header: str | None = None) -> Iterator[Image.Image
     `header` is how a failure to open is described when only the header is wanted.
     """
     path, limit = Path(path), max_image_pixels()
+    with regular_file(path) as file:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = Image.open(file)
+        except Image.DecompressionBombError as e:  # Pillow's guard, at twice the limit: the size is in its message
+            size = re.search(r"\((\d+) pixels\)", str(e))
+            pixels = f"{int(size[1]):,} pixels" if size else "twice the limit or more"
+            raise ImageTooLargeError(f"{path}: {pixels}, {_beyond(limit)}") from e
+        except UnidentifiedImageError as e:
+            reason = "empty file" if _is_empty(path) else "not an image Pillow can identify"
+            raise ImageReadError(f"{path}: {reason}" if header is None else f"{path}: {header} ({reason})") from e
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageReadError(f"{path}: {header or 'cannot decode'} ({e})") from e
+        with image:
+            w, h = image.size
+            if w * h > limit:
+                raise ImageTooLargeError(f"{path}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
+            yield image
+
+
+@contextlib.contextmanager
+def regular_file(path: str | Path) -> Iterator[BinaryIO]:
+    """`path` opened for reading if it is a regular file; ImageReadError naming it otherwise.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO (which would
+    block a reader until something writes to it) or a device is refused, even one put in place of a
+    file after it was listed.
+    """
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags | getattr(os, "O_NONBLOCK", 0))
+
     try:
-        if not path.is_file():
-            raise ImageReadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            image = Image.open(path)
-    except Image.DecompressionBombError as e:  # Pillow's guard, at twice the limit: the size is in its message
-        size = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = f"{int(size[1]):,} pixels" if size else "twice the limit or more"
-        raise ImageTooLargeError(f"{path}: {pixels}, {_beyond(limit)}") from e
-    except UnidentifiedImageError as e:
-        reason = "empty file" if _is_empty(path) else "not an image Pillow can identify"
-        raise ImageReadError(f"{path}: {reason}" if header is None else f"{path}: {header} ({reason})") from e
-    except (OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"{path}: {header or 'cannot decode'} ({e})") from e
-    with image:
-        w, h = image.size
-        if w * h > limit:
-            raise ImageTooLargeError(f"{path}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
-        yield image
+        file = open(path, "rb", opener=opener)  # closed below; file.name is the path, as Pillow reports it
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot open ({e.strerror or e})") from e
+    with file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise ImageReadError(f"{path}: not a regular file")
+        yield file
 
 
 def _beyond(limit: int) -> str:

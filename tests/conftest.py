@@ -50,15 +50,17 @@ def make_checkpoint():
 
 @pytest.fixture
 def opened_images(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Every path PIL.Image.open is called with during the test, resolved (images are read through it only)."""
+    """Every path PIL.Image.open is called with during the test, or that the file it is given was opened from,
+    resolved (images are read through it only)."""
     import PIL.Image
 
     seen: list[Path] = []
     real = PIL.Image.open
 
     def spy(fp, *args, **kwargs):
-        if isinstance(fp, (str, Path)):
-            seen.append(Path(fp).resolve())
+        name = fp if isinstance(fp, (str, Path)) else getattr(fp, "name", None)
+        if isinstance(name, (str, Path)):
+            seen.append(Path(name).resolve())
         return real(fp, *args, **kwargs)
 
     monkeypatch.setattr(PIL.Image, "open", spy)

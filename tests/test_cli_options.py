@@ -11,9 +11,6 @@ from click.testing import CliRunner
 from segdeploy.cli import main as segdeploy
 from segtrain.cli import main as segtrain
 
-# Deferred to phase 2 of issue 13 with the rest of `segdeploy batch`'s options (rewritten meanwhile).
-DEFERRED = {("segdeploy", "batch", "alpha")}
-
 
 def numeric_params() -> list[tuple[str, str, click.Parameter]]:
     out = []
@@ -35,7 +32,7 @@ def test_every_numeric_option_has_a_range() -> None:
     for cli_name, command, param in params:
         t = param.type
         ok = isinstance(t, (click.IntRange, FiniteFloat)) or (type(t).__name__ == "IntList" and t.maximum)
-        if not ok and (cli_name, command, param.name) not in DEFERRED:
+        if not ok:
             unbounded.append(f"{cli_name} {command} --{param.name.replace('_', '-')} ({t.name})")
     assert not unbounded, "numeric options without a range: " + "; ".join(unbounded)
 
@@ -60,6 +57,12 @@ def test_every_numeric_option_has_a_range() -> None:
                                                      "integer, at most 8192"),
     (segdeploy, ["bench", "--batch-sizes", "1,0"], "every value must be a positive integer, at most 4096"),
     (segdeploy, ["bench", "--sgemm-size", "1000000"], "'--sgemm-size': 1000000 is not in the range 16<=x<=16384"),
+    (segdeploy, ["batch", "in", "--out", "o", "--alpha", "nan"], "'--alpha': 'nan' is not a finite number"),
+    (segdeploy, ["batch", "in", "--out", "o", "--alpha", "1.5"], "'--alpha': 1.5 is not in the range 0.0<=x<=1.0"),
+    (segdeploy, ["batch", "in", "--out", "o", "--tile-overlap", "nan"], "'--tile-overlap': 'nan' is not a finite"),
+    (segdeploy, ["batch", "in", "--out", "o", "--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
+    (segdeploy, ["batch", "in", "--out", "o", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
+    (segdeploy, ["batch", "in", "--out", "o", "--memory-budget", "-5"], "'--memory-budget': -5 is not in the range"),
 ])
 def test_values_outside_the_range_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, args: list,
                                                    message: str) -> None:

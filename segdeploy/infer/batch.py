@@ -11,8 +11,19 @@ pipeline (segdeploy.infer.pipeline) with a write stage, and keeps runs resumable
     write pool (`workers` threads): the chosen outputs at the original size (mask, overlay, colour
       mask, confidence, COCO RLE), atomic writes, the summary record
 
-At most about ``2 * batch_size + 3 * workers`` decoded images are in flight. Unreadable inputs are
-reported and skipped; a rerun skips images whose chosen outputs are complete (see
+At most about ``2 * batch_size + 3 * workers`` decoded images are in flight, and together they hold
+at most the memory budget (`memory_budget` MB; an image is counted at `BYTES_PER_PIXEL` of its
+size from its header, before it is decoded: see segdeploy.infer.pipeline). When no chosen output
+needs the photo itself (no overlay) and tiling is off, JPEGs are decoded at a reduced size no
+smaller than the model's input (libjpeg's DCT scaling): the masks are still made at the original size.
+
+Failure policy. Inputs that cannot be listed or read (segdeploy.infer.inputs: FIFOs, dangling
+symlinks, folders without permission; undecodable files; images beyond the pixel limit) and an
+image whose own outputs cannot be written (a name too long) are named with the reason and skipped:
+the run goes on and ends with exit 3. A write that fails because --out can take no more (no space,
+read-only, I/O error: `outputs.OutputWriteError`) stops the run: started writes finish, summary.json
+lists what was finished if it can still be written, and the error (exit 1) says so. --out is checked
+to be writable before any work. A rerun skips images whose chosen outputs are complete (see
 `segdeploy.infer.outputs`) and removes temporary files a killed run left behind. With a shard
 (`segdeploy.infer.partition`) the run does only its share of the inputs and writes
 summary.shard-K-of-N.json (and predictions.shard-K-of-N.json).
@@ -34,13 +45,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from segdeploy.infer.inputs import BatchInputError, resolve_sources
+from segdeploy.infer.inputs import BatchInputError, list_sources
 from segdeploy.infer.legend import legend_image
 from segdeploy.infer.outputs import (
     DEFAULT_SAVE,
     LEGEND_NAME,
     NotAFileError,
     OutputPaths,
+    OutputWriteError,
     completed_record,
     confidence_to_grey,
     encode_grey,
@@ -54,17 +66,39 @@ from segdeploy.infer.outputs import (
     write_atomic,
 )
 from segdeploy.infer.partition import Shard, shard_section
-from segdeploy.infer.pipeline import Failure, default_workers, prefetch, run_pipeline
+from segdeploy.infer.pipeline import Failure, MemoryBudget, Reserve, default_workers, prefetch, run_pipeline
 from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE, Prediction, Predictor, Prepared
 from segdeploy.infer.rle import rle_entries, write_predictions
 from segdeploy.infer.scoring import GroundTruth, GroundTruthReport
 from segdeploy.infer.summary import SUMMARY_NAME, RunTotals, build_summary, write_summary
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, Tiling
 from segtrain.contract import ModelSpec
+from segtrain.errors import RunError, printable
 from segtrain.fileio import ensure_writable_dir, file_sha256
 from segtrain.images import ImageReadError, load_image
+from segtrain.machine import available_memory
 
-__all__ = ["BatchConfig", "BatchResult", "default_workers", "run_batch", "sigterm_as_interrupt"]
+__all__ = ["BatchConfig", "BatchResult", "default_memory_budget", "default_workers", "run_batch",
+           "sigterm_as_interrupt"]
+
+# Memory an image holds while in flight, in bytes per pixel of its original size: the photo (Pillow's
+# 4-byte pixels while it decodes, then the 3-byte array; fewer pixels with a reduced decode) and the
+# arrays of each chosen output (tracemalloc on a 6-megapixel image). Each write thread also holds a
+# fixed working set of some tens of MB. With the default outputs, 17 bytes per pixel: one 12-megapixel
+# PNG in flight raised a run's peak RSS by 198 MB (16.5 bytes per pixel).
+BYTES_PER_PIXEL = {"photo": 7, "mask": 2, "overlay": 8, "color": 6, "confidence": 6, "rle": 10}
+MIN_MEMORY_BUDGET_MB = 256
+FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
+MAX_MEMORY_BUDGET_MB = 1 << 24
+
+
+def default_memory_budget() -> int:
+    """MB: a quarter of the memory available at start (a container's limit included), at least
+    MIN_MEMORY_BUDGET_MB; FALLBACK_MEMORY_BUDGET_MB where it cannot be read."""
+    available = available_memory()
+    if available is None:
+        return FALLBACK_MEMORY_BUDGET_MB
+    return max(MIN_MEMORY_BUDGET_MB, available // 4 // 2**20)
 
 
 @dataclass(frozen=True)
@@ -88,6 +122,7 @@ class BatchConfig:
     legend: bool = False  # draw a legend of the classes present onto each overlay
     tile: str | int = TILE_AUTO  # auto, off or a window size in pixels (segdeploy.infer.tiling)
     tile_overlap: float = DEFAULT_TILE_OVERLAP
+    memory_budget: int = field(default_factory=default_memory_budget)  # MB that the images in flight may hold
 
     def __post_init__(self) -> None:
         sources = (self.sources,) if isinstance(self.sources, (str, os.PathLike)) else tuple(self.sources)
@@ -95,6 +130,8 @@ class BatchConfig:
             raise BatchInputError("no SOURCE given: name folders, image files or quoted glob patterns")
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
             raise BatchInputError(f"--alpha {self.alpha}: the overlay opacity must be from 0 to 1")
+        if not (isinstance(self.memory_budget, int) and 1 <= self.memory_budget <= MAX_MEMORY_BUDGET_MB):
+            raise BatchInputError(f"--memory-budget {self.memory_budget}: expected MB from 1 to {MAX_MEMORY_BUDGET_MB}")
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "save", resolve_save(self.save))
         tiling = Tiling(self.tile, self.tile_overlap)  # checks them before any work
@@ -156,22 +193,37 @@ class BatchResult:
         return "\n".join(lines)
 
     def describe_failures(self) -> str:
-        lines = [f"{len(self.failures)} input(s) could not be read:"]
-        return "\n".join(lines + [f"  {f.input}: {f.reason}" for f in self.failures])
+        lines = [f"{len(self.failures)} input(s) skipped:"]
+        return "\n".join(lines + [printable(f"  {f.input}: {f.reason}") for f in self.failures])
 
 
 # --------------------------------------------------------------------------------------------
 # Inputs
 
 
-def plan_jobs(sources: Sequence[Path | str], out_dir: Path, save: Sequence[str] = DEFAULT_SAVE) -> list[Job]:
-    """A job per image the sources name, outputs mirrored under `out_dir`."""
+def plan_jobs(sources: Sequence[Path | str], out_dir: Path,
+              save: Sequence[str] = DEFAULT_SAVE) -> tuple[list[Job], list[Failure]]:
+    """(a job per image the sources name, outputs mirrored under `out_dir`; what could not be listed or used)."""
     out_dir = Path(out_dir)
     for source in sources:
-        if Path(source).is_dir() and Path(source).resolve() == out_dir.resolve():
+        if Path(source).is_dir() and os.path.realpath(source) == os.path.realpath(out_dir):
             raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
-    return [Job(f.key, f.path, f.root, output_paths(out_dir, Path(f.key), save))
-            for f in resolve_sources(sources, exclude=[out_dir])]
+    listing = list_sources(sources, exclude=[out_dir])
+    return [Job(f.key, f.path, f.root, output_paths(out_dir, f.rel, save)) for f in listing.files], listing.failures
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """BatchInputError unless --out is, or can be made as, a writable folder; nothing is created (see run_batch)."""
+    folder = Path(out_dir)
+    while not os.path.lexists(folder) and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder == Path(out_dir) else f"cannot be made: {folder} is not a folder"
+        raise BatchInputError(f"--out {out_dir}: {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        where = "" if folder == Path(out_dir) else f" ({folder})"
+        why = "read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "permission denied"
+        raise BatchInputError(f"--out {out_dir}: cannot write there{where}: {why}")
 
 
 def ground_truth_root(jobs: list[Job]) -> Path:
@@ -187,12 +239,38 @@ def ground_truth_root(jobs: list[Job]) -> Path:
 # Stages
 
 
-def decode(job: Job, predictor: Predictor) -> Prepared | Failure:
-    """Read and prepare one input; an unreadable file becomes a Failure with the reason."""
+def image_bytes(save: Sequence[str]) -> int:
+    """Bytes per pixel of its original size that an image's outputs hold in flight (without the photo)."""
+    return sum(BYTES_PER_PIXEL[kind] for kind in resolve_save(save))
+
+
+def reduced_decode(save: Sequence[str], tile: str | int) -> bool:
+    """Whether a JPEG may be decoded at a reduced size: no chosen output needs the photo (the overlay
+    is drawn on it) and tiling is off (tiles run at the photo's own resolution)."""
+    return "overlay" not in save and tile == "off"
+
+
+def decode(job: Job, predictor: Predictor, reserve: Reserve | None = None, save: Sequence[str] = DEFAULT_SAVE,
+           reduced: bool = False) -> Prepared | Failure:
+    """Read and prepare one input; an unreadable file becomes a Failure with the reason.
+
+    `reserve(nbytes)`, when given, is called with the image's estimated memory once its header is read
+    (the memory budget); `reduced`: decode a JPEG at a reduced size (see `reduced_decode`).
+    """
     t0 = time.perf_counter()
+    size: tuple[int, int] | None = None
+
+    def before_decode(full: tuple[int, int], pixels: int) -> None:
+        nonlocal size
+        size = full
+        if reserve is not None:
+            reserve(full[0] * full[1] * image_bytes(save) + pixels * BYTES_PER_PIXEL["photo"])
+
     try:
         stamp = source_stamp(job.source)
-        prepared = predictor.prepare(load_image(job.source), source=_Source(job, stamp))
+        image = load_image(job.source, min_size=predictor.spec.input_size if reduced else None,
+                           before_decode=before_decode)
+        prepared = predictor.prepare(image, source=_Source(job, stamp), size=size)
     except FileNotFoundError:
         return Failure(job.key, "file not found (removed during the run?)")
     except NotAFileError:
@@ -238,8 +316,8 @@ class _Writer:
             record["seconds"] = _stage_seconds(prediction.seconds, t0)  # as stored in the mask, for a resumed summary
             write_atomic(files["mask"], encode_mask(prediction.mask, prediction.spec.palette, record))
             coco = self.coco_entries(job.key, prediction.mask, prediction.class_scores) if "rle" in self.save else []
-        except OSError as e:
-            return Failure(job.key, f"cannot write outputs ({e})")
+        except OSError as e:  # this image's own files (a name too long...); OutputWriteError stops the run
+            return Failure(job.key, f"cannot write its outputs ({e.strerror or e})")
         except MemoryError:
             return Failure(job.key, "not enough memory to write its outputs")
         if self.truth is not None:
@@ -278,7 +356,7 @@ class _Progress:
     def done(self, result: ImageResult | Failure) -> None:
         if isinstance(result, Failure):
             self.failures.append(result)
-            self.log(f"skipped {self.paths.get(result.input, result.input)}: {result.reason}")
+            self.log(printable(f"skipped {self.paths.get(result.input, result.input)}: {result.reason}"))
         else:
             self.results.append(result)
         self.bar.update(1)
@@ -332,14 +410,20 @@ def _replay_saved(writer: _Writer, done: list[tuple[Job, dict]], workers: int) -
 
 
 def write_legends(out_dir: Path, jobs: list[Job], spec: ModelSpec) -> None:
-    """legend.png in OUT and in every folder that receives outputs (rewritten only when it differs)."""
+    """legend.png in OUT and in every folder that receives outputs (rewritten only when it differs).
+
+    Before any image is run: a folder that cannot take it is an OutputWriteError.
+    """
     data = encode_rgb(legend_image(spec), ".png")
     for folder in sorted({Path(out_dir)} | {job.outputs.mask.parent for job in jobs}):
         path = folder / LEGEND_NAME
         with contextlib.suppress(OSError):
             if path.read_bytes() == data:
                 continue
-        write_atomic(path, data)
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            raise OutputWriteError(path, e) from e
 
 
 def _resumed_record(job: Job, record: dict, out_dir: Path) -> dict:
@@ -351,6 +435,10 @@ def _log_to_stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+class BatchStopped(RunError):
+    """--out could take no more (OutputWriteError): the run stopped early; exit code 1."""
+
+
 def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) -> BatchResult:
     """Run the model over every image config.sources name (or config.shard's share of them).
 
@@ -358,15 +446,17 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     for a shard) and with "rle" predictions.json (predictions.shard-K-of-N.json).
 
     Raises BatchInputError, ModelLoadError, TileError or segtrain.coco.DataError for bad arguments
-    before any output is written, InferenceError when inference fails, and KeyboardInterrupt after
-    letting started writes finish.
+    (an unwritable --out included) before any output is written, InferenceError when inference fails,
+    BatchStopped when --out can take no more (after writing a summary of what was finished, if it
+    can), and KeyboardInterrupt after letting started writes finish.
     """
-    all_jobs = plan_jobs(config.sources, config.out_dir, config.save)
-    jobs = [job for job in all_jobs if config.shard.owns(job.key)] if config.shard else all_jobs
+    all_jobs, all_unlisted = plan_jobs(config.sources, config.out_dir, config.save)
+    owned = config.shard.owns if config.shard else (lambda key: True)
+    jobs, unlisted = [j for j in all_jobs if owned(j.key)], [f for f in all_unlisted if owned(f.input)]
+    check_out_dir(config.out_dir)
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size)
-    spec = predictor.spec
-    truth = GroundTruth(config.gt, ground_truth_root(all_jobs), spec) if config.gt else None
+    truth = GroundTruth(config.gt, ground_truth_root(all_jobs), predictor.spec) if config.gt and all_jobs else None
     try:
         ensure_writable_dir(config.out_dir)
     except OSError as e:
@@ -374,18 +464,27 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     fingerprint = {"model_sha256": file_sha256(predictor.path), "alpha": config.alpha, "save": list(config.save),
                    "legend": config.legend, "tile": predictor.tiling.tile, "tile_overlap": predictor.tiling.overlap}
     todo, done = _resume(config, jobs, fingerprint, log)
-    writer = _Writer(spec, Path(config.out_dir), config.save, config.alpha, config.legend, fingerprint, truth)
-    write_legends(config.out_dir, jobs, spec)
-    totals = RunTotals(found=len(jobs), resumed=len(done))
-    progress = _Progress({job.key: job.source for job in jobs}, len(todo), config.progress, log)
+    writer = _Writer(predictor.spec, Path(config.out_dir), config.save, config.alpha, config.legend, fingerprint,
+                     truth)
+    write_legends(config.out_dir, jobs, predictor.spec)
+    totals = RunTotals(found=len(jobs) + len(unlisted), resumed=len(done))
+    progress = _Progress({job.key: job.source for job in jobs}, len(todo) + len(unlisted), config.progress, log)
+    for failure in unlisted:
+        progress.done(failure)
     started, t0 = time.time(), time.perf_counter()
+    resumed_coco: list[dict] = []
+    stopped: OutputWriteError | None = None
+    reduced = reduced_decode(config.save, predictor.tiling.tile)
     try:
         resumed_coco = _replay_saved(writer, done, config.workers) if done else []
-        results = run_pipeline(todo, lambda job: decode(job, predictor), predictor.infer, writer, config.batch_size,
-                               config.workers)
+        results = run_pipeline(todo, lambda job, reserve: decode(job, predictor, reserve, config.save, reduced),
+                               predictor.infer, writer, config.batch_size, config.workers,
+                               MemoryBudget(config.memory_budget * 2**20))
         with contextlib.closing(results):
             for result in results:
                 progress.done(result)
+    except OutputWriteError as e:
+        stopped = e
     finally:
         progress.bar.close()
     records = [r.record for r in progress.results]
@@ -394,14 +493,44 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     gt_report = truth.report([job.key for job in jobs]) if truth is not None else None
     doc = build_summary(_describe_run(config, predictor, fingerprint), records, progress.failures, totals,
                         gt_report.to_dict() if gt_report else None)
+    if config.shard is not None:
+        keys = [job.key for job in all_jobs] + [f.input for f in all_unlisted]
+        doc["shard"] = shard_section(config.shard, keys, started, time.time())
+    if stopped is not None:
+        _stop(config, doc, stopped, len(progress.results), len(todo))
     predictions = None
     if "rle" in config.save:
         coco = [e for r in progress.results for e in r.coco] + resumed_coco
-        predictions = write_predictions(config.out_dir, coco, config.shard)
-    if config.shard is not None:
-        doc["shard"] = shard_section(config.shard, [job.key for job in all_jobs], started, time.time())
-    path = write_summary(config.out_dir, doc, config.shard.summary_name if config.shard else SUMMARY_NAME)
+        predictions = _written(lambda: write_predictions(config.out_dir, coco, config.shard))
+    path = _written(lambda: write_summary(config.out_dir, doc, _summary_name(config)))
     return BatchResult(doc, path, progress.failures, totals, gt_report, predictions)
+
+
+def _summary_name(config: BatchConfig) -> str:
+    return config.shard.summary_name if config.shard else SUMMARY_NAME
+
+
+def _written(write: Callable[[], Path]) -> Path:
+    """write(), a file of the run's own (summary, predictions); any OSError is an OutputWriteError."""
+    try:
+        return write()
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        raise OutputWriteError(Path(e.filename or "?"), e) from e
+
+
+def _stop(config: BatchConfig, doc: dict, error: OutputWriteError, finished: int, todo: int) -> None:
+    """Write the summary of a run that --out stopped (when it can still be written) and raise BatchStopped."""
+    doc["stopped"] = printable(error)
+    try:
+        note = f"summary of what was finished: {write_summary(config.out_dir, doc, _summary_name(config))}"
+    except OutputWriteError as e:
+        note = f"no summary written ({_summary_name(config)}: {e.reason} too)"
+    except OSError as e:
+        note = f"no summary written ({_summary_name(config)}: {e.strerror or e} too)"
+    raise BatchStopped(f"{error}: the run stopped after {finished} of {todo} image(s), whose outputs are kept; "
+                       f"{note}; make room or fix --out, then run the same command again to do the rest") from error
 
 
 def _describe_run(config: BatchConfig, predictor: Predictor, fingerprint: dict) -> dict:
@@ -417,6 +546,7 @@ def _describe_run(config: BatchConfig, predictor: Predictor, fingerprint: dict) 
                          "workers": config.workers, "alpha": config.alpha, "overwrite": config.overwrite,
                          "save": list(config.save), "legend": config.legend, "tile": predictor.tiling.tile,
                          "tile_overlap": predictor.tiling.overlap},
+            "memory_budget_mb": config.memory_budget,  # by default from this machine's memory: not a setting
             "sources": [str(s) for s in config.sources], "out_dir": str(config.out_dir),
             "ground_truth_file": str(config.gt) if config.gt else None}
 

@@ -5,24 +5,42 @@ A SOURCE is a folder (every image under it, at any depth), an image file, or a g
 its outputs mirror under --out: relative to the folder given, to the glob's fixed leading folder,
 or just the file name for a file given directly.
 
+Listing (`list_sources`, the one place inputs are found) takes only regular files with an image
+suffix as inputs, and names what it cannot use instead of dropping it: an image-named entry that
+is not a regular file (a FIFO, which would block a reader forever; a device; a dangling symlink;
+a symlink loop) and a folder that cannot be listed (no permission, I/O error) become failures
+with the reason, reported like unreadable images. Symlinked folders are followed, each real folder
+listed once (a symlink loop back to a folder already listed adds nothing). Folder listings cost
+no stat per regular file; symlinks and folders cost one.
+
+Keys are text: a file-name byte that is not UTF-8 appears in a key as ``\\xNN``
+(segtrain.errors.undecodable_escaped), so summary.json stays valid UTF-8 JSON and the shard hash
+(segdeploy.infer.partition) of a key is the same in `batch` and in `merge-summary`; the files
+themselves are read and written under their real names.
+
 Exported models are ``<name>.onnx`` (FP32) with optional variants ``<name>.int8.onnx`` and
 ``<name>.fp16.onnx`` beside it (`segdeploy export --int8 --fp16`).
 """
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import glob
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from segtrain.errors import InputError
+from segdeploy.infer.pipeline import Failure
+from segtrain.errors import InputError, undecodable_escaped
 from segtrain.images import IMAGE_SUFFIXES, is_image_file
 
 DEFAULT_MODEL_DIR = Path("exported")
 PRECISIONS = ("fp32", "int8", "fp16")
 VARIANTS = PRECISIONS[1:]  # <name>.<variant>.onnx beside <name>.onnx
+_KINDS = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 
 class BatchInputError(InputError):
@@ -31,87 +49,271 @@ class BatchInputError(InputError):
 
 @dataclass(frozen=True)
 class InputFile:
-    """An input image: `key` is its path relative to the folder it was found in (POSIX form)."""
+    """An input image: `key` is its path relative to `root` in POSIX form, as summaries show it."""
 
     key: str
     path: Path
     root: Path  # the folder `key` is relative to
+    real: str = field(default="", compare=False, repr=False)  # its real path, when the listing knew it
+
+    @property
+    def rel(self) -> Path:
+        """The path relative to `root` under its real name (where its outputs go)."""
+        return self.path.relative_to(self.root)
 
 
-def find_images(input_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
-    """Image files under `input_dir` (any depth, suffix in any case), relative and sorted.
+@dataclass
+class Listing:
+    """What the SOURCEs name: the input images (sorted by key) and what could not be listed or used."""
+
+    files: list[InputFile] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` (named like an image) is not a readable regular file, or None when it is one.
+
+    One stat; a dangling symlink and a symlink loop are told apart from a missing file.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"dangling symlink (its target {os.readlink(path)} does not exist)"
+        return "file not found"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (too many levels of symbolic links)"
+        return f"cannot stat it ({e.strerror or e})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    kind = next((name for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                                          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+                 if test(st.st_mode)), "not a file")
+    return f"not a regular file ({kind})"
+
+
+class _Lister:
+    """Walks folders and glob patterns into a Listing; each real folder is listed once."""
+
+    def __init__(self, exclude: Sequence[Path]) -> None:
+        self.listing = Listing()
+        self.excluded = {ident for p in exclude if (ident := _identity(p)) is not None}
+        self.seen: set[tuple[int, int]] = set(self.excluded)
+
+    def fail(self, rel: str, reason: str) -> None:
+        self.listing.failures.append(Failure(undecodable_escaped(rel), reason))
+
+    def add_file(self, path: Path, root: Path, rel: str | None = None, known_regular: bool = False,
+                 real: str | None = None) -> None:
+        """`path` (`rel` relative to `root`) as an input, or its problem as a failure."""
+        rel = _relative(path, root) if rel is None else rel
+        problem = None if known_regular else file_problem(path)
+        if problem is None:
+            self.listing.files.append(InputFile(undecodable_escaped(rel), path, root, real or os.path.realpath(path)))
+        else:
+            self.fail(rel, problem)
+
+    def entries(self, folder: Path, root: Path, top: str | None = None) -> list[os.DirEntry] | None:
+        """The entries of `folder`; None (and a named failure) when it cannot be listed.
+
+        `top`: the SOURCE this folder is; that it cannot be listed is a usage error instead.
+        """
+        try:
+            with os.scandir(folder) as it:
+                return list(it)
+        except OSError as e:
+            reason = f"cannot list this folder ({e.strerror or e})"
+            if top is not None:
+                raise BatchInputError(f"{top}: {reason}") from None
+            self.fail(_relative(folder, root) + "/", f"{reason}; the images in it are not processed")
+            return None
+
+    def enter(self, folder: Path | os.DirEntry) -> bool:
+        """True the first time a real folder is reached (not the output folder, not again through a link)."""
+        ident = _identity(folder)
+        if ident is None or ident in self.seen:
+            return False
+        self.seen.add(ident)
+        return True
+
+    def walk(self, start: Path, root: Path, top: str | None = None) -> None:
+        """Every image under `start` (any depth, suffix in any case), keyed relative to `root`."""
+        if not self.enter(start):
+            return
+        rel = _relative(start, root)
+        stack = [(start, "" if rel == "." else rel + "/")]  # (folder, its path relative to root + "/")
+        while stack:
+            folder, prefix = stack.pop()
+            real_folder = None
+            for entry in self.entries(folder, root, top if folder is start else None) or ():
+                if _is_dir(entry):
+                    if self.enter(entry):
+                        stack.append((Path(entry.path), prefix + entry.name + "/"))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    plain = _is_plain_file(entry)  # most files: no stat needed
+                    if plain:
+                        real_folder = real_folder or os.path.realpath(folder)
+                    self.add_file(Path(entry.path), root, prefix + entry.name, known_regular=plain,
+                                  real=os.path.join(real_folder, entry.name) if plain else None)
+
+    def glob(self, pattern: str) -> int:
+        """Images the pattern matches (a matched folder: every image under it); returns the matches."""
+        parts = Path(pattern).parts
+        fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        base = Path(*parts[:fixed]) if fixed else Path(".")
+        if not base.is_dir():
+            return 0
+        matches = 0
+        for match in self.matches(base, parts[fixed:], pattern, dirs_only=pattern.endswith("/")):
+            matches += 1
+            if match.is_dir():
+                self.walk(match, base)
+            elif is_image_file(match):
+                self.add_file(match, base)
+        return matches
+
+    def matches(self, base: Path, parts: tuple[str, ...], pattern: str, dirs_only: bool) -> Iterator[Path]:
+        """Paths matching `parts` under `base`, as glob.glob(recursive=True) matches them (hidden names
+        only when the pattern part starts with a dot), naming the folders it cannot list (`base`
+        itself: a usage error of `pattern`)."""
+
+        def entries(folder: Path) -> list[os.DirEntry]:
+            return self.entries(folder, base, pattern if folder == base else None) or []
+
+        def into(entry: os.DirEntry) -> bool:  # a folder to match in (not the output folder)
+            return _is_dir(entry) and _identity(entry) not in self.excluded
+
+        stack: list[tuple[Path, int]] = [(base, 0)]
+        expanded: set[tuple[int, int] | None] = set()  # folders ** went through (a symlink loop ends there)
+        while stack:
+            folder, i = stack.pop()
+            part, last = parts[i], i == len(parts) - 1
+            if part == "**":  # zero or more folders
+                if last:
+                    yield folder
+                else:
+                    stack.append((folder, i + 1))
+                if (ident := _identity(folder)) not in expanded:
+                    expanded.add(ident)
+                    stack += [(Path(e.path), i) for e in entries(folder) if not e.name.startswith(".") and into(e)]
+            elif glob.has_magic(part):
+                for entry in entries(folder):
+                    if (entry.name.startswith(".") and not part.startswith(".")) or \
+                            not fnmatch.fnmatchcase(entry.name, part):
+                        continue
+                    if last and (not dirs_only or _is_dir(entry)):
+                        yield Path(entry.path)
+                    elif not last and into(entry):
+                        stack.append((Path(entry.path), i + 1))
+            elif last:
+                if os.path.lexists(folder / part):
+                    yield folder / part
+            elif (folder / part).is_dir():
+                stack.append((folder / part, i + 1))
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _identity(path: Path | os.DirEntry) -> tuple[int, int] | None:
+    try:
+        st = path.stat()  # follows symlinks
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; no stat for a plain folder
+    except OSError:
+        return False
+
+
+def _is_plain_file(entry: os.DirEntry) -> bool:
+    """A regular file that is not a symlink, known from the listing itself (no stat on most filesystems)."""
+    try:
+        return not entry.is_symlink() and entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def list_folder(folder: Path, exclude: Sequence[Path] = ()) -> Listing:
+    """The images under `folder` (any depth) keyed relative to it, and what could not be listed or used.
 
     Folders in `exclude` (the output folder when it lies inside the input) are not entered.
     """
-    root = Path(input_dir)
-    excluded = {Path(p).resolve() for p in exclude}
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in excluded)
-        found.extend((here / f).relative_to(root) for f in sorted(filenames) if is_image_file(Path(f)))
-    return found
+    lister = _Lister(exclude)
+    lister.walk(Path(folder), Path(folder), top=str(folder))
+    return _sorted(lister.listing)
 
 
-def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) -> list[InputFile]:
-    """The images the SOURCEs name, sorted by key; BatchInputError for a source that names none,
-    or for two different files that would write the same outputs.
+def find_images(input_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
+    """The readable image files under `input_dir` (any depth, suffix in any case), relative and sorted."""
+    return [f.rel for f in list_folder(input_dir, exclude).files]
 
-    A file named twice (a folder and a glob inside it) is done once, under the key it got first.
+
+def list_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) -> Listing:
+    """The images the SOURCEs name (sorted by key) and the failures met listing them.
+
+    BatchInputError for a source that names nothing usable (a missing path, a pattern without
+    matches, a folder without images or problems, a file that is not a regular image file), and
+    for two different files that would write the same outputs. A file named twice (a folder and a
+    glob inside it) is done once, under the key it got first.
     """
     by_key: dict[str, InputFile] = {}
-    seen: set[Path] = set()
+    failures: dict[str, Failure] = {}
+    seen: set[str] = set()
     for source in sources:
-        for item in _source_images(str(source), exclude):
-            resolved = item.path.resolve()
-            if resolved in seen:
+        listing = _list_source(str(source), exclude)
+        for item in listing.files:
+            real = item.real or os.path.realpath(item.path)
+            if real in seen:
                 continue
             other = by_key.get(item.key)
             if other is not None:
                 raise BatchInputError(f"{other.path} and {item.path} would both write the outputs of '{item.key}'; "
                                       "run them into separate --out folders")
             by_key[item.key] = item
-            seen.add(resolved)
-    return [by_key[key] for key in sorted(by_key)]
+            seen.add(real)
+        failures.update((f.input, f) for f in listing.failures if f.input not in by_key)
+    return Listing([by_key[key] for key in sorted(by_key)], [failures[key] for key in sorted(failures)])
 
 
-def _source_images(source: str, exclude: Sequence[Path]) -> list[InputFile]:
+def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) -> list[InputFile]:
+    """The input images the SOURCEs name, sorted by key (list_sources without the failures)."""
+    return list_sources(sources, exclude).files
+
+
+def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
     path = Path(source)
-    kinds = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
+    lister = _Lister(exclude)
     if path.is_dir():
-        found = [InputFile(rel.as_posix(), path / rel, path) for rel in find_images(path, exclude)]
-        if not found:
-            raise BatchInputError(f"{source}: no images ({kinds}) found")
-        return found
-    if path.is_file():
-        if not is_image_file(path):
-            raise BatchInputError(f"{source}: not an image file (expected {kinds})")
-        return [InputFile(path.name, path, path.parent)]
-    if os.path.lexists(path):
-        raise BatchInputError(f"{source}: not a regular file or folder")
-    if glob.has_magic(source):
-        return _glob_images(source, exclude, kinds)
-    raise BatchInputError(f"{source}: does not exist (not a file, a folder or a glob pattern)")
+        lister.walk(path, path, top=source)
+        if not lister.listing.files and not lister.listing.failures:
+            raise BatchInputError(f"{source}: no images ({_KINDS}) found")
+    elif os.path.lexists(path):
+        problem = file_problem(path)
+        if problem is None and not is_image_file(path):
+            problem = f"not an image file (expected {_KINDS})"
+        if problem is not None:
+            raise BatchInputError(f"{source}: {problem}")
+        lister.add_file(path, path.parent, known_regular=True)
+    elif glob.has_magic(source):
+        matches = lister.glob(source)
+        if not matches and not lister.listing.failures:
+            raise BatchInputError(f"{source}: no file or folder matches this pattern")
+        if not lister.listing.files and not lister.listing.failures:
+            raise BatchInputError(f"{source}: matches {matches} path(s) but no images ({_KINDS})")
+    else:
+        raise BatchInputError(f"{source}: does not exist (not a file, a folder or a glob pattern)")
+    return _sorted(lister.listing)
 
 
-def _glob_images(pattern: str, exclude: Sequence[Path], kinds: str) -> list[InputFile]:
-    """Images matched by a glob pattern, keyed relative to its leading folder without wildcards."""
-    parts = Path(pattern).parts
-    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    base = Path(*parts[:fixed]) if fixed else Path(".")
-    matches = sorted(glob.glob(pattern, recursive=True))
-    if not matches:
-        raise BatchInputError(f"{pattern}: no file or folder matches this pattern")
-    found = []
-    for match in map(Path, matches):
-        if match.is_dir():
-            found += [InputFile((match / rel).relative_to(base).as_posix(), match / rel, base)
-                      for rel in find_images(match, exclude)]
-        elif match.is_file() and is_image_file(match):
-            found.append(InputFile(match.relative_to(base).as_posix(), match, base))
-    if not found:
-        raise BatchInputError(f"{pattern}: matches {len(matches)} path(s) but no images ({kinds})")
-    return found
+def _sorted(listing: Listing) -> Listing:
+    return Listing(sorted(listing.files, key=lambda f: f.key), sorted(listing.failures, key=lambda f: f.input))
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 from segdeploy.infer.partition import SHARD_KEYS, Shard, shard_of
 from segdeploy.infer.rle import predictions_name, write_predictions
 from segdeploy.infer.summary import write_summary
-from segtrain.errors import InputError
+from segtrain.errors import InputError, printable
 from segtrain.jsonshape import Anything, Integer, ListOf, MapOf, Nullable, Number, Record, ShapeError, String, check
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
@@ -79,8 +79,8 @@ class MergeResult:
         return "\n".join(lines)
 
     def describe_failures(self) -> str:
-        lines = [f"{len(self.failures)} input(s) could not be read:"]
-        return "\n".join(lines + [f"  {f['input']}: {f['reason']}" for f in self.failures])
+        lines = [f"{len(self.failures)} input(s) skipped:"]
+        return "\n".join(lines + [printable(f"  {f['input']}: {f['reason']}") for f in self.failures])
 
 
 def merge_shard_summaries(out_dir: Path) -> MergeResult:
@@ -265,7 +265,8 @@ def merge_totals(docs: list[dict]) -> dict:
             "shard_seconds_summed": round(sum(t["seconds"] for t in totals), 3)}
 
 
-_PER_SHARD = ("runtime", "provider", "providers", "settings", "sources", "ground_truth_file")
+_PER_SHARD = ("runtime", "provider", "providers", "settings", "memory_budget_mb", "sources",
+              "ground_truth_file")
 
 
 def _common_run(docs: list[dict]) -> dict:

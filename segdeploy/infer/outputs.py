@@ -20,6 +20,10 @@ image's summary record: a rerun treats an image as done when every chosen file e
 fingerprint still matches, so a replaced photo, another model or other outputs are redone, and
 reuses the record for summary.json. The mask is therefore always written: it is the record.
 
+A write that fails because the output folder can take no more (no space, a quota, a read-only
+file system, an I/O error) raises `OutputWriteError`: every later write would fail too, so
+`segdeploy batch` stops instead of going on; other write errors concern one file (a name too long).
+
 Temporary names carry their writer (segtrain.fileio.owner_tag). At start a run sweeps only
 temporary files that are certainly orphaned (segtrain.fileio.sweep_orphans), so several runs (the
 shards of a sharded batch) can share one output folder; a writer elsewhere, whose liveness cannot
@@ -28,6 +32,7 @@ be checked, is taken for gone after `STALE_TEMP_SECONDS` (a write takes seconds)
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -41,8 +46,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from segtrain.errors import InputError
-from segtrain.fileio import atomic_write_bytes, owner_tag, sweep_orphans, temp_name_pattern
+from segtrain.errors import InputError, RunError
+from segtrain.fileio import atomic_write_bytes, json_text, owner_tag, sweep_orphans, temp_name_pattern
 
 # Per-image outputs, by --save name; the mask is always written (it carries the record).
 OUTPUT_SUFFIXES = {"mask": ".mask.png", "overlay": ".overlay.jpg", "color": ".color.png",
@@ -103,7 +108,7 @@ def encode_mask(mask: np.ndarray, palette: Sequence[Sequence[int]], record: dict
     im.putpalette([v for colour in palette for v in colour])
     info = PngImagePlugin.PngInfo()
     if record is not None:
-        info.add_text(RECORD_KEY, json.dumps(record, ensure_ascii=True))
+        info.add_text(RECORD_KEY, json_text(record, ascii_only=True))
     buf = io.BytesIO()
     # Level 1: class masks compress well at any level and 24-megapixel masks encode fast.
     im.save(buf, format="PNG", pnginfo=info, compress_level=1)
@@ -139,9 +144,29 @@ def encode_rgb(image: np.ndarray, suffix: str) -> bytes:
     return data.tobytes()
 
 
+# Errors that say the output folder's device takes no more writes, whichever file is written next.
+DEVICE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+class OutputWriteError(RunError):
+    """--out can take no more (DEVICE_ERRNOS), or a file of the run's own cannot be written; exit code 1."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path, self.errno, self.reason = Path(path), error.errno, error.strerror or str(error)
+        super().__init__(f"{path}: cannot write it ({self.reason})")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary name tagged with this process and rename it into place."""
-    atomic_write_bytes(path, lambda f: f.write(data), tag=owner_tag())
+    """Write `data` to a temporary name tagged with this process and rename it into place.
+
+    OutputWriteError when the device takes no more writes (see the module docstring); OSError otherwise.
+    """
+    try:
+        atomic_write_bytes(path, lambda f: f.write(data), tag=owner_tag())
+    except OSError as e:
+        if e.errno in DEVICE_ERRNOS:
+            raise OutputWriteError(path, e) from e
+        raise
 
 
 def read_record(mask_path: Path) -> dict | None:

@@ -8,14 +8,21 @@ and `segdeploy batch`.
       -> bounded window of pending finishes
     finish pool (`workers` threads): finish(result): post-processing at the original size, writing files
 
-At most about ``2 * batch_size + 3 * workers`` inputs are in flight. Results come out in input order;
-a Failure comes out as soon as its input is decoded. When the consumer stops (Ctrl-C, an error, or
-closing the generator) queued work is dropped and started finishes complete, so no file is left
-half-written.
+At most about ``2 * batch_size + 3 * workers`` inputs are in flight. With a `MemoryBudget` their
+memory is bounded too: `load` gets a `reserve(nbytes)` to call before it decodes, which waits until
+the inputs in flight leave room, in input order (so a large input is never overtaken and starved by
+smaller ones behind it, and waiting cannot deadlock); the room is given back when the input's finish
+ends. An input larger than the whole budget waits until nothing else is in flight and runs alone.
+When the next input waits for room while a partial group waits for inputs, the group goes to the
+model as it is. Results come out in input order; a Failure comes out as soon as its input is decoded.
+When the consumer stops (Ctrl-C, an error, or closing the generator) queued work is dropped and
+started finishes complete, so no file is left half-written.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +35,7 @@ Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")
 Inferred = TypeVar("Inferred")
 Finished = TypeVar("Finished")
+Reserve = Callable[[int], None]  # reserve(nbytes): wait for room in the memory budget, then take it
 
 
 @dataclass(frozen=True)
@@ -43,23 +51,131 @@ def default_workers() -> int:
     return min(4, usable_cores())
 
 
-def prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int) -> Iterator:
-    """fn(item) for each item on `pool`, results in order, at most `depth` submitted ahead."""
-    pending: deque[Future] = deque()
+class BudgetClosed(Exception):
+    """The pipeline stopped while an input waited for room in the memory budget."""
+
+
+class MemoryBudget:
+    """Bytes that the inputs in flight may hold; reservations are granted in input order (see the module docstring).
+
+    Each input gets a ticket when it is submitted; the input holding the turn reserves (waiting for
+    room) or passes, and the turn moves on.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a memory budget must be positive, got {capacity}")
+        self.capacity = int(capacity)
+        self._free = capacity
+        self._cond = threading.Condition()
+        self._tickets = itertools.count()
+        self._turn = 0
+        self._passed: set[int] = set()  # tickets that ended before their turn without reserving
+        self._starving: int | None = None  # the ticket whose turn it is, waiting for room
+        self._closed = False
+
+    def ticket(self) -> int:
+        return next(self._tickets)
+
+    def reserve(self, ticket: int, nbytes: int) -> int:
+        """Wait for `ticket`'s turn and for room, then take `nbytes` (at most the capacity); returns the bytes taken."""
+        nbytes = min(max(0, int(nbytes)), self.capacity)
+        with self._cond:
+            while not self._closed and (self._turn != ticket or self._free < nbytes):
+                if self._turn == ticket and self._starving != ticket:
+                    self._starving = ticket
+                    self._cond.notify_all()  # the consumer may be holding a partial group: it sends it on
+                self._cond.wait()
+            if self._closed:
+                raise BudgetClosed
+            self._starving = None
+            self._free -= nbytes
+            self._advance()
+            return nbytes
+
+    def pass_turn(self, ticket: int) -> None:
+        """`ticket` ended without reserving (an unreadable input): the next input may go."""
+        with self._cond:
+            if self._turn == ticket:
+                self._starving = None
+                self._advance()
+            else:
+                self._passed.add(ticket)
+
+    def release(self, nbytes: int) -> None:
+        if nbytes:
+            with self._cond:
+                self._free += nbytes
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiting input; they raise BudgetClosed (the pipeline is stopping)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wait_for(self, future: Future, ticket: int) -> bool:
+        """Wait until `future` is done or its input (`ticket`) waits for room; True in the second case."""
+        future.add_done_callback(self._wake)
+        with self._cond:
+            self._cond.wait_for(lambda: future.done() or self._starving == ticket)
+            return not future.done()
+
+    def _wake(self, _future: Future) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _advance(self) -> None:
+        self._turn += 1
+        while self._turn in self._passed:
+            self._passed.discard(self._turn)
+            self._turn += 1
+        self._cond.notify_all()
+
+
+FLUSH = object()  # from `prefetch`: the next input waits for room, send a partial group on
+
+
+def prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int,
+             budget: MemoryBudget | None = None) -> Iterator:
+    """fn(item) for each item on `pool`, results in order, at most `depth` submitted ahead.
+
+    With a budget, fn(item, ticket) is called and FLUSH is yielded when the next result waits for room.
+    """
+    pending: deque[tuple[Future, int]] = deque()
+
+    def submit(item: object) -> None:
+        if budget is None:
+            pending.append((pool.submit(fn, item), -1))
+        else:
+            ticket = budget.ticket()
+            pending.append((pool.submit(fn, item, ticket), ticket))
+
+    def next_result() -> Iterator:
+        future, ticket = pending.popleft()
+        if budget is not None and budget.wait_for(future, ticket):
+            yield FLUSH
+        yield future.result()
+
     for item in items:
-        pending.append(pool.submit(fn, item))
+        submit(item)
         if len(pending) >= depth:
-            yield pending.popleft().result()
+            yield from next_result()
     while pending:
-        yield pending.popleft().result()
+        yield from next_result()
 
 
-def batches(loaded: Iterable[Loaded | Failure], size: int) -> Iterator[list[Loaded] | Failure]:
-    """Groups of `size` loaded inputs (the last may be smaller); Failures pass through on their own."""
-    batch: list[Loaded] = []
+def batches(loaded: Iterable, size: int) -> Iterator[list | Failure]:
+    """Groups of `size` loaded inputs (the last may be smaller, and a group is cut short at a FLUSH);
+    Failures pass through on their own."""
+    batch: list = []
     for item in loaded:
-        if isinstance(item, Failure):
-            yield item
+        if item is FLUSH or isinstance(item, Failure):
+            if item is not FLUSH:
+                yield item
+            elif batch:
+                yield batch
+                batch = []
             continue
         batch.append(item)
         if len(batch) == size:
@@ -69,26 +185,73 @@ def batches(loaded: Iterable[Loaded | Failure], size: int) -> Iterator[list[Load
         yield batch
 
 
-def run_pipeline(items: Iterable[Item], load: Callable[[Item], Loaded | Failure],
+def _budgeted(load: Callable, budget: MemoryBudget) -> Callable:
+    """load(item, reserve) -> (loaded, bytes reserved); a Failure gives its room back at once."""
+    def run(item: object, ticket: int) -> tuple[object, int]:
+        taken = None
+
+        def reserve(nbytes: int) -> None:
+            nonlocal taken
+            if taken is not None:
+                raise RuntimeError("reserve() called twice for one input")
+            taken = budget.reserve(ticket, nbytes)
+
+        try:
+            loaded = load(item, reserve)
+        finally:
+            if taken is None:
+                budget.pass_turn(ticket)
+        if isinstance(loaded, Failure):
+            budget.release(taken or 0)
+            return loaded
+        return loaded, taken or 0
+
+    return run
+
+
+def run_pipeline(items: Iterable[Item], load: Callable[..., Loaded | Failure],
                  infer: Callable[[list[Loaded]], list[Inferred]], finish: Callable[[Inferred], Finished],
-                 batch_size: int, workers: int) -> Iterator[Finished | Failure]:
-    """finish(infer(load(item))) for every item, overlapped as the module docstring says."""
+                 batch_size: int, workers: int, budget: MemoryBudget | None = None) -> Iterator[Finished | Failure]:
+    """finish(infer(load(item))) for every item, overlapped as the module docstring says.
+
+    With a `budget`, load is called as load(item, reserve) and must call reserve(nbytes) once before
+    decoding (or fail without it).
+    """
+    def finish_and_release(result: Inferred, nbytes: int) -> Finished:
+        try:
+            return finish(result)
+        finally:
+            if budget is not None:
+                budget.release(nbytes)
+
     with ThreadPoolExecutor(workers, thread_name_prefix="decode") as readers, \
             ThreadPoolExecutor(workers, thread_name_prefix="finish") as finishers:
         finishing: deque[Future] = deque()
         try:
-            for group in batches(prefetch(readers, load, items, batch_size + workers), batch_size):
+            loaded = prefetch(readers, _budgeted(load, budget) if budget is not None else _unbudgeted(load),
+                              items, batch_size + workers, budget)
+            for group in batches(loaded, batch_size):
                 if isinstance(group, Failure):
                     yield group
                     continue
-                for result in infer(group):
+                for result, nbytes in zip(infer([item for item, _ in group]), [n for _, n in group], strict=True):
                     while len(finishing) >= 2 * workers:
                         yield finishing.popleft().result()
-                    finishing.append(finishers.submit(finish, result))
+                    finishing.append(finishers.submit(finish_and_release, result, nbytes))
             while finishing:
                 yield finishing.popleft().result()
         except BaseException:
             # Queued work is dropped; finishes already started complete, so no temporary file is left.
+            if budget is not None:
+                budget.close()
             readers.shutdown(wait=False, cancel_futures=True)
             finishers.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _unbudgeted(load: Callable) -> Callable:
+    def run(item: object) -> object:
+        loaded = load(item)
+        return loaded if isinstance(loaded, Failure) else (loaded, 0)
+
+    return run

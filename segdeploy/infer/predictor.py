@@ -69,7 +69,11 @@ def as_rgb_array(image: ImageLike) -> np.ndarray:
 
 @dataclass
 class Prepared:
-    """An image ready for the model: stretched to the input (`tensor`) or tiled (`plan`, `work`)."""
+    """An image ready for the model: stretched to the input (`tensor`) or tiled (`plan`, `work`).
+
+    `size` is the original (height, width) the outputs are made at; `image` has it too, unless it was
+    decoded at a reduced size (then there is no overlay).
+    """
 
     image: np.ndarray
     source: object
@@ -77,6 +81,7 @@ class Prepared:
     plan: TilePlan | None = None
     work: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    size: tuple[int, int] | None = None
 
 
 class Prediction:
@@ -91,11 +96,12 @@ class Prediction:
     """
 
     def __init__(self, image: np.ndarray, logits: np.ndarray, spec: ModelSpec, source: object = None,
-                 plan: TilePlan | None = None, seconds: dict[str, float] | None = None) -> None:
+                 plan: TilePlan | None = None, seconds: dict[str, float] | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         self.image, self.logits, self.spec, self.source = image, logits, spec, source
         self.tiles = len(plan.windows) if plan is not None else 0
         self.seconds = seconds or {}
-        self.size: tuple[int, int] = image.shape[:2]
+        self.size: tuple[int, int] = tuple(size) if size is not None else image.shape[:2]
         self._span = plan.span if plan is not None else self.size  # the original pixels the logits cover
         self._mask: np.ndarray | None = None
         self._confidence: np.ndarray | None = None
@@ -126,6 +132,9 @@ class Prediction:
 
     def overlay(self, alpha: float = 0.5, legend: bool = False) -> np.ndarray:
         """The colour mask blended over the photo (background keeps the photo); `legend` draws one in a corner."""
+        if self.image.shape[:2] != self.size:
+            raise ValueError(f"no overlay: the photo was decoded at {self.image.shape[1]}x{self.image.shape[0]}, "
+                             f"not at its size {self.size[1]}x{self.size[0]}")
         out = overlay(self.image, self.mask, self.spec.palette, alpha)
         if legend:
             draw_legend(out, self.spec, [k for k, share in enumerate(self._pixel_counts()) if share])
@@ -215,14 +224,19 @@ class Predictor:
         except ImageReadError as e:
             return Failure(str(image), str(e).removeprefix(f"{image}: "))
 
-    def prepare(self, image: np.ndarray, source: object = None) -> Prepared:
-        """Model input for an HxWx3 uint8 RGB image: stretched to the input size, or its tile plan (thread-safe)."""
+    def prepare(self, image: np.ndarray, source: object = None, size: tuple[int, int] | None = None) -> Prepared:
+        """Model input for an HxWx3 uint8 RGB image: stretched to the input size, or its tile plan (thread-safe).
+
+        `size`: the original (height, width) when `image` was decoded smaller (stretched only, not tiled).
+        """
         t0 = time.perf_counter()
+        if size is not None and tuple(size) != image.shape[:2] and self.tiling.tile != "off":
+            raise ValueError("a reduced image can only be stretched into the input (tile='off')")
         plan = self.tiling.plan(image.shape[:2], self.spec)
         if plan is None:
-            prepared = Prepared(image, source, tensor=preprocess(image, self.spec)[0])
+            prepared = Prepared(image, source, tensor=preprocess(image, self.spec)[0], size=size)
         else:
-            prepared = Prepared(image, source, plan=plan, work=working_image(image, plan))
+            prepared = Prepared(image, source, plan=plan, work=working_image(image, plan), size=size)
         prepared.seconds["preprocess"] = time.perf_counter() - t0
         return prepared
 
@@ -241,7 +255,8 @@ class Predictor:
                 t0 = time.perf_counter()
                 logits[i] = run_tiles(self._run, p.work, p.plan, self.spec, self.batch_size)
                 p.seconds["infer"], p.work = time.perf_counter() - t0, None
-        return [Prediction(p.image, logits[i], self.spec, p.source, p.plan, p.seconds) for i, p in enumerate(items)]
+        return [Prediction(p.image, logits[i], self.spec, p.source, p.plan, p.seconds, p.size)
+                for i, p in enumerate(items)]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:

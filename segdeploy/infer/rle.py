@@ -17,7 +17,6 @@ The file is written atomically when a run ends (a shard writes predictions.shard
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from pycocotools import mask as mask_utils
 from segdeploy.infer.outputs import write_atomic
 from segdeploy.infer.partition import Shard
 from segtrain.contract import ModelSpec
+from segtrain.fileio import json_text
 
 PREDICTIONS_NAME = "predictions.json"
 PREDICTIONS_SHARD = "predictions.shard-{index}-of-{count}.json"
@@ -40,8 +40,8 @@ def rle_entries(mask: np.ndarray, scores: dict[int, float], spec: ModelSpec, ima
     classes = [k for k in sorted(scores) if 0 < k < spec.num_classes]
     if not classes:
         return []
-    planes = np.asfortranarray(np.stack([mask == k for k in classes], axis=2).astype(np.uint8))
-    rles = mask_utils.encode(planes)
+    # One class at a time: a few bytes per pixel whatever the number of classes present.
+    rles = [mask_utils.encode(np.asfortranarray((mask == k).view(np.uint8)[..., None]))[0] for k in classes]
     return [{"image_id": image_id, "category_id": spec.coco_ids[k],
              "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")},
              "score": round(float(scores[k]), 6)} for k, rle in zip(classes, rles, strict=True)]
@@ -54,5 +54,5 @@ def sort_entries(entries: list[dict]) -> list[dict]:
 def write_predictions(out_dir: Path, entries: list[dict], shard: Shard | None = None) -> Path:
     """Write the entries (sorted by image and category) atomically as OUT/predictions.json (or a shard's file)."""
     path = Path(out_dir) / predictions_name(shard)
-    write_atomic(path, json.dumps(sort_entries(entries), separators=(",", ":")).encode("utf-8"))
+    write_atomic(path, json_text(sort_entries(entries), separators=(",", ":")).encode("utf-8"))
     return path

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.infer.outputs import write_atomic
 from segdeploy.infer.pipeline import Failure
+from segtrain.fileio import json_text
 
 SUMMARY_NAME = "summary.json"
 
@@ -57,7 +57,10 @@ def build_summary(run: dict, records: list[dict], failures: list[Failure], total
 
 
 def write_summary(out_dir: Path, doc: dict, name: str = SUMMARY_NAME) -> Path:
-    """Write `doc` atomically as OUT/`name` (summary.json, or a shard's summary.shard-K-of-N.json)."""
+    """Write `doc` atomically as OUT/`name` (summary.json, or a shard's summary.shard-K-of-N.json).
+
+    UTF-8 JSON; file-name bytes that are not UTF-8 appear as \\xNN (segtrain.fileio.json_text).
+    """
     path = Path(out_dir) / name
-    write_atomic(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(path, (json_text(doc, indent=2) + "\n").encode("utf-8"))
     return path

@@ -1,7 +1,6 @@
 """Fuzz: any value for any numeric option of both command lines is either refused as a usage error or accepted and
 the command goes on to its (here missing) input: exit 2 with a last line "Error: ...", never a traceback.
-
-`segdeploy batch` is left out until its input handling is rewritten (issue 13, phase 2).
+(`segdeploy batch` over real inputs, with hostile names, kinds and text options: test_fuzz_batch.py.)
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ BASE_ARGS = {
     ("segdeploy", "export"): ["missing.pth"],
     ("segdeploy", "evaluate"): ["missing.onnx"],
     ("segdeploy", "bench"): ["missing.onnx"],
+    ("segdeploy", "batch"): ["missing-folder", "--out", "out", "--model", "missing.onnx"],
 }
 
 
@@ -51,6 +51,7 @@ VALUES = (st.integers(-(10**20), 10**20).map(str) | st.floats(allow_nan=True, al
 def test_the_walk_finds_the_options() -> None:
     options = numeric_options()
     assert len(options) >= 20 and ("segdeploy", "export", "--opset") in options
+    assert {("segdeploy", "batch", flag) for flag in ("--alpha", "--memory-budget", "--tile-overlap")} <= set(options)
 
 
 @given(option=st.sampled_from(numeric_options()), value=VALUES)
