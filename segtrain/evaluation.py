@@ -18,6 +18,7 @@ from segtrain.contract import ModelSpec, logits_to_mask, preprocess
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+DEFAULT_SPLIT = "validation"  # what `segtrain evaluate` and `segdeploy evaluate` score without --split
 
 
 def split_categories(spec: ModelSpec) -> list[int]:
