@@ -26,6 +26,7 @@ from segtrain.errors import (
     InputError,
     ToolError,
 )
+from segtrain.evaluation import DEFAULT_SPLIT
 
 if TYPE_CHECKING:
     from segdeploy.infer.partition import Shard
@@ -276,14 +277,20 @@ def merge_summary_command(out_dir: Path) -> None:
 @click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
               help="Training images to calibrate INT8 on.")
 @click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace .onnx files exported from another checkpoint, and export up-to-date ones again.")
 def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, verify: bool, data: Path | None,
                    split: str, verify_images: int, verify_batch_size: int, max_diff: float, min_agreement: float,
-                   int8: bool, calibration_images: int, fp16: bool) -> None:
+                   int8: bool, calibration_images: int, fp16: bool, overwrite: bool) -> None:
     """Export checkpoints to self-describing ONNX, verified against PyTorch.
 
     With no CHECKPOINT, every runs/*/best_model.pth becomes <out>/<run name>.onnx. A model that
     fails verification is not written (exit 1); bad checkpoints, data or output folder exit 2.
     The other checkpoints are still exported.
+
+    An existing <name>.onnx is never replaced by accident: when its provenance names the same
+    checkpoint (sha256) it is up to date and kept; when it comes from another checkpoint the
+    export stops with exit 2 unless --overwrite.
     """
     from segdeploy.export.artifact import find_checkpoints, output_name
     from segdeploy.export.verify import Thresholds
@@ -298,7 +305,7 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
     opts = ExportOptions(out_dir=out_dir, opset=opset, verify=verify, data=data, split=split,
                          verify_images=verify_images, verify_batch_size=verify_batch_size,
                          thresholds=Thresholds(max_diff, min_agreement / 100), int8=int8,
-                         calibration_images=calibration_images, fp16=fp16)
+                         calibration_images=calibration_images, fp16=fp16, overwrite=overwrite)
     codes = [_export_one(p, opts) for p in paths]
     if any(codes):
         sys.exit(max(codes))
@@ -332,7 +339,7 @@ def info_command(model: Path, as_json: bool) -> None:
 @main.command("evaluate")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", default="data", show_default=True, type=click.Path(path_type=Path), help="Dataset root.")
-@click.option("--split", default="test", show_default=True, help="test, validation or train.")
+@click.option("--split", default=DEFAULT_SPLIT, show_default=True, help="validation, test or train.")
 @click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")

@@ -24,3 +24,4 @@ class ExportOptions:
     int8: bool = False
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     fp16: bool = False
+    overwrite: bool = False  # replace files exported from another checkpoint (and redo up-to-date ones)
