@@ -98,7 +98,7 @@ def one_of(choices: tuple[str, ...]) -> Rule:
     def rule(v: str) -> str | None:
         if v in choices:
             return None
-        close = difflib.get_close_matches(v, choices, n=1)
+        close = difflib.get_close_matches(v, choices, n=1, cutoff=0.7)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"must be one of {', '.join(choices)}, got {v!r}{hint}"
 
@@ -212,7 +212,7 @@ def where(key: str, source: str) -> str:
 
 def check_known(key: str, source: str) -> None:
     if key not in SETTINGS:
-        close = difflib.get_close_matches(key, SETTINGS, n=1)
+        close = difflib.get_close_matches(key, SETTINGS, n=1, cutoff=0.7)
         hint = f"did you mean {close[0]!r}?" if close else f"known settings: {', '.join(SETTINGS)}"
         raise ConfigError(f"{source}: unknown setting {key!r} ({hint})")
 

@@ -169,7 +169,8 @@ def dataset_root(cfg: TrainConfig, ckpt: Checkpoint | None) -> Path:
     if ckpt is not None and data_from_checkpoint(cfg, ckpt):
         return ckpt.data_root(purpose="resuming")
     if not Path(cfg.data).is_dir():
-        raise DataError(f"{cfg.data}: dataset folder not found (pass --data DIR)")
+        what = "is not a folder" if Path(cfg.data).exists() else "dataset folder not found"
+        raise DataError(f"{cfg.data}: {what} (pass --data DIR)")
     return Path(cfg.data)
 
 
