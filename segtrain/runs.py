@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segtrain.errors import InputError
+from segtrain.fileio import ensure_writable_dir
 
 RUNS_DIR = Path("runs")
 RUN_FILES = ("best_model.pth", "last.pth", "metrics.csv", "config.json")
@@ -36,6 +37,15 @@ def run_files(folder: Path) -> list[str]:
 def _check_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"{folder}: exists and is not a folder; choose another --out")
+
+
+def claim_run_folder(folder: Path) -> None:
+    """Create the chosen folder and prove a file can be written there, before any long work."""
+    try:
+        ensure_writable_dir(folder)
+    except OSError as e:
+        raise RunFolderError(f"{folder}: cannot write the run there ({e.strerror or type(e).__name__}); "
+                             "choose another --out") from e
 
 
 def choose_run_folder(model: str, out: str | Path | None = None, resume: str | Path | None = None,

@@ -30,6 +30,11 @@ def summary_writer_class() -> type:
     return SummaryWriter
 
 
+def require_tensorboard() -> None:
+    """TensorBoardError now when --tensorboard cannot work here (before any training)."""
+    summary_writer_class()
+
+
 class TensorBoardLog:
     """Writes <run>/tensorboard/ event files: loss, mIoU, pixel accuracy, lr, per-class IoU, samples."""
 

@@ -37,9 +37,9 @@ from segtrain.outputs import CONFIG_JSON, EpochResult, RunOutputs, best_epoch, f
 from segtrain.precision import Precision, choose_precision, resolve_device
 from segtrain.progress import LOG_INTERVAL_S, Progress, resolve_mode
 from segtrain.resume import data_from_checkpoint, open_resume, restore, rng_state
-from segtrain.runs import choose_run_folder
+from segtrain.runs import choose_run_folder, claim_run_folder
 from segtrain.schedule import lr_factor
-from segtrain.tboard import TensorBoardLog, summary_writer_class
+from segtrain.tboard import TensorBoardLog, require_tensorboard
 
 Log = Callable[[str], None]
 
@@ -279,35 +279,42 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
     ctx = init_distributed(cfg.device)
     outputs = None
     try:
+        if cfg.tensorboard:  # fail before any training when it cannot work here
+            ctx.decide(require_tensorboard)
         folder = ctx.decide(lambda: choose_run_folder(cfg.model, cfg.out, ckpt.path if ckpt else None, exist_ok))
         cfg = replace(cfg, out=str(folder.path))
-        if cfg.tensorboard:  # fail before any training when it cannot work here
-            ctx.decide(summary_writer_class)
         run = prepare(cfg, ctx, ckpt)
         if run.state["epoch"] >= cfg.epochs:
             raise ConfigError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.state['epoch']} epochs "
                               "already; give a larger --epochs (the new total) to continue it")
+        ctx.decide(lambda: claim_run_folder(folder.path))  # nothing is created before everything checked out
         run.progress, run.log_interval = resolve_mode(cfg.progress, ctx.is_main), log_interval
         if ctx.is_main:
             for line in (folder.note, *run.notes):
                 log(line)
             outputs = run.outputs = open_outputs(run)
-        for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
-            run_epoch(run, epoch, log)
-            if should_stop(run.state["history"], cfg.patience):
-                break
-        history = run.state["history"]
-        best = best_epoch(history)
-        stopped = len(history) > 0 and history[-1]["epoch"] < cfg.epochs
-        if stopped and ctx.is_main:
-            log(f"early stop after epoch {history[-1]['epoch']}: validation mIoU has not improved for "
-                f"{cfg.patience} epoch(s); best_model.pth is epoch {best}")
-        return {"best_miou": run.state["best_miou"], "best_epoch": best, "epochs_run": len(history),
-                "stopped_early": stopped, "out": cfg.out, "is_main": ctx.is_main}
+        return train_epochs(run, log)
     finally:
         if outputs is not None and outputs.tensorboard is not None:
             outputs.tensorboard.close()
         shutdown_distributed(ctx)
+
+
+def train_epochs(run: Run, log: Log) -> dict:
+    """The epochs left to run, or until early stop; the result `fit` returns."""
+    cfg = run.cfg
+    for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
+        run_epoch(run, epoch, log)
+        if should_stop(run.state["history"], cfg.patience):
+            break
+    history = run.state["history"]
+    best = best_epoch(history)
+    stopped = len(history) > 0 and history[-1]["epoch"] < cfg.epochs
+    if stopped and run.ctx.is_main:
+        log(f"early stop after epoch {history[-1]['epoch']}: validation mIoU has not improved for "
+            f"{cfg.patience} epoch(s); best_model.pth is epoch {best}")
+    return {"best_miou": run.state["best_miou"], "best_epoch": best, "epochs_run": len(history),
+            "stopped_early": stopped, "out": cfg.out, "is_main": run.ctx.is_main}
 
 
 def open_outputs(run: Run) -> RunOutputs:
@@ -316,7 +323,6 @@ def open_outputs(run: Run) -> RunOutputs:
     from segtrain.samples import load_samples
 
     folder = Path(run.cfg.out)
-    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / CONFIG_JSON, json.dumps(run.cfg.to_dict(), indent=2) + "\n")
     tensorboard = TensorBoardLog(folder) if run.cfg.tensorboard else None
     return RunOutputs(folder, run.cfg, run.spec, load_samples(run.val_split),

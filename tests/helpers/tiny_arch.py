@@ -94,6 +94,15 @@ def randomise_batch_norm(model: nn.Module) -> None:
         model.body[1].running_var.uniform_(0.5, 2.0)
 
 
+def tiny_config(data: Path, out: Path, **overrides):
+    """A TrainConfig for `tinypool` (or `model=...`) at 32 px on the CPU, quiet; `overrides` change any field."""
+    from segtrain.config import TrainConfig
+
+    base = dict(model=POOL_ARCH, encoder="conv", encoder_weights="none", data=str(data), out=str(out), epochs=2,
+                batch_size=2, image_size=32, workers=0, device="cpu", progress="off", lr=0.01)
+    return TrainConfig(**{**base, **overrides})
+
+
 def make_tiny_checkpoint(path: Path, data: Path | None, size: int = 32, seed: int = 0) -> Path:
     """A `tiny` checkpoint recording `data` as its dataset (None: no dataset); register `tiny` first."""
     from checkpoints import build_checkpoint

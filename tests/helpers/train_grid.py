@@ -10,7 +10,7 @@ import json
 import traceback
 from pathlib import Path
 
-from tiny_arch import POOL_ARCH
+from tiny_arch import tiny_config
 
 Cell = tuple[int, int]  # (images per split, batch size)
 
@@ -20,13 +20,9 @@ def cell_name(cell: Cell, world: int) -> str:
 
 
 def fit_cell(data: Path, out: Path, batch_size: int) -> dict:
-    from segtrain.config import TrainConfig
     from segtrain.train import fit
 
-    cfg = TrainConfig(model=POOL_ARCH, encoder="conv", encoder_weights="none", data=str(data), out=str(out),
-                      epochs=1, batch_size=batch_size, image_size=32, workers=0, device="cpu", progress="off",
-                      lr=1e-3)
-    return fit(cfg, log=lambda _: None)
+    return fit(tiny_config(data, out, epochs=1, batch_size=batch_size, lr=1e-3), log=lambda _: None)
 
 
 def fit_cells(rank: int, cells: list[Cell], data_dir: str, out_dir: str, world: int) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from tiny_arch import POOL_ARCH, tiny_registered
+from tiny_arch import POOL_ARCH, tiny_config, tiny_registered
 
 from segtrain.cli import main
 from segtrain.coco import CocoSplit
@@ -32,9 +32,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(model=POOL_ARCH, encoder="conv", encoder_weights="none", data=str(data), out=str(out), epochs=2,
-                batch_size=1, image_size=32, workers=0, device="cpu", progress="off", lr=0.02)
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(data, out, **{"batch_size": 1, "lr": 0.02, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -129,3 +129,15 @@ def test_evaluate_from_another_folder_and_a_dataset_that_moved(data: Path, tmp_p
     assert res.exit_code == 2 and res.output.strip().splitlines() == [
         f"Error: {work / 'data'}: dataset folder not found (recorded in {work / 'run' / 'last.pth'} as the training "
         "data); pass --data DIR"]
+
+
+def test_a_refused_or_failed_start_creates_nothing(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = fit("--data", "nope")
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'nope'}: dataset folder not found (pass --data DIR)"]
+    (tmp_path / "afile").write_text("x")
+    res = fit("--data", str(data), "--out", "afile/run")
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        "Error: afile/run: cannot write the run there (Not a directory); choose another --out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_arch import PLAIN_ARCH, POOL_ARCH, tiny_registered
+from tiny_arch import PLAIN_ARCH, tiny_config, tiny_registered
 
 import segtrain.train as train_mod
 from segtrain.config import TrainConfig
@@ -27,9 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(model=POOL_ARCH, encoder="conv", encoder_weights="none", data=str(data), out=str(out), epochs=3,
-                batch_size=2, image_size=32, workers=0, device="cpu", progress="off", lr=0.01)
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(data, out, **{"epochs": 3, **kw})
 
 
 def csv_rows(path: Path) -> list[dict]:
