@@ -6,6 +6,7 @@ profiles, and DeepLabV3's output stride. Each prints a table and can write JSON 
                                                                         # PyTorch channels-last
     python benchmarks/experiments.py profile MODEL.onnx|CKPT.pth ...   # kernel time per op type
     python benchmarks/experiments.py stride CHECKPOINT --data DIR      # DeepLabV3 output stride 8 vs 16
+    python benchmarks/experiments.py outputs MODEL.onnx --photos DIR   # CPU ms per image of each batch stage
 
 Speed is images/s at batch 1 (median of --runs timed runs after warm-up) with --threads intra-op
 threads; the things compared are timed in the same interleaved rounds, as `segdeploy bench` does.
@@ -292,6 +293,58 @@ def _torch_calls(checkpoint: Path, x: np.ndarray, threads: int) -> dict[str, Cal
             "pytorch eager, 1 thread": call(model, 1, False)}
 
 
+def outputs_command(args: argparse.Namespace) -> list[dict]:
+    """CPU time per image (this thread's, so other processes' load barely counts) of each stage of
+    `segdeploy batch` besides the model call: decoding, pre-processing, and making and encoding
+    each output. On 2 cores every such millisecond is taken from the model's threads."""
+    from segdeploy.infer.inputs import find_images
+    from segdeploy.infer.outputs import confidence_to_grey, encode_grey, encode_mask, encode_rgb
+    from segdeploy.infer.predictor import Prediction, Predictor
+    from segdeploy.infer.rle import rle_entries
+    from segtrain.images import load_image
+
+    predictor = Predictor(args.model, threads=args.threads, tile="off")
+    spec = predictor.spec
+    photos = [args.photos / rel for rel in find_images(args.photos)][:args.images]
+    cpu: dict[str, float] = defaultdict(float)
+
+    def timed(stage: str, fn: Callable[[], object]) -> object:
+        t0 = time.thread_time()
+        out = fn()
+        cpu[stage] += time.thread_time() - t0
+        return out
+
+    for path in photos:
+        image = timed("decode (load_image)", lambda: load_image(path))  # noqa: B023 (called at once)
+        x = timed("preprocess", lambda: preprocess(image, spec))  # noqa: B023
+        logits = predictor.model.run(x)[0]
+        fresh = [Prediction(image, logits, spec) for _ in range(2)]
+        pred = fresh[0]
+        timed("mask (resize + arg-max)", lambda: pred.mask)  # noqa: B023
+        timed("class shares", lambda: pred.class_shares)  # noqa: B023
+        timed("encode mask.png", lambda: encode_mask(pred.mask, spec.palette, {"record": 1}))  # noqa: B023
+        over = timed("overlay blend", lambda: pred.overlay(0.5))  # noqa: B023
+        timed("encode overlay.jpg", lambda: encode_rgb(over, ".jpg"))  # noqa: B023
+        timed("overlay blend with --legend", lambda: pred.overlay(0.5, legend=True))  # noqa: B023
+        colour = timed("colorize", lambda: pred.colorized())  # noqa: B023
+        timed("encode color.png", lambda: encode_rgb(colour, ".png"))  # noqa: B023
+        both = fresh[1]
+        timed("mask + confidence", lambda: both.confidence)  # noqa: B023
+        timed("encode confidence.png", lambda: encode_grey(confidence_to_grey(both.confidence)))  # noqa: B023
+        timed("rle entries", lambda: rle_entries(both.mask, both.class_scores, spec, "x"))  # noqa: B023
+    n = max(len(photos), 1)
+    rows = [{"stage": stage, "cpu_ms_per_image": 1e3 * seconds / n} for stage, seconds in cpu.items()]
+    default = ("decode (load_image)", "preprocess", "mask (resize + arg-max)", "class shares", "encode mask.png",
+               "overlay blend", "encode overlay.jpg")
+    rows.append({"stage": "default outputs (mask, overlay) in all",
+                 "cpu_ms_per_image": sum(r["cpu_ms_per_image"] for r in rows if r["stage"] in default)})
+    print(f"CPU ms per image on {len(photos)} photos of {args.photos} ({spec.arch}/{spec.encoder}, "
+          f"{spec.input_size[0]} px):")
+    for r in rows:
+        print(f"  {r['stage']:<40} {r['cpu_ms_per_image']:7.2f}")
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=usable_cores())
@@ -318,9 +371,13 @@ def main() -> None:
     st.add_argument("--checkpoint", type=Path, help="Also time this checkpoint's eager model.")
     st.add_argument("--data", type=Path)
     st.add_argument("--batch", type=int, default=1)
+    o = sub.add_parser("outputs", help="CPU ms per image of decoding, pre-processing and each batch output.")
+    o.add_argument("model", type=Path)
+    o.add_argument("--photos", type=Path, required=True)
+    o.add_argument("--images", type=int, default=100, help="Photos to profile (the first N found).")
     args = p.parse_args()
     commands = {"int8": int8_command, "profile": profile_command, "stride": stride_command,
-                "settings": settings_command}
+                "settings": settings_command, "outputs": outputs_command}
     rows = commands[args.command](args)
     if args.out:
         from segtrain.fileio import atomic_write_text

@@ -17,7 +17,9 @@ from segdeploy import __version__
 from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
 from segdeploy.infer.batch import BatchConfig
-from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES
+from segdeploy.infer.inputs import PRECISIONS
+from segdeploy.infer.outputs import SAVE_CHOICES
+from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
 from segtrain.cli_support import ToolGroup, default, exit_codes_epilog
 from segtrain.errors import (
     EXIT_INTERRUPTED,
@@ -38,81 +40,6 @@ EVALUATE_BATCH_SIZE = 4
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
     """Ship segtrain models as ONNX and run them with onnxruntime."""
-
-
-def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
-    if value is None:
-        return None
-    from segdeploy.infer.partition import ShardError, parse_shard
-
-    try:
-        return parse_shard(value)
-    except ShardError as e:
-        raise click.BadParameter(str(e), ctx, param) from e
-
-
-@main.command("batch")
-@click.argument("input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder; mirrors INPUT_DIR's tree.")
-@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="ONNX model from `segdeploy export` [default: the only .onnx in exported/].")
-@click.option("--batch-size", default=default(BatchConfig, "batch_size"), show_default=True,
-              type=click.IntRange(min=1), help="Images per onnxruntime call.")
-@click.option("--provider", default=default(BatchConfig, "provider"), show_default=True,
-              type=click.Choice(PROVIDER_CHOICES),
-              help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
-@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads [default: onnxruntime's].")
-@click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")
-@click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Opacity of the colour mask in the overlay.")
-@click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
-@click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="COCO labels.json: score the masks against it (file names relative to INPUT_DIR).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
-@click.option("--shard", metavar="K/N", callback=_shard_option,
-              help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
-                   "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
-def batch_command(input_dir: Path, out_dir: Path, model: Path | None, batch_size: int, provider: str,
-                  threads: int | None, workers: int | None, alpha: float, overwrite: bool, gt: Path | None,
-                  progress: bool | None, shard: Shard | None) -> None:
-    """Segment every image under INPUT_DIR (recursively) with an ONNX model.
-
-    \b
-    For INPUT_DIR/sub/a.jpg it writes, at the image's size after EXIF orientation:
-      OUT/sub/a.jpg.mask.png     class mask: indexed PNG, pixel value = class index
-      OUT/sub/a.jpg.color.png    colour mask in the model's palette
-      OUT/sub/a.jpg.overlay.jpg  colour mask blended over the photo (--alpha)
-    and OUT/summary.json (model, provider, per-image size, seconds and class shares,
-    failures, totals, images/s).
-
-    Unreadable files are skipped and named with the reason. A rerun of the same command skips
-    images whose outputs are complete (--overwrite redoes them), so an interrupted run
-    (Ctrl-C, kill) is finished by running it again.
-
-    With --shard K/N, N runs (on N machines) share the inputs, each file by a hash of its path
-    relative to INPUT_DIR, and may write into the same OUT; each writes
-    OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
-
-    Exit codes: see `segdeploy --help` (3: finished, but some inputs were unreadable; 130: interrupted).
-    """
-    from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
-    from segdeploy.infer.inputs import default_model
-
-    config = BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model or default_model(),
-                         batch_size=batch_size, provider=provider, threads=threads,
-                         workers=workers or default_workers(), alpha=alpha,
-                         overwrite=overwrite, gt=gt, progress=progress, shard=shard)
-    try:
-        with sigterm_as_interrupt():
-            result = run_batch(config)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished outputs are kept; run the same command again to do the rest", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
-    click.echo(result.describe())
-    if result.failures:
-        click.echo(result.describe_failures(), err=True)
-        raise SystemExit(EXIT_SOME_INPUTS_FAILED)
 
 
 class IntList(click.ParamType):
@@ -148,6 +75,130 @@ class NameList(click.ParamType):
         if bad or not out:
             self.fail(f"unknown {', '.join(bad) or 'empty list'}; choose from {', '.join(self.choices)}", param, ctx)
         return tuple(dict.fromkeys(out))
+
+
+def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    from segdeploy.infer.partition import ShardError, parse_shard
+
+    try:
+        return parse_shard(value)
+    except ShardError as e:
+        raise click.BadParameter(str(e), ctx, param) from e
+
+
+def _tile_option(ctx: click.Context, param: click.Parameter, value: str) -> str | int:
+    from segdeploy.infer.tiling import TileError, parse_tile
+
+    try:
+        return parse_tile(value)
+    except TileError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1], ctx, param) from e
+
+
+def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    from segdeploy.infer.tiling import TileError, check_overlap
+
+    try:
+        return check_overlap(value)
+    except TileError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1], ctx, param) from e
+
+
+@main.command("batch")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; mirrors the tree of each folder given (files given directly land at its top).")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX model from `segdeploy export` [default: the FP32 model in exported/, when there is one "
+                   "(its .int8/.fp16 variants may sit beside it)].")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Run this variant of the model (<name>.int8.onnx, <name>.fp16.onnx) [default: the model as named, "
+                   "or FP32].")
+@click.option("--batch-size", default=default(BatchConfig, "batch_size"), show_default=True,
+              type=click.IntRange(min=1), help="Images (or tiles of a large image) per model call.")
+@click.option("--provider", default=default(BatchConfig, "provider"), show_default=True,
+              type=click.Choice(PROVIDER_CHOICES),
+              help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
+@click.option("--runtime", default=default(BatchConfig, "runtime"), show_default=True,
+              type=click.Choice(RUNTIME_CHOICES), help="Inference engine.")
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of the runtime [default: its own].")
+@click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")
+@click.option("--save", default=",".join(default(BatchConfig, "save")), show_default=True,
+              type=NameList(SAVE_CHOICES),
+              help="Outputs per image: mask (class mask, shown in the palette), overlay, color (RGB colour mask), "
+                   "confidence (8-bit winning-class probability); rle: OUT/predictions.json in the COCO results "
+                   "format. The mask is always written (a rerun resumes from it).")
+@click.option("--legend", is_flag=True, help="Draw a legend of the classes present onto each overlay.")
+@click.option("--tile", default=str(default(BatchConfig, "tile")), show_default=True, metavar="auto|off|N",
+              callback=_tile_option,
+              help="Large images: auto tiles those more than 2.5x the model's input size (long side) with windows "
+                   "of the input size at the photo's own resolution; N: windows of N pixels, each resized to the "
+                   "input; off: stretch every image into one input.")
+@click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True, type=float,
+              callback=_overlap_option, help="Fraction of a tile's side shared with its neighbours (0 to 0.75); "
+                                             "their logits are blended before the arg-max.")
+@click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Opacity of the colour mask in the overlay.")
+@click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
+@click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="COCO labels.json: score the masks against it (file names relative to the folder given).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@click.option("--shard", metavar="K/N", callback=_shard_option,
+              help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
+                   "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
+def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, precision: str | None,
+                  workers: int | None, **options) -> None:
+    """Segment the images SOURCE names: folders (recursively), image files, or quoted glob
+    patterns ('photos/**/*.jpg').
+
+    \b
+    By default (--save mask,overlay) it writes two files per image, at the image's size after
+    EXIF orientation; for SOURCE/sub/a.jpg:
+      OUT/sub/a.jpg.mask.png     class mask: indexed PNG, pixel value = class index, shown in
+                                 the model's palette (it is the colour mask too)
+      OUT/sub/a.jpg.overlay.jpg  colour mask blended over the photo (--alpha, --legend)
+    --save adds a.jpg.color.png (RGB colour mask), a.jpg.confidence.png (255 x the winning
+    class's probability) and OUT/predictions.json (rle: COCO results, one entry per image and
+    class). Every output folder gets legend.png (swatch, index, name and COCO id of each class),
+    and OUT gets summary.json (model, provider, per-image size, seconds and class shares,
+    failures, totals, images/s).
+
+    Unreadable files are skipped and named with the reason. A rerun of the same command skips
+    images whose outputs are complete (--overwrite redoes them), so an interrupted run
+    (Ctrl-C, kill) is finished by running it again.
+
+    With --shard K/N, N runs (on N machines) share the inputs, each file by a hash of its path
+    relative to the folder given, and may write into the same OUT; each writes
+    OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
+
+    Exit codes: see `segdeploy --help` (3: finished, but some inputs were unreadable; 130: interrupted).
+    """
+    from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
+
+    config = BatchConfig(sources=sources, out_dir=out_dir, model=_chosen_model(model, precision),
+                         workers=workers or default_workers(), **options)
+    try:
+        with sigterm_as_interrupt():
+            result = run_batch(config)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished outputs are kept; run the same command again to do the rest", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    click.echo(result.describe())
+    if result.failures:
+        click.echo(result.describe_failures(), err=True)
+        raise SystemExit(EXIT_SOME_INPUTS_FAILED)
+
+
+def _chosen_model(model: Path | None, precision: str | None) -> Path:
+    """The model to run; says on stderr which one when it was picked rather than named."""
+    from segdeploy.infer.inputs import choose_model
+
+    path, note = choose_model(model, precision)
+    if note:
+        click.echo(note, err=True)
+    return path
 
 
 @main.command("bench")

@@ -15,7 +15,7 @@ very large images.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import cv2
@@ -173,11 +173,18 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def normalize(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """uint8 HxWx3 RGB -> float32 3xHxW, scaled to [0, 1] then standardised by the spec."""
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    x = (image.astype(np.float32) / np.float32(255.0) - mean) / std
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    """uint8 HxWx3 RGB -> float32 3xHxW, scaled to [0, 1] then standardised by the spec.
+
+    Written plane by plane into the output (the same float32 operations as ``(x / 255 - mean) / std``,
+    so the same numbers, without full-size temporaries).
+    """
+    out = np.empty((3, *image.shape[:2]), dtype=np.float32)
+    for c in range(3):
+        plane = out[c]
+        np.divide(image[..., c], np.float32(255.0), out=plane, dtype=np.float32)
+        plane -= np.float32(spec.mean[c])
+        plane /= np.float32(spec.std[c])
+    return out
 
 
 def preprocess(images: np.ndarray | Iterable[np.ndarray], spec: ModelSpec) -> np.ndarray:
@@ -226,43 +233,141 @@ def _resize_rows(logits: np.ndarray, size: tuple[int, int], r0: int, r1: int) ->
     return left + (right - left) * xf[None, None, :]
 
 
-def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int = 1 << 21) -> np.ndarray:
-    """CxHxW logits -> uint8 class mask of `size` (height, width): resize first, then arg-max.
+# Resized logits held at once while post-processing: 2^23 float32 values (32 MiB), whatever the class count.
+MAX_BAND_VALUES = 1 << 23
 
-    Works in bands of output rows so a 24-megapixel output never holds all class planes at
-    once: each band is interpolated vertically here, then horizontally by OpenCV (the same
-    half-pixel bilinear rule, several times faster than NumPy for the wide pass).
+
+def logit_bands(logits: np.ndarray, size: tuple[int, int], keep: tuple[int, int] | None = None,
+                max_band_pixels: int | None = None) -> Iterator[tuple[slice, list[np.ndarray]]]:
+    """CxHxW logits resized (bilinear, half-pixel centres) to `size`, as bands of output rows.
+
+    Yields (rows, one float32 plane per class). Only the top-left `keep` (height, width) of the
+    resized grid is produced (default: all of it). When the output fits one band (at most
+    `max_band_pixels`, by default MAX_BAND_VALUES over the class count) OpenCV resizes each plane
+    on both axes; larger outputs are interpolated vertically here, band by band, then horizontally by
+    OpenCV (the same rule; values agree to float rounding), so memory stays bounded for huge images.
     """
     if logits.ndim != 3:
         raise ValueError(f"expected CxHxW logits, got shape {logits.shape}")
     logits = logits.astype(np.float32, copy=False)
-    out_h, out_w = size
-    if logits.shape[1:] == (out_h, out_w):
-        return logits.argmax(0).astype(np.uint8)
     c, h, w = logits.shape
+    out_h, out_w = size
+    keep_h, keep_w = keep or size
+    band = max(1, (max_band_pixels or MAX_BAND_VALUES // max(c, 1)) // max(out_w, 1))
+    if band >= keep_h:
+        yield slice(0, keep_h), [_resize_plane(logits[k], (out_h, out_w))[:keep_h, :keep_w] for k in range(c)]
+        return
     ylo, yhi, yf = _linear_taps(out_h, h)
-    band = max(1, max_band_pixels // max(out_w, 1))
-    mask = np.empty((out_h, out_w), dtype=np.uint8)
-    for r0 in range(0, out_h, band):
-        rows = slice(r0, min(out_h, r0 + band))
+    for r0 in range(0, keep_h, band):
+        rows = slice(r0, min(keep_h, r0 + band))
         top, bottom = logits[:, ylo[rows]], logits[:, yhi[rows]]
-        vertical = (top + (bottom - top) * yf[rows][None, :, None]).transpose(1, 2, 0)  # rows x w x C
-        wide = cv2.resize(np.ascontiguousarray(vertical), (out_w, vertical.shape[0]), interpolation=cv2.INTER_LINEAR)
-        mask[rows] = wide.reshape(vertical.shape[0], out_w, c).argmax(2)
+        vertical = top + (bottom - top) * yf[rows][None, :, None]  # C x rows x w
+        yield rows, [_resize_plane(vertical[k], (vertical.shape[1], out_w))[:, :keep_w] for k in range(c)]
+
+
+def _resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if plane.shape == tuple(size):
+        return plane
+    return cv2.resize(np.ascontiguousarray(plane), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def argmax_planes(planes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 index of the largest plane per pixel, that largest value); ties go to the lower index.
+
+    A running maximum in OpenCV: several times faster than NumPy's arg-max over a class axis.
+    """
+    best = planes[0].copy()
+    index = np.zeros(best.shape, np.uint8)
+    for k in range(1, len(planes)):
+        greater = cv2.compare(planes[k], best, cv2.CMP_GT)  # 255 where class k wins so far
+        cv2.bitwise_and(index, cv2.bitwise_not(greater), dst=index)
+        cv2.bitwise_or(index, cv2.bitwise_and(greater, k), dst=index)
+        cv2.max(best, planes[k], dst=best)
+    return index, best
+
+
+def _exp_sum(planes: Sequence[np.ndarray], best: np.ndarray) -> np.ndarray:
+    """Sum over classes of exp(logit - max): the softmax denominator, without overflow."""
+    total = np.zeros_like(best)
+    tmp = np.empty_like(best)
+    for plane in planes:
+        cv2.subtract(plane, best, dst=tmp)
+        cv2.exp(tmp, dst=tmp)
+        cv2.add(total, tmp, dst=total)
+    return total
+
+
+def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int | None = None,
+                   keep: tuple[int, int] | None = None) -> np.ndarray:
+    """CxHxW logits -> uint8 class mask of `size` (height, width): resize first, then arg-max."""
+    keep_h, keep_w = keep or size
+    mask = np.empty((keep_h, keep_w), dtype=np.uint8)
+    for rows, planes in logit_bands(logits, size, keep, max_band_pixels):
+        mask[rows] = argmax_planes(planes)[0]
     return mask
+
+
+def logits_to_mask_and_confidence(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int | None = None,
+                                  keep: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The class mask and each pixel's confidence: the softmax probability of its winning class (float32).
+
+    Same resize and arg-max as `logits_to_mask`; the softmax is taken over the resized logits.
+    """
+    keep_h, keep_w = keep or size
+    mask = np.empty((keep_h, keep_w), dtype=np.uint8)
+    confidence = np.empty((keep_h, keep_w), dtype=np.float32)
+    for rows, planes in logit_bands(logits, size, keep, max_band_pixels):
+        mask[rows], best = argmax_planes(planes)
+        cv2.divide(1.0, _exp_sum(planes, best), dst=confidence[rows])
+    return mask, confidence
+
+
+def logits_to_probabilities(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int | None = None,
+                            keep: tuple[int, int] | None = None) -> np.ndarray:
+    """CxHxW logits -> CxHxW float32 class probabilities (softmax over the resized logits) at `size`."""
+    keep_h, keep_w = keep or size
+    out = np.empty((logits.shape[0], keep_h, keep_w), dtype=np.float32)
+    for rows, planes in logit_bands(logits, size, keep, max_band_pixels):
+        best = argmax_planes(planes)[1]
+        total = _exp_sum(planes, best)
+        for k, plane in enumerate(planes):
+            band = out[k, rows]
+            cv2.subtract(plane, best, dst=band)
+            cv2.exp(band, dst=band)
+            cv2.divide(band, total, dst=band)
+    return out
+
+
+def _palette_lut(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """256x1x3 uint8 lookup table for cv2.LUT: class -> colour; ignore (255) and unknown indices white."""
+    lut = np.full((256, 1, 3), 255, dtype=np.uint8)
+    lut[: len(palette), 0] = np.asarray(palette, dtype=np.uint8)
+    return lut
+
+
+def _colour_of(mask: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    mask = np.ascontiguousarray(mask, dtype=np.uint8)
+    return cv2.LUT(cv2.merge([mask, mask, mask]), lut)
 
 
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     """Class mask -> HxWx3 uint8 RGB colour mask; ignore (255) and unknown indices are white."""
-    lut = np.full((256, 3), 255, dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[mask]
+    return _colour_of(mask, _palette_lut(palette))
+
+
+# Rows of the overlay blended at a time, so a 24-megapixel photo needs no full-size temporaries.
+_OVERLAY_BAND_PIXELS = 1 << 21
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
     """Blend the colour mask over the photo; background (class 0) pixels keep the photo."""
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    colour = colorize(mask, palette)
-    blended = cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
-    return np.where((mask == 0)[..., None], image, blended)
+    lut = _palette_lut(palette)
+    out = np.empty_like(image)
+    rows = max(1, _OVERLAY_BAND_PIXELS // max(image.shape[1], 1))
+    for r0 in range(0, image.shape[0], rows):
+        band = slice(r0, r0 + rows)
+        cv2.addWeighted(image[band], 1.0 - alpha, _colour_of(mask[band], lut), alpha, 0.0, dst=out[band])
+        cv2.copyTo(image[band], np.ascontiguousarray(mask[band] == 0).view(np.uint8), out[band])
+    return out

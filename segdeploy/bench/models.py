@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.bench.config import BenchConfig, BenchInputError, Echo
-from segdeploy.export.artifact import VARIANTS, exported_from, find_checkpoints, model_path, output_name
+from segdeploy.export.artifact import exported_from, find_checkpoints, model_path, output_name
+from segdeploy.infer.inputs import VARIANTS, fp32_name
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.coco import DataError, resolve_split
 from segtrain.contract import ModelSpec
@@ -104,7 +105,7 @@ def default_models(runs_dir: Path = Path("runs"), exported: Path = Path("exporte
     """Every runs/*/best_model.pth, else every FP32 .onnx in exported/ (variants ride along)."""
     found = find_checkpoints(runs_dir)
     if not found and exported.is_dir():
-        found = sorted(p for p in exported.glob("*.onnx") if p.suffixes[-2:-1] not in ([f".{v}"] for v in VARIANTS))
+        found = sorted(p for p in exported.glob("*.onnx") if fp32_name(p.name) == p.name)
     if not found:
         raise BenchInputError(f"no MODEL given and no {runs_dir}/*/best_model.pth or {exported}/*.onnx to bench")
     return found

@@ -113,15 +113,17 @@ def end_to_end(ref: ModelRef, config: BenchConfig, fp32_results: list[dict], ima
     echo(f"  end-to-end: segdeploy batch over {config.photos} (batch {batch}, {config.threads} threads, "
          f"{workers} decode/write workers)")
     with tempfile.TemporaryDirectory(prefix="segdeploy-bench-e2e-") as tmp:
-        result = run_batch(BatchConfig(input_dir=Path(config.photos), out_dir=Path(tmp), model=ref.onnx["fp32"],
+        # Default outputs; tiles off, so the pipeline makes the same model calls as the model-only figure.
+        result = run_batch(BatchConfig(sources=(Path(config.photos),), out_dir=Path(tmp), model=ref.onnx["fp32"],
                                        batch_size=batch, provider=config.provider, threads=config.threads,
-                                       workers=workers, progress=False), log=lambda message: None)
+                                       workers=workers, progress=False, tile="off"), log=lambda message: None)
     totals = result.totals.to_dict()
     e2e = totals["images_per_second"] or 0.0
     echo(f"  end-to-end {e2e:.2f} images/s vs model-only {model_only:.2f} images/s "
          f"(ratio {e2e / model_only:.2f})")
     return {"status": "ok", "photos": str(config.photos), "images": totals["processed"], "failed": totals["failed"],
             "image_size": list(size), "batch_size": batch, "threads": config.threads, "workers": workers,
+            "outputs": list(result.summary["settings"]["save"]),
             "seconds": totals["seconds"], "images_per_second": e2e, "model_only_images_per_second": model_only,
             "ratio": e2e / model_only, "pipeline_model_images_per_second": totals["model_images_per_second"],
             "stage_ms_per_image": {k: 1e3 * v / max(totals["processed"], 1)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segdeploy.export.verify import ParityReport
+from segdeploy.infer.inputs import variant_path
 from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
 from segtrain.checkpoint import Checkpoint
 from segtrain.contract import Provenance
@@ -24,7 +25,6 @@ from segtrain.fileio import NEW_FILE_MODE, atomic_write_text, ensure_writable_di
 
 REPORT_SUFFIX = ".verify.json"
 FAILED_REPORT_SUFFIX = ".failed.verify.json"
-VARIANTS = ("int8", "fp16")  # <name>.<variant>.onnx beside <name>.onnx
 
 
 class ExportError(InputError):
@@ -40,8 +40,9 @@ def output_name(checkpoint: Path) -> str:
 
 
 def model_path(out_dir: Path, name: str, precision: str = "fp32") -> Path:
-    """<out>/<name>.onnx for FP32, <out>/<name>.<precision>.onnx for a variant."""
-    return Path(out_dir) / (f"{name}.onnx" if precision == "fp32" else f"{name}.{precision}.onnx")
+    """<out>/<name>.onnx for FP32, <out>/<name>.<precision>.onnx for a variant (the naming `segdeploy batch`
+    picks models by: segdeploy.infer.inputs)."""
+    return variant_path(Path(out_dir) / f"{name}.onnx", precision)
 
 
 def report_path(model: Path, failed: bool = False) -> Path:

@@ -1,81 +1,81 @@
-"""`segdeploy batch`: run an ONNX segmentation model over a folder of images (torch-free).
+"""`segdeploy batch`: run a model over the images that folders, files and glob patterns name (torch-free).
 
-The pipeline overlaps decoding and writing with inference and keeps memory bounded for any
-number of images::
+Built on the Predictor (segdeploy.infer.predictor), which owns the model, its spec and the pre- and
+post-processing; this module plans the jobs, drives the Predictor through the shared overlapped
+pipeline (segdeploy.infer.pipeline) with a write stage, and keeps runs resumable::
 
-    decode pool (`workers` threads): load_image (EXIF applied) + contract.preprocess
-      -> bounded window of decoded images, in input order
-    main thread: stacks `batch_size` tensors, one onnxruntime call per batch
-      -> bounded window of pending writes
-    write pool (`workers` threads): contract.logits_to_mask at the original size (bilinear
-      resize of the logits, then arg-max), colour mask, overlay, atomic writes, summary record
+    decode pool (`workers` threads): load_image (EXIF applied) + Predictor.prepare (stretch to the
+      input size, or plan the tiles of a large image)
+    main thread: Predictor.infer, `batch_size` images per model call (tiles of a large image too)
+    write pool (`workers` threads): the chosen outputs at the original size (mask, overlay, colour
+      mask, confidence, COCO RLE), atomic writes, the summary record
 
-At most about ``2 * batch_size + 3 * workers`` decoded images are in flight. Every input
-goes through the model at the spec's input size, so any mix of image sizes batches together.
-Unreadable inputs are reported and skipped; a rerun skips images whose outputs are complete
-(see `segdeploy.infer.outputs`) and removes temporary files a killed run left behind. With a shard
-(`segdeploy.shard`) the run does only its share of the inputs and writes summary.shard-K-of-N.json.
+At most about ``2 * batch_size + 3 * workers`` decoded images are in flight. Unreadable inputs are
+reported and skipped; a rerun skips images whose chosen outputs are complete (see
+`segdeploy.infer.outputs`) and removes temporary files a killed run left behind. With a shard
+(`segdeploy.infer.partition`) the run does only its share of the inputs and writes
+summary.shard-K-of-N.json (and predictions.shard-K-of-N.json).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import signal
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from segdeploy.infer.inputs import BatchInputError, find_images
+from segdeploy.infer.inputs import BatchInputError, resolve_sources
+from segdeploy.infer.legend import legend_image
 from segdeploy.infer.outputs import (
+    DEFAULT_SAVE,
+    LEGEND_NAME,
+    NotAFileError,
     OutputPaths,
     completed_record,
+    confidence_to_grey,
+    encode_grey,
     encode_mask,
     encode_rgb,
     output_paths,
     read_mask,
+    resolve_save,
     source_stamp,
     sweep_temp_files,
     write_atomic,
 )
 from segdeploy.infer.partition import Shard, shard_section
-from segdeploy.infer.runtime import OnnxModel, open_model
+from segdeploy.infer.pipeline import Failure, default_workers, prefetch, run_pipeline
+from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE, Prediction, Predictor, Prepared
+from segdeploy.infer.rle import rle_entries, write_predictions
 from segdeploy.infer.scoring import GroundTruth, GroundTruthReport
-from segdeploy.infer.summary import SUMMARY_NAME, Failure, RunTotals, build_summary, class_share, write_summary
-from segtrain.contract import ModelSpec, colorize, logits_to_mask, overlay, preprocess
-from segtrain.errors import RunError
-from segtrain.fileio import file_sha256
-from segtrain.images import IMAGE_SUFFIXES, ImageReadError, load_image
-from segtrain.machine import usable_cores
+from segdeploy.infer.summary import SUMMARY_NAME, RunTotals, build_summary, write_summary
+from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, Tiling
+from segtrain.contract import ModelSpec
+from segtrain.fileio import ensure_writable_dir, file_sha256
+from segtrain.images import ImageReadError, load_image
 
-# Rows of the overlay blended at a time, so a 24-megapixel photo needs no full-size temporaries.
-_OVERLAY_BAND_PIXELS = 1 << 21
-
-
-class BatchRunError(RunError):
-    """The model failed on a batch (for example a fixed batch size); the run stops."""
-
-
-def default_workers() -> int:
-    """Decode and write threads per pool: the usable cores, at most 4."""
-    return min(4, usable_cores())
+__all__ = ["BatchConfig", "BatchResult", "default_workers", "run_batch", "sigterm_as_interrupt"]
 
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """Settings of one batch run; the CLI fills it from its options."""
+    """Settings of one batch run; the CLI fills it from its options (and reads its defaults here)."""
 
-    input_dir: Path
+    sources: tuple[Path | str, ...]  # folders, image files, glob patterns (a single one may be given bare)
     out_dir: Path
     model: Path
-    batch_size: int = 4
+    batch_size: int = DEFAULT_BATCH_SIZE
     provider: str = "auto"
+    runtime: str = "onnxruntime"
     threads: int | None = None
     workers: int = field(default_factory=default_workers)
     alpha: float = 0.5
@@ -83,33 +83,46 @@ class BatchConfig:
     gt: Path | None = None
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     shard: Shard | None = None  # do only this share of the inputs
+    save: tuple[str, ...] = DEFAULT_SAVE  # outputs (outputs.SAVE_CHOICES); the mask is always written
+    legend: bool = False  # draw a legend of the classes present onto each overlay
+    tile: str | int = TILE_AUTO  # auto, off or a window size in pixels (segdeploy.infer.tiling)
+    tile_overlap: float = DEFAULT_TILE_OVERLAP
+
+    def __post_init__(self) -> None:
+        sources = (self.sources,) if isinstance(self.sources, (str, os.PathLike)) else tuple(self.sources)
+        if not sources:
+            raise BatchInputError("no SOURCE given: name folders, image files or quoted glob patterns")
+        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
+            raise BatchInputError(f"--alpha {self.alpha}: the overlay opacity must be from 0 to 1")
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "save", resolve_save(self.save))
+        tiling = Tiling(self.tile, self.tile_overlap)  # checks them before any work
+        object.__setattr__(self, "tile", tiling.tile)
+        object.__setattr__(self, "tile_overlap", tiling.overlap)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input image: its path relative to INPUT_DIR (POSIX form), where it is, its outputs."""
+    """One input image: its key (path relative to the folder it was found in, POSIX form), file, outputs."""
 
     key: str
     source: Path
+    root: Path
     outputs: OutputPaths
 
 
-@dataclass
-class Decoded:
+@dataclass(frozen=True)
+class _Source:
     job: Job
-    image: np.ndarray
-    tensor: np.ndarray | None
-    seconds: dict[str, float]
     stamp: dict[str, int]  # source_stamp taken before reading, so a file changed meanwhile is redone
 
 
-@dataclass(frozen=True)
-class _WriteContext:
-    spec: ModelSpec
-    out_dir: Path
-    alpha: float
-    fingerprint: dict
-    truth: GroundTruth | None
+@dataclass
+class ImageResult:
+    """What the write stage made of one image: its summary record and its COCO result entries."""
+
+    record: dict
+    coco: list[dict]
 
 
 @dataclass
@@ -119,6 +132,7 @@ class BatchResult:
     failures: list[Failure]
     totals: RunTotals
     ground_truth: GroundTruthReport | None
+    predictions_path: Path | None = None
 
     def describe(self) -> str:
         """What the run did, its speed, and the ground-truth scores when there are any."""
@@ -127,6 +141,8 @@ class BatchResult:
                  "images/s in the model)" if t["processed"] else "")
         lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
                  f"in {t['seconds']:.1f} s on {self.summary['provider']}{speed}", f"summary: {self.summary_path}"]
+        if self.predictions_path is not None:
+            lines.append(f"COCO results (RLE): {self.predictions_path}")
         if "shard" in self.summary:
             s = self.summary["shard"]
             lines.insert(0, f"shard {s['index']}/{s['count']}: {t['images_found']} of {s['inputs_total']} inputs")
@@ -146,100 +162,101 @@ class BatchResult:
 # Inputs
 
 
-def plan_jobs(input_dir: Path, out_dir: Path) -> list[Job]:
-    """A job per image under `input_dir`, outputs mirrored under `out_dir`."""
-    input_dir, out_dir = Path(input_dir), Path(out_dir)
-    if out_dir.resolve() == input_dir.resolve():
-        raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
-    rels = find_images(input_dir, exclude=[out_dir])
-    if not rels:
-        kinds = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
-        raise BatchInputError(f"{input_dir}: no images ({kinds}) found")
-    return [Job(rel.as_posix(), input_dir / rel, output_paths(out_dir, rel)) for rel in rels]
+def plan_jobs(sources: Sequence[Path | str], out_dir: Path, save: Sequence[str] = DEFAULT_SAVE) -> list[Job]:
+    """A job per image the sources name, outputs mirrored under `out_dir`."""
+    out_dir = Path(out_dir)
+    for source in sources:
+        if Path(source).is_dir() and Path(source).resolve() == out_dir.resolve():
+            raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
+    return [Job(f.key, f.path, f.root, output_paths(out_dir, Path(f.key), save))
+            for f in resolve_sources(sources, exclude=[out_dir])]
+
+
+def ground_truth_root(jobs: list[Job]) -> Path:
+    """The one folder --gt's file names are relative to; BatchInputError when the inputs come from several."""
+    roots = {job.root.resolve(): job.root for job in jobs}
+    if len(roots) != 1:
+        raise BatchInputError(f"--gt matches file names relative to one folder, but the inputs come from {len(roots)} "
+                              f"({', '.join(sorted(str(r) for r in roots.values()))}); score each folder separately")
+    return next(iter(roots.values()))
 
 
 # --------------------------------------------------------------------------------------------
 # Stages
 
 
-def decode(job: Job, spec: ModelSpec) -> Decoded | Failure:
-    """Read and preprocess one input; an unreadable file becomes a Failure with the reason."""
+def decode(job: Job, predictor: Predictor) -> Prepared | Failure:
+    """Read and prepare one input; an unreadable file becomes a Failure with the reason."""
     t0 = time.perf_counter()
     try:
         stamp = source_stamp(job.source)
-        image = load_image(job.source)
+        prepared = predictor.prepare(load_image(job.source), source=_Source(job, stamp))
     except FileNotFoundError:
         return Failure(job.key, "file not found (removed during the run?)")
+    except NotAFileError:
+        return Failure(job.key, "not a regular file")
     except ImageReadError as e:
         return Failure(job.key, str(e).removeprefix(f"{job.source}: "))
     except MemoryError:
         return Failure(job.key, "not enough memory to decode it")
-    tensor = preprocess(image, spec)[0]
-    return Decoded(job, image, tensor, {"decode": time.perf_counter() - t0}, stamp)
+    prepared.seconds = {"decode": time.perf_counter() - t0}
+    return prepared
 
 
-def blend_overlay(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float) -> np.ndarray:
-    """contract.overlay applied in bands of rows, so temporaries stay small for huge photos."""
-    out = np.empty_like(image)
-    rows = max(1, _OVERLAY_BAND_PIXELS // max(image.shape[1], 1))
-    for r0 in range(0, image.shape[0], rows):
-        out[r0:r0 + rows] = overlay(image[r0:r0 + rows], mask[r0:r0 + rows], palette, alpha)
-    return out
+@dataclass(frozen=True)
+class _Writer:
+    """The write stage: the chosen outputs of one prediction, written atomically (mask last)."""
 
+    spec: ModelSpec
+    out_dir: Path
+    save: tuple[str, ...]
+    alpha: float
+    legend: bool
+    fingerprint: dict
+    truth: GroundTruth | None
 
-def write_outputs(item: Decoded, logits: np.ndarray, ctx: _WriteContext) -> dict | Failure:
-    """Mask at the original size, colour mask and overlay, written atomically (mask last)."""
-    t0 = time.perf_counter()
-    job, spec = item.job, ctx.spec
-    mask = logits_to_mask(logits, item.image.shape[:2])
-    record = {"input": job.key, "outputs": job.outputs.as_dict(ctx.out_dir), "size": list(mask.shape),
-              "seconds": {}, "class_share": class_share(mask, spec.classes),
-              "fingerprint": {**ctx.fingerprint, "source": item.stamp}}
-    try:
-        write_atomic(job.outputs.color, encode_rgb(colorize(mask, spec.palette), ".png"))
-        write_atomic(job.outputs.overlay, encode_rgb(blend_overlay(item.image, mask, spec.palette, ctx.alpha), ".jpg"))
-        record["seconds"] = _stage_seconds(item.seconds, t0)  # as stored in the mask, for a resumed summary
-        write_atomic(job.outputs.mask, encode_mask(mask, spec.palette, record))
-    except OSError as e:
-        return Failure(job.key, f"cannot write outputs ({e})")
-    except MemoryError:
-        return Failure(job.key, "not enough memory to write its outputs")
-    if ctx.truth is not None:
-        ctx.truth.update(job.key, mask)
-    record["seconds"] = _stage_seconds(item.seconds, t0)
-    del record["fingerprint"]
-    return record
+    def __call__(self, prediction: Prediction) -> ImageResult | Failure:
+        t0 = time.perf_counter()
+        job, stamp = prediction.source.job, prediction.source.stamp
+        files = job.outputs.files
+        try:
+            if "confidence" in self.save or "rle" in self.save:
+                prediction.confidence  # noqa: B018 (mask and confidence in one pass)
+            record = {"input": job.key, "outputs": job.outputs.as_dict(self.out_dir), "size": list(prediction.size),
+                      "tiles": prediction.tiles, "seconds": {}, "class_share": prediction.class_shares,
+                      "fingerprint": {**self.fingerprint, "source": stamp}}
+            if "rle" in self.save:
+                record["scores"] = {str(k): round(v, 6) for k, v in prediction.class_scores.items()}
+            if "overlay" in files:
+                write_atomic(files["overlay"], encode_rgb(prediction.overlay(self.alpha, self.legend), ".jpg"))
+            if "color" in files:
+                write_atomic(files["color"], encode_rgb(prediction.colorized(), ".png"))
+            if "confidence" in files:
+                write_atomic(files["confidence"], encode_grey(confidence_to_grey(prediction.confidence)))
+            record["seconds"] = _stage_seconds(prediction.seconds, t0)  # as stored in the mask, for a resumed summary
+            write_atomic(files["mask"], encode_mask(prediction.mask, prediction.spec.palette, record))
+            coco = self.coco_entries(job.key, prediction.mask, prediction.class_scores) if "rle" in self.save else []
+        except OSError as e:
+            return Failure(job.key, f"cannot write outputs ({e})")
+        except MemoryError:
+            return Failure(job.key, "not enough memory to write its outputs")
+        if self.truth is not None:
+            self.truth.update(job.key, prediction.mask)
+        record["seconds"] = _stage_seconds(prediction.seconds, t0)
+        del record["fingerprint"]
+        return ImageResult(record, coco)
+
+    def coco_entries(self, key: str, mask: np.ndarray, scores: dict[int, float]) -> list[dict]:
+        """predictions.json entries of one image: --gt's image id and pixel grid when it has the image."""
+        image_id = key
+        if self.truth is not None and self.truth.has(key):
+            image_id, mask = self.truth.image_id(key), self.truth.truth_grid(key, mask)
+        return rle_entries(mask, scores, self.spec, image_id)
 
 
 def _stage_seconds(seconds: dict[str, float], write_start: float) -> dict[str, float]:
     stages = {**seconds, "write": time.perf_counter() - write_start}
     return {**{k: round(v, 4) for k, v in stages.items()}, "total": round(sum(stages.values()), 4)}
-
-
-def _prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int) -> Iterator:
-    """fn(item) for each item on `pool`, results in order, at most `depth` submitted ahead."""
-    pending: deque[Future] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= depth:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def _batches(decoded: Iterable[Decoded | Failure], size: int,
-             on_failure: Callable[[Failure], None]) -> Iterator[list[Decoded]]:
-    batch: list[Decoded] = []
-    for item in decoded:
-        if isinstance(item, Failure):
-            on_failure(item)
-            continue
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,61 +266,20 @@ def _batches(decoded: Iterable[Decoded | Failure], size: int,
 class _Progress:
     """Collects records and failures on the main thread, with a tqdm bar and failure lines."""
 
-    def __init__(self, input_dir: Path, total: int, enabled: bool | None, log: Callable[[str], None]) -> None:
-        self.input_dir = input_dir
-        self.records: list[dict] = []
+    def __init__(self, paths: dict[str, Path], total: int, enabled: bool | None, log: Callable[[str], None]) -> None:
+        self.paths = paths
+        self.results: list[ImageResult] = []
         self.failures: list[Failure] = []
         self.log = log
         self.bar = tqdm(total=total, unit="img", desc="batch", disable=None if enabled is None else not enabled)
 
-    def done(self, result: dict | Failure) -> None:
+    def done(self, result: ImageResult | Failure) -> None:
         if isinstance(result, Failure):
             self.failures.append(result)
-            self.log(f"skipped {self.input_dir / result.input}: {result.reason}")
+            self.log(f"skipped {self.paths.get(result.input, result.input)}: {result.reason}")
         else:
-            self.records.append(result)
+            self.results.append(result)
         self.bar.update(1)
-
-
-def _run_pipeline(model: OnnxModel, todo: list[Job], ctx: _WriteContext, config: BatchConfig,
-                  progress: _Progress, totals: RunTotals) -> None:
-    """Decode -> batched inference -> write for `todo`; Ctrl-C lets started writes finish."""
-    spec = ctx.spec
-    with ThreadPoolExecutor(config.workers, thread_name_prefix="decode") as readers, \
-            ThreadPoolExecutor(config.workers, thread_name_prefix="write") as writers:
-        writes: deque[Future] = deque()
-        try:
-            decoded = _prefetch(readers, lambda job: decode(job, spec), todo, config.batch_size + config.workers)
-            for batch in _batches(decoded, config.batch_size, progress.done):
-                logits = _infer(model, batch, totals)
-                for item, out in zip(batch, logits, strict=True):
-                    while len(writes) >= 2 * config.workers:
-                        progress.done(writes.popleft().result())
-                    writes.append(writers.submit(write_outputs, item, out, ctx))
-            while writes:
-                progress.done(writes.popleft().result())
-        except BaseException:
-            # Queued work is dropped; writes already started complete, so no temporary file is left.
-            readers.shutdown(wait=False, cancel_futures=True)
-            writers.shutdown(wait=True, cancel_futures=True)
-            raise
-
-
-def _infer(model: OnnxModel, batch: list[Decoded], totals: RunTotals) -> np.ndarray:
-    tensors = np.stack([item.tensor for item in batch])
-    t0 = time.perf_counter()
-    try:
-        logits = model.run(tensors)
-    except Exception as e:  # onnxruntime raises its own exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BatchRunError(f"{model.path}: inference failed on a batch of {len(batch)} ({first}); "
-                           "if the model has a fixed batch size, use --batch-size 1") from e
-    seconds = time.perf_counter() - t0
-    totals.model_seconds += seconds
-    for item in batch:
-        item.seconds["infer"] = seconds / len(batch)
-        item.tensor = None  # the preprocessed copy is no longer needed
-    return logits
 
 
 def _split_done(jobs: list[Job], fingerprint: dict, overwrite: bool) -> tuple[list[Job], list[tuple[Job, dict]]]:
@@ -314,7 +290,7 @@ def _split_done(jobs: list[Job], fingerprint: dict, overwrite: bool) -> tuple[li
     for job in jobs:
         try:
             record = completed_record(job.outputs, {**fingerprint, "source": source_stamp(job.source)})
-        except FileNotFoundError:
+        except OSError:  # gone, or not a regular file: the decode stage names the reason
             record = None
         if record is None:
             todo.append(job)
@@ -336,12 +312,32 @@ def _resume(config: BatchConfig, jobs: list[Job], fingerprint: dict,
     return todo, done
 
 
-def _score_saved(truth: GroundTruth, done: list[tuple[Job, dict]], workers: int) -> None:
-    """Score masks that an earlier run wrote (resumed images) against the ground truth."""
-    jobs = [job for job, _ in done if truth.has(job.key)]
-    with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
-        for _ in _prefetch(pool, lambda job: truth.update(job.key, read_mask(job.outputs.mask)), jobs, 2 * workers):
-            pass
+def _replay_saved(writer: _Writer, done: list[tuple[Job, dict]], workers: int) -> list[dict]:
+    """Score the masks an earlier run wrote (resumed images) and rebuild their COCO entries; returns the entries."""
+    truth, rle = writer.truth, "rle" in writer.save
+    jobs = [(job, record) for job, record in done if rle or (truth is not None and truth.has(job.key))]
+
+    def replay(item: tuple[Job, dict]) -> list[dict]:
+        job, record = item
+        mask = read_mask(job.outputs.mask)
+        if truth is not None:
+            truth.update(job.key, mask)
+        scores = {int(k): v for k, v in record.get("scores", {}).items()}
+        return writer.coco_entries(job.key, mask, scores) if rle else []
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="replay") as pool:
+        return [entry for entries in prefetch(pool, replay, jobs, 2 * workers) for entry in entries]
+
+
+def write_legends(out_dir: Path, jobs: list[Job], spec: ModelSpec) -> None:
+    """legend.png in OUT and in every folder that receives outputs (rewritten only when it differs)."""
+    data = encode_rgb(legend_image(spec), ".png")
+    for folder in sorted({Path(out_dir)} | {job.outputs.mask.parent for job in jobs}):
+        path = folder / LEGEND_NAME
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                continue
+        write_atomic(path, data)
 
 
 def _resumed_record(job: Job, record: dict, out_dir: Path) -> dict:
@@ -354,50 +350,70 @@ def _log_to_stderr(message: str) -> None:
 
 
 def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) -> BatchResult:
-    """Run the model over every image under config.input_dir (or config.shard's share of them).
+    """Run the model over every image config.sources name (or config.shard's share of them).
 
-    Writes the outputs and summary.json (summary.shard-K-of-N.json for a shard).
+    Writes the chosen outputs, legend.png in every output folder, summary.json (summary.shard-K-of-N.json
+    for a shard) and with "rle" predictions.json (predictions.shard-K-of-N.json).
 
-    Raises BatchInputError, ModelLoadError or segtrain.coco.DataError for bad arguments before
-    any output is written, BatchRunError when inference fails, and KeyboardInterrupt after
+    Raises BatchInputError, ModelLoadError, TileError or segtrain.coco.DataError for bad arguments
+    before any output is written, InferenceError when inference fails, and KeyboardInterrupt after
     letting started writes finish.
     """
-    all_jobs = plan_jobs(config.input_dir, config.out_dir)
+    all_jobs = plan_jobs(config.sources, config.out_dir, config.save)
     jobs = [job for job in all_jobs if config.shard.owns(job.key)] if config.shard else all_jobs
-    model = open_model(config.model, provider=config.provider, threads=config.threads)
-    spec = model.spec
-    truth = GroundTruth(config.gt, config.input_dir, spec) if config.gt else None
-    fingerprint = {"model_sha256": file_sha256(model.path), "alpha": config.alpha}
+    predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
+                          tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size)
+    spec = predictor.spec
+    truth = GroundTruth(config.gt, ground_truth_root(all_jobs), spec) if config.gt else None
+    try:
+        ensure_writable_dir(config.out_dir)
+    except OSError as e:
+        raise BatchInputError(f"--out {config.out_dir}: cannot write there ({e.strerror or e})") from e
+    fingerprint = {"model_sha256": file_sha256(predictor.path), "alpha": config.alpha, "save": list(config.save),
+                   "legend": config.legend, "tile": predictor.tiling.tile, "tile_overlap": predictor.tiling.overlap}
     todo, done = _resume(config, jobs, fingerprint, log)
-    ctx = _WriteContext(spec, Path(config.out_dir), config.alpha, fingerprint, truth)
+    writer = _Writer(spec, Path(config.out_dir), config.save, config.alpha, config.legend, fingerprint, truth)
+    write_legends(config.out_dir, jobs, spec)
     totals = RunTotals(found=len(jobs), resumed=len(done))
-    progress = _Progress(Path(config.input_dir), len(todo), config.progress, log)
+    progress = _Progress({job.key: job.source for job in jobs}, len(todo), config.progress, log)
     started, t0 = time.time(), time.perf_counter()
     try:
-        if truth is not None and done:
-            _score_saved(truth, done, config.workers)
-        _run_pipeline(model, todo, ctx, config, progress, totals)
+        resumed_coco = _replay_saved(writer, done, config.workers) if done else []
+        results = run_pipeline(todo, lambda job: decode(job, predictor), predictor.infer, writer, config.batch_size,
+                               config.workers)
+        with contextlib.closing(results):
+            for result in results:
+                progress.done(result)
     finally:
         progress.bar.close()
-    totals.finish(time.perf_counter() - t0, progress.records, len(progress.failures))
-    records = progress.records + [_resumed_record(job, rec, ctx.out_dir) for job, rec in done]
+    records = [r.record for r in progress.results]
+    totals.finish(time.perf_counter() - t0, records, len(progress.failures))
+    records += [_resumed_record(job, rec, writer.out_dir) for job, rec in done]
     gt_report = truth.report([job.key for job in jobs]) if truth is not None else None
-    doc = build_summary(_describe_run(config, model, fingerprint), records, progress.failures, totals,
+    doc = build_summary(_describe_run(config, predictor, fingerprint), records, progress.failures, totals,
                         gt_report.to_dict() if gt_report else None)
+    predictions = None
+    if "rle" in config.save:
+        coco = [e for r in progress.results for e in r.coco] + resumed_coco
+        predictions = write_predictions(config.out_dir, coco, config.shard)
     if config.shard is not None:
         doc["shard"] = shard_section(config.shard, [job.key for job in all_jobs], started, time.time())
     path = write_summary(config.out_dir, doc, config.shard.summary_name if config.shard else SUMMARY_NAME)
-    return BatchResult(doc, path, progress.failures, totals, gt_report)
+    return BatchResult(doc, path, progress.failures, totals, gt_report, predictions)
 
 
-def _describe_run(config: BatchConfig, model: OnnxModel, fingerprint: dict) -> dict:
-    spec = model.spec
-    return {"model": {"path": str(model.path), "sha256": fingerprint["model_sha256"], "arch": spec.arch,
-                      "encoder": spec.encoder, "classes": list(spec.classes), "input_size": list(spec.input_size)},
-            "provider": model.providers[0], "providers": model.providers,
-            "settings": {"batch_size": config.batch_size, "threads": config.threads, "workers": config.workers,
-                         "alpha": config.alpha, "overwrite": config.overwrite},
-            "input_dir": str(config.input_dir), "out_dir": str(config.out_dir),
+def _describe_run(config: BatchConfig, predictor: Predictor, fingerprint: dict) -> dict:
+    spec = predictor.spec
+    provenance = getattr(predictor.model, "provenance", None)
+    return {"model": {"path": str(predictor.path), "sha256": fingerprint["model_sha256"], "arch": spec.arch,
+                      "encoder": spec.encoder, "precision": provenance.precision if provenance else None,
+                      "classes": list(spec.classes), "input_size": list(spec.input_size)},
+            "provider": predictor.providers[0], "providers": predictor.providers,
+            "settings": {"batch_size": config.batch_size, "runtime": config.runtime, "threads": config.threads,
+                         "workers": config.workers, "alpha": config.alpha, "overwrite": config.overwrite,
+                         "save": list(config.save), "legend": config.legend, "tile": predictor.tiling.tile,
+                         "tile_overlap": predictor.tiling.overlap},
+            "sources": [str(s) for s in config.sources], "out_dir": str(config.out_dir),
             "ground_truth_file": str(config.gt) if config.gt else None}
 
 

@@ -1,8 +1,9 @@
 """`segdeploy merge-summary`: the shard summaries of a sharded batch combined into summary.json (torch-free).
 
 `merge_shard_summaries` checks that all N shard summaries are there, that they agree (model,
-classes, overlay alpha, input files, ground-truth scoring) and that no input is listed twice or by
-the wrong shard, then writes ``OUT/summary.json``.
+classes, outputs and the settings that change them, input files, ground-truth scoring) and that no
+input is listed twice or by the wrong shard, then writes ``OUT/summary.json``; when the shards saved
+COCO RLE (``--save rle``) it joins their predictions.shard-K-of-N.json into ``OUT/predictions.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.infer.partition import SHARD_KEYS, Shard, shard_of
+from segdeploy.infer.rle import predictions_name, write_predictions
 from segdeploy.infer.summary import write_summary
 from segtrain.errors import InputError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
@@ -32,6 +34,7 @@ class MergeResult:
     summary: dict
     path: Path
     metrics: SegMetrics | None
+    predictions_path: Path | None = None
 
     @property
     def failures(self) -> list[dict]:
@@ -47,6 +50,8 @@ class MergeResult:
                          f"({t['images_per_second']} images/s); the shards' own rates add up to "
                          f"{t['images_per_second_summed_over_shards']} images/s")
         lines.append(f"summary: {self.path}")
+        if self.predictions_path is not None:
+            lines.append(f"COCO results (RLE): {self.predictions_path}")
         if self.metrics is not None:
             gt = self.summary["ground_truth"]
             lines.append(f"ground truth: {gt['images_scored']} images scored, "
@@ -77,7 +82,26 @@ def merge_shard_summaries(out_dir: Path) -> MergeResult:
            "images": images, "failures": failures, "totals": merge_totals(docs)}
     if ground_truth is not None:
         doc["ground_truth"] = ground_truth
-    return MergeResult(doc, write_summary(out_dir, doc), metrics)
+    predictions = _merge_predictions(out_dir, docs) if "rle" in (docs[0]["settings"].get("save") or ()) else None
+    return MergeResult(doc, write_summary(out_dir, doc), metrics, predictions)
+
+
+def _merge_predictions(out_dir: Path, docs: list[dict]) -> Path:
+    """The shards' predictions.shard-K-of-N.json joined into OUT/predictions.json."""
+    entries: list[dict] = []
+    for doc in docs:
+        path = Path(out_dir) / predictions_name(Shard(doc["shard"]["index"], doc["shard"]["count"]))
+        try:
+            part = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise MergeError(f"{path}: missing, though its shard saved COCO RLE (--save rle); "
+                             "rerun that shard") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MergeError(f"{path}: cannot read it ({e})") from e
+        if not isinstance(part, list):
+            raise MergeError(f"{path}: not a COCO results list")
+        entries += part
+    return write_predictions(out_dir, entries)
 
 
 def find_shard_summaries(out_dir: Path) -> list[Path]:
@@ -91,7 +115,7 @@ def find_shard_summaries(out_dir: Path) -> list[Path]:
             found.setdefault(int(m[2]), {})[int(m[1])] = path
     if not found:
         raise MergeError(f"{out_dir}: no shard summaries (summary.shard-K-of-N.json); "
-                         "run `segdeploy batch INPUT_DIR --out OUT --shard K/N` for each shard first")
+                         "run `segdeploy batch SOURCE... --out OUT --shard K/N` for each shard first")
     if len(found) > 1:
         listing = "; ".join(f"N={n}: {', '.join(sorted(p.name for p in v.values()))}" for n, v in sorted(found.items()))
         raise MergeError(f"{out_dir}: shard summaries of different shard counts ({listing}); remove the stale ones")
@@ -124,6 +148,9 @@ _AGREEMENT: tuple[tuple[str, Callable[[dict], object]], ...] = (
     ("model (sha256)", lambda d: d["model"].get("sha256")),
     ("classes", lambda d: d["model"].get("classes")),
     ("overlay alpha", lambda d: d["settings"].get("alpha")),
+    ("outputs (--save)", lambda d: d["settings"].get("save")),
+    ("overlay legend (--legend)", lambda d: d["settings"].get("legend")),
+    ("tiling (--tile, --tile-overlap)", lambda d: (d["settings"].get("tile"), d["settings"].get("tile_overlap"))),
     ("partition", lambda d: d["shard"]["partition"]),
     ("ground-truth scoring (--gt)", lambda d: "ground_truth" in d),
 )
@@ -137,7 +164,7 @@ def _check_agreement(paths: list[Path], docs: list[dict]) -> None:
                 raise MergeError(f"{path.name} and {first} disagree on the {what}: {value(doc)} vs {value(ref)}")
         if doc["shard"]["inputs_sha256"] != ref["shard"]["inputs_sha256"]:
             raise MergeError(f"{path.name} and {first} saw different input files ({doc['shard']['inputs_total']} "
-                             f"vs {ref['shard']['inputs_total']} images): INPUT_DIR changed between shard runs; "
+                             f"vs {ref['shard']['inputs_total']} images): the inputs changed between shard runs; "
                              "rerun the shards that ran before the change (finished images are not redone)")
 
 
@@ -158,7 +185,7 @@ def _combine_entries(paths: list[Path], docs: list[dict]) -> tuple[list[dict], l
             into.append(entry)
     total = docs[0]["shard"]["inputs_total"]
     if len(owner) != total:
-        raise MergeError(f"the shard summaries list {len(owner)} inputs but INPUT_DIR held {total}")
+        raise MergeError(f"the shard summaries list {len(owner)} inputs but the sources held {total}")
     return sorted(images, key=lambda r: r["input"]), sorted(failures, key=lambda f: f["input"])
 
 
@@ -216,7 +243,7 @@ def merge_totals(docs: list[dict]) -> dict:
             "shard_seconds_summed": round(sum(t["seconds"] for t in totals), 3)}
 
 
-_PER_SHARD = ("provider", "providers", "settings", "input_dir", "ground_truth_file")
+_PER_SHARD = ("provider", "providers", "settings", "sources", "ground_truth_file")
 
 
 def _common_run(docs: list[dict]) -> dict:

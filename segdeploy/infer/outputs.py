@@ -1,18 +1,24 @@
-"""The files `segdeploy batch` writes for each image, and how a rerun knows they are complete.
+"""The files `segdeploy batch` writes, and how a rerun knows an image's outputs are complete.
 
-For an input ``INPUT_DIR/sub/a.jpg`` the outputs keep the relative path and the full file name,
-so ``a.jpg`` and ``a.png`` never collide::
+`--save` picks the outputs (SAVE_CHOICES; default DEFAULT_SAVE, mask and overlay). For an input
+``sub/a.jpg`` (its path relative to the folder given) they keep the relative path and the full
+file name, so ``a.jpg`` and ``a.png`` never collide::
 
-    OUT/sub/a.jpg.mask.png      class mask: indexed PNG, pixel value = class index, model palette
-    OUT/sub/a.jpg.color.png     colour mask: RGB PNG of the palette colours
-    OUT/sub/a.jpg.overlay.jpg   colour mask blended over the photo (background keeps the photo)
+    OUT/sub/a.jpg.mask.png        class mask: indexed PNG, pixel value = class index, shown in the
+                                  model's palette (so it is the colour mask too); always written
+    OUT/sub/a.jpg.overlay.jpg     colour mask blended over the photo (background keeps the photo)
+    OUT/sub/a.jpg.color.png       colour mask as an RGB PNG, for tools that ignore PNG palettes
+    OUT/sub/a.jpg.confidence.png  8-bit greyscale: 255 x the softmax probability of each pixel's class
+    OUT/predictions.json          rle: every image's masks in the COCO results format (segdeploy.infer.rle)
+    OUT/sub/legend.png            every output folder: swatch, index, name and COCO id of each class
 
-All three have the image's size after EXIF orientation. Each is encoded in memory, written to a
-hidden temporary name beside its target and renamed into place, so a file that exists is whole.
-The mask is written last and carries a text chunk with a fingerprint (model hash, overlay alpha,
-and the input file's size and modification time) and the image's summary record: a rerun treats
-an image as done when all three files exist and the fingerprint still matches, so a replaced
-photo or another model is redone, and reuses the record for summary.json.
+Per-image files have the image's size after EXIF orientation. Each is encoded in memory, written to
+a hidden temporary name beside its target and renamed into place, so a file that exists is whole.
+The mask is written last and carries a text chunk with a fingerprint (model hash, the chosen
+outputs and settings that change them, and the input file's size and modification time) and the
+image's summary record: a rerun treats an image as done when every chosen file exists and the
+fingerprint still matches, so a replaced photo, another model or other outputs are redone, and
+reuses the record for summary.json. The mask is therefore always written: it is the record.
 
 Temporary names carry their writer: ``.<target>.sd-<where>-<pid>-<token>.<random>.tmp``, where
 `where` hashes the host name and PID namespace and `token` is random per process. At start a run
@@ -32,48 +38,70 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
+from segtrain.errors import InputError
 from segtrain.fileio import atomic_write_bytes
 
-MASK_SUFFIX = ".mask.png"
-COLOR_SUFFIX = ".color.png"
-OVERLAY_SUFFIX = ".overlay.jpg"
+# Per-image outputs, by --save name; the mask is always written (it carries the record).
+OUTPUT_SUFFIXES = {"mask": ".mask.png", "overlay": ".overlay.jpg", "color": ".color.png",
+                   "confidence": ".confidence.png"}
+SAVE_CHOICES = ("mask", "overlay", "color", "confidence", "rle")
+DEFAULT_SAVE = ("mask", "overlay")
+LEGEND_NAME = "legend.png"
 RECORD_KEY = "segdeploy.infer.batch"
 OVERLAY_JPEG_QUALITY = 92
 # A temporary file older than this is an orphan whoever wrote it: writes take seconds.
 STALE_TEMP_SECONDS = 30 * 60
 # Temporary names made by write_atomic: ".<target name>.<owner tag>.<random>.tmp" beside the target
 # (no owner tag in names written before tags existed).
-_TEMP_NAME = re.compile(r"^\.(?:.+\.mask\.png|.+\.color\.png|.+\.overlay\.jpg|summary(?:\.shard-\d+-of-\d+)?\.json)"
+_TARGETS = "|".join([*(r".+" + re.escape(s) for s in OUTPUT_SUFFIXES.values()), re.escape(LEGEND_NAME),
+                     r"(?:summary|predictions)(?:\.shard-\d+-of-\d+)?\.json"])
+_TEMP_NAME = re.compile(rf"^\.(?:{_TARGETS})"
                         r"\.(?:sd-(?P<where>[0-9a-f]{12})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})\.)?[A-Za-z0-9_]+\.tmp$")
 _owner: tuple[int, str, str] | None = None  # (pid, where, token) of this process
 
 
+class SaveError(InputError):
+    """A bad --save list; one line, exit 2."""
+
+
+def resolve_save(items: Iterable[str]) -> tuple[str, ...]:
+    """The --save names in SAVE_CHOICES order, with the mask added (it is always written)."""
+    chosen = {str(item).strip() for item in items if str(item).strip()}
+    unknown = sorted(chosen - set(SAVE_CHOICES))
+    if unknown:
+        raise SaveError(f"--save: unknown {', '.join(unknown)}; choose from {', '.join(SAVE_CHOICES)}")
+    return tuple(k for k in SAVE_CHOICES if k in chosen | {"mask"})
+
+
 @dataclass(frozen=True)
 class OutputPaths:
-    """The three outputs of one input image."""
+    """The per-image output files of one input: kind (mask, overlay, color, confidence) -> path."""
 
-    mask: Path
-    color: Path
-    overlay: Path
+    files: dict[str, Path]
+
+    @property
+    def mask(self) -> Path:
+        return self.files["mask"]
 
     def as_dict(self, root: Path) -> dict[str, str]:
-        return {k: getattr(self, k).relative_to(root).as_posix() for k in ("mask", "color", "overlay")}
+        return {kind: path.relative_to(root).as_posix() for kind, path in self.files.items()}
 
 
-def output_paths(out_dir: Path, rel: Path) -> OutputPaths:
-    """Output files for the input at `rel` (relative to INPUT_DIR), mirrored under `out_dir`."""
+def output_paths(out_dir: Path, rel: Path, save: Sequence[str] = tuple(OUTPUT_SUFFIXES)) -> OutputPaths:
+    """Per-image output files of the input at `rel` (relative to its folder), mirrored under `out_dir`."""
     base = Path(out_dir) / rel
-    return OutputPaths(mask=base.with_name(base.name + MASK_SUFFIX),
-                       color=base.with_name(base.name + COLOR_SUFFIX),
-                       overlay=base.with_name(base.name + OVERLAY_SUFFIX))
+    return OutputPaths({kind: base.with_name(base.name + suffix) for kind, suffix in OUTPUT_SUFFIXES.items()
+                        if kind in save or kind == "mask"})
 
 
 def encode_mask(mask: np.ndarray, palette: Sequence[Sequence[int]], record: dict | None = None) -> bytes:
@@ -92,14 +120,33 @@ def encode_mask(mask: np.ndarray, palette: Sequence[Sequence[int]], record: dict
     return buf.getvalue()
 
 
-def encode_rgb(image: np.ndarray, suffix: str) -> bytes:
-    """HxWx3 RGB uint8 -> PNG (fast zlib level) or JPEG bytes, chosen by `suffix`."""
+def encode_grey(plane: np.ndarray) -> bytes:
+    """HxW uint8 -> greyscale PNG bytes (fast zlib level)."""
     buf = io.BytesIO()
-    if suffix == ".png":
-        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    else:
-        Image.fromarray(image).save(buf, format="JPEG", quality=OVERLAY_JPEG_QUALITY)
+    Image.fromarray(np.ascontiguousarray(plane, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def confidence_to_grey(confidence: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 0..255 (rounded), as confidence.png stores them."""
+    return cv2.convertScaleAbs(confidence, alpha=255.0)
+
+
+def encode_rgb(image: np.ndarray, suffix: str) -> bytes:
+    """HxWx3 RGB uint8 -> PNG (Pillow, fast zlib level) or JPEG (OpenCV) bytes, chosen by `suffix`.
+
+    Each encoder is the faster of the two libraries for its format here (measured per image on
+    coco-mini photos: `python benchmarks/experiments.py outputs`).
+    """
+    if suffix == ".png":
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_JPEG_QUALITY])
+    if not ok:
+        raise OSError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as JPEG")
+    return data.tobytes()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -150,8 +197,8 @@ def read_record(mask_path: Path) -> dict | None:
 
 
 def completed_record(paths: OutputPaths, fingerprint: dict) -> dict | None:
-    """The stored record when all outputs exist and were made with `fingerprint`, else None."""
-    if not (paths.color.is_file() and paths.overlay.is_file() and paths.mask.is_file()):
+    """The stored record when every chosen output exists and was made with `fingerprint`, else None."""
+    if not all(path.is_file() for path in paths.files.values()):
         return None
     record = read_record(paths.mask)
     if record is None or record.get("fingerprint") != fingerprint:
@@ -159,9 +206,15 @@ def completed_record(paths: OutputPaths, fingerprint: dict) -> dict | None:
     return record
 
 
+class NotAFileError(OSError):
+    """An input that is not a regular file (a FIFO or device would block or never end)."""
+
+
 def source_stamp(path: Path) -> dict[str, int]:
     """The input file's identity for the fingerprint: a changed photo has a new stamp."""
     st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAFileError(f"{path}: not a regular file")
     return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 

@@ -1,7 +1,7 @@
 """Sharded `segdeploy batch`: which of N machines does which input (torch-free).
 
-Partition: the input ``INPUT_DIR/sub/a.jpg`` belongs to shard ``h mod N``, where ``h`` is the
-64-bit BLAKE2b hash (big-endian) of its path relative to INPUT_DIR in POSIX form, Unicode
+Partition: the input ``SOURCE/sub/a.jpg`` belongs to shard ``h mod N``, where ``h`` is the
+64-bit BLAKE2b hash (big-endian) of its key (path relative to the folder given) in POSIX form, Unicode
 NFC-normalised ("sub/a.jpg"; NFC so that a filesystem storing decomposed names agrees). A file's
 shard depends only on its relative path and N: not on the machine, the order the filesystem lists
 files, or which other files exist or fail. Adding or removing a file moves no other file, so the
@@ -37,7 +37,7 @@ class ShardError(InputError):
 
 
 def shard_of(key: str, count: int) -> int:
-    """The shard (0..count-1) of the input whose path relative to INPUT_DIR is `key` (POSIX form)."""
+    """The shard (0..count-1) of the input whose key (path relative to its folder, POSIX form) is `key`."""
     name = unicodedata.normalize("NFC", key).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big") % count
 

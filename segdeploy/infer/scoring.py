@@ -1,8 +1,9 @@
 """`segdeploy batch --gt labels.json`: score a batch's masks against COCO ground truth (torch-free).
 
-Ground-truth images are matched to the batch's inputs by file name relative to INPUT_DIR (the
-`file_name` of labels.json, read with INPUT_DIR as the image folder). Masks are compared at
-each image's original size with the same confusion matrix as `segdeploy evaluate`.
+Ground-truth images are matched to the batch's inputs by file name: an input's path relative to
+the folder it was found in (the `file_name` of labels.json, read with that folder as the image
+folder). Masks are compared at each image's original size with the same confusion matrix as
+`segdeploy evaluate`.
 """
 
 from __future__ import annotations
@@ -72,14 +73,25 @@ class GroundTruth:
     def has(self, key: str) -> bool:
         return key in self._index
 
+    def image_id(self, key: str) -> int | None:
+        """The id labels.json gives input `key`, or None when it has no such image."""
+        i = self._index.get(key)
+        return None if i is None else self.split.records[i].image_id
+
+    def truth_grid(self, key: str, mask: np.ndarray) -> np.ndarray:
+        """A predicted mask (displayed grid) in the pixel grid labels.json describes for input `key`."""
+        i = self._index.get(key)
+        if i is None or self.split.records[i].exif:
+            return mask
+        # labels.json describes the raw pixel grid of this file
+        return undo_exif_orientation(mask, exif_orientation(self.split.records[i].path))
+
     def update(self, key: str, mask: np.ndarray) -> None:
         """Add the predicted mask of input `key` (displayed grid, original size) to the scores."""
         i = self._index.get(key)
         if i is None:
             return
-        rec = self.split.records[i]
-        if not rec.exif:  # labels.json describes the raw pixel grid of this file
-            mask = undo_exif_orientation(mask, exif_orientation(rec.path))
+        mask = self.truth_grid(key, mask)
         truth = self.split.load_mask(i)
         if truth.shape != mask.shape:
             with self._lock:

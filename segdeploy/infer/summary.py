@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from segdeploy.infer.outputs import write_atomic
+from segdeploy.infer.pipeline import Failure
 
 SUMMARY_NAME = "summary.json"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An input that produced no outputs, and why."""
-
-    input: str
-    reason: str
 
 
 @dataclass
@@ -40,6 +30,7 @@ class RunTotals:
         for record in records:
             for stage in self.stage_seconds:
                 self.stage_seconds[stage] += record["seconds"].get(stage, 0.0)
+        self.model_seconds = self.stage_seconds["infer"]  # each image's share of its model calls
 
     def to_dict(self) -> dict:
         def rate(seconds: float) -> float | None:
@@ -52,13 +43,6 @@ class RunTotals:
                 "stage_seconds_summed": {k: round(v, 3) for k, v in self.stage_seconds.items()},
                 "images_per_second": rate(self.wall_seconds),
                 "model_images_per_second": rate(self.model_seconds)}
-
-
-def class_share(mask: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """Fraction of the mask's pixels predicted as each class."""
-    total = max(int(mask.size), 1)
-    # One comparison per class: several times faster than np.bincount on 24-megapixel uint8 masks.
-    return {name: round(int(np.count_nonzero(mask == k)) / total, 6) for k, name in enumerate(classes)}
 
 
 def build_summary(run: dict, records: list[dict], failures: list[Failure], totals: RunTotals,

@@ -11,9 +11,13 @@ import pytest
 
 from segtrain.contract import (
     ModelSpec,
+    argmax_planes,
     build_spec,
     colorize,
     logits_to_mask,
+    logits_to_mask_and_confidence,
+    logits_to_probabilities,
+    normalize,
     overlay,
     preprocess,
     resize_logits,
@@ -100,3 +104,36 @@ def test_colorize_and_overlay():
     assert out[0, 1].tolist() == [178, 50, 50]
     with pytest.raises(ValueError):
         overlay(image, mask[:1], palette)
+
+
+def test_normalize_is_the_standardisation_formula_exactly():
+    spec = build_spec("deeplab", "resnet18", image_size=8)
+    image = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    expected = ((image.astype(np.float32) / np.float32(255.0) - mean) / std).transpose(2, 0, 1)
+    np.testing.assert_array_equal(normalize(image, spec), expected)
+
+
+def test_one_band_and_many_bands_agree_and_softmax_views_match_numpy():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(5, 13, 17)).astype(np.float32)
+    size = (151, 97)
+    whole, banded = logits_to_mask(logits, size), logits_to_mask(logits, size, max_band_pixels=500)
+    np.testing.assert_array_equal(whole, banded)
+    np.testing.assert_array_equal(whole, resize_logits(logits, size).argmax(0))
+    resized = resize_logits(logits, size).astype(np.float64)
+    softmax = np.exp(resized - resized.max(0)) / np.exp(resized - resized.max(0)).sum(0)
+    for bands in (None, 500):
+        mask, confidence = logits_to_mask_and_confidence(logits, size, max_band_pixels=bands)
+        np.testing.assert_array_equal(mask, whole)
+        np.testing.assert_allclose(confidence, softmax.max(0), atol=1e-5)
+        np.testing.assert_allclose(logits_to_probabilities(logits, size, max_band_pixels=bands), softmax, atol=1e-5)
+    kept = logits_to_mask(logits, size, keep=(100, 60), max_band_pixels=500)
+    np.testing.assert_array_equal(kept, whole[:100, :60])
+
+
+def test_argmax_ties_go_to_the_lower_class_like_numpy():
+    planes = [np.array([[1, 2, 3]], np.float32), np.array([[1, 5, 3]], np.float32), np.array([[0, 5, 3]], np.float32)]
+    index, best = argmax_planes(planes)
+    np.testing.assert_array_equal(index, np.stack(planes).argmax(0))
+    np.testing.assert_array_equal(best, [[1, 5, 3]])

@@ -136,7 +136,7 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
     assert e2e["status"] == "ok" and e2e["images"] == 3 and e2e["failed"] == 0 and e2e["batch_size"] == 2
     assert e2e["images_per_second"] > 0 and e2e["model_only_images_per_second"] > 0
     assert e2e["ratio"] == pytest.approx(e2e["images_per_second"] / e2e["model_only_images_per_second"])
-    assert set(e2e["stage_ms_per_image"]) == {"decode", "infer", "write"}
+    assert set(e2e["stage_ms_per_image"]) == {"decode", "infer", "write"} and e2e["outputs"] == ["mask", "overlay"]
     assert all(v > 0 for v in e2e["stage_ms_per_image"].values())
     fp32_b2 = next(r for r in ok(model)["ort-fp32"]["results"] if r["image_size"] == [32, 32] and r["batch_size"] == 2)
     assert e2e["model_only_images_per_second"] == fp32_b2["images_per_second"]  # same size, batch and threads

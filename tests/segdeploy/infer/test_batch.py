@@ -28,9 +28,10 @@ from colour_models import (
 from PIL import Image
 
 from segdeploy.cli import EXIT_SOME_INPUTS_FAILED, main
-from segdeploy.infer.batch import BatchConfig, _prefetch, run_batch
+from segdeploy.infer.batch import BatchConfig, run_batch
 from segdeploy.infer.inputs import find_images
 from segdeploy.infer.outputs import output_paths
+from segdeploy.infer.pipeline import prefetch
 from segtrain.contract import colorize, default_palette
 
 PALETTE = default_palette(len(CLASSES))
@@ -42,23 +43,27 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(model: Path, input_dir: Path, out_dir: Path, **kwargs) -> object:
-    config = BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model, workers=2, progress=False, **kwargs)
+    config = BatchConfig(sources=input_dir, out_dir=out_dir, model=model, workers=2, progress=False, **kwargs)
     return run_batch(config, log=lambda message: None)
 
 
-def outputs_of(out_dir: Path, rel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def outputs_of(out_dir: Path, rel: str) -> tuple[np.ndarray, np.ndarray]:
     paths = output_paths(out_dir, Path(rel))
     with Image.open(paths.mask) as im:
         assert im.mode == "P", f"{paths.mask} is {im.mode}, not an indexed PNG"
-    return read_png(paths.mask), read_png(paths.color), read_png(paths.overlay)
+    return read_png(paths.mask), read_png(paths.files["overlay"])
 
 
 def assert_outputs(out_dir: Path, rel: str, size: tuple[int, int]) -> np.ndarray:
-    """All three outputs exist at `size`; mask values are class indices; colour = palette[mask]."""
-    mask, colour, over = outputs_of(out_dir, rel)
-    assert mask.shape == size and colour.shape == (*size, 3) and over.shape == (*size, 3), rel
+    """Mask and overlay exist at `size`; mask values are class indices and it displays as palette[mask]."""
+    mask, over = outputs_of(out_dir, rel)
+    assert mask.shape == size and over.shape == (*size, 3), rel
     assert set(np.unique(mask)) <= set(range(len(CLASSES))), rel
-    np.testing.assert_array_equal(colour, colorize(mask, PALETTE))
+    paths = output_paths(out_dir, Path(rel))
+    with Image.open(paths.mask) as im:  # the indexed mask is the colour mask too
+        np.testing.assert_array_equal(np.asarray(im.convert("RGB")), colorize(mask, PALETTE))
+    if paths.files["color"].exists():
+        np.testing.assert_array_equal(read_png(paths.files["color"]), colorize(mask, PALETTE))
     return mask
 
 
@@ -115,7 +120,7 @@ def test_overlay_blends_colour_over_photo_and_keeps_background(model: Path, tmp_
     image = half_image(64, 64, axis=0)
     save(image, tmp_path / "in" / "x.png")
     run(model, tmp_path / "in", tmp_path / "out", alpha=0.25)
-    mask, _, over = outputs_of(tmp_path / "out", "x.png")
+    mask, over = outputs_of(tmp_path / "out", "x.png")
     inner = (slice(8, 24), slice(8, 56))  # away from the boundary, where JPEG is near exact
     blend = 0.75 * np.asarray(BRIGHT) + 0.25 * np.asarray(PALETTE[1])
     assert np.abs(over[inner].astype(float) - blend).max() <= 4
@@ -165,7 +170,7 @@ def _kinds(root: Path) -> dict[str, tuple[tuple[int, int], np.ndarray | None]]:
     return {n: ((h, w), truth if n in exact else None) for n in names}
 
 
-def test_every_kind_of_image_gets_three_outputs(model: Path, tmp_path: Path) -> None:
+def test_every_kind_of_image_gets_its_outputs(model: Path, tmp_path: Path) -> None:
     kinds = _kinds(tmp_path / "in")
     result = run(model, tmp_path / "in", tmp_path / "out")
     assert not result.failures
@@ -249,12 +254,12 @@ def test_rerun_skips_complete_outputs_and_redoes_only_what_is_missing(model: Pat
         save(half_image(40, 44 + 2 * i, 1), tmp_path / "in" / f"im{i}.png")
     first = run(model, tmp_path / "in", tmp_path / "out")
     before = output_files(tmp_path / "out")
-    output_paths(tmp_path / "out", Path("im2.png")).color.unlink()
+    output_paths(tmp_path / "out", Path("im2.png")).files["overlay"].unlink()
     second = run(model, tmp_path / "in", tmp_path / "out")
     after = output_files(tmp_path / "out")
     assert second.totals.processed == 1 and second.totals.resumed == 3
     changed = {p.name for p in after if before.get(p) != after[p]}
-    assert changed == {"im2.png.mask.png", "im2.png.color.png", "im2.png.overlay.jpg", "summary.json"}
+    assert changed == {"im2.png.mask.png", "im2.png.overlay.jpg", "summary.json"}
     # The resumed run's summary still describes every image, with the first run's records.
     records = {r["input"]: r for r in second.summary["images"]}
     assert sorted(records) == [f"im{i}.png" for i in range(4)]
@@ -277,6 +282,19 @@ def test_overwrite_another_alpha_or_model_and_a_replaced_photo_are_redone(model:
     np.testing.assert_array_equal(read_png(output_paths(tmp_path / "out", Path("b.png")).mask), half_truth(50, 60, 0))
 
 
+def test_default_writes_two_files_per_image_and_other_outputs_are_redone(model: Path, tmp_path: Path) -> None:
+    save(half_image(40, 40, 1), tmp_path / "in" / "a.png")
+    run(model, tmp_path / "in", tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["a.png.mask.png", "a.png.overlay.jpg", "legend.png", "summary.json"]
+    with_colour = run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color"))
+    assert with_colour.totals.processed == 1 and with_colour.summary["settings"]["save"] == ["mask", "overlay", "color"]
+    assert assert_outputs(tmp_path / "out", "a.png", (40, 40)).any()  # checks color.png = palette[mask] too
+    assert run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color")).totals.resumed == 1
+    for changed in ({"save": ("mask",)}, {"legend": True}, {"tile": "off"}, {"tile_overlap": 0.5}):
+        assert run(model, tmp_path / "in", tmp_path / "out", **changed).totals.processed == 1, changed
+
+
 def test_output_folder_inside_input_folder_is_not_read_as_input(model: Path, tmp_path: Path) -> None:
     save(half_image(40, 40, 1), tmp_path / "in" / "a.png")
     run(model, tmp_path / "in", tmp_path / "in" / "preds")
@@ -295,7 +313,7 @@ def test_prefetch_keeps_a_bounded_number_of_items_in_flight() -> None:
             yield i
 
     with ThreadPoolExecutor(2) as pool:
-        results = _prefetch(pool, lambda x: x * 2, source(), depth=5)
+        results = prefetch(pool, lambda x: x * 2, source(), depth=5)
         assert [next(results) for _ in range(3)] == [0, 2, 4]
         assert len(pulled) <= 3 + 5
         assert list(results) == [2 * i for i in range(3, 100)]

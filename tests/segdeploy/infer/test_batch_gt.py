@@ -61,7 +61,7 @@ def _iou(pairs: list[tuple[np.ndarray, np.ndarray]], k: int) -> float:
 def test_gt_scores_matched_images_at_original_size(tmp_path: Path) -> None:
     model = build_colour_model(tmp_path / "colour.onnx")
     labels, pairs = _dataset(tmp_path / "in")
-    config = BatchConfig(input_dir=tmp_path / "in", out_dir=tmp_path / "out", model=model, gt=labels,
+    config = BatchConfig(sources=tmp_path / "in", out_dir=tmp_path / "out", model=model, gt=labels,
                          workers=2, progress=False)
     report = run_batch(config, log=lambda m: None).ground_truth
     assert report.scored == 3 and report.without_truth == 1
@@ -117,7 +117,7 @@ def test_gt_on_coco_mini_validation_matches_evaluate(coco_mini: Path, tmp_path: 
     model = OnnxModel(model_path, "cpu")
     split = CocoSplit.open(coco_mini, "validation", categories=split_categories(model.spec))
     expected = evaluate_split(model.run, split, model.spec, batch_size=4)
-    config = BatchConfig(input_dir=coco_mini / "validation" / "data", out_dir=tmp_path / "out", model=model_path,
+    config = BatchConfig(sources=coco_mini / "validation" / "data", out_dir=tmp_path / "out", model=model_path,
                          gt=coco_mini / "validation" / "labels.json", batch_size=4, progress=False)
     result = run_batch(config, log=lambda m: None)
     got = result.ground_truth.metrics

@@ -10,28 +10,41 @@ from colour_models import read_png
 from PIL import Image
 
 from segdeploy.infer.outputs import (
+    DEFAULT_SAVE,
+    SaveError,
     completed_record,
     encode_mask,
     encode_rgb,
     output_paths,
     read_mask,
     read_record,
+    resolve_save,
     sweep_temp_files,
     write_atomic,
 )
 from segdeploy.infer.scoring import undo_exif_orientation
-from segdeploy.infer.summary import class_share
 from segtrain.contract import default_palette
 
 
 def test_outputs_keep_relative_path_and_full_name(tmp_path: Path) -> None:
-    jpg, png = output_paths(tmp_path, Path("sub/a.jpg")), output_paths(tmp_path, Path("sub/a.png"))
-    assert jpg.mask == tmp_path / "sub" / "a.jpg.mask.png"
-    assert jpg.color == tmp_path / "sub" / "a.jpg.color.png"
-    assert jpg.overlay == tmp_path / "sub" / "a.jpg.overlay.jpg"
-    assert not {jpg.mask, jpg.color, jpg.overlay} & {png.mask, png.color, png.overlay}
-    assert jpg.as_dict(tmp_path) == {"mask": "sub/a.jpg.mask.png", "color": "sub/a.jpg.color.png",
-                                     "overlay": "sub/a.jpg.overlay.jpg"}
+    every = ("mask", "overlay", "color", "confidence")
+    jpg, png = output_paths(tmp_path, Path("sub/a.jpg"), every), output_paths(tmp_path, Path("sub/a.png"), every)
+    assert jpg.files == {"mask": tmp_path / "sub" / "a.jpg.mask.png", "overlay": tmp_path / "sub" / "a.jpg.overlay.jpg",
+                         "color": tmp_path / "sub" / "a.jpg.color.png",
+                         "confidence": tmp_path / "sub" / "a.jpg.confidence.png"}
+    assert not set(jpg.files.values()) & set(png.files.values())
+    assert jpg.as_dict(tmp_path) == {"mask": "sub/a.jpg.mask.png", "overlay": "sub/a.jpg.overlay.jpg",
+                                     "color": "sub/a.jpg.color.png", "confidence": "sub/a.jpg.confidence.png"}
+
+
+def test_default_outputs_are_the_mask_and_the_overlay_and_the_mask_is_always_written(tmp_path: Path) -> None:
+    assert DEFAULT_SAVE == ("mask", "overlay")
+    assert set(output_paths(tmp_path, Path("a.jpg"), DEFAULT_SAVE).files) == {"mask", "overlay"}
+    assert resolve_save(["rle", "overlay"]) == ("mask", "overlay", "rle")
+    assert resolve_save(["confidence"]) == ("mask", "confidence")
+    assert set(output_paths(tmp_path, Path("a.jpg"), ("rle",)).files) == {"mask"}
+    with pytest.raises(SaveError, match="unknown colour, probs; choose from mask, overlay, color, confidence, rle"):
+        resolve_save(["colour", "mask", "probs"])
 
 
 def test_mask_png_is_indexed_lossless_and_carries_palette(tmp_path: Path) -> None:
@@ -66,22 +79,27 @@ def test_rgb_encoding_round_trips_png_exactly_and_keeps_channel_order(tmp_path: 
     assert np.abs(read_png(path).astype(int) - (220, 30, 30)).max() <= 3
 
 
-def test_completed_record_needs_all_three_files_and_the_same_fingerprint(tmp_path: Path) -> None:
-    paths = output_paths(tmp_path, Path("a.jpg"))
-    fingerprint = {"model_sha256": "abc", "alpha": 0.5}
+def test_completed_record_needs_every_chosen_file_and_the_same_fingerprint(tmp_path: Path) -> None:
+    paths = output_paths(tmp_path, Path("a.jpg"), ("mask", "overlay", "confidence"))
+    fingerprint = {"model_sha256": "abc", "alpha": 0.5, "save": ["mask", "overlay", "confidence"]}
     record = {"input": "a.jpg", "size": [2, 3], "fingerprint": fingerprint}
     write_atomic(paths.mask, encode_mask(np.zeros((2, 3), np.uint8), default_palette(2), record))
-    assert completed_record(paths, fingerprint) is None  # colour and overlay missing
-    write_atomic(paths.color, b"c")
-    write_atomic(paths.overlay, b"o")
+    assert completed_record(paths, fingerprint) is None  # overlay and confidence missing
+    write_atomic(paths.files["overlay"], b"o")
+    assert completed_record(paths, fingerprint) is None
+    write_atomic(paths.files["confidence"], b"c")
     assert completed_record(paths, fingerprint) == record
-    assert completed_record(paths, {"model_sha256": "other", "alpha": 0.5}) is None
-    assert completed_record(paths, {"model_sha256": "abc", "alpha": 0.7}) is None
+    assert completed_record(output_paths(tmp_path, Path("a.jpg"), ("mask",)), fingerprint) == record
+    assert completed_record(output_paths(tmp_path, Path("a.jpg"), ("mask", "color")), fingerprint) is None
+    assert completed_record(paths, {**fingerprint, "model_sha256": "other"}) is None
+    assert completed_record(paths, {**fingerprint, "alpha": 0.7}) is None
+    assert completed_record(paths, {**fingerprint, "save": ["mask", "overlay"]}) is None
 
 
 def test_sweep_removes_only_temporaries_of_our_outputs(tmp_path: Path) -> None:
     ours = [tmp_path / ".a.jpg.mask.png.k3j_x9a1.tmp", tmp_path / "sub" / ".b.png.overlay.jpg.zz12ab34.tmp",
-            tmp_path / ".summary.json.q1w2e3r4.tmp"]
+            tmp_path / ".summary.json.q1w2e3r4.tmp", tmp_path / "sub" / ".c.png.confidence.png.abcd1234.tmp",
+            tmp_path / "sub" / ".legend.png.zz12ab34.tmp", tmp_path / ".predictions.shard-1-of-3.json.q1w2e3r4.tmp"]
     theirs = [tmp_path / ".notes.txt.abcdefgh.tmp", tmp_path / "a.jpg.mask.png", tmp_path / "keep.tmp"]
     for p in ours + theirs:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +123,6 @@ def test_write_atomic_leaves_no_temporary_on_failure(tmp_path: Path) -> None:
     with pytest.raises(Boom):
         atomic_write_bytes(target, explode)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_class_share_counts_pixels_per_class() -> None:
-    mask = np.array([[0, 0, 1, 2], [2, 2, 2, 2]], np.uint8)
-    assert class_share(mask, ("background", "red", "green")) == {"background": 0.25, "red": 0.125, "green": 0.625}
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

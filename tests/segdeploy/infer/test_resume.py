@@ -23,7 +23,7 @@ from colour_models import (
 )
 
 from segdeploy.cli import EXIT_INTERRUPTED
-from segdeploy.infer.outputs import output_paths
+from segdeploy.infer.outputs import DEFAULT_SAVE, output_paths
 
 N_IMAGES = 30
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def _images(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def _done(out_dir: Path) -> set[str]:
-    """Images whose mask exists (written last, so their colour mask and overlay exist too)."""
+    """Images whose mask exists (written last, so their overlay exists too)."""
     return {p.relative_to(out_dir).as_posix().removesuffix(".mask.png") for p in out_dir.rglob("*.mask.png")}
 
 
@@ -90,12 +90,12 @@ def test_interrupted_run_rerun_finishes_the_rest_without_rewriting(slow_model: P
     after = output_files(out)
     assert not [p for p in after if p.name.endswith(".tmp")]
     for rel in finished:  # outputs finished before the interruption are not rewritten
-        for path in vars(output_paths(out, Path(rel))).values():
+        for path in output_paths(out, Path(rel), DEFAULT_SAVE).files.values():
             assert after[path] == before[path], f"{path} was rewritten"
     for rel, (h, w, axis) in images.items():  # and every image is now complete and decodable
-        paths = output_paths(out, Path(rel))
+        paths = output_paths(out, Path(rel), DEFAULT_SAVE)
         np.testing.assert_array_equal(read_png(paths.mask), half_truth(h, w, axis), err_msg=rel)
-        assert read_png(paths.color).shape == read_png(paths.overlay).shape == (h, w, 3)
+        assert read_png(paths.files["overlay"]).shape == (h, w, 3)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["totals"]["resumed"] == len(finished)
     assert summary["totals"]["processed"] == N_IMAGES - len(finished)

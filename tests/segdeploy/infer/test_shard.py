@@ -26,6 +26,9 @@ from segtrain.synthetic import rle_encode
 
 N = 3
 SHARD_SUMMARIES = [f"summary.shard-{k}-of-{N}.json" for k in range(N)]
+SHARD_PREDICTIONS = [f"predictions.shard-{k}-of-{N}.json" for k in range(N)]
+SAVE = ("mask", "overlay", "rle")
+LEGENDS = {"legend.png", "sub/legend.png", "sub/deeper/legend.png"}
 _SLURM_AND_K8S = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
                   "JOB_COMPLETION_INDEX")
 
@@ -43,7 +46,7 @@ def _inputs(root: Path) -> set[str]:
 
 
 def _run(input_dir: Path, out_dir: Path, model: Path, shard: Shard | None = None, **kw: object) -> dict:
-    config = BatchConfig(input_dir=input_dir, out_dir=out_dir, model=model, workers=2, progress=False, shard=shard,
+    config = BatchConfig(sources=input_dir, out_dir=out_dir, model=model, workers=2, progress=False, shard=shard,
                          **kw)
     return run_batch(config, log=lambda m: None).summary
 
@@ -62,20 +65,21 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("shard")
     model = build_colour_model(root / "colour.onnx")
     keys = _inputs(root / "in")
-    whole = _run(root / "in", root / "whole", model)
+    whole = _run(root / "in", root / "whole", model, save=SAVE)
     written, shards = [], []
     for k in range(N):
         before = _files(root / "sharded") if (root / "sharded").exists() else set()
-        shards.append(_run(root / "in", root / "sharded", model, Shard(k, N)))
+        shards.append(_run(root / "in", root / "sharded", model, Shard(k, N), save=SAVE))
         written.append(_files(root / "sharded") - before)
     return {"root": root, "model": model, "keys": keys, "whole": whole, "shards": shards, "written": written}
 
 
 def test_shards_together_write_exactly_the_unsharded_outputs(runs: dict) -> None:
     whole_dir, sharded_dir = runs["root"] / "whole", runs["root"] / "sharded"
-    outputs = _files(whole_dir) - {"summary.json"}
-    assert len(outputs) == 3 * (len(runs["keys"]) - 1)  # three files per readable image
-    assert _files(sharded_dir) == outputs | set(SHARD_SUMMARIES)
+    outputs = _files(whole_dir) - {"summary.json", "predictions.json"}
+    assert len(outputs) == 2 * (len(runs["keys"]) - 1) + len(LEGENDS)  # two files per readable image
+    assert LEGENDS <= outputs
+    assert _files(sharded_dir) == outputs | set(SHARD_SUMMARIES) | set(SHARD_PREDICTIONS)
     for rel in sorted(outputs):
         a, b = whole_dir / rel, sharded_dir / rel
         if rel.endswith(".mask.png"):  # the text chunk holds per-run timings: compare pixels, palette, record
@@ -98,8 +102,8 @@ def test_each_input_is_done_by_exactly_one_shard_its_hash_names(runs: dict) -> N
         assert summary["shard"]["index"] == k and summary["shard"]["inputs_total"] == len(runs["keys"])
         # A shard writes the outputs of its own share only (and its own summary).
         own = {f"{key}{suffix}" for key in share if key != "sub/broken.jpg"
-               for suffix in (".mask.png", ".color.png", ".overlay.jpg")}
-        assert runs["written"][k] == own | {SHARD_SUMMARIES[k]}
+               for suffix in (".mask.png", ".overlay.jpg")}
+        assert runs["written"][k] - LEGENDS == own | {SHARD_SUMMARIES[k], SHARD_PREDICTIONS[k]}
     assert sum("sub/broken.jpg" in {f["input"] for f in s["failures"]} for s in runs["shards"]) == 1
 
 
@@ -160,6 +164,20 @@ def test_merge_summary_equals_the_unsharded_summary(runs: dict, tmp_path: Path) 
     assert merged["totals"]["images_per_second_summed_over_shards"] == pytest.approx(
         sum(s["totals"]["images_per_second"] for s in shards), abs=1e-3)
     assert [s["summary"] for s in merged["shards"]] == SHARD_SUMMARIES
+    # predictions.json of the shards joined: the unsharded run's, entry for entry
+    assert "predictions.json" in res.output
+    whole_predictions = json.loads((runs["root"] / "whole" / "predictions.json").read_text())
+    assert json.loads((out / "predictions.json").read_text()) == whole_predictions
+    assert {e["image_id"] for e in whole_predictions} == runs["keys"] - {"sub/broken.jpg"}
+
+
+def test_merge_summary_names_a_missing_shard_predictions_file(runs: dict, tmp_path: Path) -> None:
+    out = tmp_path / "sharded"
+    shutil.copytree(runs["root"] / "sharded", out)
+    (out / SHARD_PREDICTIONS[1]).unlink()
+    res = CliRunner().invoke(main, ["merge-summary", str(out)])
+    assert res.exit_code == 2 and f"{SHARD_PREDICTIONS[1]}: missing" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
 
 
 def _edit(path: Path, change: object) -> None:
@@ -189,6 +207,14 @@ def _other_alpha(out: Path) -> None:
     _edit(out / SHARD_SUMMARIES[1], lambda d: d["settings"].update(alpha=0.7))
 
 
+def _other_outputs(out: Path) -> None:
+    _edit(out / SHARD_SUMMARIES[1], lambda d: d["settings"].update(save=["mask", "overlay"]))
+
+
+def _other_tiling(out: Path) -> None:
+    _edit(out / SHARD_SUMMARIES[2], lambda d: d["settings"].update(tile="off"))
+
+
 def _corrupt(out: Path) -> None:
     (out / SHARD_SUMMARIES[2]).write_text('{"images": [')
 
@@ -208,6 +234,8 @@ def _none(out: Path) -> None:
     (_stale_count, "shard summaries of different shard counts"),
     (_other_model, "summary.shard-2-of-3.json and summary.shard-0-of-3.json disagree on the model"),
     (_other_alpha, "disagree on the overlay alpha: 0.7 vs 0.5"),
+    (_other_outputs, "disagree on the outputs (--save): ['mask', 'overlay'] vs ['mask', 'overlay', 'rle']"),
+    (_other_tiling, "disagree on the tiling (--tile, --tile-overlap): ('off', 0.25) vs ('auto', 0.25)"),
     (_duplicate, "is listed by both summary.shard-0-of-3.json and summary.shard-1-of-3.json"),
     (_other_inputs, "saw different input files (16 vs 15 images)"),
     (_corrupt, "summary.shard-2-of-3.json: cannot read it"),

@@ -1,0 +1,208 @@
+"""Tiled inference for large images (torch-free): MMSegmentation's "slide" mode on the contract's pre-processing.
+
+Stretching a 6000x4000 photo into a 512x512 input shrinks it twelvefold and fine objects vanish.
+A tiled image is instead:
+
+1. resized by ``s = input size / tile size`` with the contract's resize rule (``--tile auto``:
+   tiles of the model's input size, so s = 1 and the photo keeps its own pixels; ``--tile N``:
+   windows of N photo pixels on the long side, each shrunk to the input size);
+2. covered by windows of the model's input size that overlap by `overlap` (a fraction of the window
+   side): evenly spaced, the first at the top/left edge and the last ending at the bottom/right edge.
+   A window reaching past a small image's edge is padded with the mean colour (0 after normalisation);
+3. run through the model `batch_size` windows at a time; each window's logits are averaged onto a
+   canvas of cells (1, 2, 4, ... model-input pixels square: the finest whose canvas fits in
+   `CANVAS_BUDGET_BYTES`; photos keep cells of 1 pixel) with tent weights, highest in the window's
+   centre where the model sees the most context; overlapping windows are blended by the weighted
+   mean, *before* any arg-max;
+4. the blended canvas stands in for the model's output: the contract resizes it to the original size
+   and takes the arg-max, as for any logits.
+
+With ``auto`` an image is tiled when its long side exceeds `AUTO_TILE_FACTOR` times the model's
+input long side; smaller images are stretched as before. Memory is the tile batch plus the canvas
+(bounded by the budget), never a stack of all the tiles.
+
+Model-output pixels: a window's logits are at the input size (DeepLabV3 and SegNet upsample inside
+the model); the canvas holds their CELL x CELL means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from segtrain.contract import ModelSpec, normalize, resize_image
+from segtrain.errors import InputError
+
+TILE_AUTO, TILE_OFF = "auto", "off"
+AUTO_TILE_FACTOR = 2.5  # auto tiles images whose long side is more than this times the input's long side
+DEFAULT_TILE_OVERLAP = 0.25  # fraction of the window side shared by neighbouring windows
+MAX_TILE_OVERLAP = 0.75
+TILE_SIZE_RANGE = (16, 65536)  # --tile N, in photo pixels
+CANVAS_BUDGET_BYTES = 256 << 20
+
+
+class TileError(InputError):
+    """A bad --tile or --tile-overlap value (or one the model cannot use); one line, exit 2."""
+
+
+def parse_tile(value: str | int) -> str | int:
+    """--tile: "auto", "off" or a window size in pixels -> "auto", "off" or the int; TileError otherwise."""
+    text = str(value).strip().lower()
+    if text in (TILE_AUTO, TILE_OFF):
+        return text
+    lo, hi = TILE_SIZE_RANGE
+    try:
+        size = int(text)
+    except ValueError:
+        raise TileError(f"--tile {value!r}: expected auto, off or a tile size in pixels ({lo} to {hi})") from None
+    if not lo <= size <= hi:
+        raise TileError(f"--tile {value!r}: a tile size must be {lo} to {hi} pixels")
+    return size
+
+
+def check_overlap(overlap: float) -> float:
+    """--tile-overlap: a finite fraction of the window side in [0, MAX_TILE_OVERLAP]; TileError otherwise."""
+    try:
+        value = float(overlap)
+    except (TypeError, ValueError):
+        raise TileError(f"--tile-overlap {overlap!r}: expected a fraction of the tile side") from None
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_TILE_OVERLAP):
+        raise TileError(f"--tile-overlap {overlap!r}: must be a fraction from 0 to {MAX_TILE_OVERLAP} of the tile side")
+    return value
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the windows of one image go. Sizes are (height, width); positions are in canvas cells."""
+
+    image_size: tuple[int, int]
+    work_size: tuple[int, int]  # the image resized by the tile scale
+    window: tuple[int, int]  # the model's input size
+    cell: int  # model-input pixels per canvas cell (per side)
+    grid: tuple[int, int]  # canvas cells
+    tops: tuple[int, ...]
+    lefts: tuple[int, ...]
+
+    @property
+    def windows(self) -> list[tuple[int, int]]:
+        return [(top, left) for top in self.tops for left in self.lefts]
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """Original-image pixels the canvas covers: the image, plus part of a cell at the bottom and right."""
+        return tuple(round(g * self.cell * i / w) for g, i, w in zip(self.grid, self.image_size, self.work_size,
+                                                                      strict=True))
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """How large images are treated: `tile` auto, off or a window size in pixels; `overlap` of the windows."""
+
+    tile: str | int = TILE_AUTO
+    overlap: float = DEFAULT_TILE_OVERLAP
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tile", parse_tile(self.tile))
+        object.__setattr__(self, "overlap", check_overlap(self.overlap))
+
+    def check(self, spec: ModelSpec) -> None:
+        """TileError when a fixed window is smaller than the model's input (tiles are never enlarged)."""
+        if isinstance(self.tile, int) and self.tile < max(spec.input_size):
+            raise TileError(f"--tile {self.tile}: smaller than the model's input size "
+                            f"({spec.input_size[1]}x{spec.input_size[0]}); tiles are never enlarged")
+
+    def plan(self, image_size: tuple[int, int], spec: ModelSpec) -> TilePlan | None:
+        """The windows for an image of `image_size`, or None when it is stretched into one input."""
+        long_side = max(spec.input_size)
+        if self.tile == TILE_OFF or (self.tile == TILE_AUTO and max(image_size) <= AUTO_TILE_FACTOR * long_side):
+            return None
+        scale = 1.0 if self.tile == TILE_AUTO else long_side / self.tile
+        return make_plan(image_size, spec, scale, self.overlap)
+
+
+def make_plan(image_size: tuple[int, int], spec: ModelSpec, scale: float, overlap: float) -> TilePlan:
+    """Windows of the input size over the image resized by `scale`, on the finest canvas within budget."""
+    window = tuple(spec.input_size)
+    work = tuple(max(1, round(n * scale)) for n in image_size)
+    cells = [c for c in (1 << i for i in range(16)) if all(w % c == 0 for w in window)]  # divide the window
+    cell = next((c for c in cells if _canvas_bytes(work, c, spec.num_classes) <= CANVAS_BUDGET_BYTES), cells[-1])
+    grid = tuple(math.ceil(n / cell) for n in work)
+    tops, lefts = (window_positions(g, w // cell, overlap) for g, w in zip(grid, window, strict=True))
+    return TilePlan(tuple(image_size), work, window, cell, grid, tops, lefts)
+
+
+def _canvas_bytes(work: tuple[int, int], cell: int, classes: int) -> int:
+    return 4 * (classes + 1) * math.ceil(work[0] / cell) * math.ceil(work[1] / cell)
+
+
+def window_positions(length: int, window: int, overlap: float) -> tuple[int, ...]:
+    """Start positions of windows of `window` covering `length` with at least `overlap` shared, evenly spaced."""
+    if length <= window:
+        return (0,)
+    stride = max(1, math.floor(window * (1.0 - overlap)))
+    n = math.ceil((length - window) / stride) + 1
+    return tuple(round(i * (length - window) / (n - 1)) for i in range(n))
+
+
+def tent(cells: int) -> np.ndarray:
+    """1-D blending weights over a window of `cells`: rising linearly from its edges to its centre."""
+    i = np.arange(cells, dtype=np.float32)
+    return np.minimum(i + 0.5, cells - i - 0.5) / (cells / 2.0)
+
+
+def window_tensor(work: np.ndarray, top: int, left: int, plan: TilePlan, spec: ModelSpec) -> np.ndarray:
+    """The normalised 3xHxW input of the window at (top, left) cells; past the image's edge: mean colour."""
+    y0, x0 = top * plan.cell, left * plan.cell
+    crop = work[y0:y0 + plan.window[0], x0:x0 + plan.window[1]]
+    out = np.zeros((3, *plan.window), np.float32)
+    out[:, :crop.shape[0], :crop.shape[1]] = normalize(crop, spec)
+    return out
+
+
+class TileCanvas:
+    """The weighted sum of the windows' logits over the canvas, and the sum of their weights."""
+
+    def __init__(self, plan: TilePlan, classes: int) -> None:
+        self.plan = plan
+        self.sum = np.zeros((classes, *plan.grid), np.float32)
+        self.weight = np.zeros(plan.grid, np.float32)
+        cells = tuple(w // plan.cell for w in plan.window)
+        self.tent = np.outer(tent(cells[0]), tent(cells[1]))
+
+    def add(self, top: int, left: int, logits: np.ndarray) -> None:
+        """Blend one window's CxHxW logits (at the input size) in at (top, left) cells."""
+        cells = self.tent.shape
+        if logits.shape[1:] == self.plan.window:
+            f = self.plan.cell
+            pooled = logits.reshape(logits.shape[0], cells[0], f, cells[1], f).mean(axis=(2, 4))
+        else:  # a model whose output is not at its input size
+            pooled = np.stack([cv2.resize(p, cells[::-1], interpolation=cv2.INTER_AREA) for p in logits])
+        h, w = min(cells[0], self.plan.grid[0] - top), min(cells[1], self.plan.grid[1] - left)
+        weight = self.tent[:h, :w]
+        self.sum[:, top:top + h, left:left + w] += pooled[:, :h, :w] * weight
+        self.weight[top:top + h, left:left + w] += weight
+
+    def logits(self) -> np.ndarray:
+        return self.sum / self.weight
+
+
+def working_image(image: np.ndarray, plan: TilePlan) -> np.ndarray:
+    """The image at the tile scale (the contract's resize rule; the image itself when the scale is 1)."""
+    return resize_image(image, plan.work_size)
+
+
+def run_tiles(run: Callable[[np.ndarray], np.ndarray], work: np.ndarray, plan: TilePlan, spec: ModelSpec,
+              batch_size: int) -> np.ndarray:
+    """The blended CxHxW canvas logits of the working image `work` (covering `plan.span` original pixels)."""
+    canvas = TileCanvas(plan, spec.num_classes)
+    windows = plan.windows
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i:i + batch_size]
+        logits = run(np.stack([window_tensor(work, top, left, plan, spec) for top, left in chunk]))
+        for (top, left), out in zip(chunk, logits, strict=True):
+            canvas.add(top, left, out)
+    return canvas.logits()

@@ -1,0 +1,71 @@
+"""The README's steps work as written: its Python example runs, and export --int8 followed by batch with no
+--model does not break."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from colour_models import build_colour_model, half_image, save, subprocess_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def python_example() -> str:
+    """The fenced Python block of the README's "Python API" section."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Python API", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "the Python API section should hold one python block"
+    return blocks[0]
+
+
+def test_readme_python_example_runs_without_torch(tmp_path: Path) -> None:
+    build_colour_model(tmp_path / "exported" / "deeplab.onnx")
+    save(half_image(60, 80, axis=1), tmp_path / "photo.jpg", quality=95)
+    for i in range(3):
+        save(half_image(40 + 2 * i, 50, axis=0), tmp_path / "photos" / f"p{i}.jpg", quality=95)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
+    code = "import sys\nsys.modules['torch'] = None  # the example needs no PyTorch\n" + python_example()
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=subprocess_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "('background', 'red', 'green')"
+    assert lines[1].startswith("(60, 80) {'background': 0.5, 'red': 0.5, 'green': 0.0}")
+    assert "skipped photos/broken.jpg: " in run.stdout
+    assert sum(line.startswith("photos/p") for line in lines) == 3
+    for name in ("photo.overlay.jpg", "photo.color.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_export_with_int8_then_batch_with_no_model(sample_root: Path, make_checkpoint, tmp_path: Path) -> None:
+    """README: `segdeploy export ... --int8`, then `segdeploy batch DIR --out preds` (no --model)."""
+    ckpt = make_checkpoint(tmp_path / "runs" / "deeplab" / "best_model.pth", "deeplab", "resnet18", 64,
+                           data=sample_root)
+    env = subprocess_env()
+
+    def segdeploy(*args: str | Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "segdeploy", *map(str, args)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    export = segdeploy("export", ckpt, "--int8", "--no-verify", "--calibration-images", "4")
+    assert export.returncode == 0, export.stdout + export.stderr
+    assert sorted(p.name for p in (tmp_path / "exported").glob("*.onnx")) == ["deeplab.int8.onnx", "deeplab.onnx"]
+    images = sample_root / "test" / "data"
+    batch = segdeploy("batch", images, "--out", "preds", "--no-progress")
+    assert batch.returncode == 0, batch.stdout + batch.stderr
+    assert "no --model given: using exported/deeplab.onnx; also there: deeplab.int8.onnx" in batch.stderr
+    int8 = segdeploy("batch", images, "--out", "preds-int8", "--precision", "int8", "--no-progress")
+    assert int8.returncode == 0, int8.stdout + int8.stderr
+    count = len(list(images.iterdir()))
+    for out, precision in (("preds", "fp32"), ("preds-int8", "int8")):
+        assert len(list((tmp_path / out).glob("*.mask.png"))) == count
+        assert len(list((tmp_path / out).glob("*.overlay.jpg"))) == count
+        summary = json.loads((tmp_path / out / "summary.json").read_text())
+        assert summary["model"]["precision"] == precision and summary["totals"]["processed"] == count
