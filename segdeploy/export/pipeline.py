@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from segdeploy.export.artifact import (
-    VARIANTS,
     ExportError,
     check_existing,
     fp32_provenance,
@@ -36,6 +35,7 @@ from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import to_onnx, trace_size
 from segdeploy.export.variants import export_variants
 from segdeploy.export.verify import ParityReport, run_parity, verification_sizes
+from segdeploy.infer.inputs import VARIANTS
 from segtrain.checkpoint import Checkpoint
 from segtrain.coco import CocoSplit, DataError
 from segtrain.contract import ModelSpec
