@@ -16,24 +16,28 @@ import click
 from segdeploy import __version__
 from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
+from segdeploy.export.trace import MAX_BATCH_SIZE, MAX_OPSET, MIN_OPSET
 from segdeploy.infer.batch import BatchConfig
 from segdeploy.infer.inputs import PRECISIONS
 from segdeploy.infer.outputs import SAVE_CHOICES
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
-from segtrain.cli_support import ToolGroup, default, exit_codes_epilog
+from segtrain.cli_support import FiniteFloat, ToolGroup, default, exit_codes_epilog
 from segtrain.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_INPUTS_FAILED,
     InputError,
     ToolError,
+    printable,
 )
 from segtrain.evaluation import DEFAULT_SPLIT
+from segtrain.limits import MAX_INPUT_SIDE
 
 if TYPE_CHECKING:
     from segdeploy.infer.partition import Shard
 
 EVALUATE_BATCH_SIZE = 4
+MAX_SGEMM_SIZE = 16384  # three float32 matrices of this side take 3 GiB
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
@@ -43,9 +47,12 @@ def main() -> None:
 
 
 class IntList(click.ParamType):
-    """Comma-separated positive integers, e.g. 1,4,8."""
+    """Comma-separated integers from 1 to `maximum`, e.g. 1,4,8."""
 
     name = "N[,N...]"
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
         if isinstance(value, tuple):
@@ -54,8 +61,8 @@ class IntList(click.ParamType):
             out = tuple(int(v) for v in str(value).split(",") if v.strip())
         except ValueError:
             self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-        if not out or min(out) < 1:
-            self.fail(f"{value!r}: every value must be a positive integer", param, ctx)
+        if not out or min(out) < 1 or max(out) > self.maximum:
+            self.fail(f"{value!r}: every value must be a positive integer, at most {self.maximum}", param, ctx)
         return tuple(dict.fromkeys(out))
 
 
@@ -136,10 +143,10 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
               help="Large images: auto tiles those more than 2.5x the model's input size (long side) with windows "
                    "of the input size at the photo's own resolution; N: windows of N pixels, each resized to the "
                    "input; off: stretch every image into one input.")
-@click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True, type=float,
+@click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True, type=FiniteFloat(),
               callback=_overlap_option, help="Fraction of a tile's side shared with its neighbours (0 to 0.75); "
                                              "their logits are blended before the arg-max.")
-@click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=FiniteFloat(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
 @click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -203,10 +210,11 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
 
 @main.command("bench")
 @click.argument("models", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--image-size", "image_sizes", type=IntList(),
+@click.option("--image-size", "image_sizes", type=IntList(MAX_INPUT_SIDE),
               help="Square input size(s), e.g. 512 or 256,512 [default: each model's own].")
-@click.option("--batch-sizes", type=IntList(), default=",".join(map(str, default(BenchConfig, "batch_sizes"))),
-              show_default=True, help="Batch sizes to time.")
+@click.option("--batch-sizes", type=IntList(MAX_BATCH_SIZE),
+              default=",".join(map(str, default(BenchConfig, "batch_sizes"))), show_default=True,
+              help="Batch sizes to time.")
 @click.option("--runs", default=default(BenchConfig, "runs"), show_default=True, type=click.IntRange(min=1),
               help="Timed runs per batch size and image size.")
 @click.option("--warmup", default=default(BenchConfig, "warmup"), show_default=True, type=click.IntRange(min=1),
@@ -242,7 +250,7 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
               help="Time all backends in interleaved rounds, one after the other, or interleaved while memory "
                    "allows (auto).")
 @click.option("--sgemm-size", default=default(BenchConfig, "sgemm_size"), show_default=True,
-              type=click.IntRange(min=16),
+              type=click.IntRange(min=16, max=MAX_SGEMM_SIZE),
               help="Side of the float32 matrix product timed as the roofline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -309,7 +317,8 @@ def merge_summary_command(out_dir: Path) -> None:
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", default=default(ExportOptions, "out_dir"), show_default=True,
               type=click.Path(path_type=Path), help="Folder for <name>.onnx, its variants and .verify.json reports.")
-@click.option("--opset", default=default(ExportOptions, "opset"), show_default=True, help="ONNX opset to target.")
+@click.option("--opset", default=default(ExportOptions, "opset"), show_default=True,
+              type=click.IntRange(MIN_OPSET, MAX_OPSET), help="ONNX opset to target.")
 @click.option("--verify/--no-verify", default=default(ExportOptions, "verify"), show_default=True,
               help="Compare onnxruntime with PyTorch on real validation images before writing the model.")
 @click.option("--data", type=click.Path(path_type=Path),
@@ -317,16 +326,16 @@ def merge_summary_command(out_dir: Path) -> None:
 @click.option("--split", default=default(ExportOptions, "split"), show_default=True,
               help="Split whose images verify the export.")
 @click.option("--verify-images", default=default(ExportOptions, "verify_images"), show_default=True,
-              help="Validation images to verify on.")
+              type=click.IntRange(min=1), help="Validation images to verify on.")
 @click.option("--verify-batch-size", default=default(ExportOptions, "verify_batch_size"), show_default=True,
-              help="Batch size for verification (trace uses 1).")
+              type=click.IntRange(min=1), help="Batch size for verification (trace uses 1).")
 @click.option("--max-diff", default=default(ExportOptions, "thresholds").max_abs_diff, show_default=True,
-              help="Largest allowed |logit difference|.")
+              type=FiniteFloat(min=0), help="Largest allowed |logit difference|.")
 @click.option("--min-agreement", default=round(100 * default(ExportOptions, "thresholds").min_agreement, 6),
-              show_default=True, help="Smallest allowed arg-max agreement, in %.")
+              show_default=True, type=FiniteFloat(0, 100), help="Smallest allowed arg-max agreement, in %.")
 @click.option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
 @click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
-              help="Training images to calibrate INT8 on.")
+              type=click.IntRange(min=1), help="Training images to calibrate INT8 on.")
 @click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
 @click.option("--overwrite", is_flag=True,
               help="Replace .onnx files exported from another checkpoint, and export up-to-date ones again.")
@@ -369,7 +378,7 @@ def _export_one(path: Path, opts: ExportOptions) -> int:
     try:
         export_checkpoint(path, opts, echo=click.echo)
     except ToolError as e:
-        click.echo(f"Error: {e}", err=True)
+        click.echo(f"Error: {printable(e)}", err=True)
         return e.exit_code
     return EXIT_OK
 
@@ -394,7 +403,8 @@ def info_command(model: Path, as_json: bool) -> None:
 @click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--provider", default="auto", show_default=True,
               type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")
-@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads [default: all cores].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(model: Path, data: Path, split: str, batch_size: int, provider: str, threads: int | None,
                      as_json: bool) -> None:

@@ -80,8 +80,8 @@ class Checkpoint:
     def load(cls, path: str | Path, map_location: str = "cpu") -> Checkpoint:
         """Load and validate a checkpoint; refuses pickles that would run code."""
         path = Path(path)
-        if not path.is_file():  # a folder or a FIFO (reading one would block) is no checkpoint either
-            raise CheckpointError(f"{path}: " + ("not a regular file" if path.exists() else "checkpoint not found"))
+        if not path.is_file():
+            raise CheckpointError(f"{path}: {'not a regular file' if path.exists() else 'checkpoint not found'}")
         try:
             raw = safe_torch_load(path, map_location=map_location)
         except UnsafeLoadError as e:

@@ -59,7 +59,8 @@ def data_command(root: Path, categories: str | None) -> None:
 
 @main.command("sample-data")
 @click.argument("root", type=click.Path(path_type=Path))
-@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives the same files.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Random seed; the same seed gives the same files.")
 def sample_data_command(root: Path, seed: int) -> None:
     """Write the embedded synthetic COCO dataset (train/validation/test) to ROOT."""
     from segtrain.synthetic import make_sample_dataset
@@ -155,7 +156,7 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root [default: the one the model was trained on].")
 @click.option("--split", default=DEFAULT_SPLIT, show_default=True, help="validation or test (or train).")
-@click.option("--batch-size", default=4, show_default=True)
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,
               help="Score at the model's input size, as the per-epoch validation during training does.")

@@ -1,4 +1,8 @@
-"""What both command lines share: error handling, the exit-code epilog, defaults read from dataclasses.
+"""What both command lines share: error handling, the exit-code epilog, defaults read from dataclasses, numeric ranges.
+
+Every numeric option of both command lines has a range: click.IntRange for integers, `FiniteFloat`
+(a click.FloatRange that also refuses NaN and infinities) for real numbers. A value outside it is
+a usage error (exit 2, one line) before any work starts.
 
 Torch-free: `segdeploy`'s inference commands use it on machines without PyTorch.
 """
@@ -6,19 +10,20 @@ Torch-free: `segdeploy`'s inference commands use it on machines without PyTorch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import click
 
-from segtrain.errors import EXIT_CODES, ToolError, exit_code_lines
+from segtrain.errors import EXIT_CODES, ToolError, exit_code_lines, printable
 
 
 class _Reported(click.ClickException):
     """A ToolError as click prints it: "Error: <message>" on stderr, then its exit code."""
 
     def __init__(self, error: ToolError) -> None:
-        super().__init__(str(error))
+        super().__init__(printable(error))
         self.exit_code = error.exit_code
 
 
@@ -47,3 +52,17 @@ def default(cls: type, name: str) -> Any:
                 return f.default_factory()
             raise KeyError(f"{cls.__name__}.{name} has no default")
     raise KeyError(f"{cls.__name__} has no field {name}")
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that refuses NaN and infinities.
+
+    click.FloatRange lets NaN through (every comparison with it is false) and, without a maximum,
+    infinity: `--max-diff nan` would be a bar nothing fails.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number

@@ -4,6 +4,13 @@ Torch-free, so `segdeploy evaluate` and `segdeploy batch --gt` use it on machine
 PyTorch. Problems in one image (missing file, unreadable header, size disagreeing with
 labels.json, undecodable annotation) skip that image or annotation and are recorded in
 `CocoSplit.problems`; problems that make the whole split unusable raise `DataError`.
+
+labels.json is checked once, at load, against the shape the tools read (segtrain.coco_schema):
+a file that does not fit is refused with the JSON path of the first problem. Every image path is
+resolved (symlinks followed) and must stay inside the split's image folder: a `file_name` of
+`../../x`, an absolute path or a symlink out of the folder is reported and skipped like a missing
+image, so no command reads or trains on files outside the dataset. Every command reads datasets
+through CocoSplit, so this one rule covers them all.
 """
 
 from __future__ import annotations
@@ -19,10 +26,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segtrain.coco_schema import LabelsError, validate_labels
 from segtrain.contract import BACKGROUND, DEFAULT_CATEGORIES, IGNORE_INDEX
-from segtrain.errors import InputError
+from segtrain.errors import InputError, printable
 from segtrain.fileio import atomic_write_bytes
-from segtrain.images import ImageReadError, image_size, load_image
+from segtrain.images import ImageReadError, image_size, load_image, max_image_pixels
 from segtrain.masks import AnnotationError, TargetAnnotation, render_mask
 
 SPLIT_ALIASES = {"validation": ("validation", "val"), "val": ("validation", "val"),
@@ -97,21 +105,39 @@ def resolve_categories(selection: Sequence[str | int] | None,
 
 
 def _read_labels(ann_file: Path) -> dict:
+    """The parsed labels.json, checked against the shape the tools read; DataError naming the problem."""
     if not ann_file.is_file():
-        raise DataError(f"{ann_file}: annotation file not found")
+        reason = "not a regular file" if ann_file.exists() else "annotation file not found"
+        raise DataError(f"{ann_file}: {reason}")
     try:
         with open(ann_file, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{ann_file}: malformed JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except RecursionError as e:
+        raise DataError(f"{ann_file}: JSON nested too deeply to be a COCO annotation file") from e
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{ann_file}: cannot read ({e})") from e
-    if not isinstance(data, dict):
-        raise DataError(f"{ann_file}: not a COCO annotation file (top level is not an object)")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise DataError(f"{ann_file}: not a COCO annotation file (no list '{missing[0]}')")
+    try:
+        validate_labels(data)
+    except LabelsError as e:
+        raise DataError(f"{ann_file}: {e}") from None
     return data
+
+
+def contained_path(root: Path, file_name: str) -> Path:
+    """`root`/`file_name` resolved (symlinks followed); ValueError unless it stays inside `root`.
+
+    `root` must already be resolved. The returned path is the resolved one, so what is opened
+    later is what was checked here.
+    """
+    try:
+        path = (root / file_name).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        raise ValueError(f"cannot be resolved ({e})") from e
+    if path == root or not path.is_relative_to(root):
+        raise ValueError(f"resolves to {path}, outside the image folder {root}")
+    return path
 
 
 class CocoSplit:
@@ -122,6 +148,7 @@ class CocoSplit:
                  cache_dir: str | Path | None = None, check_files: bool = True) -> None:
         self.image_dir, self.ann_file = Path(image_dir), Path(ann_file)
         self.name = name or self.image_dir.parent.name
+        self.skipped: list[tuple[str, str]] = []  # (image path, reason) of listed images left out
         data = _read_labels(self.ann_file)
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: image folder not found")
@@ -141,26 +168,21 @@ class CocoSplit:
 
     def _build_records(self, data: dict, check_files: bool) -> list[ImageRecord]:
         index = {cid: i + 1 for i, (cid, _) in enumerate(self.categories)}
-        images: dict[int, dict] = {}
-        for im in data["images"]:
-            if not isinstance(im, dict) or not {"id", "file_name", "height", "width"} <= im.keys():
-                self.problems.append(f"{self.ann_file}: image entry without id/file_name/height/width skipped")
-                continue
-            images[int(im["id"])] = im
-        anns: dict[int, list[TargetAnnotation]] = {i: [] for i in images}
+        anns: dict[int, list[TargetAnnotation]] = {im["id"]: [] for im in data["images"]}
         for a in data["annotations"]:
-            if not isinstance(a, dict) or a.get("category_id") not in index:
+            if a["category_id"] not in index:
                 continue
-            if a.get("image_id") not in anns:
+            if a["image_id"] not in anns:
                 self.problems.append(f"{self.ann_file}: annotation {a.get('id')} refers to missing image "
-                                     f"{a.get('image_id')}")
+                                     f"{a['image_id']}")
                 continue
-            bbox = tuple(a["bbox"]) if isinstance(a.get("bbox"), list) else None
-            anns[a["image_id"]].append(TargetAnnotation(int(a.get("id", -1)), index[a["category_id"]],
+            bbox = tuple(a["bbox"]) if "bbox" in a else None
+            anns[a["image_id"]].append(TargetAnnotation(a.get("id", -1), index[a["category_id"]],
                                                         a.get("segmentation"), bbox))
+        root, limit = self.image_dir.resolve(), max_image_pixels()
         records = []
-        for image_id, im in images.items():
-            rec = self._make_record(image_id, im, tuple(anns[image_id]), check_files)
+        for im in data["images"]:
+            rec = self._make_record(root, im, tuple(anns[im["id"]]), check_files, limit)
             if rec is not None:
                 records.append(rec)
         if not records:
@@ -168,25 +190,32 @@ class CocoSplit:
                             + (f" (first problem: {self.problems[0]})" if self.problems else ""))
         return records
 
-    def _make_record(self, image_id: int, im: dict, anns: tuple, check_files: bool) -> ImageRecord | None:
-        path = self.image_dir / im["file_name"]
-        h, w = int(im["height"]), int(im["width"])
+    def _make_record(self, root: Path, im: dict, anns: tuple, check_files: bool, limit: int) -> ImageRecord | None:
+        h, w = im["height"], im["width"]
+        try:
+            path = contained_path(root, im["file_name"])
+        except ValueError as e:
+            return self._skip(self.image_dir / im["file_name"], str(e))
+        if h * w > limit:
+            return self._skip(path, f"labels.json says {w}x{h}, more than the limit of {limit:,} pixels")
         exif = False
         if check_files:
             if not path.is_file():
-                self.problems.append(f"{path}: image file missing, skipped")
-                return None
+                return self._skip(path, "not a regular file" if path.exists() else "image file missing")
             try:
                 raw, rotated = image_size(path, exif=False), image_size(path, exif=True)
             except ImageReadError as e:
-                self.problems.append(f"{e}, skipped")
-                return None
+                return self._skip(path, str(e).removeprefix(f"{path}: "))
             if raw != (h, w):
                 if rotated != (h, w):
-                    self.problems.append(f"{path}: image is {raw[1]}x{raw[0]} but labels.json says {w}x{h}, skipped")
-                    return None
+                    return self._skip(path, f"image is {raw[1]}x{raw[0]} but labels.json says {w}x{h}")
                 exif = True
-        return ImageRecord(image_id, str(im["file_name"]), path, h, w, exif, anns)
+        return ImageRecord(im["id"], im["file_name"], path, h, w, exif, anns)
+
+    def _skip(self, path: Path, reason: str) -> None:
+        path, reason = printable(path), printable(reason)  # a file name of labels.json may hold anything
+        self.skipped.append((path, reason))
+        self.problems.append(f"{path}: {reason}, skipped")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -194,11 +223,16 @@ class CocoSplit:
     def image_path(self, i: int) -> Path:
         return self.records[i].path
 
-    def load_image(self, i: int) -> np.ndarray:
-        """HxWx3 uint8 RGB in the annotations' pixel grid; raises ImageReadError."""
+    def load_image(self, i: int, min_size: tuple[int, int] | None = None) -> np.ndarray:
+        """HxWx3 uint8 RGB in the annotations' pixel grid; raises ImageReadError.
+
+        With `min_size` a JPEG may be decoded at a reduced size no smaller than it (for callers that
+        only feed the pixels to a model: see segtrain.images); the record keeps the original size.
+        """
         rec = self.records[i]
-        image = load_image(rec.path, exif=rec.exif)
-        if image.shape[:2] != (rec.height, rec.width):
+        image = load_image(rec.path, exif=rec.exif, min_size=min_size)
+        scales = (1, 2, 4, 8) if min_size is not None else (1,)  # libjpeg's reduced decodes round up
+        if all(image.shape[:2] != (-(-rec.height // s), -(-rec.width // s)) for s in scales):
             raise ImageReadError(f"{rec.path}: decoded size {image.shape[1]}x{image.shape[0]} "
                                  f"differs from labels.json {rec.width}x{rec.height}")
         return image

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from segtrain.errors import InputError
+from segtrain.limits import MAX_INPUT_SIDE
 from segtrain.machine import usable_cores
 
 LOSSES = ("auto", "ce", "ce+dice", "dice")
 DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
 LR_SCHEDULES = ("constant", "poly", "cosine")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
-IMAGE_SIZE_STEP, MAX_IMAGE_SIZE = 32, 8192
+IMAGE_SIZE_STEP = 32
 COMMAND_LINE = "--"  # the source name of flag values: errors then name the flag (--image-size)
 
 
@@ -108,8 +109,8 @@ def one_of(choices: tuple[str, ...]) -> Rule:
 def _image_size(v: int) -> str | None:
     if v % IMAGE_SIZE_STEP:
         return f"must be a multiple of {IMAGE_SIZE_STEP}, got {v}"
-    if not IMAGE_SIZE_STEP <= v <= MAX_IMAGE_SIZE:
-        return f"must be between {IMAGE_SIZE_STEP} and {MAX_IMAGE_SIZE}, got {v}"
+    if not IMAGE_SIZE_STEP <= v <= MAX_INPUT_SIDE:
+        return f"must be between {IMAGE_SIZE_STEP} and {MAX_INPUT_SIDE}, got {v}"
     return None
 
 
@@ -251,8 +252,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Settings from a JSON or YAML file with the flags' names (- or _); keys are checked here."""
     path = Path(path)
     if not path.is_file():  # a folder, a FIFO (reading would block) or nothing at all
-        what = "not found" if not path.exists() else "not a regular file"
-        raise ConfigError(f"{path}: config file {what}")
+        raise ConfigError(f"{path}: {'not a regular file' if path.exists() else 'config file not found'}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

@@ -15,11 +15,15 @@ very large images.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
 
 import cv2
 import numpy as np
+
+from segtrain.limits import MAX_CLASSES, MAX_INPUT_SIDE
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,6 +51,33 @@ def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(colours)
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _sequence(name: str, value: object, length: int | None = None) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list, got {_short(value)}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{name} must have {length} values, got {_short(value)}")
+    return tuple(value)
+
+
+def _integer(name: str, value: object, lo: int, hi: int | None = None) -> int:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+        raise ValueError(f"{name}: expected integers {bounds}, got {_short(value)}")
+    return int(value)
+
+
+def _real(name: str, value: object, positive: bool = False) -> float:
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value) or \
+            (positive and value <= 0):
+        raise ValueError(f"{name}: expected {'positive ' if positive else ''}finite numbers, got {_short(value)}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to feed a model and read its output; stored in checkpoints and ONNX."""
@@ -63,22 +94,38 @@ class ModelSpec:
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
-        # Normalise containers so specs read back from JSON compare equal to the originals.
-        object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
-        object.__setattr__(self, "coco_ids", tuple(int(c) for c in self.coco_ids))
-        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        palette = self.palette or default_palette(len(self.classes))
-        object.__setattr__(self, "palette", tuple(tuple(int(v) for v in c) for c in palette))
-        if len(self.coco_ids) != len(self.classes):
-            raise ValueError(f"{len(self.classes)} classes but {len(self.coco_ids)} COCO ids")
-        if len(self.palette) < len(self.classes):
-            raise ValueError(f"palette has {len(self.palette)} colours for {len(self.classes)} classes")
+        """Normalise containers (specs read back from JSON compare equal) and refuse values no model can have.
+
+        A spec comes from checkpoints and ONNX metadata made elsewhere, so every value is checked
+        here, once: masks are uint8 with 255 as the ignore index, so 1..255 classes; colours of
+        three 0..255 values; a sane input size; finite mean and positive finite std.
+        """
+        set_ = object.__setattr__
+        classes = _sequence("classes", self.classes)
+        if not all(isinstance(c, str) and c for c in classes):
+            raise ValueError("classes must be non-empty names")
+        set_(self, "classes", classes)
+        set_(self, "coco_ids", tuple(_integer(f"coco_ids[{i}]", c, 0) for i, c in
+                                     enumerate(_sequence("coco_ids", self.coco_ids))))
+        set_(self, "input_size", tuple(_integer("input_size", s, 1, MAX_INPUT_SIDE) for s in
+                                       _sequence("input_size", self.input_size, 2)))
+        set_(self, "mean", tuple(_real("mean", m) for m in _sequence("mean", self.mean, 3)))
+        set_(self, "std", tuple(_real("std", v, positive=True) for v in _sequence("std", self.std, 3)))
+        palette = _sequence("palette", self.palette) or default_palette(len(classes))
+        set_(self, "palette", tuple(tuple(_integer("palette", v, 0, 255) for v in _sequence("palette colour", c, 3))
+                                    for c in palette))
+        set_(self, "ignore_index", _integer("ignore_index", self.ignore_index, 0, 255))
+        if not isinstance(self.arch, str) or not isinstance(self.encoder, str):
+            raise ValueError("arch and encoder must be names")
+        if not 1 <= len(classes) <= min(MAX_CLASSES, self.ignore_index):
+            raise ValueError(f"{len(classes)} classes; a model has 1 to {MAX_CLASSES} (class indices are uint8 "
+                             f"mask values below the ignore index {self.ignore_index})")
+        if len(self.coco_ids) != len(classes):
+            raise ValueError(f"{len(classes)} classes but {len(self.coco_ids)} COCO ids")
+        if len(self.palette) < len(classes):
+            raise ValueError(f"palette has {len(self.palette)} colours for {len(classes)} classes")
         if self.resize not in RESIZE_RULES:
-            raise ValueError(f"unknown resize rule {self.resize!r}; known: {', '.join(RESIZE_RULES)}")
-        if len(self.input_size) != 2 or min(self.input_size) < 1:
-            raise ValueError(f"input size must be (height, width), got {self.input_size}")
+            raise ValueError(f"unknown resize rule {_short(self.resize)}; known: {', '.join(RESIZE_RULES)}")
 
     @property
     def num_classes(self) -> int:
@@ -102,7 +149,15 @@ class ModelSpec:
 
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> ModelSpec:
-        d = {k[len(METADATA_PREFIX):]: json.loads(v) for k, v in props.items() if k.startswith(METADATA_PREFIX)}
+        d = {}
+        for key, text in props.items():
+            if key.startswith(METADATA_PREFIX):
+                try:
+                    d[key[len(METADATA_PREFIX):]] = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{key} is not JSON ({e.msg})") from e
+                except RecursionError as e:
+                    raise ValueError(f"{key} is nested too deeply") from e
         return cls.from_dict(d)
 
 
@@ -128,17 +183,25 @@ class Provenance:
 
     @classmethod
     def from_metadata(cls, props: dict[str, str]) -> Provenance:
-        """The provenance in `props`; entries that are missing, unknown or not JSON are left out."""
-        known = {f.name for f in fields(cls)}
+        """The provenance in `props`; entries that are missing, unknown, not JSON or of the wrong type are left out."""
         values = {}
         for key, text in props.items():
             name = key[len(PROVENANCE_PREFIX):]
-            if key.startswith(PROVENANCE_PREFIX) and name in known:
+            if key.startswith(PROVENANCE_PREFIX) and name in _PROVENANCE_TYPES:
                 try:
-                    values[name] = json.loads(text)
-                except json.JSONDecodeError:
+                    value = json.loads(text)
+                except (json.JSONDecodeError, RecursionError):
                     continue
+                if isinstance(value, _PROVENANCE_TYPES[name]) and not isinstance(value, bool) and \
+                        (not isinstance(value, float) or math.isfinite(value)):
+                    values[name] = value
         return cls(**values)
+
+
+# The JSON types of Provenance's fields (None is the default of all but precision).
+_PROVENANCE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "precision": str, "checkpoint": str, "checkpoint_sha256": str, "epoch": int, "val_miou": (int, float),
+    "exporter": str, "quantization": dict}
 
 
 def build_spec(arch: str, encoder: str, categories: Sequence[tuple[int, str]] = DEFAULT_CATEGORIES,

@@ -2,7 +2,8 @@
 
 Every error a user can fix by changing an argument or a file derives from `InputError` (exit 2);
 failures of the work itself derive from `RunError` (exit 1). Each CLI catches `ToolError` once
-(`segtrain.cli_support.ToolGroup`) and prints its message as one line. `--help` and the README
+(`segtrain.cli_support.ToolGroup`) and prints its message as one line (`printable`: whatever a
+file name holds, the message stays one line). `--help` and the README
 show `EXIT_CODES`; a test keeps the README's table equal to it.
 """
 
@@ -38,6 +39,12 @@ class RunError(ToolError):
     """The work itself failed (non-finite loss, failed verification, a backend crash). Exit code 1."""
 
     exit_code = EXIT_FAILURE
+
+
+def printable(text: object) -> str:
+    """`text` with control and other unprintable characters escaped (a newline becomes \\n), so a message
+    naming a file called "a\\nb.jpg" stays one line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in str(text))
 
 
 def exit_code_lines(codes: Iterable[int] = tuple(EXIT_CODES)) -> list[str]:

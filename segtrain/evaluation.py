@@ -6,6 +6,7 @@ go through the contract's preprocessing and logits_to_mask, and one confusion ma
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from segtrain.coco import CocoSplit, DataError
 from segtrain.contract import ModelSpec, logits_to_mask, preprocess
+from segtrain.images import ImageReadError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -49,23 +51,44 @@ def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_
                    limit: int | None = None, progress: bool = False) -> SegMetrics:
     """Per-class IoU, mIoU and pixel accuracy of `predict` over `split` at original sizes.
 
-    `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW.
+    `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW. An image that
+    cannot be decoded is skipped and named in the result's `skipped` (the read policy of
+    segtrain.images), after the images the split itself left out (missing, outside the image
+    folder, too large: `split.skipped`); DataError when none can be read. Images only feed the model here, so a JPEG is
+    decoded at a reduced size when that still covers the input size; masks are scored at the
+    size labels.json gives.
     """
     check_classes(split, spec)
     n = len(split) if limit is None else min(limit, len(split))
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    skipped: list[tuple[str, str]] = []  # decoding failures; the split's own come first in the result
 
-    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
-        return split.load_image(i), split.load_mask(i)
+    def load(i: int) -> tuple[np.ndarray, np.ndarray] | ImageReadError:
+        try:
+            return split.load_image(i, min_size=spec.input_size), split.load_mask(i)
+        except ImageReadError as e:
+            return e
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         bar = tqdm(total=n, desc=f"evaluate {split.name}", unit="img", disable=None if progress else True)
         pending = pool.map(load, range(n))  # decoding overlaps inference
         for idx in _chunks(n, batch_size):
-            samples = [next(pending) for _ in idx]
-            logits = predict(preprocess([im for im, _ in samples], spec))
-            for (image, truth), out in zip(samples, logits, strict=True):
-                cm.update(truth, logits_to_mask(out, image.shape[:2]))
+            samples = []
+            for i in idx:
+                sample = next(pending)
+                if isinstance(sample, ImageReadError):
+                    path = str(split.image_path(i))
+                    skipped.append((path, str(sample).removeprefix(f"{path}: ")))
+                else:
+                    samples.append((split.records[i], *sample))
+            if samples:
+                logits = predict(preprocess([im for _, im, _ in samples], spec))
+                for (rec, _, truth), out in zip(samples, logits, strict=True):
+                    cm.update(truth, logits_to_mask(out, (rec.height, rec.width)))
             bar.update(len(idx))
         bar.close()
-    return cm.result(spec.classes)
+    if len(skipped) == n:
+        raise DataError(f"{split.ann_file}: none of the {n} images could be read (first: {skipped[0][0]}: "
+                        f"{skipped[0][1]})")
+    return dataclasses.replace(cm.result(spec.classes), images=n - len(skipped),
+                               skipped=(*split.skipped, *skipped))

@@ -1,5 +1,15 @@
 """Files: atomic writes (every file the tools write appears complete or not at all), hashing, safe loading.
 
+Temporary files carry their writer: ``.<target>.sd-<where>-<pid>-<token>.<random>.tmp``, where
+`where` hashes the host name and PID namespace and `token` is random per process (`owner_tag`).
+`sweep_orphans` deletes only temporaries that are certainly orphaned, so several writers (the
+shards of a sharded batch, two exports) can share a folder: files of a dead process on this host
+and PID namespace, files of an earlier process whose pid this one reuses (a restarted container),
+files older than the caller's age limit (a writer elsewhere, whose liveness cannot be checked),
+and untagged files (written before names carried a writer). `segdeploy batch` sweeps its output
+folder and `segdeploy export` its export folder this way, so a killed run leaves nothing behind
+for long.
+
 Torch-free at import: `safe_torch_load` imports torch only when called.
 """
 
@@ -8,7 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,8 +60,99 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], ta
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+def atomic_write_text(path: str | Path, text: str, tag: str = "") -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")), tag=tag)
+
+
+# --------------------------------------------------------------------------------------------
+# Temporary files and their writers
+
+_OWNER_TAG = r"sd-(?P<where>[0-9a-f]{12})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})"
+_owner: tuple[int, str, str] | None = None  # (pid, where, token) of this process
+
+
+def owner_tag() -> str:
+    """This process in temporary names: "sd-<where>-<pid>-<token>" (see the module docstring)."""
+    pid, where, token = _owner_identity()
+    return f"sd-{where}-{pid}-{token}"
+
+
+def temp_name_pattern(targets: str, suffix: str = r"\.tmp") -> re.Pattern[str]:
+    """The names of temporaries made beside targets whose names match the regex `targets`.
+
+    That is ".<target>.<owner tag>.<random><suffix>" (atomic_write_bytes with a tag, mkstemp and
+    mkdtemp with the tag in the prefix), and the same without a tag.
+    """
+    return re.compile(rf"^\.(?:{targets})\.(?:{_OWNER_TAG}\.)?[A-Za-z0-9_]+{suffix}$")
+
+
+def sweep_orphans(folder: str | Path, pattern: re.Pattern[str], stale_seconds: float,
+                  recursive: bool = False) -> list[Path]:
+    """Delete the orphaned temporaries (files or folders) named by `pattern` in `folder`; returns them.
+
+    Temporaries of a writer still at work, here or on another machine younger than `stale_seconds`,
+    are left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed: list[Path] = []
+    now = time.time()
+    for path in (folder.rglob(".*") if recursive else folder.glob(".*")):
+        match = pattern.match(path.name)
+        if match is None or path.is_symlink():
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:  # its writer renamed it meanwhile
+            continue
+        if _is_orphan(match, age, stale_seconds):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _owner_identity() -> tuple[int, str, str]:
+    global _owner
+    if _owner is None or _owner[0] != os.getpid():  # a forked child is another writer
+        _owner = (os.getpid(), _where(), secrets.token_hex(4))
+    return _owner
+
+
+def _where() -> str:
+    """The host and PID namespace: where a pid names one process and its liveness can be checked."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return hashlib.blake2b(f"{socket.gethostname()}:{namespace}".encode(), digest_size=6).hexdigest()
+
+
+def _is_orphan(match: re.Match, age_seconds: float, stale_seconds: float) -> bool:
+    if match["where"] is None or age_seconds > stale_seconds:
+        return True
+    my_pid, my_where, my_token = _owner_identity()
+    if match["where"] != my_where:  # another host or PID namespace: only age tells
+        return False
+    pid = int(match["pid"])
+    if pid == my_pid:  # this process, or an earlier one that had its pid
+        return match["token"] != my_token
+    return not _process_alive(pid)
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no signal-0 probe: keep it, the age rule removes it later
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, owned by another user
+        return True
+    return True
 
 
 def file_sha256(path: str | Path) -> str:

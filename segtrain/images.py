@@ -2,25 +2,74 @@
 
 Greyscale, palette, RGBA/LA (alpha dropped), CMYK, 16-bit and 32-bit integer images all become
 HxWx3 uint8 RGB. EXIF orientation is applied when asked, so sizes match what a viewer shows.
+
+One read policy for every command: a file that cannot be decoded raises `ImageReadError` naming
+the file and the reason, and callers skip it, name it and count it. Only regular files are
+opened (a FIFO named `x.jpg` would block the reader forever). An image whose header declares more
+than `max_image_pixels()` pixels (default `MAX_IMAGE_PIXELS`, 200 megapixels: a 150-megapixel
+camera's photos pass, a 20000x20000 image does not; the environment variable
+`SEGTRAIN_MAX_IMAGE_PIXELS` changes it) is refused before its pixels are decoded, with
+`ImageTooLargeError`: its masks are made at the original size, so even a reduced decode would not
+bound the memory it needs. Pillow's own decompression-bomb guard is set to the same limit at import.
+
+Reduced decoding: `load_image(..., min_size=(h, w))` lets a JPEG decode at 1/2, 1/4 or 1/8 scale
+(libjpeg's DCT scaling, Pillow's `draft`) as long as both sides stay at least (h, w). Only callers
+that use the pixels for nothing but the model input ask for it (scoring: the model input is made
+by shrinking anyway, and masks are made at the size labels.json gives); `segdeploy batch` does not,
+because its overlays are drawn on the full-resolution photo. Other formats decode at full size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segtrain.errors import InputError
+from segtrain.limits import MAX_IMAGE_PIXELS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# Photos of 24+ megapixels are real inputs; keep Pillow's guard but well above them.
-Image.MAX_IMAGE_PIXELS = 400_000_000
+MAX_PIXELS_ENV = "SEGTRAIN_MAX_IMAGE_PIXELS"
+_TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in effect: $SEGTRAIN_MAX_IMAGE_PIXELS when set, else MAX_IMAGE_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels")
+    return value
+
+
+def _pillow_limit() -> int:
+    try:
+        return max_image_pixels()
+    except InputError:  # reported when an image is read; Pillow keeps the default meanwhile
+        return MAX_IMAGE_PIXELS
+
+
+# Pillow warns above its limit and refuses twice it; the limit here is checked first, from the header.
+Image.MAX_IMAGE_PIXELS = _pillow_limit()
 
 
 class ImageReadError(InputError):
     """An image file that cannot be decoded; the message names the file and the reason."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header declares more pixels than the limit (max_image_pixels)."""
 
 
 def is_image_file(path: Path) -> bool:
@@ -48,33 +97,76 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
-def load_image(path: str | Path, exif: bool = True) -> np.ndarray:
-    """Read `path` as HxWx3 uint8 RGB; raises ImageReadError naming the file and the problem."""
+def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read `path` as HxWx3 uint8 RGB; raises ImageReadError naming the file and the problem.
+
+    `min_size` (height, width, after EXIF orientation) allows a reduced JPEG decode no smaller than
+    it (see the module docstring); without it the image is decoded at its full size.
+    """
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as im:
+    with _opened(path) as im:
+        try:
+            if min_size is not None:
+                h, w = min_size
+                swap = exif and im.getexif().get(0x0112) in _TRANSPOSING
+                im.draft(None, (h, w) if swap else (w, h))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 im.load()
                 if exif:
                     im = ImageOps.exif_transpose(im)
                 return to_rgb(im)
-    except FileNotFoundError as e:
-        raise ImageReadError(f"{path}: file not found") from e
-    except UnidentifiedImageError as e:
-        reason = "empty file" if path.stat().st_size == 0 else "not an image Pillow can identify"
-        raise ImageReadError(f"{path}: {reason}") from e
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"{path}: cannot decode ({e})") from e
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ImageReadError(f"{path}: cannot decode ({e})") from e
 
 
 def image_size(path: str | Path, exif: bool = True) -> tuple[int, int]:
     """(height, width) from the header alone, after EXIF orientation when asked."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if exif and im.getexif().get(0x0112) in (5, 6, 7, 8):
+    with _opened(path, header="cannot read image header") as im:
+        w, h = im.size
+        try:
+            if exif and im.getexif().get(0x0112) in _TRANSPOSING:
                 w, h = h, w
-            return h, w
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise ImageReadError(f"{path}: cannot read image header ({e})") from e
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageReadError(f"{path}: cannot read image header ({e})") from e
+        return h, w
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path, header: str | None = None) -> Iterator[Image.Image]:
+    """Image.open of a regular file within the pixel limit (header only); ImageReadError otherwise.
+
+    `header` is how a failure to open is described when only the header is wanted.
+    """
+    path, limit = Path(path), max_image_pixels()
+    try:
+        if not path.is_file():
+            raise ImageReadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(path)
+    except Image.DecompressionBombError as e:  # Pillow's guard, at twice the limit: the size is in its message
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(size[1]):,} pixels" if size else "twice the limit or more"
+        raise ImageTooLargeError(f"{path}: {pixels}, {_beyond(limit)}") from e
+    except UnidentifiedImageError as e:
+        reason = "empty file" if _is_empty(path) else "not an image Pillow can identify"
+        raise ImageReadError(f"{path}: {reason}" if header is None else f"{path}: {header} ({reason})") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"{path}: {header or 'cannot decode'} ({e})") from e
+    with image:
+        w, h = image.size
+        if w * h > limit:
+            raise ImageTooLargeError(f"{path}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
+        yield image
+
+
+def _beyond(limit: int) -> str:
+    return f"more than the limit of {limit:,} pixels ({MAX_PIXELS_ENV} changes it), not decoded"
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False

@@ -60,11 +60,16 @@ class ConfusionMatrix:
 
 @dataclass(frozen=True)
 class SegMetrics:
+    """Scores of one evaluation; `images` and `skipped` ((path, reason) of images that could not be
+    read) are set by evaluations that read image files (segtrain.evaluation.evaluate_split)."""
+
     class_names: tuple[str, ...]
     iou: tuple[float, ...]
     miou: float
     pixel_accuracy: float
     pixels: int
+    images: int | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
 
     @property
     def absent(self) -> list[str]:
@@ -74,9 +79,13 @@ class SegMetrics:
         def clean(v: float) -> float | None:
             return None if math.isnan(v) else round(v, 6)
 
-        return {"miou": clean(self.miou), "pixel_accuracy": clean(self.pixel_accuracy),
-                "iou": {n: clean(v) for n, v in zip(self.class_names, self.iou, strict=True)},
-                "absent_classes": self.absent, "pixels": self.pixels}
+        doc = {"miou": clean(self.miou), "pixel_accuracy": clean(self.pixel_accuracy),
+               "iou": {n: clean(v) for n, v in zip(self.class_names, self.iou, strict=True)},
+               "absent_classes": self.absent, "pixels": self.pixels}
+        if self.images is not None:
+            doc["images_scored"] = self.images
+            doc["images_skipped"] = [{"image": path, "reason": reason} for path, reason in self.skipped]
+        return doc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -92,4 +101,8 @@ class SegMetrics:
         lines.append(f"{'pixel accuracy':<{width}}  {100 * self.pixel_accuracy:6.2f}%")
         if self.absent:
             lines.append(f"n/a: absent from truth and prediction, left out of the mean: {', '.join(self.absent)}")
+        if self.images is not None:
+            lines.append(f"{self.images} images scored, {len(self.skipped)} skipped"
+                         + (" (could not be read):" if self.skipped else ""))
+            lines += [f"  {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from segtrain.contract import DEFAULT_CATEGORIES
-from segtrain.fileio import atomic_write_bytes, atomic_write_text
+from segtrain.errors import InputError, RunError
+from segtrain.fileio import atomic_write_bytes, atomic_write_text, ensure_writable_dir
 
 SIZES = ((96, 128), (128, 96), (112, 112), (80, 144))  # (height, width)
 SPLITS = {"train": 40, "validation": 12, "test": 12}
@@ -90,8 +91,22 @@ def _make_image(index: int, image_id: int, rng: np.random.Generator, ann_start: 
 
 
 def make_sample_dataset(root: str | Path, seed: int = 0, sizes: dict[str, int] | None = None) -> Path:
-    """Write a synthetic COCO dataset under `root` (train/validation/test) and return `root`."""
+    """Write a synthetic COCO dataset under `root` (train/validation/test) and return `root`.
+
+    InputError when `root` cannot be written (a file, a read-only place), RunError when a write fails midway.
+    """
     root = Path(root)
+    try:
+        ensure_writable_dir(root)
+    except OSError as e:
+        raise InputError(f"{root}: cannot write a dataset there ({e.strerror or type(e).__name__})") from e
+    try:
+        return _write_sample_dataset(root, seed, sizes)
+    except OSError as e:
+        raise RunError(f"{root}: writing the dataset failed ({e.strerror or type(e).__name__})") from e
+
+
+def _write_sample_dataset(root: Path, seed: int, sizes: dict[str, int] | None) -> Path:
     categories = [{"id": cid, "name": name, "supercategory": "thing"}
                   for cid, name in sorted([*DEFAULT_CATEGORIES, DISTRACTOR])]
     image_id = ann_id = 1

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real coco-mini data (skipped when absent), the synthetic sample, the checkpoint builder.
+"""Shared fixtures: the real coco-mini data (skipped when absent), the synthetic sample, the checkpoint builder,
+and `opened_images` (every path PIL opens, for the tests that nothing outside a dataset is read).
 
 Helper modules live in tests/helpers/ (on pytest's pythonpath): colour_models (tiny ONNX models whose
 masks are known), tiny_arch (a tiny registered architecture), checkpoints (the checkpoint builder).
@@ -45,3 +46,20 @@ def make_checkpoint():
     from checkpoints import build_checkpoint
 
     return build_checkpoint
+
+
+@pytest.fixture
+def opened_images(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every path PIL.Image.open is called with during the test, resolved (images are read through it only)."""
+    import PIL.Image
+
+    seen: list[Path] = []
+    real = PIL.Image.open
+
+    def spy(fp, *args, **kwargs):
+        if isinstance(fp, (str, Path)):
+            seen.append(Path(fp).resolve())
+        return real(fp, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "open", spy)
+    return seen

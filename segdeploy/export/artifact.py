@@ -4,12 +4,19 @@ A model file is self-contained (weights inline; models here are far below protob
 metadata_props carry the ModelSpec (``segtrain.*``) and the Provenance (``segdeploy.*``). Every
 file is written under a temporary name in the output folder and renamed into place only when it
 is complete and verified, so a failed or killed export never leaves a model at the final path.
+
+Temporary names carry their writer (segtrain.fileio.owner_tag), and every export sweeps the
+temporaries of dead writers from its folder first (`prepare_out_dir`): a `kill -9` during an
+export leaves a model-sized `.<name>.onnx.<writer>.<random>.tmp` (or a `.quantize.*` folder) that
+the next export into that folder removes. A writer on another machine sharing the folder is
+taken for gone after `STALE_TEMP_SECONDS`, longer than any export's verification.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +28,21 @@ from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
 from segtrain.checkpoint import Checkpoint
 from segtrain.contract import Provenance
 from segtrain.errors import InputError
-from segtrain.fileio import NEW_FILE_MODE, atomic_write_text, ensure_writable_dir
+from segtrain.fileio import (
+    NEW_FILE_MODE,
+    atomic_write_text,
+    ensure_writable_dir,
+    owner_tag,
+    sweep_orphans,
+    temp_name_pattern,
+)
 
 REPORT_SUFFIX = ".verify.json"
 FAILED_REPORT_SUFFIX = ".failed.verify.json"
+QUANTIZE_WORK = "quantize"  # .quantize.<writer>.<random>/: INT8 quantization's working folder
+STALE_TEMP_SECONDS = 24 * 3600  # the staged model waits through verification and calibration: hours on a slow CPU
+_TEMP_NAMES = (temp_name_pattern(rf".+\.onnx|.+{re.escape(REPORT_SUFFIX)}"),
+               temp_name_pattern(QUANTIZE_WORK, suffix=""))
 
 
 class ExportError(InputError):
@@ -109,7 +127,7 @@ def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
 @contextlib.contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary path beside `final` (gone afterwards unless the caller renamed it into place)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{owner_tag()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     os.chmod(tmp, NEW_FILE_MODE)  # mkstemp makes 0600; a model is a file like any other
     try:
@@ -118,13 +136,22 @@ def staging(final: Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def prepare_out_dir(out_dir: Path) -> None:
-    """Create the folder and prove a file can be written there, before any long work."""
+def prepare_out_dir(out_dir: Path) -> list[Path]:
+    """Create the folder, prove a file can be written there, and sweep dead exports' temporaries; returns those.
+
+    Done before any long work.
+    """
     try:
         ensure_writable_dir(out_dir)
     except OSError as e:
         raise ExportError(f"{out_dir}: cannot write exported models there ({e.strerror or type(e).__name__})") from e
+    return [path for pattern in _TEMP_NAMES for path in sweep_orphans(out_dir, pattern, STALE_TEMP_SECONDS)]
+
+
+def quantize_workdir(out: Path) -> tempfile.TemporaryDirectory:
+    """A working folder for INT8 quantization beside `out`, named so a later export can sweep it if this one dies."""
+    return tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{QUANTIZE_WORK}.{owner_tag()}.")
 
 
 def write_report(report: ParityReport, path: Path) -> None:
-    atomic_write_text(path, report.to_json() + "\n")
+    atomic_write_text(path, report.to_json() + "\n", tag=owner_tag())

@@ -13,6 +13,10 @@ import logging
 from typing import Any
 
 DEFAULT_OPSET = 20  # what torch's dynamo exporter targets; onnxruntime >= 1.17 runs it on every provider
+# The opsets torch's dynamo exporter implements (torch.onnx's TORCHLIB_OPSET .. ONNX_MAX_OPSET): asked for
+# less, it converts down when it can and otherwise silently keeps 18.
+MIN_OPSET, MAX_OPSET = 18, 23
+MAX_BATCH_SIZE = 4096  # the exported graphs' dynamic batch dimension goes up to this
 TRACE_BLOCKS = (2, 3)  # trace input = divisor x these (batch 1): verification uses other sizes and batches
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
@@ -29,7 +33,8 @@ def to_onnx(model: Any, divisor: int, opset: int = DEFAULT_OPSET) -> Any:
 
     model = model.eval()
     trace = torch.zeros(1, 3, *trace_size(divisor))
-    dims = {0: Dim("batch", min=1, max=4096), 2: divisor * Dim("height_blocks", min=1, max=(1 << 15) // divisor),
+    dims = {0: Dim("batch", min=1, max=MAX_BATCH_SIZE),
+            2: divisor * Dim("height_blocks", min=1, max=(1 << 15) // divisor),
             3: divisor * Dim("width_blocks", min=1, max=(1 << 15) // divisor)}
     quiet = logging.getLogger("onnx_ir")  # "Attribute type is ambiguous" chatter on empty attribute lists
     level = quiet.level

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segdeploy.export.artifact import model_path, report_path, set_metadata, staging, write_report
+from segdeploy.export.artifact import model_path, quantize_workdir, report_path, set_metadata, staging, write_report
 from segdeploy.export.options import ExportOptions
 from segdeploy.export.verify import ParityReport, Thresholds, run_parity
 from segdeploy.infer.runtime import ModelLoadError, OnnxModel
@@ -70,7 +69,7 @@ def quantize_int8(fp32: Path, out: Path, batches: Iterator[np.ndarray], input_na
             return {input_name: batch}
 
     reader = Reader()
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".quantize.") as work:
+    with quantize_workdir(out) as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "reduce_range": False,

@@ -20,9 +20,28 @@ from segdeploy.infer.partition import SHARD_KEYS, Shard, shard_of
 from segdeploy.infer.rle import predictions_name, write_predictions
 from segdeploy.infer.summary import write_summary
 from segtrain.errors import InputError
+from segtrain.jsonshape import Anything, Integer, ListOf, MapOf, Nullable, Number, Record, ShapeError, String, check
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 _SUMMARY_FILE = re.compile(r"^summary\.shard-(\d+)-of-(\d+)\.json$")
+
+# What the merge reads of a shard summary (other keys may be there): checked once, when it is loaded.
+_COUNT = Integer(lo=0)
+_SHARD_FIELDS = {"index": _COUNT, "count": Integer(lo=1), "partition": Anything(), "inputs_total": _COUNT,
+                 "inputs_sha256": String(), "started_at": Number(), "finished_at": Number()}
+_SHARD_SUMMARY = Record({
+    "model": Record({"classes": ListOf(String())}, optional={"sha256": Nullable(String())}),
+    "settings": Record(),
+    "shard": Record({key: _SHARD_FIELDS[key] for key in SHARD_KEYS}),  # a key without a shape fails at import
+    "images": ListOf(Record({"input": String()})),
+    "failures": ListOf(Record({"input": String(), "reason": String(nonempty=False)})),
+    "totals": Record({"images_found": _COUNT, "processed": _COUNT, "resumed": _COUNT, "failed": _COUNT,
+                      "seconds": Number(lo=0), "model_seconds": Number(lo=0), "stage_seconds_summed": MapOf(Number()),
+                      "images_per_second": Nullable(Number(lo=0))}),
+}, optional={"ground_truth": Record({"images_scored": _COUNT, "inputs_without_ground_truth": _COUNT},
+                                    optional={"problems": ListOf(String(nonempty=False)),
+                                              "confusion_matrix": ListOf(ListOf(_COUNT))})},
+    expected="a shard summary object")
 
 
 class MergeError(InputError):
@@ -134,10 +153,13 @@ def _load(path: Path, shard: Shard) -> dict:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MergeError(f"{path}: cannot read it ({e})") from e
-    section = doc.get("shard") if isinstance(doc, dict) else None
-    if not isinstance(section, dict) or any(k not in section for k in SHARD_KEYS) or \
-            any(k not in doc for k in ("model", "settings", "images", "failures", "totals")):
-        raise MergeError(f"{path}: not a summary written by `segdeploy batch --shard`")
+    except RecursionError as e:
+        raise MergeError(f"{path}: not a summary written by `segdeploy batch --shard` (nested too deeply)") from e
+    try:
+        check(doc, _SHARD_SUMMARY)
+    except ShapeError as e:
+        raise MergeError(f"{path}: not a summary written by `segdeploy batch --shard` ({e})") from None
+    section = doc["shard"]
     if (section["index"], section["count"]) != (shard.index, shard.count):
         raise MergeError(f"{path}: it describes shard {section['index']}/{section['count']}, its name says {shard}")
     return doc

@@ -20,26 +20,19 @@ image's summary record: a rerun treats an image as done when every chosen file e
 fingerprint still matches, so a replaced photo, another model or other outputs are redone, and
 reuses the record for summary.json. The mask is therefore always written: it is the record.
 
-Temporary names carry their writer: ``.<target>.sd-<where>-<pid>-<token>.<random>.tmp``, where
-`where` hashes the host name and PID namespace and `token` is random per process. At start a run
-sweeps only temporary files that are certainly orphaned, so several runs (the shards of a sharded
-batch) can share one output folder: files of a dead process on this host and PID namespace, files
-of an earlier process whose pid this one reuses (a restarted container), files older than
-`STALE_TEMP_SECONDS` (a writer elsewhere, whose liveness cannot be checked: a write takes seconds),
-and untagged files (written before names carried a writer).
+Temporary names carry their writer (segtrain.fileio.owner_tag). At start a run sweeps only
+temporary files that are certainly orphaned (segtrain.fileio.sweep_orphans), so several runs (the
+shards of a sharded batch) can share one output folder; a writer elsewhere, whose liveness cannot
+be checked, is taken for gone after `STALE_TEMP_SECONDS` (a write takes seconds).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
-import secrets
-import socket
 import stat
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from segtrain.errors import InputError
-from segtrain.fileio import atomic_write_bytes
+from segtrain.fileio import atomic_write_bytes, owner_tag, sweep_orphans, temp_name_pattern
 
 # Per-image outputs, by --save name; the mask is always written (it carries the record).
 OUTPUT_SUFFIXES = {"mask": ".mask.png", "overlay": ".overlay.jpg", "color": ".color.png",
@@ -61,13 +54,10 @@ RECORD_KEY = "segdeploy.infer.batch"
 OVERLAY_JPEG_QUALITY = 92
 # A temporary file older than this is an orphan whoever wrote it: writes take seconds.
 STALE_TEMP_SECONDS = 30 * 60
-# Temporary names made by write_atomic: ".<target name>.<owner tag>.<random>.tmp" beside the target
-# (no owner tag in names written before tags existed).
-_TARGETS = "|".join([*(r".+" + re.escape(s) for s in OUTPUT_SUFFIXES.values()), re.escape(LEGEND_NAME),
-                     r"(?:summary|predictions)(?:\.shard-\d+-of-\d+)?\.json"])
-_TEMP_NAME = re.compile(rf"^\.(?:{_TARGETS})"
-                        r"\.(?:sd-(?P<where>[0-9a-f]{12})-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})\.)?[A-Za-z0-9_]+\.tmp$")
-_owner: tuple[int, str, str] | None = None  # (pid, where, token) of this process
+# Temporary names made by write_atomic beside these targets.
+_TEMP_NAME = temp_name_pattern("|".join([*(r".+" + re.escape(s) for s in OUTPUT_SUFFIXES.values()),
+                                         re.escape(LEGEND_NAME),
+                                         r"(?:summary|predictions)(?:\.shard-\d+-of-\d+)?\.json"]))
 
 
 class SaveError(InputError):
@@ -154,28 +144,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     atomic_write_bytes(path, lambda f: f.write(data), tag=owner_tag())
 
 
-def owner_tag() -> str:
-    """This process in temporary names: "sd-<where>-<pid>-<token>" (see the module docstring)."""
-    pid, where, token = _owner_identity()
-    return f"sd-{where}-{pid}-{token}"
-
-
-def _owner_identity() -> tuple[int, str, str]:
-    global _owner
-    if _owner is None or _owner[0] != os.getpid():  # a forked child is another writer
-        _owner = (os.getpid(), _where(), secrets.token_hex(4))
-    return _owner
-
-
-def _where() -> str:
-    """The host and PID namespace: where a pid names one process and its liveness can be checked."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
-    return hashlib.blake2b(f"{socket.gethostname()}:{namespace}".encode(), digest_size=6).hexdigest()
-
-
 def read_record(mask_path: Path) -> dict | None:
     """The record stored in a mask PNG's text chunk, or None when absent or unreadable.
 
@@ -231,43 +199,4 @@ def sweep_temp_files(out_dir: Path) -> list[Path]:
 
     Temporary files of a run still writing, here or on another machine, are left alone.
     """
-    removed: list[Path] = []
-    if not Path(out_dir).is_dir():
-        return removed
-    now = time.time()
-    for path in Path(out_dir).rglob(".*.tmp"):
-        match = _TEMP_NAME.match(path.name)
-        if match is None or not path.is_file():
-            continue
-        try:
-            age = now - path.stat().st_mtime
-        except FileNotFoundError:  # its writer renamed it meanwhile
-            continue
-        if _is_orphan(match, age):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _is_orphan(match: re.Match, age_seconds: float) -> bool:
-    if match["where"] is None or age_seconds > STALE_TEMP_SECONDS:
-        return True
-    my_pid, my_where, my_token = _owner_identity()
-    if match["where"] != my_where:  # another host or PID namespace: only age tells
-        return False
-    pid = int(match["pid"])
-    if pid == my_pid:  # this process, or an earlier one that had its pid
-        return match["token"] != my_token
-    return not _process_alive(pid)
-
-
-def _process_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no signal-0 probe: keep it, the age rule removes it later
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: alive, owned by another user
-        return True
-    return True
+    return sweep_orphans(out_dir, _TEMP_NAME, STALE_TEMP_SECONDS, recursive=True)

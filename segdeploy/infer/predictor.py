@@ -38,7 +38,7 @@ from segtrain.contract import (
     overlay,
     preprocess,
 )
-from segtrain.errors import RunError
+from segtrain.errors import RunError, ToolError
 from segtrain.images import ImageReadError, load_image, to_rgb
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
@@ -246,6 +246,8 @@ class Predictor:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self.model.run(batch)
+        except ToolError:  # the model's own check (check_logits): an unusable model, exit 2
+            raise
         except Exception as e:  # the runtimes raise their own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InferenceError(f"{self.model.path}: inference failed on a batch of {len(batch)} ({first}); "

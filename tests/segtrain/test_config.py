@@ -101,8 +101,8 @@ def test_config_file_cases_through_the_cli(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: None, "config file not found"),
-    (lambda p: p.mkdir(), "config file not a regular file"),
-    (lambda p: os.mkfifo(p), "config file not a regular file"),  # reading a FIFO would block for ever
+    (lambda p: p.mkdir(), "not a regular file"),
+    (lambda p: os.mkfifo(p), "not a regular file"),  # reading a FIFO would block for ever
     (lambda p: p.write_text("[1, 2]"), "config file must hold a mapping of settings"),
     (lambda p: p.write_text("{broken"), "malformed config file"),
     (lambda p: p.write_bytes(b"\xff\xfe\x00bad"), "cannot read config file"),

@@ -1,0 +1,96 @@
+"""`segdeploy merge-summary` on malformed shard summaries: one line naming the file and the JSON path, exit 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from json_edit import DELETE, edit
+
+from segdeploy.cli import main
+from segdeploy.infer.partition import shard_of
+
+INPUTS = ["a.png", "b.png", "c.png", "d.png", "sub/e.png"]
+N = 2
+
+
+def shard_docs() -> list[dict]:
+    """Two shard summaries as `segdeploy batch --shard K/2` writes them (the keys merge-summary reads)."""
+    docs = []
+    for k in range(N):
+        mine = [key for key in INPUTS if shard_of(key, N) == k]
+        images = [{"input": key, "size": [4, 6]} for key in mine[1:]]
+        failures = [{"input": key, "reason": "not an image"} for key in mine[:1]]
+        docs.append({
+            "model": {"path": "m.onnx", "sha256": "0" * 64, "classes": ["background", "red", "green"]},
+            "provider": "CPUExecutionProvider", "settings": {"alpha": 0.5}, "input_dir": "in",
+            "shard": {"index": k, "count": N, "partition": "blake2b", "inputs_total": len(INPUTS),
+                      "inputs_sha256": "f" * 64, "started_at": 100.0 + k, "finished_at": 110.0 + k},
+            "images": images, "failures": failures,
+            "totals": {"images_found": len(mine), "processed": len(images), "resumed": 0, "failed": len(failures),
+                       "seconds": 10.0, "model_seconds": 1.0, "stage_seconds_summed": {"decode": 0.1, "infer": 1.0},
+                       "images_per_second": 0.3, "model_images_per_second": 3.0},
+            "ground_truth": {"images_scored": len(images), "inputs_without_ground_truth": 0, "problems": [],
+                             "confusion_matrix": [[5, 0, 0], [0, 3, 1], [0, 0, 2]]},
+        })
+    return docs
+
+
+def write(out: Path, docs: list[dict]) -> Path:
+    out.mkdir(exist_ok=True)
+    for k, doc in enumerate(docs):
+        (out / f"summary.shard-{k}-of-{N}.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return out
+
+
+def test_well_formed_hand_written_shards_merge(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["merge-summary", str(write(tmp_path / "out", shard_docs()))])
+    assert res.exit_code == 3, res.output  # merged; the failures are named
+    merged = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted(r["input"] for r in merged["images"] + merged["failures"]) == sorted(INPUTS)
+
+
+def setter(*path: object, value: object = DELETE) -> Callable[[dict], None]:
+    """A change of a summary: the entry at `path` set to `value`, or deleted."""
+    return lambda doc: edit(doc, path, value)
+
+
+CASES = [
+    (setter("totals", value=DELETE), "totals: missing (expected an object)"),
+    (setter("totals", "processed", value="3"), 'totals.processed: expected an integer >= 0, found "3"'),
+    (setter("totals", "stage_seconds_summed", "decode", value=None),
+     "totals.stage_seconds_summed.decode: expected a finite number, found null"),
+    (setter("images", 0, value=["a.png"]), "images[0]: expected an object, found a list of 1 item(s)"),
+    (setter("images", 0, "input", value=7), "images[0].input: expected a non-empty string, found 7"),
+    (setter("failures", 0, "reason", value=DELETE), "failures[0].reason: missing (expected a string)"),
+    (setter("model", "classes", value="background"), "model.classes: expected a list of items"),
+    (setter("shard", "started_at", value=float("nan")), "shard.started_at: expected a finite number, found NaN"),
+    (setter("shard", "inputs_total", value=None), "shard.inputs_total: expected an integer >= 0, found null"),
+    (setter("ground_truth", "confusion_matrix", value=[["x"]]),
+     'ground_truth.confusion_matrix[0][0]: expected an integer >= 0, found "x"'),
+    (setter("ground_truth", "images_scored", value=-1), "ground_truth.images_scored: expected an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), CASES, ids=[m.split(":")[0] for _, m in CASES])
+def test_malformed_shard_summaries_are_one_line_exit_2(tmp_path: Path, damage, message: str) -> None:
+    docs = shard_docs()
+    damage(docs[1])
+    out = write(tmp_path / "out", docs)
+    res = CliRunner().invoke(main, ["merge-summary", str(out)])
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.strip().splitlines()
+    assert line.startswith(f"Error: {out / 'summary.shard-1-of-2.json'}: not a summary written by "
+                           f"`segdeploy batch --shard` ({message}")
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("text", ["[]", "null", "5", "[" * 100_000 + "]" * 100_000])
+def test_not_an_object_at_all(tmp_path: Path, text: str) -> None:
+    out = write(tmp_path / "out", [shard_docs()[0], text])
+    res = CliRunner().invoke(main, ["merge-summary", str(out)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "summary.shard-1-of-2.json: not a summary written by `segdeploy batch --shard`" in res.output

@@ -1,0 +1,140 @@
+"""A model file is not trusted blindly: its metadata values and its graph's output are checked when it is opened."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from onnx_models import DEFAULT_SPEC, conv_model
+from PIL import Image
+
+from segdeploy.cli import main
+from segdeploy.infer.runtime import ModelLoadError, OnnxModel
+
+
+class Raw(str):
+    """A metadata value written as it is (not JSON-encoded)."""
+
+
+def metadata(**changes: object) -> dict[str, str]:
+    """The default spec's metadata with some entries replaced by these values, JSON-encoded unless Raw."""
+    props = DEFAULT_SPEC.to_metadata()
+    for key, value in changes.items():
+        props[f"segtrain.{key}"] = value if isinstance(value, Raw) else json.dumps(value)
+    return props
+
+
+def one_line_exit_2(args: list[str]) -> str:
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.stderr.strip().splitlines()) == 1, res.output
+    return res.stderr.strip()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (24, 40, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (dict(channels=7), "the graph's output is ? x 7 x ? x ?; its metadata lists 5 classes"),
+    (dict(flatten=True), "the graph's output is ? x ?; its metadata lists 5 classes"),
+    (dict(channels=7, flatten=True, output_shape=[]), "the graph's output is ? x ?; its metadata lists 5 classes"),
+])
+def test_an_output_that_does_not_match_the_classes_is_refused_at_open(tmp_path: Path, photos: Path, build: dict,
+                                                                     message: str) -> None:
+    model = conv_model(tmp_path / "bad.onnx", **build)
+    with pytest.raises(ModelLoadError, match=f"^{model}: " + message.replace("?", r"\?")):
+        OnnxModel(model, "cpu")
+    line = one_line_exit_2(["batch", str(photos), "--out", str(tmp_path / "out"), "--model", str(model)])
+    assert message in line
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.mask.png"))
+
+
+@pytest.mark.parametrize("declared", [["N", "C", "H", "W"], []])
+def test_a_dynamic_output_is_checked_on_the_first_run(tmp_path: Path, sample_root: Path, declared: list) -> None:
+    path = conv_model(tmp_path / "dyn.onnx", channels=7, hide_channels=True, output_shape=declared)
+    model = OnnxModel(path, "cpu")  # nothing to see before it runs
+    with pytest.raises(ModelLoadError, match=r"the model gave 2 x 7 x 8 x 8 for 2 image\(s\); its metadata lists 5 "
+                                             r"classes, so 2 x 5 x H x W was expected"):
+        model.run(np.zeros((2, 3, 8, 8), np.float32))
+    line = one_line_exit_2(["evaluate", str(path), "--data", str(sample_root), "--split", "validation",
+                            "--provider", "cpu"])
+    assert line == (f"Error: {path}: the model gave 4 x 7 x 32 x 32 for 4 image(s); its metadata lists 5 classes, "
+                    "so 4 x 5 x H x W was expected")
+
+
+def test_check_logits_refuses_other_ranks_and_batch_sizes() -> None:
+    from segdeploy.infer.runtime import check_logits
+
+    batch = np.zeros((2, 3, 8, 8), np.float32)
+    for bad in (np.zeros((2, 320)), np.zeros((1, 5, 8, 8)), np.zeros((2, 5, 8))):
+        with pytest.raises(ModelLoadError, match="metadata lists 5 classes"):
+            check_logits("m.onnx", DEFAULT_SPEC, batch, bad)
+    check_logits("m.onnx", DEFAULT_SPEC, batch, np.zeros((2, 5, 4, 4)))
+
+
+def test_a_good_dynamic_model_runs(tmp_path: Path) -> None:
+    model = OnnxModel(conv_model(tmp_path / "ok.onnx", output_shape=["N", "C", "H", "W"]), "cpu")
+    assert model.run(np.zeros((2, 3, 8, 8), np.float32)).shape == (2, 5, 8, 8)
+    assert model.run(np.zeros((1, 3, 4, 4), np.float32)).shape == (1, 5, 4, 4)
+
+
+BAD_METADATA = [
+    (dict(classes=[f"c{i}" for i in range(300)], coco_ids=list(range(300))), "300 classes; a model has 1 to 255"),
+    (dict(palette=[[999, 0, 0]] * 5), "palette: expected integers from 0 to 255, got 999"),
+    (dict(palette=[[0, 0]] * 5), "palette colour must have 3 values"),
+    (dict(input_size=[100000, 100000]), "input_size: expected integers from 1 to 8192, got 100000"),
+    (dict(input_size=[32]), "input_size must have 2 values"),
+    (dict(std=[0, 1, 1]), "std: expected positive finite numbers, got 0"),
+    (dict(std=Raw("[NaN, 1, 1]")), "std: expected positive finite numbers, got nan"),
+    (dict(mean=Raw("[1e999, 0, 0]")), "mean: expected finite numbers, got inf"),
+    (dict(std=Raw("not json")), "segtrain.std is not JSON"),
+    (dict(mean="abc"), "mean must be a list, got 'abc'"),
+    (dict(mean=["a", "b", "c"]), "mean: expected finite numbers, got 'a'"),
+    (dict(classes="background"), "classes must be a list"),
+    (dict(classes=["background", 5, "x", "y", "z"]), "classes must be non-empty names"),
+    (dict(coco_ids=[0, 1, 2, 3, -4]), "coco_ids[4]: expected integers >= 0, got -4"),
+    (dict(resize="letterbox"), "unknown resize rule 'letterbox'"),
+    (dict(ignore_index=3), "5 classes; a model has 1 to 255"),
+    (dict(classes=Raw("[" * 100_000 + "]" * 100_000)), "segtrain.classes is nested too deeply"),
+    (dict(arch=None), "model spec lacks arch"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_METADATA, ids=[m for _, m in BAD_METADATA])
+def test_metadata_values_no_model_can_have_are_refused_in_one_line(tmp_path: Path, changes: dict,
+                                                                   message: str) -> None:
+    props = metadata(**{k: v for k, v in changes.items() if v is not None})
+    for key, value in changes.items():
+        if value is None:
+            del props[f"segtrain.{key}"]
+    model = conv_model(tmp_path / "m.onnx", metadata=props)
+    for args in (["info", str(model)], ["evaluate", str(model), "--data", str(tmp_path)]):
+        line = one_line_exit_2(args)
+        assert line.startswith(f"Error: {model}: no segtrain model spec in its metadata (") and message in line
+
+
+def test_broken_provenance_is_left_out_not_fatal(tmp_path: Path) -> None:
+    props = {**DEFAULT_SPEC.to_metadata(), "segdeploy.val_miou": '"high"', "segdeploy.epoch": "[1]",
+             "segdeploy.precision": "fp32", "segdeploy.quantization": "{"}
+    model = conv_model(tmp_path / "m.onnx", metadata=props)
+    res = CliRunner().invoke(main, ["info", str(model), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["provenance"] == {"precision": "fp32"}
+
+
+def test_provenance_types_cover_every_field() -> None:
+    import dataclasses
+
+    from segtrain.contract import _PROVENANCE_TYPES, Provenance
+
+    assert set(_PROVENANCE_TYPES) == {f.name for f in dataclasses.fields(Provenance)}
