@@ -55,13 +55,13 @@ def demo() -> None:
     run(tool("segtrain"), "sample-data", data)
     run(tool("segtrain"), "data", data)
     common = ["--data", data, "--image-size", "64", "--batch-size", "8", "--lr", "1e-3",
-              "--encoder-weights", "none", "--device", "auto", "--seed", "0"]
+              "--encoder-weights", "none", "--device", "auto", "--seed", "0", "--exist-ok"]  # a rerun redoes the demo
     run(tool("segtrain"), "fit", "segnet", "--epochs", "4", "--out", runs / "segnet", *common)
     run(tool("segtrain"), "fit", "deeplab", "--encoder", "resnet18", "--epochs", "6",
         "--out", runs / "deeplab", *common)
     run(tool("segtrain"), "evaluate", runs / "segnet" / "best_model.pth", "--data", data, "--split", "test")
     run(tool("segdeploy"), "export", runs / "segnet" / "best_model.pth", runs / "deeplab" / "best_model.pth",
-        "--out", exported, "--data", data)
+        "--out", exported, "--data", data, "--overwrite")
     run(tool("segdeploy"), "info", exported / "segnet.onnx")
     run(tool("segdeploy"), "evaluate", exported / "deeplab.onnx", "--data", data, "--split", "test")
     run(tool("segdeploy"), "batch", data / "test" / "data", "--out", DEMO / "preds",

@@ -30,6 +30,7 @@ from segtrain.errors import (
     ToolError,
     printable,
 )
+from segtrain.evaluation import DEFAULT_SPLIT
 from segtrain.limits import MAX_INPUT_SIDE
 
 if TYPE_CHECKING:
@@ -361,7 +362,7 @@ def merge_summary_command(out_dir: Path) -> None:
               show_default=True, type=FiniteFloat(0, 100), help="Smallest allowed arg-max agreement, in %.")
 @click.option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
 @click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
-              type=click.IntRange(min=1),               help="Training images to calibrate INT8 on.")
+              type=click.IntRange(min=1), help="Training images to calibrate INT8 on.")
 @click.option("--int8-max-drop", default=round(100 * default(ExportOptions, "int8_gate").max_miou_drop, 6),
               show_default=True, type=FiniteFloat(min=0),
               help="INT8 gate: largest allowed mIoU drop against FP32, in points.")
@@ -371,10 +372,12 @@ def merge_summary_command(out_dir: Path) -> None:
 @click.option("--int8-images", default=default(ExportOptions, "int8_images"), show_default=True,
               type=click.IntRange(min=1), help="Validation images INT8 is compared with FP32 on.")
 @click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace .onnx files exported from another checkpoint, and export up-to-date ones again.")
 def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, verify: bool, data: Path | None,
                    split: str, verify_images: int, verify_batch_size: int, max_diff: float, min_agreement: float,
                    int8: bool, calibration_images: int, int8_max_drop: float, int8_min_agreement: float,
-                   int8_images: int, fp16: bool) -> None:
+                   int8_images: int, fp16: bool, overwrite: bool) -> None:
     """Export checkpoints to self-describing ONNX, verified against PyTorch.
 
     With no CHECKPOINT, every runs/*/best_model.pth becomes <out>/<run name>.onnx. A model that
@@ -386,6 +389,10 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
     --int8-max-drop; otherwise its report is kept as <name>.int8.failed.verify.json and the
     export exits 1 (the FP32 model is written). With --no-verify nothing is compared and the
     gate is not applied.
+
+    An existing <name>.onnx is never replaced by accident: when its provenance names the same
+    checkpoint (sha256) it is up to date and kept; when it comes from another checkpoint the
+    export stops with exit 2 unless --overwrite.
     """
     from segdeploy.export.artifact import find_checkpoints, output_name
     from segdeploy.export.verify import Thresholds
@@ -401,7 +408,8 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
                          verify_images=verify_images, verify_batch_size=verify_batch_size,
                          thresholds=Thresholds(max_diff, min_agreement / 100), int8=int8,
                          calibration_images=calibration_images, fp16=fp16, int8_images=int8_images,
-                         int8_gate=Thresholds(None, int8_min_agreement / 100, int8_max_drop / 100))
+                         int8_gate=Thresholds(None, int8_min_agreement / 100, int8_max_drop / 100),
+                         overwrite=overwrite)
     codes = [_export_one(p, opts) for p in paths]
     if any(codes):
         sys.exit(max(codes))
@@ -435,7 +443,7 @@ def info_command(model: Path, as_json: bool) -> None:
 @main.command("evaluate")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", default="data", show_default=True, type=click.Path(path_type=Path), help="Dataset root.")
-@click.option("--split", default="test", show_default=True, help="test, validation or train.")
+@click.option("--split", default=DEFAULT_SPLIT, show_default=True, help="validation, test or train.")
 @click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
 @click.option("--provider", default="auto", show_default=True,

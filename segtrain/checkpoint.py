@@ -21,7 +21,7 @@ from typing import Any
 from segtrain.coco import DataError
 from segtrain.contract import ModelSpec
 from segtrain.errors import InputError
-from segtrain.fileio import UnsafeLoadError, atomic_write_bytes, file_sha256, safe_torch_load
+from segtrain.fileio import UnsafeLoadError, atomic_write_bytes, file_sha256, looks_like_onnx, safe_torch_load
 
 FORMAT = "segtrain-checkpoint"
 VERSION = 1
@@ -85,6 +85,9 @@ class Checkpoint:
         try:
             raw = safe_torch_load(path, map_location=map_location)
         except UnsafeLoadError as e:
+            if looks_like_onnx(path):
+                raise CheckpointError(f"{path}: an ONNX model, not a segtrain checkpoint; ONNX models are scored "
+                                      f"with `segdeploy evaluate {path}` (and described by `segdeploy info`)") from e
             raise CheckpointError(f"{path}: {e}") from e
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")

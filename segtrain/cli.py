@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from segtrain import __version__
-from segtrain.cli_support import FiniteFloat, ToolGroup, exit_codes_epilog
+from segtrain.cli_support import ToolGroup, exit_codes_epilog
+from segtrain.config import LOSSES, LR_SCHEDULES, PROGRESS_MODES
 from segtrain.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
-from segtrain.limits import MAX_INPUT_SIDE
+from segtrain.evaluation import DEFAULT_SPLIT
 
 EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_FAILURE))
 
@@ -68,56 +69,83 @@ def sample_data_command(root: Path, seed: int) -> None:
     click.echo(f"wrote a synthetic COCO dataset to {root}")
 
 
+def _default(name: str) -> str:
+    """"[default: X]" for a fit option, read from TrainConfig (the one place defaults live)."""
+    from segtrain.cli_support import default
+    from segtrain.config import TrainConfig
+
+    return f"[default: {default(TrainConfig, name)}]"
+
+
+# Fit options pass raw text to segtrain.config, which converts and checks flags and --config values
+# alike; metavars stand in for click's types.
 @main.command("fit")
-@click.argument("model", type=click.Choice(["deeplab", "segnet"]))
-@click.option("--data", type=click.Path(path_type=Path),
-              help="Dataset root with train/ and validation/ [default: ./data].")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder [default: runs/<model>].")
-@click.option("--epochs", type=click.IntRange(min=1),
-              help="Epochs to train (with --resume: the new total) [default: 30].")
-@click.option("--batch-size", type=click.IntRange(min=1),
-              help="Images per batch (per process under torchrun) [default: 8].")
-@click.option("--lr", type=FiniteFloat(min=0, min_open=True), help="Adam learning rate [default: 1e-4].")
-@click.option("--image-size", type=click.IntRange(min=32, max=MAX_INPUT_SIDE),
-              help="Square input size, a multiple of 32 [default: 512].")
+@click.argument("model", metavar="deeplab|segnet")
+@click.option("--data", metavar="DIR", help=f"Dataset root with train/ and validation/ {_default('data')}.")
+@click.option("--out", metavar="DIR",
+              help="Output folder [default: runs/<model>, or the next free runs/<model>-N]; one that holds a "
+                   "run is refused without --exist-ok or --resume.")
+@click.option("--exist-ok", is_flag=True, help="Write into --out (or runs/<model>) even if it holds a run, "
+                                               "replacing its files.")
+@click.option("--epochs", metavar="N", help=f"Epochs to train (with --resume: the new total) {_default('epochs')}.")
+@click.option("--batch-size", metavar="N",
+              help=f"Images per batch (per process under torchrun) {_default('batch_size')}.")
+@click.option("--lr", metavar="X", help=f"Adam learning rate (0 allowed) {_default('lr')}.")
+@click.option("--weight-decay", metavar="X", help=f"Adam weight decay (L2) {_default('weight_decay')}.")
+@click.option("--lr-schedule", metavar="[" + "|".join(LR_SCHEDULES) + "]",
+              help=f"Learning-rate decay over the run, per step {_default('lr_schedule')}.")
+@click.option("--warmup-epochs", metavar="N",
+              help=f"Epochs of linear learning-rate warm-up before the schedule {_default('warmup_epochs')}.")
+@click.option("--patience", metavar="N",
+              help="Stop early when validation mIoU has not improved for N epochs (best_model.pth stays the best) "
+                   "[default: off].")
+@click.option("--image-size", metavar="N", help=f"Square input size, a multiple of 32 {_default('image_size')}.")
 @click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
-@click.option("--encoder-weights", help="imagenet (download), none (random init) or a local .pth [default: imagenet].")
-@click.option("--loss", type=click.Choice(["auto", "ce", "ce+dice", "dice"]),
+@click.option("--encoder-weights", metavar="imagenet|none|PATH",
+              help=f"ImageNet (download), random init or a local .pth {_default('encoder_weights')}.")
+@click.option("--loss", metavar="[" + "|".join(LOSSES) + "]",
               help="Loss [default: auto = ce for deeplab, ce+dice for segnet].")
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
-@click.option("--device", help="auto, cpu, cuda or cuda:N [default: auto].")
-@click.option("--workers", type=click.IntRange(min=0),
-              help="Data-loader worker processes [default: CPUs - 1, at most 8].")
-@click.option("--seed", type=click.IntRange(min=0),
-              help="Random seed; CPU runs with the same seed are reproducible [default: 0].")
+@click.option("--device", help=f"auto, cpu, cuda or cuda:N {_default('device')}.")
+@click.option("--workers", metavar="N", help="Data-loader worker processes [default: CPUs - 1, at most 8].")
+@click.option("--seed", metavar="N", help=f"Random seed; CPU runs with the same seed are reproducible "
+                                           f"{_default('seed')}.")
 @click.option("--categories", help=CATEGORIES_HELP)
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes under torchrun.")
-@click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pth (optimizer, RNG, history).")
+@click.option("--progress", metavar="[" + "|".join(PROGRESS_MODES) + "]",
+              help="Within an epoch: a bar, a line every ~30 s (step, images/s, loss, ETA), or nothing; "
+                   f"auto = bar on a terminal, else log {_default('progress')}.")
+@click.option("--tensorboard", is_flag=True, default=None,
+              help="Also log to <out>/tensorboard/ (needs the tensorboard package).")
+@click.option("--resume", type=click.Path(path_type=Path),
+              help="Continue the run of this last.pth, in its folder (optimizer, RNG, history).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
-              help="JSON or YAML file with these settings; flags given on the command line win.")
-def fit_command(model: str, resume: Path | None, config_file: Path | None, **flags) -> None:
+              help="JSON or YAML file with these settings (same names); flags given on the command line win.")
+def fit_command(model: str, resume: Path | None, config_file: Path | None, exist_ok: bool, **flags) -> None:
     """Train MODEL (deeplab or segnet) on a COCO dataset.
 
-    Writes to --out: best_model.pth (best validation mIoU), last.pth (for --resume),
-    metrics.csv, loss.png, miou.png and config.json. Validation mIoU is measured at the input
-    size after every epoch. Under torchrun the same command trains with DistributedDataParallel.
+    \b
+    Writes to runs/<model>/ (or the next free runs/<model>-N/, or --out), after every epoch:
+      best_model.pth, last.pth     best validation mIoU; latest, for --resume
+      metrics.csv, config.json     per-epoch metrics; the resolved settings
+      loss.png, miou.png           curves, the best epoch marked
+      confusion.png, samples.png   the best epoch's confusion matrix and predictions
+    Validation mIoU is measured at the input size after every epoch. Under torchrun the same
+    command trains with DistributedDataParallel.
     """
-    from segtrain.checkpoint import Checkpoint
-    from segtrain.config import TrainConfig, load_config_file
+    from segtrain.config import COMMAND_LINE, build_config, load_config_file
+    from segtrain.resume import open_resume, resume_settings
     from segtrain.train import fit
 
-    settings: dict = {}
-    if resume:
-        settings.update(Checkpoint.load(resume).config)
+    layers = []
+    ckpt = open_resume(resume) if resume else None
+    if ckpt is not None:
+        layers.append(resume_settings(ckpt))
     if config_file:
-        settings.update(load_config_file(config_file))
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    settings["model"] = model
-    if isinstance(settings.get("categories"), str):
-        settings["categories"] = parse_categories(settings["categories"])
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
-    result = fit(TrainConfig(**settings), resume=resume)
+        layers.append((str(config_file), load_config_file(config_file)))
+    layers.append((COMMAND_LINE, {**{k: v for k, v in flags.items() if v is not None}, "model": model}))
+    result = fit(build_config(layers), resume=ckpt, exist_ok=exist_ok)
     if result["is_main"] and result["best_epoch"] is not None:
         click.echo(f"best validation mIoU {100 * result['best_miou']:.2f}% at epoch {result['best_epoch']}; "
                    f"artifacts in {result['out']}")
@@ -127,7 +155,7 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, **fla
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root [default: the one the model was trained on].")
-@click.option("--split", default="validation", show_default=True, help="validation or test (or train).")
+@click.option("--split", default=DEFAULT_SPLIT, show_default=True, help="validation or test (or train).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,

@@ -20,6 +20,7 @@ from segtrain.images import ImageReadError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[np.ndarray], np.ndarray]
+DEFAULT_SPLIT = "validation"  # what `segtrain evaluate` and `segdeploy evaluate` score without --split
 
 
 def split_categories(spec: ModelSpec) -> list[int]:

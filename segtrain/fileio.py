@@ -223,6 +223,40 @@ def safe_torch_load(path: str | Path, map_location: str = "cpu", what: str = "ch
         raise UnsafeLoadError(f"not a readable {what} (corrupt or truncated: {type(e).__name__})") from e
 
 
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a"  # torch.save before zip files: pickle protocol 2, then a long
+
+
+def looks_like_torch_file(path: str | Path) -> bool:
+    """Whether `path` was written by torch.save (a zip archive holding a data.pkl, or the legacy pickle)."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return head == _TORCH_LEGACY_MAGIC
+
+
+def looks_like_onnx(path: str | Path) -> bool:
+    """Whether `path` is an ONNX model (its suffix, or a protobuf that onnx reads as a graph with nodes)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with open(path, "rb") as f:
+            if f.read(1) != b"\x08":  # ONNX files open with field 1, ir_version (a varint)
+                return False
+        import onnx
+
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # not readable, or not protobuf: not ONNX
+        return False
+
+
 def ensure_writable_dir(folder: str | Path) -> None:
     """Create `folder` if needed and prove a file can be made and written in it (OSError otherwise, ENOSPC for
     a full device), before long work."""

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from segtrain.checkpoint import Checkpoint
 from segtrain.contract import ModelSpec
-from segtrain.evaluation import Predictor, evaluate_split, open_split_for
+from segtrain.evaluation import evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
-from segtrain.models import load_model
+from segtrain.models import load_model, torch_predictor
 from segtrain.precision import resolve_device
 
-
-def torch_predictor(model: torch.nn.Module, device: torch.device) -> Predictor:
-    """float32 NCHW numpy -> float32 logits numpy, in full precision."""
-
-    @torch.no_grad()
-    def predict(x: np.ndarray) -> np.ndarray:
-        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
-
-    return predict
+__all__ = ["evaluate_checkpoint", "torch_predictor"]
 
 
 def evaluate_checkpoint(path: str | Path, data: str | Path | None, split: str, batch_size: int = 4,
@@ -46,9 +37,10 @@ def _evaluate_at_input_size(model: torch.nn.Module, coco, spec: ModelSpec, batch
     from segtrain.distributed import DistContext
     from segtrain.losses import SegLoss
     from segtrain.precision import choose_precision
+    from segtrain.progress import Progress
     from segtrain.train import validate
 
     loader = DataLoader(SegmentationDataset(coco, spec), batch_size=batch_size)
     _, cm = validate(model, loader, SegLoss("ce", spec.ignore_index), choose_precision(device, False), spec,
-                     DistContext(), progress)
+                     DistContext(), Progress("bar" if progress else "off", len(loader), "validate"))
     return cm.result(spec.classes)

@@ -1,28 +1,31 @@
-"""`segtrain fit`: training with per-epoch validation, best-mIoU checkpoints, plots and resume."""
+"""`segtrain fit`: training with per-epoch validation, best-mIoU checkpoints, a report, early stop and resume.
+
+Batches: the training loader drops the incomplete last batch of each process's share of the
+epoch (as torchvision's reference does; the share is reshuffled every epoch, so no image is left
+out for good), and a share smaller than --batch-size is trained as one batch of that size. So
+any number of images trains with any batch size on any number of processes; a batch of one
+image (--batch-size 1, or a one-image share) trains too, with BatchNorm layers that would see a
+single value per channel using their running statistics (segtrain.batchnorm). Validation scores
+every image exactly once, also under torchrun (segtrain.distributed.ShardSampler, no padding).
+"""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
-from segtrain.checkpoint import TRAINING_KEYS, Checkpoint, CheckpointError
-from segtrain.coco import CocoSplit
-from segtrain.config import TrainConfig
+from segtrain.checkpoint import Checkpoint, CheckpointError
+from segtrain.coco import CocoSplit, DataError
+from segtrain.config import ConfigError, TrainConfig
 from segtrain.contract import ModelSpec, build_spec
 from segtrain.dataset import SegmentationDataset
 from segtrain.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
@@ -30,7 +33,13 @@ from segtrain.errors import RunError
 from segtrain.fileio import atomic_write_text
 from segtrain.losses import SegLoss
 from segtrain.metrics import ConfusionMatrix
+from segtrain.outputs import CONFIG_JSON, EpochResult, RunOutputs, best_epoch, finite, history_row
 from segtrain.precision import Precision, choose_precision, resolve_device
+from segtrain.progress import LOG_INTERVAL_S, Progress, resolve_mode
+from segtrain.resume import data_from_checkpoint, open_resume, restore, rng_state
+from segtrain.runs import choose_run_folder, claim_run_folder
+from segtrain.schedule import lr_factor
+from segtrain.tboard import TensorBoardLog, require_tensorboard
 
 Log = Callable[[str], None]
 
@@ -45,26 +54,34 @@ def make_spec(cfg: TrainConfig, split: CocoSplit) -> ModelSpec:
 
 def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_split: CocoSplit,
                  ctx: DistContext) -> tuple[DataLoader, DataLoader, DistributedSampler]:
+    """Training batches of one size on every process (see the module docstring); validation unpadded."""
     train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed)
     val_ds = SegmentationDataset(val_split, spec, train=False)
-    # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards.
+    # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards, padding
+    # the shares to equal length so every process runs the same number of steps.
     sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed)
     common = {"num_workers": cfg.workers, "pin_memory": torch.cuda.is_available(),
               "persistent_workers": False}
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=False,
+    batch = min(cfg.batch_size, len(sampler))
+    train_loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, drop_last=True,
                               generator=torch.Generator(), **common)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=ShardSampler(len(val_ds), ctx), **common)
     return train_loader, val_loader, sampler
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    precision: Precision, ctx: DistContext, epoch: int, progress: bool) -> tuple[float, float]:
-    """One pass over the training data; returns (mean loss over ranks, training images/s of all ranks)."""
+                    precision: Precision, ctx: DistContext, epoch: int, progress: Progress,
+                    lr_at: Callable[[int], float]) -> tuple[float, float]:
+    """One pass over the training data; returns (mean loss over ranks, training images/s of all ranks).
+
+    `lr_at(step)` is the learning rate of the epoch's 0-based step.
+    """
     model.train()
     total = np.zeros(2)  # loss * images, images
-    bar = tqdm(loader, desc=f"epoch {epoch} train", unit="batch", leave=False, disable=None if progress else True)
     t0 = time.perf_counter()
-    for step, (x, y, _) in enumerate(bar):
+    for step, (x, y, _) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
         x, y = x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             loss = loss_fn(model(x), y)
@@ -76,7 +93,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
         precision.scaler.step(optimizer)
         precision.scaler.update()
         total += (loss.item() * len(x), len(x))
-        bar.set_postfix(loss=f"{total[0] / total[1]:.4f}", img_s=f"{total[1] / (time.perf_counter() - t0):.1f}")
+        progress.update(len(x) * ctx.world_size, loss.item())
+    progress.close()
     seconds = time.perf_counter() - t0
     total = ctx.all_reduce_sum(total)
     return float(total[0] / max(total[1], 1)), total[1] / max(seconds, 1e-9)
@@ -84,12 +102,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, precision: Precision, spec: ModelSpec,
-             ctx: DistContext, progress: bool) -> tuple[float, ConfusionMatrix]:
-    """Validation loss and the confusion matrix at the input size, summed over all ranks."""
+             ctx: DistContext, progress: Progress | None = None) -> tuple[float, ConfusionMatrix]:
+    """Validation loss and the confusion matrix at the input size, summed over all ranks.
+
+    Pass the bare model, not a DistributedDataParallel wrapper: ranks may hold different numbers of
+    batches (no padding), so nothing here may wait for the other ranks but the final sums.
+    """
     model.eval()
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     loss_sum = np.zeros(2)
-    for x, y, _ in tqdm(loader, desc="validate", unit="batch", leave=False, disable=None if progress else True):
+    for x, y, _ in loader:
         x, y = x.to(precision.device), y.to(precision.device)
         with precision.autocast():
             logits = model(x)
@@ -97,47 +119,13 @@ def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, precision
         if valid:  # mean CE over valid pixels, weighted back to a pixel sum so ranks combine exactly
             loss_sum += (float(loss_fn(logits.float(), y)) * valid, valid)
         cm.update(y.cpu().numpy(), logits.argmax(1).cpu().numpy())
+        if progress is not None:
+            progress.update(len(x))
+    if progress is not None:
+        progress.close()
     loss_sum = ctx.all_reduce_sum(loss_sum)
     cm.mat = ctx.all_reduce_sum(cm.mat)
     return float(loss_sum[0] / max(loss_sum[1], 1)), cm
-
-
-def history_row(epoch: int, train_loss: float, val_loss: float, cm: ConfusionMatrix, spec: ModelSpec,
-                lr: float) -> dict[str, Any]:
-    row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "miou": cm.miou(),
-           "pixel_accuracy": cm.pixel_accuracy(), "lr": lr}
-    row.update({f"iou_{name}": float(v) for name, v in zip(spec.classes, cm.iou(), strict=True)})
-    return row
-
-
-def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(path, buf.getvalue())
-
-
-def rng_state() -> dict[str, Any]:
-    """Global RNG states in a form `torch.load(weights_only=True)` accepts."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    _, py_state, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64)),
-             "numpy_extra": [int(pos), int(has_gauss), float(gauss)],
-             "python": list(py_state), "python_gauss": py_gauss}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    pos, has_gauss, gauss = state["numpy_extra"]
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -153,7 +141,7 @@ class Run:
     cfg: TrainConfig
     ctx: DistContext
     spec: ModelSpec
-    model: nn.Module          # the bare model (checkpoints are written from it)
+    model: nn.Module          # the bare model (checkpoints are written from it, validation runs it)
     net: nn.Module            # what is trained: the model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
     precision: Precision
@@ -162,118 +150,180 @@ class Run:
     val_loader: DataLoader
     sampler: DistributedSampler
     state: dict
+    val_split: CocoSplit
+    notes: list[str] = field(default_factory=list)  # what prepare() set up, for the log
+    progress: str = "off"     # bar, log or off for this process
+    log_interval: float = LOG_INTERVAL_S
+    epoch_seconds: float | None = None
+    outputs: RunOutputs | None = field(default=None, repr=False)
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        """The learning rate of `step` (0-based) of `epoch` (1-based): warm-up, then the schedule."""
+        per_epoch = len(self.train_loader)
+        return self.cfg.lr * lr_factor(self.cfg.lr_schedule, (epoch - 1) * per_epoch + step,
+                                       self.cfg.epochs * per_epoch, self.cfg.warmup_epochs * per_epoch)
 
 
-def prepare(cfg: TrainConfig, ctx: DistContext, resume: str | Path | None, log: Log) -> Run:
+def dataset_root(cfg: TrainConfig, ckpt: Checkpoint | None) -> Path:
+    """The training data folder; when it is the one a resumed checkpoint recorded, errors say so."""
+    if ckpt is not None and data_from_checkpoint(cfg, ckpt):
+        return ckpt.data_root(purpose="resuming")
+    if not Path(cfg.data).is_dir():
+        what = "is not a folder" if Path(cfg.data).exists() else "dataset folder not found"
+        raise DataError(f"{cfg.data}: {what} (pass --data DIR)")
+    return Path(cfg.data)
+
+
+def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
+    """Data, model, optimizer (restored with --resume) and loaders; `Run.notes` says what was set up."""
+    from segtrain.batchnorm import guard_single_value_batch_norm
     from segtrain.models import build_model
 
     use_local_gpu = ctx.enabled and cfg.device != "cpu" and torch.cuda.is_available()
     device = resolve_device(f"cuda:{ctx.local_rank}" if use_local_gpu else cfg.device)
     precision = choose_precision(device, cfg.amp)
-    train_split = CocoSplit.open(cfg.data, "train", cfg.categories)
-    val_split = CocoSplit.open(cfg.data, "validation", cfg.categories)
-    for problem in (train_split.problems + val_split.problems) if ctx.is_main else []:
-        log(f"warning: {problem}")
+    root = dataset_root(cfg, ckpt)
+    train_split = CocoSplit.open(root, "train", cfg.categories)
+    val_split = CocoSplit.open(root, "validation", cfg.categories)
+    notes = [f"warning: {problem}" for problem in train_split.problems + val_split.problems]
     spec = make_spec(cfg, train_split)
     seed_everything(cfg.seed + ctx.rank)
     model = build_model(spec, encoder_weights=cfg.encoder_weights)
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    guard_single_value_batch_norm(model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "history": [], "best_miou": -1.0}
-    if resume:
-        state = restore(resume, model, optimizer, precision, spec)
+    if ckpt is not None:
+        state = restore(ckpt, model, optimizer, precision, spec, cfg)
     net = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
     train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx)
-    if ctx.is_main:
-        log(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
-            f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
-            f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}; writing to {cfg.out}")
-    return Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, state)
+    notes.append(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
+                 f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
+                 f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}")
+    notes += batch_notes(cfg.batch_size, train_loader.batch_size, len(sampler), ctx.world_size)
+    return Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, state,
+               val_split, notes)
 
 
-def run_epoch(run: Run, epoch: int, progress: bool, log: Log) -> None:
+def batch_notes(asked: int, batch: int, share: int, world: int) -> list[str]:
+    """What the user should know when the batches are not simply --batch-size."""
+    who = "each process" if world > 1 else "the run"
+    notes = []
+    if batch < asked:
+        notes.append(f"the training set gives {who} {share} image(s) per epoch, fewer than --batch-size {asked}: "
+                     f"training in batches of {batch}")
+    if batch == 1:
+        notes.append("in 1-image batches, BatchNorm layers that would see a single value per channel use their "
+                     "running statistics")
+    return ["note: " + "; ".join(notes)] if notes else []
+
+
+def run_epoch(run: Run, epoch: int, log: Log) -> None:
     """Train, validate and (on rank 0) write this epoch's artifacts."""
     t0 = time.perf_counter()
+    cfg, ctx = run.cfg, run.ctx
     run.sampler.set_epoch(epoch)
     run.train_loader.dataset.epoch = epoch
-    run.train_loader.generator.manual_seed(run.cfg.seed * 7919 + epoch * 31 + run.ctx.rank)
+    run.train_loader.generator.manual_seed(cfg.seed * 7919 + epoch * 31 + ctx.rank)
+    desc = f"epoch {epoch}/{cfg.epochs}"
+    run_left = run.epoch_seconds * (cfg.epochs - epoch) if run.epoch_seconds else None
+    progress = Progress(run.progress, len(run.train_loader), f"{desc} train", log, run.log_interval, run_left)
     train_loss, images_per_s = train_one_epoch(run.net, run.train_loader, run.loss_fn, run.optimizer,
-                                               run.precision, run.ctx, epoch, progress)
-    val_loss, cm = validate(run.net, run.val_loader, run.loss_fn, run.precision, run.spec, run.ctx, progress)
+                                               run.precision, ctx, epoch, progress,
+                                               lambda step: run.lr_at(epoch, step))
+    ctx.broadcast_buffers(run.model)
+    progress = Progress(run.progress, len(run.val_loader), f"{desc} validate", log, run.log_interval)
+    val_loss, cm = validate(run.model, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
     row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
     run.state["history"].append(row)
     run.state["epoch"] = epoch
-    improved = _finite(row["miou"]) > run.state["best_miou"]
+    improved = finite(row["miou"]) > run.state["best_miou"]
     if improved:
-        run.state["best_miou"] = _finite(row["miou"])
-    if run.ctx.is_main:
-        save_epoch(Path(run.cfg.out), run, row, cm, improved)
-        log(f"epoch {epoch}/{run.cfg.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
-            f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, train {images_per_s:.1f} img/s, "
-            f"epoch {time.perf_counter() - t0:.0f}s")
-    run.ctx.barrier()
+        run.state["best_miou"] = finite(row["miou"])
+    if ctx.is_main:
+        training = {"optimizer": run.optimizer.state_dict(), "scaler": run.precision.scaler.state_dict(),
+                    "rng": rng_state(), "history": run.state["history"], "best_miou": run.state["best_miou"]}
+        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, run.state["history"], training))
+        log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+            f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
+            f"train {images_per_s:.1f} img/s, epoch {time.perf_counter() - t0:.0f}s")
+    ctx.barrier()
+    run.epoch_seconds = time.perf_counter() - t0
 
 
-def fit(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True, log: Log = print) -> dict:
-    """Train `cfg.model`; returns {"best_miou", "best_epoch", "epochs_run", "out"}."""
+def should_stop(history: list[dict], patience: int | None) -> bool:
+    """Early stop: validation mIoU has not improved for `patience` epochs (None: never)."""
+    if not patience or not history:
+        return False
+    best = best_epoch(history)
+    return history[-1]["epoch"] - (best if best is not None else 0) >= patience
+
+
+def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_ok: bool = False,
+        log: Log = print, log_interval: float = LOG_INTERVAL_S) -> dict:
+    """Train `cfg.model`; returns {"best_miou", "best_epoch", "epochs_run", "stopped_early", "out", "is_main"}.
+
+    The run folder follows segtrain.runs (never another run's files without `exist_ok`); the
+    first line logged names it.
+    """
     cfg = cfg.resolved()
+    ckpt = open_resume(resume) if resume is not None else None
+    if ckpt is not None and ckpt.spec.arch != cfg.model:
+        raise CheckpointError(f"{ckpt.path}: is a {ckpt.spec.arch} run; resume it with "
+                              f"`segtrain fit {ckpt.spec.arch} --resume {ckpt.path}`")
     ctx = init_distributed(cfg.device)
+    outputs = None
     try:
-        run = prepare(cfg, ctx, resume, log)
+        if cfg.tensorboard:  # fail before any training when it cannot work here
+            ctx.decide(require_tensorboard)
+        folder = ctx.decide(lambda: choose_run_folder(cfg.model, cfg.out, ckpt.path if ckpt else None, exist_ok))
+        cfg = replace(cfg, out=str(folder.path))
+        run = prepare(cfg, ctx, ckpt)
+        if run.state["epoch"] >= cfg.epochs:
+            raise ConfigError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.state['epoch']} epochs "
+                              "already; give a larger --epochs (the new total) to continue it")
+        ctx.decide(lambda: claim_run_folder(folder.path))  # nothing is created before everything checked out
+        run.progress, run.log_interval = resolve_mode(cfg.progress, ctx.is_main), log_interval
         if ctx.is_main:
-            Path(cfg.out).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(cfg.out) / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
-            run_epoch(run, epoch, progress, log)
-        history = run.state["history"]
-        best = max(history, key=lambda r: _finite(r["miou"])) if history else None
-        return {"best_miou": run.state["best_miou"], "best_epoch": best["epoch"] if best else None,
-                "epochs_run": len(history), "out": cfg.out, "is_main": ctx.is_main}
+            for line in (folder.note, *run.notes):
+                log(line)
+            outputs = run.outputs = open_outputs(run)
+        return train_epochs(run, log)
     finally:
+        if outputs is not None and outputs.tensorboard is not None:
+            outputs.tensorboard.close()
         shutdown_distributed(ctx)
 
 
-def _finite(v: float) -> float:
-    return v if math.isfinite(v) else -1.0
+def train_epochs(run: Run, log: Log) -> dict:
+    """The epochs left to run, or until early stop; the result `fit` returns."""
+    cfg = run.cfg
+    for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
+        run_epoch(run, epoch, log)
+        if should_stop(run.state["history"], cfg.patience):
+            break
+    history = run.state["history"]
+    best = best_epoch(history)
+    stopped = len(history) > 0 and history[-1]["epoch"] < cfg.epochs
+    if stopped and run.ctx.is_main:
+        log(f"early stop after epoch {history[-1]['epoch']}: validation mIoU has not improved for "
+            f"{cfg.patience} epoch(s); best_model.pth is epoch {best}")
+    return {"best_miou": run.state["best_miou"], "best_epoch": best, "epochs_run": len(history),
+            "stopped_early": stopped, "out": cfg.out, "is_main": run.ctx.is_main}
 
 
-def save_epoch(out: Path, run: Run, row: dict, cm: ConfusionMatrix, improved: bool) -> None:
-    """Write best_model.pth (when mIoU improved), last.pth, metrics.csv and the plots."""
-    from segtrain.plots import write_plots
+def open_outputs(run: Run) -> RunOutputs:
+    """Create the run folder, write config.json, pick the sample images (main process)."""
+    from segtrain.models import torch_predictor
+    from segtrain.samples import load_samples
 
-    spec, state = run.spec, run.state
-    metrics = {"miou": row["miou"], "val_loss": row["val_loss"], "train_loss": row["train_loss"],
-               "pixel_accuracy": row["pixel_accuracy"],
-               "iou": {n: float(v) for n, v in zip(spec.classes, cm.iou(), strict=True)}}
-    best = Checkpoint(spec=spec, model=run.model.state_dict(), config=run.cfg.to_dict(), epoch=row["epoch"],
-                      metrics=metrics)
-    if improved:
-        best.save(out / "best_model.pth")
-    training = {"optimizer": run.optimizer.state_dict(), "scaler": run.precision.scaler.state_dict(),
-                "rng": rng_state(), "history": state["history"], "best_miou": state["best_miou"]}
-    dataclasses.replace(best, training=training).save(out / "last.pth")
-    write_metrics_csv(state["history"], out / "metrics.csv")
-    write_plots(state["history"], spec.classes, out)
-
-
-def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-            spec: ModelSpec) -> dict:
-    """Load last.pth into model/optimizer/scaler/RNG; returns the loop state to continue from."""
-    ckpt = Checkpoint.load(path)
-    missing = [k for k in TRAINING_KEYS if k not in ckpt.training]
-    if missing:
-        raise CheckpointError(f"{path}: cannot resume from it (lacks {', '.join(missing)}; use last.pth)")
-    if ckpt.spec != spec:
-        raise CheckpointError(f"{path}: was trained with a different model or data setup ({ckpt.spec.arch}, "
-                              f"{ckpt.spec.encoder}, {ckpt.spec.classes}, {ckpt.spec.input_size})")
-    model.load_state_dict(ckpt.model)
-    optimizer.load_state_dict(ckpt.training["optimizer"])
-    precision.scaler.load_state_dict(ckpt.training["scaler"])
-    set_rng_state(ckpt.training["rng"])
-    return {"epoch": int(ckpt.epoch or 0), "history": list(ckpt.training["history"]),
-            "best_miou": float(ckpt.training["best_miou"])}
+    folder = Path(run.cfg.out)
+    atomic_write_text(folder / CONFIG_JSON, json.dumps(run.cfg.to_dict(), indent=2) + "\n")
+    tensorboard = TensorBoardLog(folder) if run.cfg.tensorboard else None
+    return RunOutputs(folder, run.cfg, run.spec, load_samples(run.val_split),
+                      torch_predictor(run.model, run.precision.device), tensorboard)

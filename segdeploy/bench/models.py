@@ -136,7 +136,7 @@ def export_variants(ref: ModelRef, config: BenchConfig, out_dir: Path, echo: Ech
         ref.onnx = files
         return {"reused": True, "seconds": 0.0, "files": {p: str(f) for p, f in files.items()}}
     opts = ExportOptions(out_dir=out_dir, verify=False, data=ref.data, int8="int8" in files, fp16="fp16" in files,
-                         calibration_images=config.calibration_images)
+                         calibration_images=config.calibration_images, overwrite=True)  # the bench's own folder
     t0 = time.perf_counter()
     export_checkpoint(ref.path, opts, echo=lambda m: echo("  " + m))
     ref.onnx = files

@@ -90,6 +90,31 @@ def exported_from(path: Path, checkpoint_sha256: str) -> bool:
         return False
 
 
+def check_existing(files: dict[str, Path], checkpoint_sha256: str, overwrite: bool) -> list[str]:
+    """Which of `files` (precision -> path) already are exports of this checkpoint, to be kept as they are.
+
+    A file there from another checkpoint (or not a readable export) is an ExportError naming it,
+    unless `overwrite`; with `overwrite` nothing is kept.
+    """
+    if overwrite:
+        return []
+    current = []
+    for precision, path in files.items():
+        if not Path(path).exists():
+            continue
+        if exported_from(path, checkpoint_sha256):
+            current.append(precision)
+            continue
+        try:
+            prov = read_model_metadata(path).provenance
+            origin = (f"was exported from another checkpoint ({prov.checkpoint}, "
+                      f"sha256 {str(prov.checkpoint_sha256)[:12]})")
+        except ModelLoadError:
+            origin = "is not an export of this checkpoint"
+        raise ExportError(f"{path}: exists and {origin}; pass --overwrite to replace it, or choose another --out")
+    return current
+
+
 def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
     """Replace metadata_props entries with these keys (others are kept)."""
     kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in metadata]

@@ -29,3 +29,4 @@ class ExportOptions:
     int8_gate: Thresholds = DEFAULT_INT8_GATE
     int8_images: int = 100  # validation images the INT8 model is compared with FP32 on (the gate's evidence)
     fp16: bool = False
+    overwrite: bool = False  # replace files exported from another checkpoint (and redo up-to-date ones)

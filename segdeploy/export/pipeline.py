@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from segdeploy.export.artifact import (
     ExportError,
+    check_existing,
     fp32_provenance,
     model_path,
     output_name,
@@ -34,6 +35,7 @@ from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import to_onnx, trace_size
 from segdeploy.export.variants import export_variants
 from segdeploy.export.verify import ParityReport, run_parity, verification_sizes
+from segdeploy.infer.inputs import VARIANTS
 from segtrain.checkpoint import Checkpoint
 from segtrain.coco import CocoSplit, DataError
 from segtrain.contract import ModelSpec
@@ -59,6 +61,7 @@ class ExportResult:
     path: Path
     report: ParityReport | None = None
     variants: dict[str, tuple[Path, ParityReport]] = field(default_factory=dict)
+    up_to_date: list[str] = field(default_factory=list)  # precisions whose file was kept as it was
 
 
 @dataclass
@@ -90,10 +93,12 @@ def open_data(ckpt: Checkpoint, opts: ExportOptions) -> _Data:
 
 
 def export_checkpoint(checkpoint: Path, opts: ExportOptions, echo: Echo = print) -> ExportResult:
-    """Export one checkpoint to `<out>/<name>.onnx`, verify it, then build the requested variants."""
-    import onnx
-    import torch
+    """Export one checkpoint to `<out>/<name>.onnx`, verify it, then build the requested variants.
 
+    Files that are already exports of this checkpoint (same sha256 in their provenance) are kept
+    and reported as up to date; a file exported from another checkpoint is an ExportError unless
+    `opts.overwrite`, checked before any long work.
+    """
     from segtrain.models import INPUT_DIVISORS, load_model
 
     model, ckpt = load_model(checkpoint)
@@ -103,35 +108,57 @@ def export_checkpoint(checkpoint: Path, opts: ExportOptions, echo: Echo = print)
         raise ExportError(f"{checkpoint}: input size {spec.input_size[0]}x{spec.input_size[1]} is not a multiple "
                           f"of {divisor}, which {spec.arch} needs")
     prepare_out_dir(opts.out_dir)
-    data = open_data(ckpt, opts)
+    name = output_name(checkpoint)
+    result = ExportResult(name=name, path=model_path(opts.out_dir, name))
+    wanted = {p: model_path(opts.out_dir, name, p) for p in ("fp32", *VARIANTS) if p == "fp32" or getattr(opts, p)}
+    sha256 = ckpt.sha256()
+    kept = result.up_to_date = check_existing(wanted, sha256, opts.overwrite)
+    for precision in kept:
+        echo(f"{wanted[precision]} is up to date (exported from {checkpoint}, sha256 {sha256[:12]}); "
+             "kept (--overwrite exports it again)")
+    todo = replace(opts, verify=opts.verify and "fp32" not in kept, int8=opts.int8 and "int8" not in kept,
+                   fp16=opts.fp16 and "fp16" not in kept)
+    if "fp32" in kept and not (todo.int8 or todo.fp16):
+        return result
+    data = open_data(ckpt, replace(todo, verify=opts.verify))
+    if "fp32" not in kept:
+        result.report = _export_fp32(model, ckpt, checkpoint, result.path, divisor,
+                                     data.verification if todo.verify else None, opts, echo)
+    if todo.int8 or todo.fp16:
+        result.variants = export_variants(result.path, name, todo, data.calibration, data.verification, echo)
+    return result
+
+
+def _export_fp32(model: Any, ckpt: Checkpoint, checkpoint: Path, final: Path, divisor: int,
+                 verification: CocoSplit | None, opts: ExportOptions, echo: Echo) -> ParityReport | None:
+    """Trace, stamp, check and verify the FP32 model; rename it into place only when it passed."""
+    import onnx
+    import torch
+
+    spec = ckpt.spec
     echo(f"exporting {checkpoint} ({spec.arch}/{spec.encoder}, opset {opts.opset})")
     proto = to_onnx(model, divisor, opts.opset)
     provenance = fp32_provenance(ckpt, exporter=f"torch.onnx dynamo (torch {torch.__version__})")
     set_metadata(proto, {**spec.to_metadata(), **provenance.to_metadata()})
     onnx.checker.check_model(proto, full_check=True)
-    name = output_name(checkpoint)
-    result = ExportResult(name=name, path=model_path(opts.out_dir, name))
-    failed = report_path(result.path, failed=True)
-    with staging(result.path) as tmp:
+    failed, report = report_path(final, failed=True), None
+    with staging(final) as tmp:
         tmp.write_bytes(proto.SerializeToString())
-        if data.verification is not None:
-            result.report = verify_export(model, tmp, spec, data.verification, divisor, opts)
-            echo(result.report.summary())
-            if not result.report.passed:
-                write_report(result.report, failed)
+        if verification is not None:
+            report = verify_export(model, tmp, spec, verification, divisor, opts)
+            echo(report.summary())
+            if not report.passed:
+                write_report(report, failed)
                 raise VerificationError(f"{checkpoint}: ONNX export failed verification, no model written "
-                                        f"({'; '.join(result.report.failures())}; report: {failed})",
-                                        result.report)
-        os.replace(tmp, result.path)
+                                        f"({'; '.join(report.failures())}; report: {failed})", report)
+        os.replace(tmp, final)
     failed.unlink(missing_ok=True)
-    if result.report is not None:
-        write_report(result.report, report_path(result.path))
+    if report is not None:
+        write_report(report, report_path(final))
     else:
-        report_path(result.path).unlink(missing_ok=True)  # a report about the previous file would mislead
-    echo(f"wrote {result.path} ({result.path.stat().st_size / 2**20:.1f} MiB)")
-    if opts.int8 or opts.fp16:
-        result.variants = export_variants(result.path, name, opts, data.calibration, data.verification, echo)
-    return result
+        report_path(final).unlink(missing_ok=True)  # a report about the previous file would mislead
+    echo(f"wrote {final} ({final.stat().st_size / 2**20:.1f} MiB)")
+    return report
 
 
 def verify_export(model: Any, onnx_path: Path, spec: ModelSpec, split: CocoSplit, divisor: int,

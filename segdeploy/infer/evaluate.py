@@ -12,18 +12,18 @@ from pathlib import Path
 
 from segdeploy.infer.runtime import Model, open_model
 from segtrain.coco import CocoSplit
-from segtrain.evaluation import evaluate_split, open_split_for
+from segtrain.evaluation import DEFAULT_SPLIT, evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
 
 
-def evaluate_model(model: Model, data: str | Path, split: str = "test", batch_size: int = 4,
+def evaluate_model(model: Model, data: str | Path, split: str = DEFAULT_SPLIT, batch_size: int = 4,
                    limit: int | None = None, progress: bool = False) -> tuple[SegMetrics, CocoSplit]:
     """Score an opened model on `split` of the dataset at `data`; the split is filtered to the model's classes."""
     coco = open_split_for(model.spec, data, split)
     return evaluate_split(model.run, coco, model.spec, batch_size=batch_size, limit=limit, progress=progress), coco
 
 
-def evaluate_onnx(model_path: str | Path, data: str | Path, split: str = "test", batch_size: int = 4,
+def evaluate_onnx(model_path: str | Path, data: str | Path, split: str = DEFAULT_SPLIT, batch_size: int = 4,
                   provider: str = "auto", threads: int | None = None, limit: int | None = None,
                   progress: bool = False, runtime: str = "auto") -> tuple[SegMetrics, CocoSplit]:
     """Open the model file with `runtime` and score it (evaluate_model)."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from segtrain.contract import ModelSpec, Provenance
 from segtrain.errors import InputError
+from segtrain.fileio import looks_like_torch_file
 
 
 class ModelLoadError(InputError):
@@ -32,12 +33,19 @@ class ModelMetadata:
 
 
 def load_graph(path: str | Path):
-    """The ONNX model proto without its weights' external data; ModelLoadError when it is not ONNX."""
+    """The ONNX model proto without its weights' external data; ModelLoadError when it is not ONNX.
+
+    Every inference command opens its model file here, so a PyTorch checkpoint given in place of
+    an ONNX model gets the same advice everywhere: export it first.
+    """
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
+    if looks_like_torch_file(path):  # checked first: protobuf may half-parse a zip archive
+        raise ModelLoadError(f"{path}: a PyTorch checkpoint, not an ONNX model; export it first: "
+                             f"`segdeploy export {path}`")
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import nn
 
 from segtrain.checkpoint import Checkpoint, CheckpointError
@@ -17,7 +19,8 @@ from segtrain.contract import ModelSpec
 from segtrain.models import deeplab, segnet
 from segtrain.models.encoders import ModelError
 
-__all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model"]
+__all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model",
+           "torch_predictor"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"deeplab": deeplab.build_deeplab, "segnet": segnet.build_segnet}
 DEFAULT_ENCODERS: dict[str, str] = {"deeplab": deeplab.DEFAULT_ENCODER, "segnet": segnet.DEFAULT_ENCODER}
@@ -51,3 +54,13 @@ def load_model(source: str | Path | Checkpoint, device: str = "cpu") -> tuple[nn
         raise CheckpointError(f"{ckpt.path}: weights do not fit a {spec.arch}/{spec.encoder} model "
                               f"({' '.join(first[:2])[:200]})") from e
     return model.to(device).eval(), ckpt
+
+
+def torch_predictor(model: nn.Module, device: torch.device | str) -> Callable[[np.ndarray], np.ndarray]:
+    """float32 NCHW numpy -> float32 logits numpy, in full precision (a segtrain.evaluation.Predictor)."""
+
+    @torch.no_grad()
+    def predict(x: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return predict

@@ -36,10 +36,24 @@ def numeric_options() -> list[tuple[str, str, str]]:
         for command_name, command in group.commands.items():
             for param in command.params:
                 numeric = isinstance(param.type, (click.types.IntParamType, click.types.FloatParamType)) or \
-                    type(param.type).__name__ == "IntList"
+                    type(param.type).__name__ == "IntList" or (cli_name, command_name, param.name) in FIT_NUMBERS
                 if numeric and isinstance(param, click.Option) and (cli_name, command_name) in BASE_ARGS:
                     out.append((cli_name, command_name, param.opts[0]))
     return sorted(out)
+
+
+def _fit_numbers() -> set[tuple[str, str, str]]:
+    """`segtrain fit`'s numeric settings: text options that segtrain.config converts (int or float fields)."""
+    import typing
+
+    from segtrain.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    return {("segtrain", "fit", name) for name, hint in hints.items()
+            if {int, float} & set(typing.get_args(hint) or (hint,))}
+
+
+FIT_NUMBERS = _fit_numbers()
 
 
 VALUES = (st.integers(-(10**20), 10**20).map(str) | st.floats(allow_nan=True, allow_infinity=True).map(repr)

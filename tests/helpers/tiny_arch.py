@@ -1,7 +1,10 @@
-"""A tiny registered architecture for the bench tests: exports, quantizes and runs in moments.
+"""Tiny registered architectures: they export, quantize, run and train in moments.
 
 ``tiny``: 3x3 conv (3 -> 8) + batch norm + ReLU, then a 1x1 conv to the class logits. Its FLOPs
 are known in closed form, so the bench's FLOP count and GFLOP/s can be checked exactly.
+``tinypool``: ``tiny`` plus DeepLabV3's image-pooling branch (global average pool, 1x1 conv, batch
+norm, ReLU, added back), whose batch norm sees one value per channel in a 1-image batch, as DeepLab's does.
+``tinyplain``: ``tiny`` without batch norm, so with lr 0 nothing about it changes between epochs.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 from segtrain.contract import ModelSpec, build_spec
 
 ARCH, WIDTH, DIVISOR = "tiny", 8, 4
+POOL_ARCH, PLAIN_ARCH = "tinypool", "tinyplain"
 
 
 class TinyNet(nn.Module):
@@ -29,8 +33,39 @@ class TinyNet(nn.Module):
         return self.head(self.body(x))
 
 
+class TinyPoolNet(TinyNet):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(WIDTH, WIDTH, 1), nn.BatchNorm2d(WIDTH),
+                                  nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.body(x)
+        return self.head(features + self.pool(features))
+
+
+class TinyPlainNet(TinyNet):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.body = nn.Sequential(nn.Conv2d(3, WIDTH, 3, padding=1), nn.ReLU())
+
+
 def build_tiny(spec: ModelSpec, encoder_weights: str = "none") -> nn.Module:
     return TinyNet(spec.num_classes)
+
+
+BUILDERS = {ARCH: build_tiny, POOL_ARCH: lambda spec, encoder_weights="none": TinyPoolNet(spec.num_classes),
+            PLAIN_ARCH: lambda spec, encoder_weights="none": TinyPlainNet(spec.num_classes)}
+
+
+def register_tiny(mp: pytest.MonkeyPatch) -> None:
+    """Register every tiny architecture (and its input divisor) with `mp`, undone when `mp` is."""
+    from segtrain.models import DEFAULT_ENCODERS, INPUT_DIVISORS, MODELS
+
+    for arch, builder in BUILDERS.items():
+        mp.setitem(MODELS, arch, builder)
+        mp.setitem(INPUT_DIVISORS, arch, DIVISOR)
+        mp.setitem(DEFAULT_ENCODERS, arch, "conv")
 
 
 def tiny_gflop(spec: ModelSpec, size: tuple[int, int], valid_taps: bool = False) -> float:
@@ -46,12 +81,9 @@ def tiny_gflop(spec: ModelSpec, size: tuple[int, int], valid_taps: bool = False)
 
 @contextmanager
 def tiny_registered() -> Iterator[None]:
-    """Register `tiny` in the model registry (and its input divisor) for the duration."""
-    from segtrain.models import INPUT_DIVISORS, MODELS
-
+    """Register the tiny architectures in the model registry (and their input divisor) for the duration."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(MODELS, ARCH, build_tiny)
-        mp.setitem(INPUT_DIVISORS, ARCH, DIVISOR)
+        register_tiny(mp)
         yield
 
 
@@ -60,6 +92,15 @@ def randomise_batch_norm(model: nn.Module) -> None:
     with torch.no_grad():
         model.body[1].running_mean.uniform_(-0.5, 0.5)
         model.body[1].running_var.uniform_(0.5, 2.0)
+
+
+def tiny_config(data: Path, out: Path, **overrides):
+    """A TrainConfig for `tinypool` (or `model=...`) at 32 px on the CPU, quiet; `overrides` change any field."""
+    from segtrain.config import TrainConfig
+
+    base = dict(model=POOL_ARCH, encoder="conv", encoder_weights="none", data=str(data), out=str(out), epochs=2,
+                batch_size=2, image_size=32, workers=0, device="cpu", progress="off", lr=0.01)
+    return TrainConfig(**{**base, **overrides})
 
 
 def make_tiny_checkpoint(path: Path, data: Path | None, size: int = 32, seed: int = 0) -> Path:

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from segtrain.cli import main
 
-EXPECTED = {"best_model.pth", "last.pth", "loss.png", "miou.png", "metrics.csv", "config.json"}
+EXPECTED = {"best_model.pth", "last.pth", "loss.png", "miou.png", "confusion.png", "samples.png", "metrics.csv",
+            "config.json"}
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def tiny(tmp_path_factory) -> Path:
 
 def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(model="deeplab", data=str(data), out=str(out), epochs=2, batch_size=4, image_size=64,
-                encoder="resnet18", encoder_weights="none", workers=0, seed=0)
+                encoder="resnet18", encoder_weights="none", workers=0, seed=0, progress="off")
     return TrainConfig(**{**base, **kw})
 
 
@@ -45,7 +45,8 @@ def test_fit_cli_on_coco_mini_writes_every_artifact(coco_mini, tmp_path):
     res = CliRunner().invoke(main, ["fit", "deeplab", "--data", str(coco_mini), "--out", str(out), "--epochs", "2",
                                     "--batch-size", "16", *SMALL])
     assert res.exit_code == 0, res.output
-    for name in ("best_model.pth", "last.pth", "loss.png", "miou.png", "metrics.csv", "config.json"):
+    for name in ("best_model.pth", "last.pth", "loss.png", "miou.png", "confusion.png", "samples.png", "metrics.csv",
+                 "config.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     for png in ("loss.png", "miou.png"):
         assert Image.open(out / png).size[0] > 200
@@ -68,10 +69,10 @@ def test_fit_cli_on_coco_mini_writes_every_artifact(coco_mini, tmp_path):
 
 
 def test_resume_gives_the_same_weights_and_metrics_as_a_straight_run(tiny, tmp_path):
-    fit(small_cfg(tiny, tmp_path / "straight", epochs=4), progress=False, log=lambda s: None)
-    fit(small_cfg(tiny, tmp_path / "resumed", epochs=2), progress=False, log=lambda s: None)
+    fit(small_cfg(tiny, tmp_path / "straight", epochs=4), log=lambda s: None)
+    fit(small_cfg(tiny, tmp_path / "resumed", epochs=2), log=lambda s: None)
     fit(small_cfg(tiny, tmp_path / "resumed", epochs=4), resume=tmp_path / "resumed" / "last.pth",
-        progress=False, log=lambda s: None)
+        log=lambda s: None)
     a = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 4
@@ -102,7 +103,7 @@ def test_config_file_is_read_and_flags_win(tiny, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"epochz": 3}))
     res = CliRunner().invoke(main, ["fit", "deeplab", "--config", str(bad)])
-    assert res.exit_code == 2 and f"{bad}: unknown setting(s) epochz" in res.output
+    assert res.exit_code == 2 and f"{bad}: unknown setting 'epochz' (did you mean 'epochs'?)" in res.output
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, monkeypatch):
@@ -175,8 +176,8 @@ def test_bad_checkpoints_give_one_line_errors(tiny, tmp_path):
     assert not (tmp_path / "pwned").exists()
     with pytest.raises(CheckpointError, match="cannot resume"):
         out = tmp_path / "run"
-        fit(small_cfg(tiny, out, epochs=1), progress=False, log=lambda s: None)
-        fit(small_cfg(tiny, out, epochs=2), resume=out / "best_model.pth", progress=False, log=lambda s: None)
+        fit(small_cfg(tiny, out, epochs=1), log=lambda s: None)
+        fit(small_cfg(tiny, out, epochs=2), resume=out / "best_model.pth", log=lambda s: None)
 
 
 class _Evil:
@@ -186,7 +187,7 @@ class _Evil:
 
 def test_fit_rejects_bad_settings(tiny):
     res = CliRunner().invoke(main, ["fit", "deeplab", "--data", str(tiny), "--image-size", "100", *SMALL[2:]])
-    assert res.exit_code == 2 and "image_size must be a multiple of 32" in res.output
+    assert res.exit_code == 2 and "--image-size must be a multiple of 32, got 100" in res.output
     res = CliRunner().invoke(main, ["fit", "deeplab", "--data", str(tiny / "nope"), *SMALL])
     assert res.exit_code == 2 and "dataset folder not found" in res.output
     res = CliRunner().invoke(main, ["fit", "deeplab", "--data", str(tiny), "--device", "cuda:7", *SMALL])
