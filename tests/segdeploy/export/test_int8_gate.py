@@ -81,7 +81,7 @@ def test_int8_below_the_gate_is_not_written_and_the_export_exits_1(ckpt: Path, t
     code, _ = export(ckpt, out, *OPEN_GATE)
     assert code == 0 and (out / "tiny.int8.onnx").is_file()  # an earlier, passing INT8 export
     monkeypatch.setattr(variants, "quantize_int8", negate_int8_logits(variants.quantize_int8))
-    code, output = export(ckpt, out)
+    code, output = export(ckpt, out, "--overwrite")  # without it, both files are up to date and kept
     assert code == 1, output
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, output

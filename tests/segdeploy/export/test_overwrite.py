@@ -62,11 +62,12 @@ def test_variants_of_an_up_to_date_model_are_added_and_then_kept(tmp_path: Path,
     out = tmp_path / "exported"
     assert export(str(ckpt), "--out", str(out))[0] == 0
     fp32 = digest(out / "tiny.onnx")
-    code, lines = export(str(ckpt), "--out", str(out), "--int8")
+    gate = ("--int8-min-agreement", "0", "--int8-max-drop", "100")  # a random tiny model: the gate is not the point
+    code, lines = export(str(ckpt), "--out", str(out), "--int8", *gate)
     assert code == 0 and (out / "tiny.int8.onnx").is_file(), lines
     assert lines[0].startswith(f"{out / 'tiny.onnx'} is up to date") and digest(out / "tiny.onnx") == fp32
     int8 = digest(out / "tiny.int8.onnx")
-    code, lines = export(str(ckpt), "--out", str(out), "--int8")
+    code, lines = export(str(ckpt), "--out", str(out), "--int8", *gate)
     assert code == 0 and len(lines) == 2 and all("is up to date" in line for line in lines), lines
     assert digest(out / "tiny.int8.onnx") == int8
 
