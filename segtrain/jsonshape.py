@@ -140,18 +140,19 @@ class Boolean(Shape):
 class Nullable(Shape):
     shape: Shape
 
+    def check(self, value: object) -> None:
+        if value is None:
+            return
+        try:
+            self.shape.check(value)
+        except ShapeError as e:
+            if not e.parts:  # the value itself, not something inside it
+                e.expected = self.expected
+            raise
+
     @property
     def expected(self) -> str:
         return f"{self.shape.expected} or null"
-
-    def check(self, value: object) -> None:
-        if value is not None:
-            try:
-                self.shape.check(value)
-            except ShapeError as e:
-                if not e.parts:  # the value itself, not something inside it
-                    e.expected = self.expected
-                raise
 
 
 @dataclass(frozen=True)

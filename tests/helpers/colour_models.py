@@ -153,3 +153,12 @@ def run_batch_subprocess(*args: str | Path, timeout: float = 120) -> subprocess.
 def output_files(out_dir: Path) -> dict[Path, int]:
     """Every file under `out_dir` (temporary ones included) with its mtime in ns."""
     return {p: p.stat().st_mtime_ns for p in sorted(Path(out_dir).rglob("*")) if p.is_file()}
+
+
+def batch_cli(*args: str | Path) -> object:
+    """`segdeploy batch ARGS... --no-progress` through click's test runner (the result has exit_code, output)."""
+    from click.testing import CliRunner
+
+    from segdeploy.cli import main
+
+    return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])

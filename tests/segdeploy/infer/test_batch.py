@@ -15,6 +15,7 @@ from colour_models import (
     BRIGHT,
     CLASSES,
     DARK,
+    batch_cli,
     build_colour_model,
     expected_mask,
     half_image,
@@ -36,11 +37,6 @@ from segdeploy.infer.runtime import resolve_runtime
 from segtrain.contract import colorize, default_palette
 
 PALETTE = default_palette(len(CLASSES))
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
 
 
 def run(model: Path, input_dir: Path, out_dir: Path, **kwargs) -> object:
@@ -327,10 +323,6 @@ def test_prefetch_keeps_a_bounded_number_of_items_in_flight() -> None:
 # Command-line errors
 
 
-def invoke(*args: str | Path) -> object:
-    return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])
-
-
 def test_bad_model_arguments_exit_2_with_the_reason(model: Path, tmp_path: Path) -> None:
     save(half_image(8, 8, 1), tmp_path / "in" / "a.png")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
@@ -338,7 +330,7 @@ def test_bad_model_arguments_exit_2_with_the_reason(model: Path, tmp_path: Path)
              (["--model", tmp_path / "junk.onnx"], "junk.onnx: not a readable ONNX model"),
              (["--model", model, "--provider", "cuda"], "provider cuda is not available")]
     for extra, message in cases:
-        res = invoke(tmp_path / "in", "--out", tmp_path / "out", *extra)
+        res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", *extra)
         assert res.exit_code == 2 and message in res.output, res.output
         assert "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
@@ -347,11 +339,11 @@ def test_bad_model_arguments_exit_2_with_the_reason(model: Path, tmp_path: Path)
 def test_bad_folders_exit_2(model: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
-    res = invoke(tmp_path / "empty", "--out", tmp_path / "out", "--model", model)
+    res = batch_cli(tmp_path / "empty", "--out", tmp_path / "out", "--model", model)
     assert res.exit_code == 2 and "no images" in res.output
-    res = invoke(tmp_path / "empty", "--out", tmp_path / "empty", "--model", model)
+    res = batch_cli(tmp_path / "empty", "--out", tmp_path / "empty", "--model", model)
     assert res.exit_code == 2 and "is the input folder" in res.output
-    res = invoke(tmp_path / "nowhere", "--out", tmp_path / "out", "--model", model)
+    res = batch_cli(tmp_path / "nowhere", "--out", tmp_path / "out", "--model", model)
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
@@ -359,15 +351,15 @@ def test_default_model_is_the_only_onnx_in_exported(model: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     save(half_image(8, 8, 1), tmp_path / "in" / "a.png")
     monkeypatch.chdir(tmp_path)
-    res = invoke("in", "--out", "out")
+    res = batch_cli("in", "--out", "out")
     assert res.exit_code == 2 and "exported/ holds no .onnx model" in res.output
     (tmp_path / "exported").mkdir()
     (tmp_path / "exported" / "deeplab.onnx").write_bytes(model.read_bytes())
-    res = invoke("in", "--out", "out")
+    res = batch_cli("in", "--out", "out")
     assert res.exit_code == 0, res.output
     assert json.loads(Path("out/summary.json").read_text())["model"]["path"] == "exported/deeplab.onnx"
     (tmp_path / "exported" / "segnet.onnx").write_bytes(model.read_bytes())
-    res = invoke("in", "--out", "out2")
+    res = batch_cli("in", "--out", "out2")
     assert res.exit_code == 2 and "deeplab.onnx, segnet.onnx" in res.output
 
 
@@ -380,9 +372,9 @@ def test_model_with_fixed_batch_size_fails_with_advice(tmp_path: Path) -> None:
     onnx.save(m, str(path))
     for i in range(2):
         save(half_image(8, 8, 1), tmp_path / "in" / f"{i}.png")
-    res = invoke(tmp_path / "in", "--out", tmp_path / "out", "--model", path, "--batch-size", "2")
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", path, "--batch-size", "2")
     assert res.exit_code == 1 and "--batch-size 1" in res.output, res.output
-    assert invoke(tmp_path / "in", "--out", tmp_path / "out", "--model", path, "--batch-size", "1").exit_code == 0
+    assert batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", path, "--batch-size", "1").exit_code == 0
 
 
 def test_batch_path_never_imports_torch(model: Path, tmp_path: Path) -> None:

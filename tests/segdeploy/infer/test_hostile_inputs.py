@@ -11,21 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from colour_models import build_colour_model, half_image, half_truth, read_png, run_batch_subprocess, save
+from colour_models import batch_cli, half_image, half_truth, read_png, run_batch_subprocess, save
 from json_edit import strict_json
 
 from segdeploy.cli import main
 from segdeploy.infer.inputs import BatchInputError, list_sources
 from segdeploy.infer.outputs import output_paths
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
-
-
-def invoke(*args: str | Path) -> object:
-    return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])
 
 
 def _hostile_folder(root: Path) -> None:
@@ -73,7 +64,7 @@ def test_a_folder_that_cannot_be_listed_is_named_with_its_images_unprocessed(mod
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    res = invoke(tmp_path / "in", "--out", tmp_path / "out", "--model", model)
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model)
     assert res.exit_code == 3, res.output
     summary = strict_json(tmp_path / "out" / "summary.json")
     assert [r["input"] for r in summary["images"]] == ["a.png"]
@@ -83,7 +74,7 @@ def test_a_folder_that_cannot_be_listed_is_named_with_its_images_unprocessed(mod
     # The same folder met through a glob, and the SOURCE folder itself (a usage error: nothing to run on).
     listing = list_sources([str(tmp_path / "in" / "*" / "*.png")])
     assert [f.input for f in listing.failures] == ["locked/"] and listing.files == []
-    res = invoke(tmp_path / "in" / "locked", "--out", tmp_path / "out2", "--model", model)
+    res = batch_cli(tmp_path / "in" / "locked", "--out", tmp_path / "out2", "--model", model)
     assert res.exit_code == 2 and res.stderr.strip() == \
         f"Error: {tmp_path / 'in' / 'locked'}: cannot list this folder (Permission denied)"
 
@@ -94,7 +85,7 @@ def test_an_unreadable_folder_for_real(model: Path, tmp_path: Path) -> None:
     save(half_image(20, 20, 1), tmp_path / "in" / "locked" / "b.png")
     (tmp_path / "in" / "locked").chmod(0)
     try:
-        res = invoke(tmp_path / "in", "--out", tmp_path / "out", "--model", model)
+        res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model)
     finally:
         (tmp_path / "in" / "locked").chmod(0o755)
     assert res.exit_code == 3 and "locked/: cannot list this folder (Permission denied)" in res.stderr
@@ -114,7 +105,7 @@ def test_a_fifo_or_a_dangling_link_named_as_source_is_a_usage_error(model: Path,
     (tmp_path / "dangling.jpg").symlink_to("gone.jpg")
     for source, reason in (("pipe.jpg", "not a regular file (a FIFO)"),
                            ("dangling.jpg", "dangling symlink (its target gone.jpg does not exist)")):
-        res = invoke(tmp_path / source, "--out", tmp_path / "out", "--model", model)
+        res = batch_cli(tmp_path / source, "--out", tmp_path / "out", "--model", model)
         assert res.exit_code == 2 and res.stderr.strip() == f"Error: {tmp_path / source}: {reason}"
 
 
@@ -124,7 +115,7 @@ def test_a_file_name_that_is_not_utf8_works_end_to_end(model: Path, tmp_path: Pa
     raw = os.fsdecode(b"caf\xe9-\xff.png")  # Latin-1 bytes: not UTF-8
     save(half_image(22, 20, 0), inputs / raw)
     out = tmp_path / "out"
-    res = invoke(inputs, "--out", out, "--model", model, "--save", "mask,overlay,rle")
+    res = batch_cli(inputs, "--out", out, "--model", model, "--save", "mask,overlay,rle")
     assert res.exit_code == 0, res.output
     summary = strict_json(out / "summary.json")
     shown = "caf\\xe9-\\xff.png"  # each byte that is not UTF-8 as the four characters \xNN
@@ -133,12 +124,12 @@ def test_a_file_name_that_is_not_utf8_works_end_to_end(model: Path, tmp_path: Pa
     np.testing.assert_array_equal(read_png(output_paths(out, Path(raw)).mask), half_truth(22, 20, 0))
     assert os.fsencode(output_paths(out, Path(raw)).mask.name) == b"caf\xe9-\xff.png.mask.png"  # the real name
     assert {e["image_id"] for e in strict_json(out / "predictions.json")} == {"plain.png", shown}
-    again = invoke(inputs, "--out", out, "--model", model, "--save", "mask,overlay,rle")
+    again = batch_cli(inputs, "--out", out, "--model", model, "--save", "mask,overlay,rle")
     assert again.exit_code == 0 and "0 images segmented, 2 already done" in again.output
     # Shards hash the key as shown, so merge-summary, which reads only the summaries, agrees with batch.
     sharded = tmp_path / "sharded"
     for k in range(3):
-        res = invoke(inputs, "--out", sharded, "--model", model, "--shard", f"{k}/3")
+        res = batch_cli(inputs, "--out", sharded, "--model", model, "--shard", f"{k}/3")
         assert res.exit_code == 0, res.output
     res = CliRunner().invoke(main, ["merge-summary", str(sharded)])
     assert res.exit_code == 0, res.output

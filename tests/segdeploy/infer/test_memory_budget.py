@@ -14,18 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from colour_models import batch_command, build_colour_model, half_image, half_truth, read_png, save, subprocess_env
+from colour_models import batch_command, half_image, half_truth, read_png, save, subprocess_env
 
 import segdeploy.infer.batch as batch
 from segdeploy.cli import main
 from segdeploy.infer.batch import BYTES_PER_PIXEL, BatchConfig, default_memory_budget, run_batch
 from segdeploy.infer.outputs import output_paths
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
 
 
 class Ledger:

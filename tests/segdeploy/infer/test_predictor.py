@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from colour_models import CLASSES, build_colour_model, half_image, save, save_exif_rotated, subprocess_env
+from colour_models import CLASSES, half_image, save, save_exif_rotated, subprocess_env
 from PIL import Image
 
 from segdeploy.infer.batch import BatchConfig, run_batch
@@ -21,11 +21,6 @@ from segdeploy.infer.runtime import ModelLoadError
 from segdeploy.infer.tiling import TileError
 from segtrain.contract import colorize, overlay, resize_logits
 from segtrain.images import ImageReadError, load_image
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
 
 
 def noisy(h: int, w: int, seed: int) -> np.ndarray:

@@ -8,21 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from colour_models import build_colour_model, half_image, save, save_exif_rotated
+from colour_models import batch_cli, half_image, save, save_exif_rotated
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from segdeploy.cli import main
 from segdeploy.infer.outputs import output_paths, read_mask
 from segdeploy.infer.predictor import Predictor
 from segtrain.synthetic import rle_encode
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
 
 
 def _inputs(root: Path) -> list[str]:
@@ -54,14 +47,10 @@ def read_mask_shape(path: Path) -> tuple[int, int]:
         return im.size[1], im.size[0]
 
 
-def _batch(*args: str | Path) -> object:
-    return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])
-
-
 def test_rle_loads_with_coco_loadres_and_decodes_to_the_written_masks(model: Path, tmp_path: Path) -> None:
     names = _inputs(tmp_path / "in")
     labels = _labels(tmp_path / "in", names)
-    res = _batch(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--gt", labels,
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--gt", labels,
                  "--save", "rle,confidence")
     assert res.exit_code == 0, res.output
     entries = json.loads((tmp_path / "out" / "predictions.json").read_text())
@@ -92,7 +81,7 @@ def test_rle_loads_with_coco_loadres_and_decodes_to_the_written_masks(model: Pat
 
 def test_without_gt_image_ids_are_file_names_and_a_rerun_rebuilds_the_file(model: Path, tmp_path: Path) -> None:
     names = _inputs(tmp_path / "in")
-    assert _batch(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle").exit_code == 0
+    assert batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle").exit_code == 0
     first = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert {e["image_id"] for e in first} == {"noise.png", "sub/half.png"}
     assert not output_paths(tmp_path / "out", Path(names[1]), ("overlay",)).files["overlay"].exists()
@@ -103,7 +92,7 @@ def test_without_gt_image_ids_are_file_names_and_a_rerun_rebuilds_the_file(model
     coco.createIndex()
     assert len(coco.loadRes(copy.deepcopy(first)).getAnnIds()) == len(first)  # loadRes adds keys to what it gets
     (tmp_path / "out" / "predictions.json").unlink()
-    res = _batch(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle")
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle")
     assert res.exit_code == 0 and "3 already done" in res.output, res.output
     assert json.loads((tmp_path / "out" / "predictions.json").read_text()) == first
 
@@ -113,7 +102,7 @@ def test_rle_of_an_exif_turned_photo_follows_the_grid_labels_json_describes(mode
     labels = {"images": [{"id": 7, "file_name": "turned.jpg", "height": 64, "width": 40}], "annotations": [],
               "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
-    res = _batch(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle", "--gt",
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle", "--gt",
                  tmp_path / "labels.json")
     assert res.exit_code == 0, res.output
     (entry,) = json.loads((tmp_path / "out" / "predictions.json").read_text())

@@ -7,20 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from colour_models import build_colour_model, half_image, save
+from colour_models import batch_cli, half_image, save
 
-from segdeploy.cli import main
 from segdeploy.infer.inputs import BatchInputError, choose_model, default_model, resolve_sources, variant_path
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
-
-
-def invoke(*args: str | Path) -> object:
-    return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])
 
 
 def _tree(root: Path) -> None:
@@ -34,7 +23,7 @@ def test_folders_files_and_globs_keep_paths_relative_to_what_was_given(model: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     _tree(tmp_path)
     monkeypatch.chdir(tmp_path)
-    res = invoke("photos", "loose/f.png", "shoots/*/*.jpg", "photos/sub/*.png", "--out", "out", "--model", model)
+    res = batch_cli("photos", "loose/f.png", "shoots/*/*.jpg", "photos/sub/*.png", "--out", "out", "--model", model)
     assert res.exit_code == 0, res.output
     masks = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.mask.png"))
     # photos/ mirrored; the file at the top; the glob relative to its leading folder shoots/;
@@ -58,7 +47,7 @@ def test_bad_sources_are_one_line_errors(model: Path, tmp_path: Path, monkeypatc
              (["photos", "other"], "would both write the outputs of 'sub/b.png'"),
              (["photos", "loose", "--gt", "photos/notes.txt"], "--gt matches file names relative to one folder")]
     for sources, message in cases:
-        res = invoke(*sources, "--out", "out", "--model", model)
+        res = batch_cli(*sources, "--out", "out", "--model", model)
         assert res.exit_code == 2, (sources, res.output)
         assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert "Traceback" not in res.output
@@ -77,17 +66,17 @@ def test_no_model_picks_the_fp32_model_beside_its_variants_and_says_so(model: Pa
     save(half_image(24, 32, 1), tmp_path / "in" / "a.png")
     monkeypatch.chdir(tmp_path)
     _exported(tmp_path, model, ["deeplab.onnx", "deeplab.int8.onnx", "deeplab.fp16.onnx"])
-    res = invoke("in", "--out", "out")
+    res = batch_cli("in", "--out", "out")
     assert res.exit_code == 0, res.output
     assert ("no --model given: using exported/deeplab.onnx; also there: deeplab.fp16.onnx, deeplab.int8.onnx"
             in res.output)
     assert json.loads(Path("out/summary.json").read_text())["model"]["path"] == "exported/deeplab.onnx"
-    res = invoke("in", "--out", "out8", "--precision", "int8")
+    res = batch_cli("in", "--out", "out8", "--precision", "int8")
     assert res.exit_code == 0 and "using exported/deeplab.int8.onnx" in res.output, res.output
     assert json.loads(Path("out8/summary.json").read_text())["model"]["path"] == "exported/deeplab.int8.onnx"
-    res = invoke("in", "--out", "out16", "--model", "exported/deeplab.int8.onnx", "--precision", "fp16")
+    res = batch_cli("in", "--out", "out16", "--model", "exported/deeplab.int8.onnx", "--precision", "fp16")
     assert res.exit_code == 0 and "using exported/deeplab.fp16.onnx" in res.output, res.output
-    res = invoke("in", "--out", "named", "--model", "exported/deeplab.int8.onnx")
+    res = batch_cli("in", "--out", "named", "--model", "exported/deeplab.int8.onnx")
     assert res.exit_code == 0 and "using" not in res.output  # named exactly: nothing to say
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from colour_models import build_colour_model, half_image, half_truth, read_png, run_batch_subprocess, save
+from colour_models import half_image, half_truth, read_png, run_batch_subprocess, save
 
 import segdeploy.infer.outputs as outputs
 from segdeploy.cli import main
@@ -22,11 +22,6 @@ from segdeploy.infer.outputs import output_paths
 from segdeploy.infer.predictor import Predictor
 
 N_IMAGES = 8
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_colour_model(tmp_path_factory.mktemp("model") / "colour.onnx")
 
 
 @pytest.fixture
