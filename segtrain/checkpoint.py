@@ -21,7 +21,14 @@ from typing import Any
 from segtrain.coco import DataError
 from segtrain.contract import ModelSpec
 from segtrain.errors import InputError
-from segtrain.fileio import UnsafeLoadError, atomic_write_bytes, file_sha256, looks_like_onnx, safe_torch_load
+from segtrain.fileio import (
+    UnsafeLoadError,
+    atomic_write_bytes,
+    file_sha256,
+    folder_problem,
+    looks_like_onnx,
+    safe_torch_load,
+)
 
 FORMAT = "segtrain-checkpoint"
 VERSION = 1
@@ -115,15 +122,15 @@ class Checkpoint:
         """
         if override is not None:
             root = Path(override)
-            if not root.is_dir():
-                raise DataError(f"{root}: dataset folder not found (given with --data)")
+            if (problem := folder_problem(root, "dataset folder")) is not None:
+                raise DataError(f"{root}: {problem} (given with --data)")
             return root
         recorded = self.config.get("data")
         where = self.path or "the checkpoint"
         if not recorded:
             raise DataError(f"{where}: records no dataset; {purpose} needs --data DIR")
         root = Path(recorded)
-        if not root.is_dir():
-            raise DataError(f"{root}: dataset folder not found (recorded in {where} as the training data); "
+        if (problem := folder_problem(root, "dataset folder")) is not None:
+            raise DataError(f"{root}: {problem} (recorded in {where} as the training data); "
                             "pass --data DIR")
         return root

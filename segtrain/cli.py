@@ -16,7 +16,7 @@ from segtrain.config import LOSSES, LR_SCHEDULES, PROGRESS_MODES
 from segtrain.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
 from segtrain.evaluation import DEFAULT_SPLIT
 
-EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_FAILURE))
+EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT))
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)

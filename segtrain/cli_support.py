@@ -30,13 +30,42 @@ class _Reported(click.ClickException):
         self.exit_code = error.exit_code
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: help for a bare command
+
+
+class _OneLineUsage(click.UsageError):
+    """A usage error (bad option value, unknown option or command) in one line, with where help is,
+    instead of click's usage block: "Error: Invalid value for '--alpha': ... (see `segdeploy batch --help`)"."""
+
+    def __init__(self, error: click.UsageError, command_path: str) -> None:
+        where = error.ctx.command_path if error.ctx is not None else command_path
+        super().__init__(f"{printable(error.format_message()).rstrip('.')} (see `{where} --help`)", error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file or click.get_text_stream("stderr"), err=file is None)
+
+
 class ToolGroup(click.Group):
     """A command group that turns every ToolError raised by a command into one line and its exit code,
-    and so does an ImportError of a package that an extra which is not installed would bring."""
+    and so does an ImportError of a package that an extra which is not installed would bring, and a
+    usage error (exit 2) of one of its commands."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as e:  # an option of the group itself
+            raise _OneLineUsage(e, info_name or self.name or "") from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as e:
+            raise _OneLineUsage(e, " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))) from None
         except ToolError as e:
             raise _Reported(e) from None
         except ImportError as e:

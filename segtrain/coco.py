@@ -29,7 +29,7 @@ import numpy as np
 from segtrain.coco_schema import LabelsError, validate_labels
 from segtrain.contract import BACKGROUND, DEFAULT_CATEGORIES, IGNORE_INDEX
 from segtrain.errors import InputError, printable
-from segtrain.fileio import atomic_write_bytes
+from segtrain.fileio import atomic_write_bytes, folder_problem
 from segtrain.images import ImageReadError, image_size, load_image, max_image_pixels
 from segtrain.masks import AnnotationError, TargetAnnotation, render_mask
 
@@ -60,8 +60,8 @@ def resolve_split(root: str | Path, split: str) -> tuple[Path, Path]:
     `<root>/<split>2017/` + `<root>/annotations/instances_<split>2017.json` layout.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found")
+    if (problem := folder_problem(root, "dataset folder")) is not None:
+        raise DataError(f"{root}: {problem}")
     names = SPLIT_ALIASES.get(split, (split,))
     for name in names:
         if (root / name).is_dir():
@@ -150,8 +150,8 @@ class CocoSplit:
         self.name = name or self.image_dir.parent.name
         self.skipped: list[tuple[str, str]] = []  # (image path, reason) of listed images left out
         data = _read_labels(self.ann_file)
-        if not self.image_dir.is_dir():
-            raise DataError(f"{self.image_dir}: image folder not found")
+        if (problem := folder_problem(self.image_dir, "image folder")) is not None:
+            raise DataError(f"{self.image_dir}: {problem}")
         cats, self.problems = resolve_categories(categories, data["categories"], self.ann_file)
         self.categories = tuple(cats)
         self.classes = (BACKGROUND, *(n for _, n in cats))

@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -255,6 +256,37 @@ def looks_like_onnx(path: str | Path) -> bool:
         return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
     except Exception:  # not readable, or not protobuf: not ONNX
         return False
+
+
+def folder_problem(path: str | Path, what: str = "folder") -> str | None:
+    """Why `path` is not a folder to read ("dataset folder not found", "not a folder (a FIFO)"), or None."""
+    if os.path.isdir(path):
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{what} not found (dangling symlink)" if os.path.islink(path) else f"{what} not found"
+    except OSError as e:
+        return f"{what} cannot be read ({e.strerror or e})"
+    return f"not a folder ({_kind(mode)})"
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a file"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "unknown kind")
+
+
+def not_a_result_file(path: str | Path) -> str | None:
+    """Why `path` may not be replaced by a result file (a symlink, a folder, a FIFO, a device...), or None
+    when it is absent or a regular file. Results are renamed into place, which would replace the entry
+    itself: a symlink, not its target; a FIFO or /dev/null, not what reads it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # absent, or its folder is not one: writing there says why
+        return None
+    return None if stat.S_ISREG(mode) else f"not a regular file ({_kind(mode)})"
 
 
 def ensure_writable_dir(folder: str | Path) -> None:

@@ -27,7 +27,7 @@ import re
 import stat
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import BinaryIO
 
 import numpy as np
@@ -74,8 +74,14 @@ class ImageTooLargeError(ImageReadError):
     """An image whose header declares more pixels than the limit (max_image_pixels)."""
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file name ends in an image suffix, as pathlib reads suffixes (so `..jpg` and `.a.png` do;
+    os.path.splitext would give `..jpg` no suffix at all)."""
+    return PurePath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    return is_image_name(path.name)
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:

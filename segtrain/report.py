@@ -10,6 +10,7 @@ import numpy as np
 
 from segtrain.coco import CocoSplit, DataError, resolve_split
 from segtrain.contract import IGNORE_INDEX
+from segtrain.fileio import folder_problem
 from segtrain.images import ImageReadError
 
 STANDARD_SPLITS = ("train", "validation", "test")
@@ -79,8 +80,8 @@ def report_split(split: CocoSplit) -> SplitReport:
 def dataset_report(root: str | Path, categories: Sequence[str | int] | None = None,
                    splits: Sequence[str] = STANDARD_SPLITS) -> list[SplitReport]:
     """One report per split present under `root`; raises DataError when there is none."""
-    if not Path(root).is_dir():
-        raise DataError(f"{root}: dataset folder not found")
+    if (problem := folder_problem(root, "dataset folder")) is not None:
+        raise DataError(f"{root}: {problem}")
     reports = []
     for name in splits:
         try:

@@ -30,7 +30,7 @@ from segtrain.contract import ModelSpec, build_spec
 from segtrain.dataset import SegmentationDataset
 from segtrain.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
 from segtrain.errors import RunError
-from segtrain.fileio import atomic_write_text
+from segtrain.fileio import atomic_write_text, folder_problem
 from segtrain.losses import SegLoss
 from segtrain.metrics import ConfusionMatrix
 from segtrain.outputs import CONFIG_JSON, EpochResult, RunOutputs, best_epoch, finite, history_row
@@ -168,9 +168,8 @@ def dataset_root(cfg: TrainConfig, ckpt: Checkpoint | None) -> Path:
     """The training data folder; when it is the one a resumed checkpoint recorded, errors say so."""
     if ckpt is not None and data_from_checkpoint(cfg, ckpt):
         return ckpt.data_root(purpose="resuming")
-    if not Path(cfg.data).is_dir():
-        what = "is not a folder" if Path(cfg.data).exists() else "dataset folder not found"
-        raise DataError(f"{cfg.data}: {what} (pass --data DIR)")
+    if (problem := folder_problem(cfg.data, "dataset folder")) is not None:
+        raise DataError(f"{cfg.data}: {problem} (pass --data DIR)")
     return Path(cfg.data)
 
 

@@ -66,8 +66,31 @@ def test_values_outside_the_range_are_usage_errors(tmp_path: Path, monkeypatch: 
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and message in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for")
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Invalid value for") and "--help`)" in lines[0], lines
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("cli", "args", "line"), [
+    (segdeploy, ["--bogus"], "Error: No such option '--bogus' (see `segdeploy --help`)"),
+    (segdeploy, ["batchh"], "Error: No such command 'batchh'. Did you mean 'batch'? (see `segdeploy --help`)"),
+    (segdeploy, ["batch"], "Error: Missing argument 'SOURCE...' (see `segdeploy batch --help`)"),
+    (segdeploy, ["batch", "in", "--frobnicate"], "Error: No such option '--frobnicate' (see `segdeploy batch --help`)"),
+    (segtrain, ["evaluate", "ck.pth", "--split"], "Error: Option '--split' requires an argument "
+                                                  "(see `segtrain evaluate --help`)"),
+])
+def test_every_usage_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, args: list,
+                                       line: str) -> None:
+    """Not click's usage block (Usage:, Try ..., a blank line, Error:): the error and where help is, one line."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, args, prog_name="segtrain" if cli is segtrain else "segdeploy")
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [line], res.output
+
+
+@pytest.mark.parametrize("cli", [segtrain, segdeploy])
+def test_a_bare_command_prints_its_help(cli) -> None:
+    res = CliRunner().invoke(cli, [])
+    assert res.output.startswith("Usage:") and "Exit codes:" in res.output and "Error" not in res.output
 
 
 def test_every_numeric_fit_setting_has_a_rule() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from segdeploy.export.options import DEFAULT_CALIBRATION_IMAGES
 from segdeploy.infer.runtime import RUNTIME_CHOICES
 from segtrain.errors import InputError, RunError
+from segtrain.fileio import folder_problem
 from segtrain.machine import usable_cores
 
 BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16", "ov-fp32", "ov-int8")
@@ -84,9 +85,9 @@ class BenchConfig:
         if self.photos is not None:
             from segdeploy.infer.inputs import find_images
 
-            if not Path(self.photos).is_dir():
-                raise BenchInputError(f"{self.photos}: photo folder not found")
+            if (problem := folder_problem(self.photos, "photo folder")) is not None:
+                raise BenchInputError(f"{self.photos}: {problem}")
             if not find_images(Path(self.photos)):
                 raise BenchInputError(f"{self.photos}: no images found for the end-to-end run")
-        if self.data is not None and not Path(self.data).is_dir():
-            raise BenchInputError(f"{self.data}: dataset folder not found")
+        if self.data is not None and (problem := folder_problem(self.data, "dataset folder")) is not None:
+            raise BenchInputError(f"{self.data}: {problem}")

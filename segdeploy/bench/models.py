@@ -24,7 +24,7 @@ from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.coco import DataError, resolve_split
 from segtrain.contract import ModelSpec
 from segtrain.extras import installed
-from segtrain.fileio import ensure_writable_dir
+from segtrain.fileio import ensure_writable_dir, not_a_result_file
 
 
 @dataclass
@@ -93,6 +93,8 @@ def check_writable(path: Path | None) -> None:
     """Fail before the run, not after it, when a result file cannot be written."""
     if path is None:
         return
+    if (problem := not_a_result_file(path)) is not None:
+        raise BenchInputError(f"{path}: {problem}; results go to a new or a regular file")
     try:
         ensure_writable_dir(Path(path).parent)
     except OSError as e:

@@ -199,7 +199,7 @@ def export_variants(fp32_path: Path, name: str, opts: ExportOptions, calibration
         echo(report.summary())
         if path is None:
             refused.append(f"{final} not written: INT8 failed the accuracy gate ({'; '.join(report.failures())}; "
-                           f"report: {keep}); {fp32_path} was written")
+                           f"report: {keep}); the FP32 model {fp32_path} is in place")
             continue
         variants[precision] = (path, report)
         echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

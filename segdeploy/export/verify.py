@@ -146,7 +146,7 @@ class ParityReport:
                          f"{_pct(r.miou_candidate):>8}  {_points(r.miou_change):>7}")
         if matched:
             lines += ["  matched: max |diff| with PyTorch re-run on onnxruntime's max-pool choices; float32",
-                      "  near-ties in pooling windows may route values differently (segdeploy/routing.py);",
+                      "  near-ties in pooling windows may route values differently (segdeploy/export/routing.py);",
                       "  the max |diff| bar applies to the matched column"]
         lines += [f"  note: {n}" for n in self.notes]
         if self.passed is None:

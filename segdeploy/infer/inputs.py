@@ -35,7 +35,7 @@ from pathlib import Path
 
 from segdeploy.infer.pipeline import Failure
 from segtrain.errors import InputError, undecodable_escaped
-from segtrain.images import IMAGE_SUFFIXES, is_image_file
+from segtrain.images import IMAGE_SUFFIXES, is_image_file, is_image_name
 
 DEFAULT_MODEL_DIR = Path("exported")
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -150,7 +150,7 @@ class _Lister:
                 if _is_dir(entry):
                     if self.enter(entry):
                         stack.append((Path(entry.path), prefix + entry.name + "/"))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                elif is_image_name(entry.name):
                     plain = _is_plain_file(entry)  # most files: no stat needed
                     if plain:
                         real_folder = real_folder or os.path.realpath(folder)
@@ -345,9 +345,10 @@ def default_model(model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
                               "(run `segdeploy export` or pass --model)")
     fp32 = sorted({fp32_name(m.name) for m in models})
     if len(fp32) > 1:
-        names = ", ".join(m.name for m in models)
-        raise BatchInputError(f"no --model given and {model_dir}/ holds {len(fp32)} models ({names}); "
-                              "choose one with --model")
+        variants = sorted(m.name for m in models if m.name not in fp32)
+        also = f"; variants: {', '.join(variants)}" if variants else ""
+        raise BatchInputError(f"no --model given and {model_dir}/ holds {len(fp32)} models ({', '.join(fp32)}{also}); "
+                              f"choose one, e.g. --model {Path(model_dir) / fp32[0]}")
     path = Path(model_dir) / fp32[0]
     if not path.is_file():
         raise BatchInputError(f"no --model given and {model_dir}/ holds only variants of {fp32[0]} "

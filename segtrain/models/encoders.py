@@ -74,7 +74,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A plain state dict from a local file; refuses pickles that would run code."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: encoder weights file not found (or pass --encoder-weights imagenet|none)")
+        what = "not a regular file" if path.exists() else "encoder weights file not found"
+        raise ModelError(f"{path}: {what} (or pass --encoder-weights imagenet|none)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -71,3 +71,23 @@ def test_names_with_newlines_stay_on_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["data", str(missing)])
     assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
         f"Error: {tmp_path}/no\\nsuch: dataset folder not found"]
+
+
+def test_a_file_or_fifo_where_a_folder_belongs_is_named_as_such(tmp_path: Path) -> None:
+    """Not "folder not found": the path exists, it is the wrong kind (one check, segtrain.fileio.folder_problem)."""
+    from segdeploy.cli import main as segdeploy
+
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    cases = [
+        (main, ["data", "{tmp}/photo.jpg"], "{tmp}/photo.jpg: not a folder (a file)"),
+        (main, ["data", "{tmp}/pipe"], "{tmp}/pipe: not a folder (a FIFO)"),
+        (main, ["data", "{tmp}/gone"], "{tmp}/gone: dataset folder not found (dangling symlink)"),
+        (main, ["fit", "deeplab", "--data", "{tmp}/pipe"], "{tmp}/pipe: not a folder (a FIFO) (pass --data DIR)"),
+        (segdeploy, ["bench", "m.onnx", "--photos", "{tmp}/photo.jpg"], "{tmp}/photo.jpg: not a folder (a file)"),
+    ]
+    for cli, args, line in cases:
+        res = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in args])
+        assert res.exit_code == 2 and res.stderr.strip().splitlines() == [f"Error: {line.format(tmp=tmp_path)}"], \
+            (args, res.output)

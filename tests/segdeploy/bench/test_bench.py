@@ -4,7 +4,9 @@ exact FLOP counts, export reuse, .onnx inputs, timing statistics and usage error
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +282,23 @@ def test_bench_bad_inputs_are_usage_errors(tmp_path: Path, sample_root: Path, mo
     monkeypatch.chdir(tmp_path / "empty")
     result = runner.invoke(main, ["bench"])
     assert result.exit_code == 2 and "no MODEL given" in result.output
+
+
+def test_bench_results_never_replace_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """--json and --plot are renamed into place: a symlink or a FIFO there would be replaced itself (a folder is
+    refused by the option's type)."""
+    (tmp_path / "target.json").write_text("keep")
+    (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
+    os.mkfifo(tmp_path / "fifo.json")
+    model = tmp_path / "missing.onnx"  # the destinations are checked first, before any work
+    for option, name, kind in (("--json", "link.json", "a symlink"), ("--json", "fifo.json", "a FIFO"),
+                               ("--plot", "link.json", "a symlink"), ("--plot", "fifo.json", "a FIFO")):
+        result = CliRunner().invoke(main, ["bench", str(model), option, str(tmp_path / name)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"Error: {tmp_path / name}: not a regular file ({kind}); results go to a new or a regular file"]
+    assert (tmp_path / "link.json").is_symlink() and (tmp_path / "target.json").read_text() == "keep"
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.json").st_mode)
 
 
 def test_default_models_prefer_checkpoints_then_fp32_exports(tmp_path: Path) -> None:

@@ -147,11 +147,22 @@ def _glob_oracle(pattern: str) -> list[str]:
     return sorted(keys)
 
 
+def test_names_with_leading_or_double_dots_are_images_too(tmp_path: Path) -> None:
+    """`..jpg` has the suffix .jpg (pathlib's rule; os.path.splitext says it has none): never silently left out."""
+    names = ["..jpg", "...png", "a..b.jpg", ".hidden.jpg", "..", "plain.jpg"]
+    for name in names:
+        if name != "..":
+            save(half_image(8, 8, 1), tmp_path / "in" / f"x{name}")
+            (tmp_path / "in" / f"x{name}").rename(tmp_path / "in" / name)  # Pillow saves by os.path.splitext
+    assert [f.key for f in list_sources([tmp_path / "in"]).files] == sorted(set(names) - {".."})
+
+
 def test_globs_match_as_glob_glob_does_and_skip_the_output_folder(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     for rel in ("photos/a.png", "photos/b.JPG", "photos/.hidden.png", "photos/.cache/c.png", "photos/sub/d.png",
-                "photos/sub/deep/e.jpg", "photos/day1/f.png", "shoots/x1.png"):
-        save(half_image(8, 8, 1), tmp_path / rel)
+                "photos/sub/deep/e.jpg", "photos/day1/f.png", "shoots/x1.png", "photos/..png", "photos/sub/a..b.png"):
+        save(half_image(8, 8, 1), tmp_path / rel.replace("..", "_."))
+        (tmp_path / rel.replace("..", "_.")).rename(tmp_path / rel)  # Pillow saves by os.path.splitext
     (tmp_path / "photos" / "sub" / "notes.txt").write_text("not an image")
     monkeypatch.chdir(tmp_path)
     for pattern in ("photos/**/*.png", "photos/*/*.png", "photos/*", "photos/**", "*/**/*.jpg", "**/*.png",

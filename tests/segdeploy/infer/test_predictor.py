@@ -95,6 +95,10 @@ def test_predict_batch_and_predict_iter_match_predict_and_name_unreadable_files(
     assert [r.source for r in predictions] == paths  # in input order
     for got, want in zip(predictions, single, strict=True):
         np.testing.assert_array_equal(got.mask, want)
+    import segdeploy
+
+    with pytest.raises(segdeploy.ImageReadError, match=r"broken\.jpg: empty file$"):
+        predictor.predict_batch([paths[0], tmp_path / "broken.jpg"])
 
 
 def test_predict_iter_stops_cleanly_when_the_consumer_stops(model: Path, tmp_path: Path) -> None:
