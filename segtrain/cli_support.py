@@ -42,7 +42,7 @@ class _OneLineUsage(click.UsageError):
         super().__init__(f"{printable(error.format_message()).rstrip('.')} (see `{where} --help`)", error.ctx)
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {self.format_message()}", file=file or click.get_text_stream("stderr"), err=file is None)
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
 
 
 class ToolGroup(click.Group):
