@@ -43,6 +43,8 @@ def load_graph(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
+    if path.stat().st_size == 0:  # protobuf parses no bytes as an empty model
+        raise ModelLoadError(f"{path}: empty file (0 bytes), not an ONNX model")
     if looks_like_torch_file(path):  # checked first: protobuf may half-parse a zip archive
         raise ModelLoadError(f"{path}: a PyTorch checkpoint, not an ONNX model; export it first: "
                              f"`segdeploy export {path}`")

@@ -39,3 +39,16 @@ def test_both_evaluate_commands_default_to_the_same_split() -> None:
     defaults = [next(p.default for p in command.params if p.name == "split")
                 for command in (onnx_evaluate, checkpoint_evaluate)]
     assert defaults == [DEFAULT_SPLIT, DEFAULT_SPLIT] and DEFAULT_SPLIT == "validation"
+
+
+@pytest.mark.parametrize("command", ["info", "batch"])
+def test_an_empty_model_file_is_named_as_empty(command: str, tmp_path: Path, sample_root: Path) -> None:
+    empty = tmp_path / "zero.onnx"
+    empty.write_bytes(b"")
+    args = {"info": ["info", str(empty)],
+            "batch": ["batch", str(sample_root / "test" / "data"), "--out", str(tmp_path / "preds"),
+                      "--model", str(empty)]}
+    result = CliRunner().invoke(main, args[command])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"Error: {empty}: empty file (0 bytes), not an ONNX model"], result.output
+    assert not (tmp_path / "preds").exists()
