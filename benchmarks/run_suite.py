@@ -170,14 +170,41 @@ def training_note(model: SuiteModel, ckpt: Path) -> str:
             f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
 
 
-def write_results(docs: dict[str, dict], notes: dict[str, str], command: str, out: Path) -> None:
+def earlier_results(out: Path, models: tuple[SuiteModel, ...]) -> dict | None:
+    """The suite results already in `out` (results.json) when they are of this suite, else None."""
+    try:
+        suite = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    names = {m.name for m in models}
+    ok = (isinstance(suite, dict) and suite.get("schema") == "segdeploy-bench-suite/1"
+          and isinstance(suite.get("runs"), dict) and set(suite["runs"]) <= names)
+    return suite if ok else None
+
+
+def merge_runs(docs: dict[str, dict], notes: dict[str, str], command: str, earlier: dict | None,
+               models: tuple[SuiteModel, ...]) -> tuple[dict, dict, str, list[str]]:
+    """(docs, notes, suite command, rerun commands) to write: this run's, or with --only, the earlier
+    run's models with this run's replacing theirs, in the suite's order."""
+    if earlier is None:
+        return docs, notes, command, []
+    order = [m.name for m in models if m.name in docs or m.name in earlier["runs"]]
+    return ({n: docs[n] if n in docs else earlier["runs"][n] for n in order},
+            {n: notes[n] if n in notes else earlier["checkpoints"][n] for n in order},
+            earlier["command"], [*earlier.get("reruns", []), command])
+
+
+def write_results(docs: dict[str, dict], notes: dict[str, str], command: str, out: Path,
+                  reruns: list[str] = ()) -> None:
     from segtrain.fileio import atomic_write_text
 
-    suite = {"schema": "segdeploy-bench-suite/1", "command": command, "runs": docs, "checkpoints": notes}
+    suite = {"schema": "segdeploy-bench-suite/1", "command": command, "reruns": list(reruns), "runs": docs,
+             "checkpoints": notes}
     atomic_write_text(out / "results.json", json.dumps(suite, indent=2) + "\n")
-    parts = ["# segdeploy benchmark suite", "", f"Suite command: `{command}` (from the repository root).", "",
-             "Each section is one `segdeploy bench` process; ratios compare backends measured in that same "
-             "process, with the same threads. See [README.md](README.md) for what is measured and how.", ""]
+    parts = ["# segdeploy benchmark suite", "", f"Suite command: `{command}` (from the repository root).", ""]
+    parts += [f"Then rerun: `{c}` (its models' sections replace those of the suite run)." for c in reruns]
+    parts += ["", "Each section is one `segdeploy bench` process; ratios compare backends measured in that same "
+              "process, with the same threads. See [README.md](README.md) for what is measured and how.", ""]
     summary = ["| model | target | size | measured | bar | met |", "|---|---|---|---:|---:|---|"]
     for name, doc in docs.items():
         for model in doc["models"]:
@@ -201,7 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="Results folder (default: benchmarks/results, quick: <work>/quick).")
     p.add_argument("--threads", type=int, help="Threads for every backend (default: the usable cores).")
     p.add_argument("--light-checkpoint", type=Path, help="Use this trained checkpoint for the light config.")
-    p.add_argument("--only", nargs="+", help="Run only these suite models (by name).")
+    p.add_argument("--only", nargs="+", help="Run only these suite models (by name); the results of the others "
+                   "already in --out are kept.")
     args = p.parse_args(argv)
     if not (args.data / "train" / "labels.json").is_file():
         p.error(f"{args.data}: not a coco-mini root (no train/labels.json); pass --data")
@@ -225,7 +253,9 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = checkpoint_for(model, args.work, args.data, args.light_checkpoint)
         notes[model.name] = training_note(model, ckpt)
         docs[model.name] = bench(model, ckpt, args, args.out)
-    write_results(docs, notes, command, args.out)
+    suite_models = QUICK if args.quick else STANDARD
+    earlier = earlier_results(args.out, suite_models) if args.only else None
+    write_results(*merge_runs(docs, notes, command, earlier, suite_models), args.out)
     print(f"suite finished in {(time.time() - t0) / 60:.1f} min")
 
 
