@@ -178,7 +178,7 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
     entries, started, open_now, sgemm_seconds = [], {}, [], {}
     budget = MEMORY_SHARE * available_mib()
     for backend in (b for b in BACKENDS if b in config.backends):
-        if open_now and must_close(open_now, config.schedule, budget):
+        if open_now and must_close(open_now, config.schedule, budget, available_mib()):
             timed_rounds(open_now, started, ref, inputs, config, sgemms, sgemm_seconds, echo)
             open_now = []
         entry, live = start_backend(backend, ref, inputs, config, echo)

@@ -327,6 +327,9 @@ def test_auto_schedule_closes_backends_before_memory_runs_out() -> None:
     assert must_close([live(2000), live(3000)], "auto", budget_mib=7999)
     assert must_close([live(1)], "sequential", budget_mib=1e9)
     assert not must_close([live(1e9)], "interleaved", budget_mib=1)
+    # what earlier, closed backends left resident: the memory available now decides too
+    assert not must_close([live(2000)], "auto", budget_mib=1e6, available_now_mib=4001)
+    assert must_close([live(2000)], "auto", budget_mib=1e6, available_now_mib=3999)
 
 
 def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
