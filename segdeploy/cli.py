@@ -38,10 +38,9 @@ if TYPE_CHECKING:
 
 EVALUATE_BATCH_SIZE = 4
 MAX_SGEMM_SIZE = 16384  # three float32 matrices of this side take 3 GiB
-RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on a CPU with VNNI (AVX-512 VNNI, AVX-VNNI or AMX) when it is "
-                "installed (the 'openvino' extra) and no GPU provider is asked for or available, else onnxruntime. "
-                "--threads and --batch-size apply to either (OpenVINO: INFERENCE_NUM_THREADS); --provider is "
-                "onnxruntime's.")
+RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
+                "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
+                "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())

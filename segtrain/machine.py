@@ -32,17 +32,3 @@ def available_memory() -> int | None:
         except (OSError, ValueError):
             continue
     return min(found) if found else None
-
-
-def cpu_flags() -> set[str] | None:
-    """The CPU's instruction-set flags as Linux's /proc/cpuinfo names them (avx2, avx512_vnni, ...);
-    None where they cannot be read (not Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):  # x86, arm64
-                    return set(value.split())
-    except OSError:
-        return None
-    return None

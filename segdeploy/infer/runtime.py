@@ -33,7 +33,6 @@ from segdeploy.infer.model_file import (
 )
 from segdeploy.infer.openvino_runtime import OpenVinoModel
 from segtrain.extras import installed
-from segtrain.machine import cpu_flags
 
 __all__ = ["RUNTIME_CHOICES", "Model", "ModelLoadError", "ModelMetadata", "OnnxModel", "OpenVinoModel", "RuntimeChoice",
            "load_graph", "open_model", "read_model_metadata", "resolve_runtime"]
@@ -129,16 +128,9 @@ class RuntimeChoice(NamedTuple):
     reason: str
 
 
-# x86 instructions for int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX): with them OpenVINO's CPU kernels are
-# ahead of onnxruntime's (1.38x on INT8 in issue 14's measurement); without them, on AVX2 only, it was behind
-# on INT8 (0.85-0.94x) and level on FP32 (benchmarks/results/results.md).
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
 def resolve_runtime(runtime: str = "auto", provider: str = "auto") -> RuntimeChoice:
-    """The engine for --runtime with --provider: auto takes OpenVINO on a CPU with int8 dot-product
-    instructions (VNNI_FLAGS) when it is installed; onnxruntime when a GPU provider is asked for or
-    available, when OpenVINO is not installed, or on a CPU without them."""
+    """The engine for --runtime with --provider: auto takes OpenVINO on the CPU when it is installed,
+    onnxruntime when a GPU provider is asked for or available, or when OpenVINO is not installed."""
     if runtime not in RUNTIME_CHOICES:
         raise ModelLoadError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIME_CHOICES)}")
     if runtime == "openvino" and provider in ("cuda", "tensorrt"):
@@ -152,9 +144,6 @@ def resolve_runtime(runtime: str = "auto", provider: str = "auto") -> RuntimeCho
         return RuntimeChoice("onnxruntime", "auto: onnxruntime has a GPU provider here")
     if not installed("openvino"):
         return RuntimeChoice("onnxruntime", "auto: OpenVINO is not installed")
-    flags = cpu_flags()
-    if flags is not None and not flags & set(VNNI_FLAGS):
-        return RuntimeChoice("onnxruntime", "auto: this CPU has no VNNI (OpenVINO is not faster without it)")
     return RuntimeChoice("openvino", "auto: OpenVINO on the CPU")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import threading
 from pathlib import Path
@@ -33,39 +32,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_colour_model(tmp_path_factory.mktemp("runtime") / "colour.onnx", slow_layers=3, slow_width=8)
 
 
-VNNI, AVX2 = {"avx2", "fma", "avx512f", "avx512_vnni"}, {"avx2", "fma"}
-NO_VNNI = ("onnxruntime", "auto: this CPU has no VNNI (OpenVINO is not faster without it)")
-
-
-@pytest.mark.parametrize(("runtime_", "provider", "gpu", "has_openvino", "flags", "expected"), [
-    ("auto", "auto", False, True, VNNI, ("openvino", "auto: OpenVINO on the CPU")),
-    ("auto", "cpu", False, True, VNNI, ("openvino", "auto: OpenVINO on the CPU")),
-    ("auto", "cpu", False, True, {"avx2", "avx_vnni"}, ("openvino", "auto: OpenVINO on the CPU")),
-    ("auto", "cpu", False, True, None, ("openvino", "auto: OpenVINO on the CPU")),  # flags unknown (not Linux)
-    ("auto", "auto", False, True, AVX2, NO_VNNI),
-    ("auto", "cpu", True, True, AVX2, NO_VNNI),
-    ("auto", "auto", True, True, VNNI, ("onnxruntime", "auto: onnxruntime has a GPU provider here")),
-    ("auto", "cpu", True, True, VNNI, ("openvino", "auto: OpenVINO on the CPU")),
-    ("auto", "cuda", False, True, VNNI, ("onnxruntime", "auto: --provider cuda is an onnxruntime provider")),
-    ("auto", "auto", False, False, VNNI, ("onnxruntime", "auto: OpenVINO is not installed")),
-    ("onnxruntime", "cpu", False, True, VNNI, ("onnxruntime", "--runtime onnxruntime")),
-    ("openvino", "auto", True, True, AVX2, ("openvino", "--runtime openvino")),
+@pytest.mark.parametrize(("runtime_", "provider", "gpu", "has_openvino", "expected"), [
+    ("auto", "auto", False, True, ("openvino", "auto: OpenVINO on the CPU")),
+    ("auto", "cpu", False, True, ("openvino", "auto: OpenVINO on the CPU")),
+    ("auto", "auto", True, True, ("onnxruntime", "auto: onnxruntime has a GPU provider here")),
+    ("auto", "cpu", True, True, ("openvino", "auto: OpenVINO on the CPU")),
+    ("auto", "cuda", False, True, ("onnxruntime", "auto: --provider cuda is an onnxruntime provider")),
+    ("auto", "auto", False, False, ("onnxruntime", "auto: OpenVINO is not installed")),
+    ("onnxruntime", "cpu", False, True, ("onnxruntime", "--runtime onnxruntime")),
+    ("openvino", "auto", True, True, ("openvino", "--runtime openvino")),
 ])
-def test_auto_picks_openvino_on_a_vnni_cpu_when_installed(runtime_: str, provider: str, gpu: bool,
-                                                           has_openvino: bool, flags: set[str] | None,
-                                                           expected: tuple[str, str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_picks_openvino_on_the_cpu_when_installed(runtime_: str, provider: str, gpu: bool, has_openvino: bool,
+                                                        expected: tuple[str, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "gpu_provider_available", lambda p: gpu and p in ("auto", "cuda", "tensorrt"))
     monkeypatch.setattr(runtime, "installed", lambda extra: has_openvino)
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
     assert tuple(resolve_runtime(runtime_, provider)) == expected
-
-
-def test_cpu_flags_are_read_here() -> None:
-    from segtrain.machine import cpu_flags
-
-    flags = cpu_flags()
-    assert flags is None or (platform.machine() not in ("x86_64", "AMD64") or "sse2" in flags)
 
 
 @pytest.mark.parametrize(("runtime_", "provider", "message"), [
