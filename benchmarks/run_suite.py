@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         docs[model.name] = bench(model, ckpt, args, args.out)
     suite_models = QUICK if args.quick else STANDARD
     earlier = earlier_results(args.out, suite_models) if args.only else None
-    write_results(*merge_runs(docs, notes, command, earlier, suite_models), args.out)
+    docs, notes, command, reruns = merge_runs(docs, notes, command, earlier, suite_models)
+    write_results(docs, notes, command, args.out, reruns)
     print(f"suite finished in {(time.time() - t0) / 60:.1f} min")
 
 
