@@ -268,10 +268,11 @@ def folder_problem(path: str | Path, what: str = "folder") -> str | None:
         return f"{what} not found (dangling symlink)" if os.path.islink(path) else f"{what} not found"
     except OSError as e:
         return f"{what} cannot be read ({e.strerror or e})"
-    return f"not a folder ({_kind(mode)})"
+    return f"not a folder ({file_kind(mode)})"
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What an st_mode is, in words ("a FIFO", "a folder", ...)."""
     kinds = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a folder"), (stat.S_ISREG, "a file"),
              (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"))
@@ -286,7 +287,7 @@ def not_a_result_file(path: str | Path) -> str | None:
         mode = os.lstat(path).st_mode
     except OSError:  # absent, or its folder is not one: writing there says why
         return None
-    return None if stat.S_ISREG(mode) else f"not a regular file ({_kind(mode)})"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({file_kind(mode)})"
 
 
 def ensure_writable_dir(folder: str | Path) -> None:

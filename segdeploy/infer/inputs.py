@@ -35,6 +35,7 @@ from pathlib import Path
 
 from segdeploy.infer.pipeline import Failure
 from segtrain.errors import InputError, undecodable_escaped
+from segtrain.fileio import file_kind
 from segtrain.images import IMAGE_SUFFIXES, is_image_file, is_image_name
 
 DEFAULT_MODEL_DIR = Path("exported")
@@ -85,12 +86,7 @@ def file_problem(path: Path) -> str | None:
         if e.errno == errno.ELOOP:
             return "symlink loop (too many levels of symbolic links)"
         return f"cannot stat it ({e.strerror or e})"
-    if stat.S_ISREG(st.st_mode):
-        return None
-    kind = next((name for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                                          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-                 if test(st.st_mode)), "not a file")
-    return f"not a regular file ({kind})"
+    return None if stat.S_ISREG(st.st_mode) else f"not a regular file ({file_kind(st.st_mode)})"
 
 
 class _Lister:
