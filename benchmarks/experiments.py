@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from segdeploy.bench.timing import first_and_warmup, time_interleaved  # noqa: E402
 from segdeploy.infer.runtime import OnnxModel, OpenVinoModel  # noqa: E402
+from segtrain.common.extras import installed  # noqa: E402
+from segtrain.common.system import usable_cores  # noqa: E402
 from segtrain.contract import ModelSpec, preprocess  # noqa: E402
 from segtrain.evaluation import open_split_for  # noqa: E402
-from segtrain.extras import installed  # noqa: E402
-from segtrain.machine import usable_cores  # noqa: E402
 
 # name -> quantize_static options; "export" is what `segdeploy export --int8` does.
 INT8_VARIANTS: dict[str, dict] = {
@@ -73,8 +73,8 @@ def ov_call(path: Path, x: np.ndarray, threads: int) -> Callable[[], object]:
 
 
 def sample_batch(spec: ModelSpec, data: Path, batch: int) -> np.ndarray:
-    from segtrain.coco import resolve_split
-    from segtrain.images import load_image
+    from segtrain.data.coco import resolve_split
+    from segtrain.data.images import load_image
 
     folder = resolve_split(data, "validation")[0]
     files = sorted(folder.iterdir())[:batch]
@@ -356,7 +356,7 @@ def outputs_command(args: argparse.Namespace) -> list[dict]:
     from segdeploy.infer.outputs import confidence_to_grey, encode_grey, encode_mask, encode_rgb
     from segdeploy.infer.predictor import Prediction, Predictor
     from segdeploy.infer.rle import rle_entries
-    from segtrain.images import load_image
+    from segtrain.data.images import load_image
 
     predictor = Predictor(args.model, threads=args.threads, tile="off")
     spec = predictor.spec
@@ -437,7 +437,7 @@ def main() -> None:
                 "settings": settings_command, "outputs": outputs_command}
     rows = commands[args.command](args)
     if args.out:
-        from segtrain.fileio import atomic_write_text
+        from segtrain.common.files import atomic_write_text
 
         atomic_write_text(args.out, json.dumps({"command": sys.argv, "threads": args.threads, "rows": rows},
                                                indent=2, default=str) + "\n")

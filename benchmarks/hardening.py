@@ -1,10 +1,10 @@
 """What the input hardening of issue 13 costs and saves, measured in one run (prints JSON).
 
-- labels.json: parsing alone against parsing plus the shape check (segtrain.coco_schema), on a
+- labels.json: parsing alone against parsing plus the shape check (segtrain.data.coco_schema), on a
   synthetic COCO file of --images images and --annotations annotations (COCO train2017 has about
   118k and 860k).
 - photos: decoding a --photo-size JPEG at full size against the reduced decode `evaluate` uses
-  for a model input of --input-size (segtrain.images.load_image(min_size=...)), and the pixels
+  for a model input of --input-size (segtrain.data.images.load_image(min_size=...)), and the pixels
   the model input differs by after the contract's resize.
 - listing: `segdeploy batch`'s input listing (segdeploy.infer.inputs.list_sources: only regular
   files, failures named, duplicates by real path) against the listing it replaced (os.walk, then
@@ -34,9 +34,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segdeploy.infer.inputs import list_sources  # noqa: E402
-from segtrain.coco_schema import validate_labels  # noqa: E402
 from segtrain.contract import resize_image  # noqa: E402
-from segtrain.images import is_image_file, load_image  # noqa: E402
+from segtrain.data.coco_schema import validate_labels  # noqa: E402
+from segtrain.data.images import is_image_file, load_image  # noqa: E402
 
 
 def synthetic_labels(images: int, annotations: int, seed: int = 0) -> dict:

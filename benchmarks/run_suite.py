@@ -93,9 +93,9 @@ def random_checkpoint(model: SuiteModel, path: Path, data: Path) -> None:
     """A random-init checkpoint (speed is independent of the weights), recording `data` for calibration."""
     import torch
 
-    from segtrain.checkpoint import Checkpoint
     from segtrain.contract import build_spec
     from segtrain.models import build_model
+    from segtrain.training.checkpoint import Checkpoint
 
     torch.manual_seed(0)
     spec = build_spec(model.arch, model.encoder, image_size=model.size)
@@ -107,7 +107,7 @@ def random_checkpoint(model: SuiteModel, path: Path, data: Path) -> None:
 
 def from_checkpoint(template: SuiteModel, ckpt: Path) -> SuiteModel:
     """The light config as given by --light-checkpoint: its own architecture, encoder and size."""
-    from segtrain.checkpoint import Checkpoint
+    from segtrain.training.checkpoint import Checkpoint
 
     spec = Checkpoint.load(ckpt).spec
     short = spec.encoder.replace("resnet", "r")
@@ -157,7 +157,7 @@ def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) ->
 
 
 def training_note(model: SuiteModel, ckpt: Path) -> str:
-    from segtrain.checkpoint import Checkpoint
+    from segtrain.training.checkpoint import Checkpoint
 
     loaded = Checkpoint.load(ckpt)
     cfg = loaded.config
@@ -196,7 +196,7 @@ def merge_runs(docs: dict[str, dict], notes: dict[str, str], command: str, earli
 
 def write_results(docs: dict[str, dict], notes: dict[str, str], command: str, out: Path,
                   reruns: list[str] = ()) -> None:
-    from segtrain.fileio import atomic_write_text
+    from segtrain.common.files import atomic_write_text
 
     suite = {"schema": "segdeploy-bench-suite/1", "command": command, "reruns": list(reruns), "runs": docs,
              "checkpoints": notes}

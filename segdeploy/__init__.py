@@ -19,7 +19,7 @@ __all__ = ["Failure", "ImageReadError", "Predictor", "__version__"]
 if TYPE_CHECKING:
     from segdeploy.infer.pipeline import Failure
     from segdeploy.infer.predictor import Predictor
-    from segtrain.images import ImageReadError
+    from segtrain.data.images import ImageReadError
 
 
 def __getattr__(name: str) -> Any:
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return Failure
     if name == "ImageReadError":
-        from segtrain.images import ImageReadError
+        from segtrain.data.images import ImageReadError
 
         return ImageReadError
     raise AttributeError(f"module 'segdeploy' has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """`segdeploy`: export to ONNX, inspect, evaluate, run over folders, benchmark.
 
 Every command is a thin shell over a library function in one of the three wings (infer, export,
-bench); option defaults come from their config dataclasses, errors derive from segtrain.errors
-and are reported once, by the group (exit codes: segtrain.errors.EXIT_CODES).
+bench); option defaults come from their config dataclasses, errors derive from segtrain.common.errors
+and are reported once, by the group (exit codes: segtrain.common.errors.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, Ba
 from segdeploy.infer.inputs import PRECISIONS
 from segdeploy.infer.outputs import SAVE_CHOICES
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
-from segtrain.cli_support import FiniteFloat, ToolGroup, default, exit_codes_epilog
-from segtrain.errors import (
+from segtrain.common.commandline import FiniteFloat, ToolGroup, default, exit_codes_epilog
+from segtrain.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_INPUTS_FAILED,
@@ -30,8 +30,8 @@ from segtrain.errors import (
     ToolError,
     printable,
 )
+from segtrain.common.limits import MAX_INPUT_SIDE
 from segtrain.evaluation import DEFAULT_SPLIT
-from segtrain.limits import MAX_INPUT_SIDE
 
 if TYPE_CHECKING:
     from segdeploy.infer.partition import Shard
@@ -297,7 +297,7 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
     from segdeploy.bench import report
     from segdeploy.bench.models import check_writable, default_models
     from segdeploy.bench.run import run_bench
-    from segtrain.extras import importable, require
+    from segtrain.common.extras import importable, require
 
     if plot_path is None and json_path is not None and importable("matplotlib"):  # else: no default plot
         plot_path = json_path.with_suffix(".png")
@@ -417,7 +417,7 @@ def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, ver
 
 def _export_one(path: Path, opts: ExportOptions) -> int:
     """Export one checkpoint; an error is printed in one line and becomes the exit code (the others go on)."""
-    from segdeploy.export.pipeline import export_checkpoint
+    from segdeploy.export.exporter import export_checkpoint
 
     try:
         export_checkpoint(path, opts, echo=click.echo)

@@ -1,7 +1,7 @@
 """`segtrain`: dataset reports, training and evaluation.
 
-Every command is a thin shell over a library function; errors derive from segtrain.errors and are
-reported once, by the group (exit codes: segtrain.errors.EXIT_CODES).
+Every command is a thin shell over a library function; errors derive from segtrain.common.errors and are
+reported once, by the group (exit codes: segtrain.common.errors.EXIT_CODES).
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 
 from segtrain import __version__
-from segtrain.cli_support import ToolGroup, exit_codes_epilog
-from segtrain.config import LOSSES, LR_SCHEDULES, PROGRESS_MODES
-from segtrain.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
+from segtrain.common.commandline import ToolGroup, exit_codes_epilog
+from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
 from segtrain.evaluation import DEFAULT_SPLIT
+from segtrain.training.config import LOSSES, LR_SCHEDULES, PROGRESS_MODES
 
 EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT))
 
@@ -46,7 +46,7 @@ def data_command(root: Path, categories: str | None) -> None:
     data/, or the classic train2017/ + annotations/instances_train2017.json layout. Exits 2
     when a split is unusable.
     """
-    from segtrain.report import dataset_report
+    from segtrain.data.dataset_report import dataset_report
 
     reports = dataset_report(root, parse_categories(categories))
     click.echo(f"dataset {root}")
@@ -63,7 +63,7 @@ def data_command(root: Path, categories: str | None) -> None:
               help="Random seed; the same seed gives the same files.")
 def sample_data_command(root: Path, seed: int) -> None:
     """Write the embedded synthetic COCO dataset (train/validation/test) to ROOT."""
-    from segtrain.synthetic import make_sample_dataset
+    from segtrain.data.synthetic import make_sample_dataset
 
     make_sample_dataset(root, seed=seed)
     click.echo(f"wrote a synthetic COCO dataset to {root}")
@@ -71,13 +71,13 @@ def sample_data_command(root: Path, seed: int) -> None:
 
 def _default(name: str) -> str:
     """"[default: X]" for a fit option, read from TrainConfig (the one place defaults live)."""
-    from segtrain.cli_support import default
-    from segtrain.config import TrainConfig
+    from segtrain.common.commandline import default
+    from segtrain.training.config import TrainConfig
 
     return f"[default: {default(TrainConfig, name)}]"
 
 
-# Fit options pass raw text to segtrain.config, which converts and checks flags and --config values
+# Fit options pass raw text to segtrain.training.config, which converts and checks flags and --config values
 # alike; metavars stand in for click's types.
 @main.command("fit")
 @click.argument("model", metavar="deeplab|segnet")
@@ -134,9 +134,9 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
     Validation mIoU is measured at the input size after every epoch. Under torchrun the same
     command trains with DistributedDataParallel.
     """
-    from segtrain.config import COMMAND_LINE, build_config, load_config_file
-    from segtrain.resume import open_resume, resume_settings
-    from segtrain.train import fit
+    from segtrain.training.config import COMMAND_LINE, build_config, load_config_file
+    from segtrain.training.loop import fit
+    from segtrain.training.resume import open_resume, resume_settings
 
     layers = []
     ckpt = open_resume(resume) if resume else None
@@ -169,7 +169,7 @@ def evaluate_command(checkpoint: Path, data: Path | None, split: str, batch_size
     same code `segdeploy evaluate` uses for ONNX models; --at-input-size reproduces the
     training-time validation figures instead.
     """
-    from segtrain.torch_eval import evaluate_checkpoint
+    from segtrain.training.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size, device=device,
                                   progress=not as_json, at_input_size=at_input_size)

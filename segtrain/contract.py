@@ -23,7 +23,7 @@ from numbers import Integral, Real
 import cv2
 import numpy as np
 
-from segtrain.limits import MAX_CLASSES, MAX_INPUT_SIDE
+from segtrain.common.limits import MAX_CLASSES, MAX_INPUT_SIDE
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from segtrain.coco import CocoSplit, DataError
 from segtrain.contract import ModelSpec, logits_to_mask, preprocess
-from segtrain.images import ImageReadError
+from segtrain.data.coco import CocoSplit, DataError
+from segtrain.data.images import ImageReadError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -53,7 +53,7 @@ def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_
 
     `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW. An image that
     cannot be decoded is skipped and named in the result's `skipped` (the read policy of
-    segtrain.images), after the images the split itself left out (missing, outside the image
+    segtrain.data.images), after the images the split itself left out (missing, outside the image
     folder, too large: `split.skipped`); DataError when none can be read. Images only feed the model here, so a JPEG is
     decoded at a reduced size when that still covers the input size; masks are scored at the
     size labels.json gives.

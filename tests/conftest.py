@@ -29,7 +29,7 @@ def coco_mini() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from segtrain.synthetic import make_sample_dataset
+    from segtrain.data.synthetic import make_sample_dataset
 
     return make_sample_dataset(tmp_path_factory.mktemp("sample") / "data", seed=0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from segtrain.errors import EXIT_CODES, exit_code_lines
+from segtrain.common.errors import EXIT_CODES, exit_code_lines
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("segtrain", "segdeploy")
@@ -80,7 +80,7 @@ def test_no_import_cycle_anywhere() -> None:
     graph = import_graph()
     assert len(graph) > 40 and "segdeploy.infer.batch" in graph
     assert "segtrain.contract" in graph["segdeploy.infer.batch"]  # imports are seen
-    assert "segtrain.models" in graph["segdeploy.export.pipeline"]  # ... inside functions too
+    assert "segtrain.models" in graph["segdeploy.export.exporter"]  # ... inside functions too
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
 
@@ -100,18 +100,70 @@ def test_segtrain_never_imports_segdeploy() -> None:
     assert not {m: d for m, d in offenders.items() if d}
 
 
-def test_every_inference_module_imports_without_torch() -> None:
-    """Each module of segdeploy.infer, and both command lines, in a fresh interpreter where no package of an
-    extra (torch and the rest of `train`, openvino) can be imported: what a deploy-only install has."""
-    from segtrain.extras import EXTRAS
+# The torch boundary, as a rule on names: only these packages may import an extra's package (torch, ...) at
+# module level, and the inference wing imports neither them nor the packages of any extra, anywhere.
+TORCH_PACKAGES = ("segtrain.training", "segtrain.models")
+
+
+def inside(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def module_level_imports(tree: ast.Module) -> set[str]:
+    """Top-level names of the modules a module imports when it is imported (not inside functions)."""
+    out: set[str] = set()
+    nodes = list(tree.body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):  # still run at import time
+            nodes += [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", []),
+                      *(h for handler in getattr(node, "handlers", []) for h in handler.body)]
+    return out
+
+
+def test_only_training_and_models_import_an_extra_at_module_level() -> None:
+    from segtrain.common.extras import EXTRAS
+
+    heavy = {m for modules in EXTRAS.values() for m in modules}
+    offenders = {}
+    for name, path in module_names().items():
+        if inside(name, TORCH_PACKAGES):
+            continue
+        tops = {m.partition(".")[0] for m in module_level_imports(ast.parse(path.read_text(encoding="utf-8")))}
+        if tops & heavy:
+            offenders[name] = sorted(tops & heavy)
+    assert not offenders, offenders
+
+
+def test_module_level_imports_are_seen() -> None:
+    tree = ast.parse("import torch\nif x:\n    from segtrain.training import loop\ndef f():\n    import yaml\n")
+    assert module_level_imports(tree) == {"torch", "segtrain.training", "segtrain.training.loop"}
+
+
+def test_the_inference_wing_imports_no_training_code_anywhere() -> None:
+    graph = import_graph()
+    offenders = {m: sorted(d for d in deps if inside(d, TORCH_PACKAGES)) for m, deps in graph.items()
+                 if m.startswith("segdeploy.infer")}
+    assert not {m: d for m, d in offenders.items() if d}
+
+
+def test_every_module_outside_training_and_models_imports_without_torch() -> None:
+    """Each module outside the torch packages (the inference wing and both command lines among them), in a fresh
+    interpreter where no package of an extra (torch and the rest of `train`, openvino) can be imported: what a
+    deploy-only install has. Transitive imports included, which the name rule above cannot see."""
+    from segtrain.common.extras import EXTRAS
 
     blocked = sorted({m for modules in EXTRAS.values() for m in modules})
-    infer = sorted(m for m in module_names() if m.startswith("segdeploy.infer"))
-    assert len(infer) >= 10 and "torch" in blocked and "albumentations" in blocked and "openvino" in blocked
+    light = sorted(m for m in module_names() if not inside(m, TORCH_PACKAGES) and not m.endswith(".__main__"))
+    assert len([m for m in light if m.startswith("segdeploy.infer")]) >= 10 and "torch" in blocked and "albumentations" in blocked and "openvino" in blocked
     code = ("import sys\n"
             f"for name in {blocked!r}:\n    sys.modules[name] = None  # importing it now raises ImportError\n"
             "import importlib\n"
-            f"for name in {[*infer, 'segdeploy.cli', 'segtrain.cli']!r}:\n    importlib.import_module(name)\n"
+            f"for name in {light!r}:\n    importlib.import_module(name)\n"
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {blocked!r} and sys.modules[m] is not None))\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -24,7 +24,7 @@ def numeric_params() -> list[tuple[str, str, click.Parameter]]:
 
 
 def test_every_numeric_option_has_a_range() -> None:
-    from segtrain.cli_support import FiniteFloat
+    from segtrain.common.commandline import FiniteFloat
 
     params = numeric_params()
     assert len(params) >= 25  # the walk sees the options
@@ -94,12 +94,12 @@ def test_a_bare_command_prints_its_help(cli) -> None:
 
 
 def test_every_numeric_fit_setting_has_a_rule() -> None:
-    """`segtrain fit` options are settings: flags and --config values go through segtrain.config.coerce, whose
+    """`segtrain fit` options are settings: flags and --config values go through segtrain.training.config.coerce, whose
     RULES hold the ranges (so a flag and a settings file are refused alike)."""
     import typing
 
     from segtrain.cli import fit_command
-    from segtrain.config import RULES, TrainConfig
+    from segtrain.training.config import RULES, TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     numeric = [p.name for p in fit_command.params

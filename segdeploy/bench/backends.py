@@ -23,8 +23,8 @@ from segdeploy.bench.config import PRECISION, BenchConfig, BenchRunError
 from segdeploy.bench.models import ModelRef
 from segdeploy.infer.openvino_runtime import OpenVinoModel, openvino_version
 from segdeploy.infer.runtime import OnnxModel, gpu_provider_available
-from segtrain.errors import ToolError
-from segtrain.extras import install_command, installed
+from segtrain.common.errors import ToolError
+from segtrain.common.extras import install_command, installed
 
 
 @dataclass

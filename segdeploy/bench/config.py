@@ -8,9 +8,9 @@ from pathlib import Path
 
 from segdeploy.export.options import DEFAULT_CALIBRATION_IMAGES
 from segdeploy.infer.runtime import RUNTIME_CHOICES
-from segtrain.errors import InputError, RunError
-from segtrain.fileio import folder_problem
-from segtrain.machine import usable_cores
+from segtrain.common.errors import InputError, RunError
+from segtrain.common.files import folder_problem
+from segtrain.common.system import usable_cores
 
 BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16", "ov-fp32", "ov-int8")
 PRECISION = {"torch": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "ort-fp16": "fp16", "ov-fp32": "fp32",

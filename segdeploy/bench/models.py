@@ -21,10 +21,10 @@ from segdeploy.bench.config import PRECISION, BenchConfig, BenchInputError, Echo
 from segdeploy.export.artifact import exported_from, find_checkpoints, model_path, output_name
 from segdeploy.infer.inputs import VARIANTS, fp32_name
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
-from segtrain.coco import DataError, resolve_split
+from segtrain.common.extras import installed
+from segtrain.common.files import ensure_writable_dir, not_a_result_file
 from segtrain.contract import ModelSpec
-from segtrain.extras import installed
-from segtrain.fileio import ensure_writable_dir, not_a_result_file
+from segtrain.data.coco import DataError, resolve_split
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ModelRef:
 
 def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
     """Read the spec of a checkpoint or .onnx file and check the requested image sizes fit it."""
-    from segtrain.checkpoint import Checkpoint
+    from segtrain.training.checkpoint import Checkpoint
 
     path = Path(path)
     if path.suffix.lower() == ".onnx":
@@ -129,8 +129,8 @@ def default_models(runs_dir: Path = Path("runs"), exported: Path = Path("exporte
 
 def export_variants(ref: ModelRef, config: BenchConfig, out_dir: Path, echo: Echo) -> dict:
     """ONNX FP32 (+ INT8, FP16 as requested) of a checkpoint in `out_dir`; reuses files of the same weights."""
-    from segdeploy.export.pipeline import ExportOptions, export_checkpoint
-    from segtrain.fileio import file_sha256
+    from segdeploy.export.exporter import ExportOptions, export_checkpoint
+    from segtrain.common.files import file_sha256
 
     files = planned_exports(ref, config, out_dir)
     if all(exported_from(f, file_sha256(ref.path)) for f in files.values()):
@@ -160,7 +160,7 @@ def wanted_precisions(config: BenchConfig) -> set[str]:
 
 def check_inputs(ref: ModelRef, config: BenchConfig) -> None:
     """Fail before any long work when a checkpoint's INT8 calibration or accuracy check has no data."""
-    from segtrain.fileio import file_sha256
+    from segtrain.common.files import file_sha256
 
     needs_int8 = "int8" in wanted_precisions(config)
     if ref.kind == "checkpoint" and needs_int8 and ref.data is None:

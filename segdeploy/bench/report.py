@@ -39,7 +39,7 @@ import io
 import json
 from pathlib import Path
 
-from segtrain.fileio import atomic_write_bytes, atomic_write_text
+from segtrain.common.files import atomic_write_bytes, atomic_write_text
 
 RATIOS = (("ort-fp32", "torch"), ("ort-int8", "ort-fp32"), ("ort-fp16", "ort-fp32"), ("ov-fp32", "ort-fp32"),
           ("ov-int8", "ort-int8"), ("ov-int8", "ort-fp32"))

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from segtrain.extras import installed
-from segtrain.machine import usable_cores
+from segtrain.common.extras import installed
+from segtrain.common.system import usable_cores
 
 FLOP_CONVENTION = "2 FLOPs per multiply-add (torch.utils.flop_counter: convolutions and matmuls only)"
 SGEMM_SIZE = 2048

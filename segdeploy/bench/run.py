@@ -39,8 +39,8 @@ from segdeploy.bench.rounds import (
     timed_rounds,
 )
 from segdeploy.bench.timing import time_runs
+from segtrain.common.extras import installed
 from segtrain.contract import ModelSpec
-from segtrain.extras import installed
 
 SCHEMA = "segdeploy-bench/1"
 

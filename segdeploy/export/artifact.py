@@ -5,7 +5,7 @@ metadata_props carry the ModelSpec (``segtrain.*``) and the Provenance (``segdep
 file is written under a temporary name in the output folder and renamed into place only when it
 is complete and verified, so a failed or killed export never leaves a model at the final path.
 
-Temporary names carry their writer (segtrain.fileio.owner_tag), and every export sweeps the
+Temporary names carry their writer (segtrain.common.files.owner_tag), and every export sweeps the
 temporaries of dead writers from its folder first (`prepare_out_dir`): a `kill -9` during an
 export leaves a model-sized `.<name>.onnx.<writer>.<random>.tmp` (or a `.quantize.*` folder) that
 the next export into that folder removes. A writer on another machine sharing the folder is
@@ -25,10 +25,8 @@ from typing import Any
 from segdeploy.export.verify import ParityReport
 from segdeploy.infer.inputs import variant_path
 from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
-from segtrain.checkpoint import Checkpoint
-from segtrain.contract import Provenance
-from segtrain.errors import InputError
-from segtrain.fileio import (
+from segtrain.common.errors import InputError
+from segtrain.common.files import (
     NEW_FILE_MODE,
     atomic_write_text,
     ensure_writable_dir,
@@ -36,6 +34,8 @@ from segtrain.fileio import (
     sweep_orphans,
     temp_name_pattern,
 )
+from segtrain.contract import Provenance
+from segtrain.training.checkpoint import Checkpoint
 
 REPORT_SUFFIX = ".verify.json"
 FAILED_REPORT_SUFFIX = ".failed.verify.json"

@@ -30,10 +30,10 @@ from segdeploy.export.artifact import model_path, quantize_workdir, report_path,
 from segdeploy.export.options import ExportOptions
 from segdeploy.export.verify import ParityReport, Thresholds, run_parity
 from segdeploy.infer.runtime import ModelLoadError, OnnxModel
-from segtrain.coco import CocoSplit
+from segtrain.common.errors import RunError
 from segtrain.contract import ModelSpec, Provenance, preprocess
-from segtrain.errors import RunError
-from segtrain.images import ImageReadError
+from segtrain.data.coco import CocoSplit
+from segtrain.data.images import ImageReadError
 
 Echo = Callable[[str], None]
 FP16_PROVIDERS = ("cuda", "cpu")  # first one that can load the FP16 model verifies it

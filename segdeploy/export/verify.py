@@ -19,8 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
-from segtrain.coco import CocoSplit
 from segtrain.contract import ModelSpec
+from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import evaluate_split
 
 Predictor = Callable[[np.ndarray], np.ndarray]

@@ -72,11 +72,11 @@ from segdeploy.infer.rle import rle_entries, write_predictions
 from segdeploy.infer.scoring import GroundTruth, GroundTruthReport
 from segdeploy.infer.summary import SUMMARY_NAME, RunTotals, build_summary, write_summary
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, Tiling
+from segtrain.common.errors import RunError, printable
+from segtrain.common.files import ensure_writable_dir, file_sha256
+from segtrain.common.system import available_memory
 from segtrain.contract import ModelSpec
-from segtrain.errors import RunError, printable
-from segtrain.fileio import ensure_writable_dir, file_sha256
-from segtrain.images import ImageReadError, load_image
-from segtrain.machine import available_memory
+from segtrain.data.images import ImageReadError, load_image
 
 __all__ = ["BatchConfig", "BatchResult", "default_memory_budget", "default_workers", "run_batch",
            "sigterm_as_interrupt"]
@@ -445,7 +445,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     Writes the chosen outputs, legend.png in every output folder, summary.json (summary.shard-K-of-N.json
     for a shard) and with "rle" predictions.json (predictions.shard-K-of-N.json).
 
-    Raises BatchInputError, ModelLoadError, TileError or segtrain.coco.DataError for bad arguments
+    Raises BatchInputError, ModelLoadError, TileError or segtrain.data.coco.DataError for bad arguments
     (an unwritable --out included) before any output is written, InferenceError when inference fails,
     BatchStopped when --out can take no more (after writing a summary of what was finished, if it
     can), and KeyboardInterrupt after letting started writes finish.

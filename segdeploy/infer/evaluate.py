@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from segdeploy.infer.runtime import Model, open_model
-from segtrain.coco import CocoSplit
+from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import DEFAULT_SPLIT, evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
 

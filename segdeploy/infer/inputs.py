@@ -14,7 +14,7 @@ listed once (a symlink loop back to a folder already listed adds nothing). Folde
 no stat per regular file; symlinks and folders cost one.
 
 Keys are text: a file-name byte that is not UTF-8 appears in a key as ``\\xNN``
-(segtrain.errors.undecodable_escaped), so summary.json stays valid UTF-8 JSON and the shard hash
+(segtrain.common.errors.undecodable_escaped), so summary.json stays valid UTF-8 JSON and the shard hash
 (segdeploy.infer.partition) of a key is the same in `batch` and in `merge-summary`; the files
 themselves are read and written under their real names.
 
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.infer.pipeline import Failure
-from segtrain.errors import InputError, undecodable_escaped
-from segtrain.fileio import file_kind
-from segtrain.images import IMAGE_SUFFIXES, is_image_file, is_image_name
+from segtrain.common.errors import InputError, undecodable_escaped
+from segtrain.common.files import file_kind
+from segtrain.data.images import IMAGE_SUFFIXES, is_image_file, is_image_name
 
 DEFAULT_MODEL_DIR = Path("exported")
 PRECISIONS = ("fp32", "int8", "fp16")

@@ -19,8 +19,19 @@ import numpy as np
 from segdeploy.infer.partition import SHARD_KEYS, Shard, shard_of
 from segdeploy.infer.rle import predictions_name, write_predictions
 from segdeploy.infer.summary import write_summary
-from segtrain.errors import InputError, printable
-from segtrain.jsonshape import Anything, Integer, ListOf, MapOf, Nullable, Number, Record, ShapeError, String, check
+from segtrain.common.errors import InputError, printable
+from segtrain.common.json_shape import (
+    Anything,
+    Integer,
+    ListOf,
+    MapOf,
+    Nullable,
+    Number,
+    Record,
+    ShapeError,
+    String,
+    check,
+)
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 _SUMMARY_FILE = re.compile(r"^summary\.shard-(\d+)-of-(\d+)\.json$")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segtrain.common.errors import InputError
+from segtrain.common.files import looks_like_torch_file
 from segtrain.contract import ModelSpec, Provenance
-from segtrain.errors import InputError
-from segtrain.fileio import looks_like_torch_file
 
 
 class ModelLoadError(InputError):

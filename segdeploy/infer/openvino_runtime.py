@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.infer.model_file import ModelLoadError, check_graph_io, check_logits, read_model_metadata
-from segtrain.extras import MissingExtraError, missing_extra
+from segtrain.common.extras import MissingExtraError, missing_extra
 
 DEVICE = "CPU"
 

@@ -24,8 +24,8 @@ A write that fails because the output folder can take no more (no space, a quota
 file system, an I/O error) raises `OutputWriteError`: every later write would fail too, so
 `segdeploy batch` stops instead of going on; other write errors concern one file (a name too long).
 
-Temporary names carry their writer (segtrain.fileio.owner_tag). At start a run sweeps only
-temporary files that are certainly orphaned (segtrain.fileio.sweep_orphans), so several runs (the
+Temporary names carry their writer (segtrain.common.files.owner_tag). At start a run sweeps only
+temporary files that are certainly orphaned (segtrain.common.files.sweep_orphans), so several runs (the
 shards of a sharded batch) can share one output folder; a writer elsewhere, whose liveness cannot
 be checked, is taken for gone after `STALE_TEMP_SECONDS` (a write takes seconds).
 """
@@ -46,8 +46,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from segtrain.errors import InputError, RunError
-from segtrain.fileio import atomic_write_bytes, json_text, owner_tag, sweep_orphans, temp_name_pattern
+from segtrain.common.errors import InputError, RunError
+from segtrain.common.files import atomic_write_bytes, json_text, owner_tag, sweep_orphans, temp_name_pattern
 
 # Per-image outputs, by --save name; the mask is always written (it carries the record).
 OUTPUT_SUFFIXES = {"mask": ".mask.png", "overlay": ".overlay.jpg", "color": ".color.png",

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from segtrain.errors import InputError
+from segtrain.common.errors import InputError
 
 PARTITION = "blake2b-64 of the NFC relative POSIX path, mod N"
 SHARD_FORMS = "K/N with 0 <= K < N (for example 0/3), auto (SLURM job array) or auto/N (Kubernetes Indexed Job)"

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from segtrain.machine import usable_cores
+from segtrain.common.system import usable_cores
 
 Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")

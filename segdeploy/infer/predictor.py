@@ -29,6 +29,7 @@ from segdeploy.infer.legend import draw_legend
 from segdeploy.infer.pipeline import Failure, default_workers, run_pipeline
 from segdeploy.infer.runtime import open_model
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, TilePlan, Tiling, run_tiles, working_image
+from segtrain.common.errors import RunError, ToolError
 from segtrain.contract import (
     ModelSpec,
     colorize,
@@ -38,8 +39,7 @@ from segtrain.contract import (
     overlay,
     preprocess,
 )
-from segtrain.errors import RunError, ToolError
-from segtrain.images import ImageReadError, load_image, to_rgb
+from segtrain.data.images import ImageReadError, load_image, to_rgb
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 DEFAULT_BATCH_SIZE = 4

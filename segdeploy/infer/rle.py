@@ -24,8 +24,8 @@ from pycocotools import mask as mask_utils
 
 from segdeploy.infer.outputs import write_atomic
 from segdeploy.infer.partition import Shard
+from segtrain.common.files import json_text
 from segtrain.contract import ModelSpec
-from segtrain.fileio import json_text
 
 PREDICTIONS_NAME = "predictions.json"
 PREDICTIONS_SHARD = "predictions.shard-{index}-of-{count}.json"

@@ -32,7 +32,7 @@ from segdeploy.infer.model_file import (
     read_model_metadata,
 )
 from segdeploy.infer.openvino_runtime import OpenVinoModel
-from segtrain.extras import installed
+from segtrain.common.extras import installed
 
 __all__ = ["RUNTIME_CHOICES", "Model", "ModelLoadError", "ModelMetadata", "OnnxModel", "OpenVinoModel", "RuntimeChoice",
            "load_graph", "open_model", "read_model_metadata", "resolve_runtime"]

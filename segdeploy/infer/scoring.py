@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segtrain.coco import CocoSplit
 from segtrain.contract import ModelSpec
+from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import check_classes, split_categories
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 

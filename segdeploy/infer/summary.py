@@ -7,7 +7,7 @@ from pathlib import Path
 
 from segdeploy.infer.outputs import write_atomic
 from segdeploy.infer.pipeline import Failure
-from segtrain.fileio import json_text
+from segtrain.common.files import json_text
 
 SUMMARY_NAME = "summary.json"
 
@@ -59,7 +59,7 @@ def build_summary(run: dict, records: list[dict], failures: list[Failure], total
 def write_summary(out_dir: Path, doc: dict, name: str = SUMMARY_NAME) -> Path:
     """Write `doc` atomically as OUT/`name` (summary.json, or a shard's summary.shard-K-of-N.json).
 
-    UTF-8 JSON; file-name bytes that are not UTF-8 appear as \\xNN (segtrain.fileio.json_text).
+    UTF-8 JSON; file-name bytes that are not UTF-8 appear as \\xNN (segtrain.common.files.json_text).
     """
     path = Path(out_dir) / name
     write_atomic(path, (json_text(doc, indent=2) + "\n").encode("utf-8"))

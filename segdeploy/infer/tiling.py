@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from segtrain.common.errors import InputError
 from segtrain.contract import ModelSpec, normalize, resize_image
-from segtrain.errors import InputError
 
 TILE_AUTO, TILE_OFF = "auto", "off"
 AUTO_TILE_FACTOR = 2.5  # auto tiles images whose long side is more than this times the input's long side

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from segtrain.checkpoint import Checkpoint, CheckpointError
 from segtrain.contract import ModelSpec
 from segtrain.models import deeplab, segnet
 from segtrain.models.encoders import ModelError
+from segtrain.training.checkpoint import Checkpoint, CheckpointError
 
 __all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model",
            "torch_predictor"]

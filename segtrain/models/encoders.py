@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from segtrain.errors import InputError
-from segtrain.fileio import UnsafeLoadError, safe_torch_load
+from segtrain.common.errors import InputError
+from segtrain.common.files import UnsafeLoadError, safe_torch_load
 
 NONE = "none"
 IMAGENET = "imagenet"

@@ -13,7 +13,7 @@ from fuzzing import budget
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segtrain.masks import AnnotationError, TargetAnnotation, decode_segmentation, render_mask
+from segtrain.data.rasterize import AnnotationError, TargetAnnotation, decode_segmentation, render_mask
 
 NUMBERS = (st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**70), 2**70)
            | st.sampled_from([1e9, -1e9, 2**31, 2**32, -(2**31), 0.5, True, "3"]))

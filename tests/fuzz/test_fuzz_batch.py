@@ -24,7 +24,7 @@ from PIL import Image
 
 from segdeploy.cli import main
 from segdeploy.infer.partition import shard_of
-from segtrain.images import IMAGE_SUFFIXES
+from segtrain.data.images import IMAGE_SUFFIXES
 
 
 def _png() -> bytes:

@@ -43,10 +43,10 @@ def numeric_options() -> list[tuple[str, str, str]]:
 
 
 def _fit_numbers() -> set[tuple[str, str, str]]:
-    """`segtrain fit`'s numeric settings: text options that segtrain.config converts (int or float fields)."""
+    """`segtrain fit`'s numeric settings: text options that segtrain.training.config converts (int or float fields)."""
     import typing
 
-    from segtrain.config import TrainConfig
+    from segtrain.training.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     return {("segtrain", "fit", name) for name, hint in hints.items()

@@ -125,7 +125,7 @@ def test_segdeploy_evaluate_and_ground_truth_on_broken_labels(dataset, opened_im
     from segdeploy.cli import main
     from segdeploy.infer.runtime import OnnxModel
     from segdeploy.infer.scoring import GroundTruth
-    from segtrain.errors import InputError
+    from segtrain.common.errors import InputError
 
     root, secret = dataset
     model = tmp_path_factory.getbasetemp() / "fuzz-labels-model.onnx"

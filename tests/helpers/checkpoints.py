@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segtrain.checkpoint import Checkpoint
-from segtrain.coco import CocoSplit
 from segtrain.contract import build_spec, preprocess, resize_mask
+from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import open_split_for
 from segtrain.models import build_model
+from segtrain.training.checkpoint import Checkpoint
 
 
 def train_steps(model: torch.nn.Module, split: CocoSplit, spec, steps: int, images: int = 4) -> float:

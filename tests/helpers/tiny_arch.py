@@ -96,7 +96,7 @@ def randomise_batch_norm(model: nn.Module) -> None:
 
 def tiny_config(data: Path, out: Path, **overrides):
     """A TrainConfig for `tinypool` (or `model=...`) at 32 px on the CPU, quiet; `overrides` change any field."""
-    from segtrain.config import TrainConfig
+    from segtrain.training.config import TrainConfig
 
     base = dict(model=POOL_ARCH, encoder="conv", encoder_weights="none", data=str(data), out=str(out), epochs=2,
                 batch_size=2, image_size=32, workers=0, device="cpu", progress="off", lr=0.01)

@@ -20,7 +20,7 @@ def cell_name(cell: Cell, world: int) -> str:
 
 
 def fit_cell(data: Path, out: Path, batch_size: int) -> dict:
-    from segtrain.train import fit
+    from segtrain.training.loop import fit
 
     return fit(tiny_config(data, out, epochs=1, batch_size=batch_size, lr=1e-3), log=lambda _: None)
 

@@ -25,8 +25,8 @@ from segtrain.contract import (
 
 
 def test_contract_and_data_modules_do_not_import_torch():
-    code = ("import sys, segtrain, segtrain.contract, segtrain.images, segtrain.metrics, segtrain.coco, "
-            "segtrain.evaluation, segtrain.report, segtrain.synthetic; "
+    code = ("import sys, segtrain, segtrain.contract, segtrain.data.images, segtrain.metrics, segtrain.data.coco, "
+            "segtrain.evaluation, segtrain.data.dataset_report, segtrain.data.synthetic; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'albumentations')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -58,7 +58,7 @@ def test_segtrain_evaluate_skips_it_too(damaged, tmp_path: Path) -> None:
 
 def test_no_readable_image_at_all_is_an_input_error(damaged, tmp_path: Path) -> None:
     from segdeploy.infer.evaluate import evaluate_onnx
-    from segtrain.coco import DataError
+    from segtrain.data.coco import DataError
 
     root, bad = damaged
     for f in (root / "validation" / "data").iterdir():

@@ -74,7 +74,7 @@ def test_names_with_newlines_stay_on_one_line(tmp_path: Path) -> None:
 
 
 def test_a_file_or_fifo_where_a_folder_belongs_is_named_as_such(tmp_path: Path) -> None:
-    """Not "folder not found": the path exists, it is the wrong kind (one check, segtrain.fileio.folder_problem)."""
+    """Not "folder not found": the path exists but is the wrong kind (one check, common.files.folder_problem)."""
     from segdeploy.cli import main as segdeploy
 
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8")

@@ -17,8 +17,8 @@ from tiny_arch import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_gflop
 from segdeploy.bench.timing import LatencyStats, PeakRss, time_interleaved, time_runs
 from segdeploy.cli import main
 from segdeploy.infer.runtime import resolve_runtime
+from segtrain.common.extras import installed
 from segtrain.contract import build_spec
-from segtrain.extras import installed
 
 SIZES, BATCHES = ((16, 16), (32, 32)), (1, 2)
 OV = ("ov-fp32", "ov-int8") if installed("openvino") else ()  # the dev install has OpenVINO; a bare one skips it

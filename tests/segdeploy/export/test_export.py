@@ -17,14 +17,14 @@ import torch
 from click.testing import CliRunner
 
 from segdeploy.cli import main as segdeploy
-from segdeploy.export.pipeline import ExportOptions, export_checkpoint
+from segdeploy.export.exporter import ExportOptions, export_checkpoint
 from segdeploy.infer.runtime import OnnxModel
-from segtrain.checkpoint import Checkpoint
 from segtrain.cli import main as segtrain
+from segtrain.common.files import NEW_FILE_MODE, file_sha256
 from segtrain.contract import ModelSpec, preprocess
 from segtrain.evaluation import open_split_for
-from segtrain.fileio import NEW_FILE_MODE, file_sha256
 from segtrain.models import load_model
+from segtrain.training.checkpoint import Checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -109,7 +109,7 @@ def test_info_shows_the_checkpoint_spec(exported: dict) -> None:
 @pytest.mark.slow
 def test_perturbed_onnx_weights_fail_verification(tmp_path: Path, coco_mini: Path, make_checkpoint,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import segdeploy.export.pipeline as export
+    import segdeploy.export.exporter as export
 
     real = export.to_onnx
 

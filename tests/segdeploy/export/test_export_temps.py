@@ -39,7 +39,7 @@ def test_the_next_export_removes_what_a_killed_export_left(tmp_path: Path, sampl
     from tiny_arch import make_tiny_checkpoint, tiny_registered
 
     from segdeploy.cli import main
-    from segtrain.fileio import owner_tag
+    from segtrain.common.files import owner_tag
 
     out = tmp_path / "exported"
     out.mkdir()

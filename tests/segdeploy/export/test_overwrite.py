@@ -12,7 +12,7 @@ from tiny_arch import make_tiny_checkpoint, tiny_registered
 
 from segdeploy.cli import main
 from segdeploy.infer.runtime import read_model_metadata
-from segtrain.fileio import file_sha256
+from segtrain.common.files import file_sha256
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,10 @@ from PIL import Image
 from segdeploy.cli import main
 from segdeploy.infer.batch import BatchConfig, run_batch
 from segdeploy.infer.runtime import OnnxModel
-from segtrain.coco import CocoSplit
 from segtrain.contract import build_spec
+from segtrain.data.coco import CocoSplit
+from segtrain.data.synthetic import rle_encode
 from segtrain.evaluation import evaluate_split, split_categories
-from segtrain.synthetic import rle_encode
 
 
 def _entry(image_id: int, name: str, truth: np.ndarray, category: int = 1) -> tuple[dict, dict]:

@@ -118,7 +118,7 @@ def test_write_atomic_leaves_no_temporary_on_failure(tmp_path: Path) -> None:
     def explode(f: object) -> None:
         raise Boom
 
-    from segtrain.fileio import atomic_write_bytes
+    from segtrain.common.files import atomic_write_bytes
 
     with pytest.raises(Boom):
         atomic_write_bytes(target, explode)

@@ -20,7 +20,7 @@ from segdeploy.infer.predictor import Predictor
 from segdeploy.infer.runtime import ModelLoadError
 from segdeploy.infer.tiling import TileError
 from segtrain.contract import colorize, overlay, resize_logits
-from segtrain.images import ImageReadError, load_image
+from segtrain.data.images import ImageReadError, load_image
 
 
 def noisy(h: int, w: int, seed: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 
 from segdeploy.infer.outputs import output_paths, read_mask
 from segdeploy.infer.predictor import Predictor
-from segtrain.synthetic import rle_encode
+from segtrain.data.synthetic import rle_encode
 
 
 def _inputs(root: Path) -> list[str]:

@@ -18,10 +18,10 @@ from segdeploy.export.verify import Thresholds
 from segdeploy.infer import runtime
 from segdeploy.infer.evaluate import evaluate_model
 from segdeploy.infer.runtime import OnnxModel, open_model, resolve_runtime
+from segtrain.common.errors import InputError
+from segtrain.common.extras import MissingExtraError
 from segtrain.contract import logits_to_mask, preprocess
-from segtrain.errors import InputError
 from segtrain.evaluation import open_split_for
-from segtrain.extras import MissingExtraError
 
 openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
 
@@ -145,7 +145,7 @@ def test_bad_model_files_are_one_line_under_openvino(tmp_path: Path, model: Path
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, coco_mini: Path, make_checkpoint) -> Path:
     """DeepLabV3-ResNet18 at 64 px trained a few steps on coco-mini; FP32 + INT8 (gate open: parity is the point)."""
-    from segdeploy.export.pipeline import export_checkpoint
+    from segdeploy.export.exporter import export_checkpoint
 
     tmp = tmp_path_factory.mktemp("parity")
     ckpt = make_checkpoint(tmp / "runs" / "deeplab" / "best_model.pth", "deeplab", "resnet18", 64, coco_mini, steps=4)

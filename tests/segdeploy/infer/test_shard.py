@@ -22,7 +22,7 @@ from segdeploy.infer.batch import BatchConfig, run_batch
 from segdeploy.infer.merge import MergeError, merge_shard_summaries
 from segdeploy.infer.outputs import STALE_TEMP_SECONDS, owner_tag, read_record, sweep_temp_files
 from segdeploy.infer.partition import Shard, ShardError, parse_shard, shard_of
-from segtrain.synthetic import rle_encode
+from segtrain.data.synthetic import rle_encode
 
 N = 3
 SHARD_SUMMARIES = [f"summary.shard-{k}-of-{N}.json" for k in range(N)]
@@ -364,7 +364,7 @@ _WRITER = """
 import sys, time
 from pathlib import Path
 from segdeploy.infer.outputs import owner_tag
-from segtrain.fileio import atomic_write_bytes
+from segtrain.common.files import atomic_write_bytes
 
 def write(f):
     f.write(b"partial")

@@ -1,0 +1,211 @@
+"""Decoding photos into RGB uint8 arrays, whatever the file holds (torch-free).
+
+Greyscale, palette, RGBA/LA (alpha dropped), CMYK, 16-bit and 32-bit integer images all become
+HxWx3 uint8 RGB. EXIF orientation is applied when asked, so sizes match what a viewer shows.
+
+One read policy for every command: a file that cannot be decoded raises `ImageReadError` naming
+the file and the reason, and callers skip it, name it and count it. Only regular files are
+opened (a FIFO named `x.jpg` would block the reader forever). An image whose header declares more
+than `max_image_pixels()` pixels (default `MAX_IMAGE_PIXELS`, 200 megapixels: a 150-megapixel
+camera's photos pass, a 20000x20000 image does not; the environment variable
+`SEGTRAIN_MAX_IMAGE_PIXELS` changes it) is refused before its pixels are decoded, with
+`ImageTooLargeError`: its masks are made at the original size, so even a reduced decode would not
+bound the memory it needs. Pillow's own decompression-bomb guard is set to the same limit at import.
+
+Reduced decoding: `load_image(..., min_size=(h, w))` lets a JPEG decode at 1/2, 1/4 or 1/8 scale
+(libjpeg's DCT scaling, Pillow's `draft`) as long as both sides stay at least (h, w). Only callers
+that use the pixels for nothing but the model input ask for it (scoring: the model input is made
+by shrinking anyway, and masks are made at the size labels.json gives); `segdeploy batch` does not,
+because its overlays are drawn on the full-resolution photo. Other formats decode at full size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePath
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from segtrain.common.errors import InputError
+from segtrain.common.limits import MAX_IMAGE_PIXELS
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS_ENV = "SEGTRAIN_MAX_IMAGE_PIXELS"
+_TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in effect: $SEGTRAIN_MAX_IMAGE_PIXELS when set, else MAX_IMAGE_PIXELS."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels")
+    return value
+
+
+def _pillow_limit() -> int:
+    try:
+        return max_image_pixels()
+    except InputError:  # reported when an image is read; Pillow keeps the default meanwhile
+        return MAX_IMAGE_PIXELS
+
+
+# Pillow warns above its limit and refuses twice it; the limit here is checked first, from the header.
+Image.MAX_IMAGE_PIXELS = _pillow_limit()
+
+
+class ImageReadError(InputError):
+    """An image file that cannot be decoded; the message names the file and the reason."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header declares more pixels than the limit (max_image_pixels)."""
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name ends in an image suffix, as pathlib reads suffixes (so `..jpg` and `.a.png` do;
+    os.path.splitext would give `..jpg` no suffix at all)."""
+    return PurePath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_image_file(path: Path) -> bool:
+    return is_image_name(path.name)
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded Pillow image of any mode -> HxWx3 uint8 RGB."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im)
+        # 16-bit samples keep their top 8 bits; 32-bit integer images are scaled by their range.
+        if arr.dtype.itemsize >= 4 and arr.max(initial=0) > 65535:
+            arr = arr.astype(np.float64) * (255.0 / arr.max())
+        else:
+            arr = arr.astype(np.float64) / 257.0
+        grey = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=1.0))
+        grey = np.clip((arr - lo) * (255.0 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if im.mode in ("P", "PA") and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+
+
+def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | None = None,
+               before_decode: Callable[[tuple[int, int], int], object] | None = None) -> np.ndarray:
+    """Read `path` as HxWx3 uint8 RGB; raises ImageReadError naming the file and the problem.
+
+    `min_size` (height, width, after EXIF orientation) allows a reduced JPEG decode no smaller than
+    it (see the module docstring); without it the image is decoded at its full size.
+    `before_decode(size, pixels)`, when given, is called once the header is read and before any pixel
+    is decoded, with the image's full (height, width) after EXIF orientation and the number of
+    pixels the decode will make (fewer with a reduced decode): `segdeploy batch` waits there for
+    room in its memory budget.
+    """
+    path = Path(path)
+    with _opened(path) as im:
+        try:
+            swap = exif and (min_size is not None or before_decode is not None) and \
+                im.getexif().get(0x0112) in _TRANSPOSING
+            w, h = im.size
+            if min_size is not None:
+                need_h, need_w = min_size
+                im.draft(None, (need_h, need_w) if swap else (need_w, need_h))
+            if before_decode is not None:
+                before_decode((w, h) if swap else (h, w), im.size[0] * im.size[1])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im.load()
+                if exif:
+                    im = ImageOps.exif_transpose(im)
+                return to_rgb(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ImageReadError(f"{path}: cannot decode ({e})") from e
+
+
+def image_size(path: str | Path, exif: bool = True) -> tuple[int, int]:
+    """(height, width) from the header alone, after EXIF orientation when asked."""
+    with _opened(path, header="cannot read image header") as im:
+        w, h = im.size
+        try:
+            if exif and im.getexif().get(0x0112) in _TRANSPOSING:
+                w, h = h, w
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageReadError(f"{path}: cannot read image header ({e})") from e
+        return h, w
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path, header: str | None = None) -> Iterator[Image.Image]:
+    """Image.open of a regular file within the pixel limit (header only); ImageReadError otherwise.
+
+    `header` is how a failure to open is described when only the header is wanted.
+    """
+    path, limit = Path(path), max_image_pixels()
+    with regular_file(path) as file:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = Image.open(file)
+        except Image.DecompressionBombError as e:  # Pillow's guard, at twice the limit: the size is in its message
+            size = re.search(r"\((\d+) pixels\)", str(e))
+            pixels = f"{int(size[1]):,} pixels" if size else "twice the limit or more"
+            raise ImageTooLargeError(f"{path}: {pixels}, {_beyond(limit)}") from e
+        except UnidentifiedImageError as e:
+            reason = "empty file" if _is_empty(path) else "not an image Pillow can identify"
+            raise ImageReadError(f"{path}: {reason}" if header is None else f"{path}: {header} ({reason})") from e
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageReadError(f"{path}: {header or 'cannot decode'} ({e})") from e
+        with image:
+            w, h = image.size
+            if w * h > limit:
+                raise ImageTooLargeError(f"{path}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
+            yield image
+
+
+@contextlib.contextmanager
+def regular_file(path: str | Path) -> Iterator[BinaryIO]:
+    """`path` opened for reading if it is a regular file; ImageReadError naming it otherwise.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO (which would
+    block a reader until something writes to it) or a device is refused, even one put in place of a
+    file after it was listed.
+    """
+    def opener(name: str, flags: int) -> int:
+        return os.open(name, flags | getattr(os, "O_NONBLOCK", 0))
+
+    try:
+        file = open(path, "rb", opener=opener)  # closed below; file.name is the path, as Pillow reports it
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot open ({e.strerror or e})") from e
+    with file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise ImageReadError(f"{path}: not a regular file")
+        yield file
+
+
+def _beyond(limit: int) -> str:
+    return f"more than the limit of {limit:,} pixels ({MAX_PIXELS_ENV} changes it), not decoded"
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False

@@ -1,0 +1,136 @@
+"""Checkpoints: the one type for `best_model.pth` and `last.pth`, loadable with `torch.load(weights_only=True)`.
+
+On disk (version 1), a dict of tensors and plain values::
+
+    {"format": "segtrain-checkpoint", "version": 1,
+     "spec": ModelSpec.to_dict(),          # rebuilds the model and its pre/post-processing
+     "model": state_dict, "config": {...}, # resolved training config (plain values)
+     "epoch": int, "metrics": {...},       # validation metrics of that epoch
+     # last.pth only, for --resume:
+     "optimizer": ..., "scaler": ..., "rng": ..., "history": [...], "best_miou": float}
+
+Torch is imported only to save and load; reading this module costs nothing on torch-free paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segtrain.common.errors import InputError
+from segtrain.common.files import (
+    UnsafeLoadError,
+    atomic_write_bytes,
+    file_sha256,
+    folder_problem,
+    looks_like_onnx,
+    safe_torch_load,
+)
+from segtrain.contract import ModelSpec
+from segtrain.data.coco import DataError
+
+FORMAT = "segtrain-checkpoint"
+VERSION = 1
+TRAINING_KEYS = ("optimizer", "scaler", "rng", "history", "best_miou")  # what last.pth adds for --resume
+
+
+class CheckpointError(InputError):
+    """A checkpoint that is missing, corrupt, unsafe or not ours; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """A trained model's weights with its spec, the config that trained it, its epoch and metrics.
+
+    `training` holds the optimizer, grad-scaler and RNG state, the history and the best mIoU in a
+    `last.pth` (empty in `best_model.pth`). `path` is where it was loaded from or saved to.
+    """
+
+    spec: ModelSpec
+    model: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return all(k in self.training for k in TRAINING_KEYS)
+
+    @property
+    def miou(self) -> float | None:
+        value = self.metrics.get("miou")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def sha256(self) -> str:
+        if self.path is None:
+            raise ValueError("a checkpoint that was never saved has no file hash")
+        return file_sha256(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "model": self.model,
+                "config": self.config, "epoch": self.epoch, "metrics": self.metrics, **self.training}
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (a temporary file renamed into place); returns the path."""
+        import torch
+
+        path = Path(path)
+        payload = self.to_dict()
+        atomic_write_bytes(path, lambda f: torch.save(payload, f))
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> Checkpoint:
+        """Load and validate a checkpoint; refuses pickles that would run code."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: {'not a regular file' if path.exists() else 'checkpoint not found'}")
+        try:
+            raw = safe_torch_load(path, map_location=map_location)
+        except UnsafeLoadError as e:
+            if looks_like_onnx(path):
+                raise CheckpointError(f"{path}: an ONNX model, not a segtrain checkpoint; ONNX models are scored "
+                                      f"with `segdeploy evaluate {path}` (and described by `segdeploy info`)") from e
+            raise CheckpointError(f"{path}: {e}") from e
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a segtrain checkpoint (no '{FORMAT}' format marker)")
+        if raw.get("version") != VERSION:
+            raise CheckpointError(f"{path}: checkpoint version {raw.get('version')} is not supported "
+                                  f"(expected {VERSION})")
+        if not isinstance(raw.get("model"), dict) or "spec" not in raw:
+            raise CheckpointError(f"{path}: checkpoint lacks model weights or model spec")
+        try:
+            spec = ModelSpec.from_dict(raw["spec"])
+        except (ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path}: invalid model spec ({e})") from e
+        config, metrics = raw.get("config"), raw.get("metrics")
+        epoch = raw.get("epoch")
+        return cls(spec=spec, model=raw["model"], config=config if isinstance(config, dict) else {},
+                   epoch=epoch if isinstance(epoch, int) else None,
+                   metrics=metrics if isinstance(metrics, dict) else {},
+                   training={k: raw[k] for k in TRAINING_KEYS if k in raw}, path=path)
+
+    def data_root(self, override: str | Path | None = None, purpose: str = "this") -> Path:
+        """The dataset to use with this checkpoint: `override` (--data), else the one it was trained on.
+
+        The one rule for every command. DataError when neither names an existing folder; the
+        message says where the path came from and that --data fixes it.
+        """
+        if override is not None:
+            root = Path(override)
+            if (problem := folder_problem(root, "dataset folder")) is not None:
+                raise DataError(f"{root}: {problem} (given with --data)")
+            return root
+        recorded = self.config.get("data")
+        where = self.path or "the checkpoint"
+        if not recorded:
+            raise DataError(f"{where}: records no dataset; {purpose} needs --data DIR")
+        root = Path(recorded)
+        if (problem := folder_problem(root, "dataset folder")) is not None:
+            raise DataError(f"{root}: {problem} (recorded in {where} as the training data); "
+                            "pass --data DIR")
+        return root

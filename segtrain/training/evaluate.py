@@ -1,0 +1,46 @@
+"""`segtrain evaluate`: a checkpoint scored on a COCO split with the shared evaluation code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from segtrain.contract import ModelSpec
+from segtrain.evaluation import evaluate_split, open_split_for
+from segtrain.metrics import SegMetrics
+from segtrain.models import load_model, torch_predictor
+from segtrain.training.checkpoint import Checkpoint
+from segtrain.training.precision import resolve_device
+
+__all__ = ["evaluate_checkpoint", "torch_predictor"]
+
+
+def evaluate_checkpoint(path: str | Path, data: str | Path | None, split: str, batch_size: int = 4,
+                        device: str = "auto", progress: bool = False, at_input_size: bool = False) -> SegMetrics:
+    """Metrics of a checkpoint on a split: at original image sizes, or at the input size."""
+    dev = resolve_device(device)
+    ckpt = Checkpoint.load(path, map_location=str(dev))
+    coco = open_split_for(ckpt.spec, ckpt.data_root(data, purpose="evaluation"), split)
+    model, _ = load_model(ckpt, device=str(dev))
+    if at_input_size:
+        return _evaluate_at_input_size(model, coco, ckpt.spec, batch_size, dev, progress)
+    return evaluate_split(torch_predictor(model, dev), coco, ckpt.spec, batch_size=batch_size, progress=progress)
+
+
+def _evaluate_at_input_size(model: torch.nn.Module, coco, spec: ModelSpec, batch_size: int,
+                            device: torch.device, progress: bool) -> SegMetrics:
+    """The training loop's own validation pass, in one process and full precision."""
+    from torch.utils.data import DataLoader
+
+    from segtrain.training.dataset import SegmentationDataset
+    from segtrain.training.distributed import DistContext
+    from segtrain.training.loop import validate
+    from segtrain.training.losses import SegLoss
+    from segtrain.training.precision import choose_precision
+    from segtrain.training.progress import Progress
+
+    loader = DataLoader(SegmentationDataset(coco, spec), batch_size=batch_size)
+    _, cm = validate(model, loader, SegLoss("ce", spec.ignore_index), choose_precision(device, False), spec,
+                     DistContext(), Progress("bar" if progress else "off", len(loader), "validate"))
+    return cm.result(spec.classes)

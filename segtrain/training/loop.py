@@ -1,0 +1,328 @@
+"""`segtrain fit`: training with per-epoch validation, best-mIoU checkpoints, a report, early stop and resume.
+
+Batches: the training loader drops the incomplete last batch of each process's share of the
+epoch (as torchvision's reference does; the share is reshuffled every epoch, so no image is left
+out for good), and a share smaller than --batch-size is trained as one batch of that size. So
+any number of images trains with any batch size on any number of processes; a batch of one
+image (--batch-size 1, or a one-image share) trains too, with BatchNorm layers that would see a
+single value per channel using their running statistics (segtrain.training.batchnorm). Validation scores
+every image exactly once, also under torchrun (segtrain.training.distributed.ShardSampler, no padding).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from segtrain.common.errors import RunError
+from segtrain.common.files import atomic_write_text, folder_problem
+from segtrain.contract import ModelSpec, build_spec
+from segtrain.data.coco import CocoSplit, DataError
+from segtrain.metrics import ConfusionMatrix
+from segtrain.training.checkpoint import Checkpoint, CheckpointError
+from segtrain.training.config import ConfigError, TrainConfig
+from segtrain.training.dataset import SegmentationDataset
+from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
+from segtrain.training.losses import SegLoss
+from segtrain.training.precision import Precision, choose_precision, resolve_device
+from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
+from segtrain.training.resume import data_from_checkpoint, open_resume, restore, rng_state
+from segtrain.training.run_files import CONFIG_JSON, EpochResult, RunOutputs, best_epoch, finite, history_row
+from segtrain.training.runs import choose_run_folder, claim_run_folder
+from segtrain.training.schedule import lr_factor
+from segtrain.training.tensorboard_log import TensorBoardLog, require_tensorboard
+
+Log = Callable[[str], None]
+
+
+class TrainingError(RunError):
+    """Training cannot go on (for example a non-finite loss); finished checkpoints are kept."""
+
+
+def make_spec(cfg: TrainConfig, split: CocoSplit) -> ModelSpec:
+    return build_spec(cfg.model, cfg.encoder, split.categories, cfg.image_size)
+
+
+def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_split: CocoSplit,
+                 ctx: DistContext) -> tuple[DataLoader, DataLoader, DistributedSampler]:
+    """Training batches of one size on every process (see the module docstring); validation unpadded."""
+    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed)
+    val_ds = SegmentationDataset(val_split, spec, train=False)
+    # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards, padding
+    # the shares to equal length so every process runs the same number of steps.
+    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed)
+    common = {"num_workers": cfg.workers, "pin_memory": torch.cuda.is_available(),
+              "persistent_workers": False}
+    batch = min(cfg.batch_size, len(sampler))
+    train_loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, drop_last=True,
+                              generator=torch.Generator(), **common)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=ShardSampler(len(val_ds), ctx), **common)
+    return train_loader, val_loader, sampler
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                    precision: Precision, ctx: DistContext, epoch: int, progress: Progress,
+                    lr_at: Callable[[int], float]) -> tuple[float, float]:
+    """One pass over the training data; returns (mean loss over ranks, training images/s of all ranks).
+
+    `lr_at(step)` is the learning rate of the epoch's 0-based step.
+    """
+    model.train()
+    total = np.zeros(2)  # loss * images, images
+    t0 = time.perf_counter()
+    for step, (x, y, _) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        x, y = x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True)
+        with precision.autocast():
+            loss = loss_fn(model(x), y)
+        if not ctx.all_true(bool(torch.isfinite(loss))):
+            raise TrainingError(f"loss became non-finite ({loss.item()}) at epoch {epoch}, step {step + 1}; "
+                                "stopped, the checkpoints of earlier epochs are kept")
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        total += (loss.item() * len(x), len(x))
+        progress.update(len(x) * ctx.world_size, loss.item())
+    progress.close()
+    seconds = time.perf_counter() - t0
+    total = ctx.all_reduce_sum(total)
+    return float(total[0] / max(total[1], 1)), total[1] / max(seconds, 1e-9)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, precision: Precision, spec: ModelSpec,
+             ctx: DistContext, progress: Progress | None = None) -> tuple[float, ConfusionMatrix]:
+    """Validation loss and the confusion matrix at the input size, summed over all ranks.
+
+    Pass the bare model, not a DistributedDataParallel wrapper: ranks may hold different numbers of
+    batches (no padding), so nothing here may wait for the other ranks but the final sums.
+    """
+    model.eval()
+    cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    loss_sum = np.zeros(2)
+    for x, y, _ in loader:
+        x, y = x.to(precision.device), y.to(precision.device)
+        with precision.autocast():
+            logits = model(x)
+        valid = int((y != spec.ignore_index).sum())
+        if valid:  # mean CE over valid pixels, weighted back to a pixel sum so ranks combine exactly
+            loss_sum += (float(loss_fn(logits.float(), y)) * valid, valid)
+        cm.update(y.cpu().numpy(), logits.argmax(1).cpu().numpy())
+        if progress is not None:
+            progress.update(len(x))
+    if progress is not None:
+        progress.close()
+    loss_sum = ctx.all_reduce_sum(loss_sum)
+    cm.mat = ctx.all_reduce_sum(cm.mat)
+    return float(loss_sum[0] / max(loss_sum[1], 1)), cm
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Run:
+    """What one training run holds between epochs."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    spec: ModelSpec
+    model: nn.Module          # the bare model (checkpoints are written from it, validation runs it)
+    net: nn.Module            # what is trained: the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    loss_fn: nn.Module
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: DistributedSampler
+    state: dict
+    val_split: CocoSplit
+    notes: list[str] = field(default_factory=list)  # what prepare() set up, for the log
+    progress: str = "off"     # bar, log or off for this process
+    log_interval: float = LOG_INTERVAL_S
+    epoch_seconds: float | None = None
+    outputs: RunOutputs | None = field(default=None, repr=False)
+
+    def lr_at(self, epoch: int, step: int) -> float:
+        """The learning rate of `step` (0-based) of `epoch` (1-based): warm-up, then the schedule."""
+        per_epoch = len(self.train_loader)
+        return self.cfg.lr * lr_factor(self.cfg.lr_schedule, (epoch - 1) * per_epoch + step,
+                                       self.cfg.epochs * per_epoch, self.cfg.warmup_epochs * per_epoch)
+
+
+def dataset_root(cfg: TrainConfig, ckpt: Checkpoint | None) -> Path:
+    """The training data folder; when it is the one a resumed checkpoint recorded, errors say so."""
+    if ckpt is not None and data_from_checkpoint(cfg, ckpt):
+        return ckpt.data_root(purpose="resuming")
+    if (problem := folder_problem(cfg.data, "dataset folder")) is not None:
+        raise DataError(f"{cfg.data}: {problem} (pass --data DIR)")
+    return Path(cfg.data)
+
+
+def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
+    """Data, model, optimizer (restored with --resume) and loaders; `Run.notes` says what was set up."""
+    from segtrain.models import build_model
+    from segtrain.training.batchnorm import guard_single_value_batch_norm
+
+    use_local_gpu = ctx.enabled and cfg.device != "cpu" and torch.cuda.is_available()
+    device = resolve_device(f"cuda:{ctx.local_rank}" if use_local_gpu else cfg.device)
+    precision = choose_precision(device, cfg.amp)
+    root = dataset_root(cfg, ckpt)
+    train_split = CocoSplit.open(root, "train", cfg.categories)
+    val_split = CocoSplit.open(root, "validation", cfg.categories)
+    notes = [f"warning: {problem}" for problem in train_split.problems + val_split.problems]
+    spec = make_spec(cfg, train_split)
+    seed_everything(cfg.seed + ctx.rank)
+    model = build_model(spec, encoder_weights=cfg.encoder_weights)
+    if ctx.enabled and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    guard_single_value_batch_norm(model)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "history": [], "best_miou": -1.0}
+    if ckpt is not None:
+        state = restore(ckpt, model, optimizer, precision, spec, cfg)
+    net = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
+    train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx)
+    notes.append(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
+                 f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
+                 f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}")
+    notes += batch_notes(cfg.batch_size, train_loader.batch_size, len(sampler), ctx.world_size)
+    return Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, state,
+               val_split, notes)
+
+
+def batch_notes(asked: int, batch: int, share: int, world: int) -> list[str]:
+    """What the user should know when the batches are not simply --batch-size."""
+    who = "each process" if world > 1 else "the run"
+    notes = []
+    if batch < asked:
+        notes.append(f"the training set gives {who} {share} image(s) per epoch, fewer than --batch-size {asked}: "
+                     f"training in batches of {batch}")
+    if batch == 1:
+        notes.append("in 1-image batches, BatchNorm layers that would see a single value per channel use their "
+                     "running statistics")
+    return ["note: " + "; ".join(notes)] if notes else []
+
+
+def run_epoch(run: Run, epoch: int, log: Log) -> None:
+    """Train, validate and (on rank 0) write this epoch's artifacts."""
+    t0 = time.perf_counter()
+    cfg, ctx = run.cfg, run.ctx
+    run.sampler.set_epoch(epoch)
+    run.train_loader.dataset.epoch = epoch
+    run.train_loader.generator.manual_seed(cfg.seed * 7919 + epoch * 31 + ctx.rank)
+    desc = f"epoch {epoch}/{cfg.epochs}"
+    run_left = run.epoch_seconds * (cfg.epochs - epoch) if run.epoch_seconds else None
+    progress = Progress(run.progress, len(run.train_loader), f"{desc} train", log, run.log_interval, run_left)
+    train_loss, images_per_s = train_one_epoch(run.net, run.train_loader, run.loss_fn, run.optimizer,
+                                               run.precision, ctx, epoch, progress,
+                                               lambda step: run.lr_at(epoch, step))
+    ctx.broadcast_buffers(run.model)
+    progress = Progress(run.progress, len(run.val_loader), f"{desc} validate", log, run.log_interval)
+    val_loss, cm = validate(run.model, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
+    row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
+    run.state["history"].append(row)
+    run.state["epoch"] = epoch
+    improved = finite(row["miou"]) > run.state["best_miou"]
+    if improved:
+        run.state["best_miou"] = finite(row["miou"])
+    if ctx.is_main:
+        training = {"optimizer": run.optimizer.state_dict(), "scaler": run.precision.scaler.state_dict(),
+                    "rng": rng_state(), "history": run.state["history"], "best_miou": run.state["best_miou"]}
+        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, run.state["history"], training))
+        log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
+            f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
+            f"train {images_per_s:.1f} img/s, epoch {time.perf_counter() - t0:.0f}s")
+    ctx.barrier()
+    run.epoch_seconds = time.perf_counter() - t0
+
+
+def should_stop(history: list[dict], patience: int | None) -> bool:
+    """Early stop: validation mIoU has not improved for `patience` epochs (None: never)."""
+    if not patience or not history:
+        return False
+    best = best_epoch(history)
+    return history[-1]["epoch"] - (best if best is not None else 0) >= patience
+
+
+def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_ok: bool = False,
+        log: Log = print, log_interval: float = LOG_INTERVAL_S) -> dict:
+    """Train `cfg.model`; returns {"best_miou", "best_epoch", "epochs_run", "stopped_early", "out", "is_main"}.
+
+    The run folder follows segtrain.training.runs (never another run's files without `exist_ok`); the
+    first line logged names it.
+    """
+    cfg = cfg.resolved()
+    ckpt = open_resume(resume) if resume is not None else None
+    if ckpt is not None and ckpt.spec.arch != cfg.model:
+        raise CheckpointError(f"{ckpt.path}: is a {ckpt.spec.arch} run; resume it with "
+                              f"`segtrain fit {ckpt.spec.arch} --resume {ckpt.path}`")
+    ctx = init_distributed(cfg.device)
+    outputs = None
+    try:
+        if cfg.tensorboard:  # fail before any training when it cannot work here
+            ctx.decide(require_tensorboard)
+        folder = ctx.decide(lambda: choose_run_folder(cfg.model, cfg.out, ckpt.path if ckpt else None, exist_ok))
+        cfg = replace(cfg, out=str(folder.path))
+        run = prepare(cfg, ctx, ckpt)
+        if run.state["epoch"] >= cfg.epochs:
+            raise ConfigError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.state['epoch']} epochs "
+                              "already; give a larger --epochs (the new total) to continue it")
+        ctx.decide(lambda: claim_run_folder(folder.path))  # nothing is created before everything checked out
+        run.progress, run.log_interval = resolve_mode(cfg.progress, ctx.is_main), log_interval
+        if ctx.is_main:
+            for line in (folder.note, *run.notes):
+                log(line)
+            outputs = run.outputs = open_outputs(run)
+        return train_epochs(run, log)
+    finally:
+        if outputs is not None and outputs.tensorboard is not None:
+            outputs.tensorboard.close()
+        shutdown_distributed(ctx)
+
+
+def train_epochs(run: Run, log: Log) -> dict:
+    """The epochs left to run, or until early stop; the result `fit` returns."""
+    cfg = run.cfg
+    for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
+        run_epoch(run, epoch, log)
+        if should_stop(run.state["history"], cfg.patience):
+            break
+    history = run.state["history"]
+    best = best_epoch(history)
+    stopped = len(history) > 0 and history[-1]["epoch"] < cfg.epochs
+    if stopped and run.ctx.is_main:
+        log(f"early stop after epoch {history[-1]['epoch']}: validation mIoU has not improved for "
+            f"{cfg.patience} epoch(s); best_model.pth is epoch {best}")
+    return {"best_miou": run.state["best_miou"], "best_epoch": best, "epochs_run": len(history),
+            "stopped_early": stopped, "out": cfg.out, "is_main": run.ctx.is_main}
+
+
+def open_outputs(run: Run) -> RunOutputs:
+    """Create the run folder, write config.json, pick the sample images (main process)."""
+    from segtrain.models import torch_predictor
+    from segtrain.training.samples import load_samples
+
+    folder = Path(run.cfg.out)
+    atomic_write_text(folder / CONFIG_JSON, json.dumps(run.cfg.to_dict(), indent=2) + "\n")
+    tensorboard = TensorBoardLog(folder) if run.cfg.tensorboard else None
+    return RunOutputs(folder, run.cfg, run.spec, load_samples(run.val_split),
+                      torch_predictor(run.model, run.precision.device), tensorboard)

@@ -1,0 +1,90 @@
+"""Which folder a training run writes to: an existing run is never overwritten by accident (torch-free).
+
+- No --out: `runs/<model>/`, or the next free `runs/<model>-2/`, `-3/`, ... when it holds a run.
+- An explicit --out that holds a run: refused, unless --exist-ok (write into it) or --resume.
+- --resume PATH: the folder of PATH (or --out), never a path stored inside the checkpoint.
+
+"Holds a run" means one of RUN_FILES is there; an empty or unrelated folder is used as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from segtrain.common.errors import InputError
+from segtrain.common.files import ensure_writable_dir
+
+RUNS_DIR = Path("runs")
+RUN_FILES = ("best_model.pth", "last.pth", "metrics.csv", "config.json")
+
+
+class RunFolderError(InputError):
+    """An output folder that cannot or must not be written to; the message says which and the choices."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+    note: str  # the first line of the run's output says which folder and why
+
+
+def run_files(folder: Path) -> list[str]:
+    """The run artifacts already in `folder` (empty when there are none, or no folder)."""
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def _check_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"{folder}: exists and is not a folder; choose another --out")
+
+
+def claim_run_folder(folder: Path) -> None:
+    """Create the chosen folder and prove a file can be written there, before any long work."""
+    try:
+        ensure_writable_dir(folder)
+    except OSError as e:
+        raise RunFolderError(f"{folder}: cannot write the run there ({e.strerror or type(e).__name__}); "
+                             "choose another --out") from e
+
+
+def choose_run_folder(model: str, out: str | Path | None = None, resume: str | Path | None = None,
+                      exist_ok: bool = False, runs_dir: Path = RUNS_DIR) -> RunFolder:
+    """The folder this run writes to; RunFolderError when it would replace another run's files."""
+    if resume is not None:
+        own = Path(resume).parent
+        target = Path(out) if out is not None else own
+        _check_folder(target)
+        if out is not None and not _same(target, own) and run_files(target) and not exist_ok:
+            raise RunFolderError(_refusal(target))
+        return RunFolder(target, f"continuing the run of {resume} in {target}")
+    if out is not None:
+        target = Path(out)
+        _check_folder(target)
+        if run_files(target) and not exist_ok:
+            raise RunFolderError(_refusal(target))
+        return RunFolder(target, f"writing to {target}" + (" (--exist-ok: replacing the run there)"
+                                                           if run_files(target) else ""))
+    base = Path(runs_dir) / model
+    _check_folder(base)
+    if exist_ok or not run_files(base):
+        return RunFolder(base, f"writing to {base}" + (" (--exist-ok: replacing the run there)"
+                                                       if run_files(base) else ""))
+    n = 2
+    while run_files(Path(f"{base}-{n}")) or Path(f"{base}-{n}").is_file():
+        n += 1
+    target = Path(f"{base}-{n}")
+    return RunFolder(target, f"writing to {target} ({base} holds an earlier run; --out chooses the folder)")
+
+
+def _refusal(folder: Path) -> str:
+    files = ", ".join(run_files(folder))
+    return (f"{folder}: already holds a run ({files}); choose another --out, continue it with "
+            f"--resume {folder / 'last.pth'}, or pass --exist-ok to write over it")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
