@@ -21,7 +21,7 @@ from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, Ba
 from segdeploy.infer.inputs import PRECISIONS
 from segdeploy.infer.outputs import SAVE_CHOICES
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
-from segtrain.common.commandline import FiniteFloat, ToolGroup, default, exit_codes_epilog
+from segtrain.common.commandline import FiniteFloat, ToolGroup, exit_codes_epilog
 from segtrain.common.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,6 +31,7 @@ from segtrain.common.errors import (
     printable,
 )
 from segtrain.common.limits import MAX_INPUT_SIDE
+from segtrain.common.settings import default
 from segtrain.evaluation import DEFAULT_SPLIT
 
 if TYPE_CHECKING:

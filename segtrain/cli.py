@@ -71,7 +71,7 @@ def sample_data_command(root: Path, seed: int) -> None:
 
 def _default(name: str) -> str:
     """"[default: X]" for a fit option, read from TrainConfig (the one place defaults live)."""
-    from segtrain.common.commandline import default
+    from segtrain.common.settings import default
     from segtrain.training.config import TrainConfig
 
     return f"[default: {default(TrainConfig, name)}]"
@@ -134,7 +134,8 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
     Validation mIoU is measured at the input size after every epoch. Under torchrun the same
     command trains with DistributedDataParallel.
     """
-    from segtrain.training.config import COMMAND_LINE, build_config, load_config_file
+    from segtrain.common.settings import COMMAND_LINE, build
+    from segtrain.training.config import TrainConfig, load_config_file
     from segtrain.training.loop import fit
     from segtrain.training.resume import open_resume, resume_settings
 
@@ -145,7 +146,7 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
     if config_file:
         layers.append((str(config_file), load_config_file(config_file)))
     layers.append((COMMAND_LINE, {**{k: v for k, v in flags.items() if v is not None}, "model": model}))
-    result = fit(build_config(layers), resume=ckpt, exist_ok=exist_ok)
+    result = fit(build(TrainConfig, layers), resume=ckpt, exist_ok=exist_ok)
     if result["is_main"] and result["best_epoch"] is not None:
         click.echo(f"best validation mIoU {100 * result['best_miou']:.2f}% at epoch {result['best_epoch']}; "
                    f"artifacts in {result['out']}")

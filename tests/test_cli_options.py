@@ -94,17 +94,18 @@ def test_a_bare_command_prints_its_help(cli) -> None:
 
 
 def test_every_numeric_fit_setting_has_a_rule() -> None:
-    """`segtrain fit` options are settings: flags and --config values go through segtrain.training.config.coerce, whose
-    RULES hold the ranges (so a flag and a settings file are refused alike)."""
+    """`segtrain fit` options are settings: flags and --config values go through segtrain.common.settings.coerce,
+    and TrainConfig's fields hold the ranges as rules (so a flag and a settings file are refused alike)."""
     import typing
 
     from segtrain.cli import fit_command
-    from segtrain.training.config import RULES, TrainConfig
+    from segtrain.common.settings import rule_of
+    from segtrain.training.config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     numeric = [p.name for p in fit_command.params
                if p.name in hints and {int, float} & set(typing.get_args(hints[p.name]) or (hints[p.name],))]
-    assert len(numeric) >= 9 and not [name for name in numeric if name not in RULES]
+    assert len(numeric) >= 9 and not [name for name in numeric if rule_of(TrainConfig, name) is None]
 
 
 @pytest.mark.parametrize(("args", "line"), [

@@ -1,4 +1,4 @@
-"""What both command lines share: error handling, the exit-code epilog, defaults read from dataclasses, numeric ranges.
+"""What both command lines share: error handling, the exit-code epilog, numeric ranges.
 
 Every numeric option of both command lines has a range: click.IntRange for integers, `FiniteFloat`
 (a click.FloatRange that also refuses NaN and infinities) for real numbers. A value outside it is
@@ -11,7 +11,6 @@ line naming the extra to install (segtrain.common.extras), never a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -79,18 +78,6 @@ class ToolGroup(click.Group):
 def exit_codes_epilog(codes: Iterable[int] = tuple(EXIT_CODES)) -> str:
     """The exit-code table for a command's --help (click keeps lines after a \\b as they are)."""
     return "\b\nExit codes:\n" + "\n".join(exit_code_lines(codes))
-
-
-def default(cls: type, name: str) -> Any:
-    """The default of dataclass field `name`: click options read their defaults from here."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-            raise KeyError(f"{cls.__name__}.{name} has no default")
-    raise KeyError(f"{cls.__name__} has no field {name}")
 
 
 class FiniteFloat(click.FloatRange):

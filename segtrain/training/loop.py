@@ -25,11 +25,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from segtrain.common.errors import RunError
 from segtrain.common.files import atomic_write_text, folder_problem
+from segtrain.common.settings import SettingError
 from segtrain.contract import ModelSpec, build_spec
 from segtrain.data.coco import CocoSplit, DataError
 from segtrain.metrics import ConfusionMatrix
 from segtrain.training.checkpoint import Checkpoint, CheckpointError
-from segtrain.training.config import ConfigError, TrainConfig
+from segtrain.training.config import TrainConfig
 from segtrain.training.dataset import SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
 from segtrain.training.losses import SegLoss
@@ -284,7 +285,7 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
         cfg = replace(cfg, out=str(folder.path))
         run = prepare(cfg, ctx, ckpt)
         if run.state["epoch"] >= cfg.epochs:
-            raise ConfigError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.state['epoch']} epochs "
+            raise SettingError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.state['epoch']} epochs "
                               "already; give a larger --epochs (the new total) to continue it")
         ctx.decide(lambda: claim_run_folder(folder.path))  # nothing is created before everything checked out
         run.progress, run.log_interval = resolve_mode(cfg.progress, ctx.is_main), log_interval

@@ -10,8 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from segtrain.cli import main
-from segtrain.common.commandline import default
-from segtrain.training.config import COMMAND_LINE, ConfigError, TrainConfig, build_config, coerce, load_config_file
+from segtrain.common.settings import COMMAND_LINE, SettingError, build, coerce, default
+from segtrain.training.config import TrainConfig, load_config_file
+
+
+def build_config(layers):
+    return build(TrainConfig, layers)
 
 
 def fit_args(*extra: str) -> list[str]:
@@ -40,9 +44,9 @@ def test_yaml_strings_become_the_fields_types(tmp_path: Path) -> None:
 def test_later_layers_win_and_flags_use_the_same_conversion(tmp_path: Path) -> None:
     cfg = build_config([("a.yaml", {"epochs": "3", "lr": 0.5}), (COMMAND_LINE, {"epochs": "7"})])
     assert cfg.epochs == 7 and cfg.lr == 0.5
-    with pytest.raises(ConfigError, match=r"^--epochs must be a whole number, got 'seven'$"):
+    with pytest.raises(SettingError, match=r"^--epochs must be a whole number, got 'seven'$"):
         build_config([(COMMAND_LINE, {"epochs": "seven"})])
-    with pytest.raises(ConfigError, match=r"^a.yaml: epochs must be a whole number, got 'seven'$"):
+    with pytest.raises(SettingError, match=r"^a.yaml: epochs must be a whole number, got 'seven'$"):
         build_config([("a.yaml", {"epochs": "seven"})])
 
 
@@ -64,20 +68,20 @@ def test_later_layers_win_and_flags_use_the_same_conversion(tmp_path: Path) -> N
     ("categories", 5, "categories must be a list of names or ids (or 'a,b,c'), got 5"),
 ])
 def test_bad_values_name_the_key_and_the_file(key: str, value: object, message: str) -> None:
-    with pytest.raises(ConfigError) as err:
-        coerce(key, value, "settings.yaml")
+    with pytest.raises(SettingError) as err:
+        coerce(TrainConfig, key, value, "settings.yaml")
     assert str(err.value) == f"settings.yaml: {message}"
 
 
 def test_unknown_key_suggests_the_close_one() -> None:
-    with pytest.raises(ConfigError, match=r"^s.yaml: unknown setting 'lr_shedule' \(did you mean 'lr_schedule'\?\)$"):
+    with pytest.raises(SettingError, match=r"^s.yaml: unknown setting 'lr_shedule' \(did you mean 'lr_schedule'\?\)$"):
         build_config([("s.yaml", {"lr_shedule": "poly"})])
-    with pytest.raises(ConfigError, match=r"unknown setting 'zzz' \(known settings: model, data, "):
+    with pytest.raises(SettingError, match=r"unknown setting 'zzz' \(known settings: model, data, "):
         build_config([("s.yaml", {"zzz": 1})])
 
 
 def test_library_configs_are_checked_too() -> None:
-    with pytest.raises(ConfigError, match=r"^image_size must be a multiple of 32, got 100$"):
+    with pytest.raises(SettingError, match=r"^image_size must be a multiple of 32, got 100$"):
         TrainConfig(image_size=100).resolved()
     resolved = TrainConfig(data="some/../rel", lr="1e-3").resolved()
     assert resolved.lr == 1e-3 and resolved.data == os.path.abspath("rel")
