@@ -1,19 +1,15 @@
 """Checkpoints: the one type for `best_model.pth` and `last.pth`, loadable with `torch.load(weights_only=True)`.
 
-On disk (version 1), a dict of tensors and plain values::
-
-    {"format": "segtrain-checkpoint", "version": 1,
-     "spec": ModelSpec.to_dict(),          # rebuilds the model and its pre/post-processing
-     "model": state_dict, "config": {...}, # resolved training config (plain values)
-     "epoch": int, "metrics": {...},       # validation metrics of that epoch
-     # last.pth only, for --resume:
-     "optimizer": ..., "scaler": ..., "rng": ..., "history": [...], "best_miou": float}
-
-Torch is imported only to save and load; reading this module costs nothing on torch-free paths.
+On disk (version 1) a checkpoint is a dict of tensors and plain values: "format", "version",
+"spec" (ModelSpec.to_dict: rebuilds the model and its pre/post-processing), "model" (the state
+dict), "config" (the resolved training settings), "epoch", "metrics" (validation, that epoch);
+a last.pth adds the TrainingState's keys beside them, for --resume. Torch is imported only to
+save and load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +28,6 @@ from segtrain.data.coco import DataError
 
 FORMAT = "segtrain-checkpoint"
 VERSION = 1
-TRAINING_KEYS = ("optimizer", "scaler", "rng", "history", "best_miou")  # what last.pth adds for --resume
 
 
 class CheckpointError(InputError):
@@ -40,11 +35,39 @@ class CheckpointError(InputError):
 
 
 @dataclass
+class TrainingState:
+    """What a last.pth adds for --resume: optimizer, grad-scaler and RNG state, the history (one row per
+    epoch, the columns of metrics.csv) and the best validation mIoU so far (-1 before any).
+
+    Read from a file, a key that is not there is None (`missing` names them); what the values hold is
+    checked by segtrain.training.resume before any of it is used.
+    """
+
+    optimizer: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    history: list[dict[str, Any]] | None = None
+    best_miou: float | None = None
+
+    def missing(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_checkpoint(cls, raw: dict[str, Any]) -> TrainingState | None:
+        """The state stored beside a checkpoint's other keys; None when it holds none of it (best_model.pth)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{k: raw[k] for k in names if k in raw}) if any(k in raw for k in names) else None
+
+
+@dataclass
 class Checkpoint:
     """A trained model's weights with its spec, the config that trained it, its epoch and metrics.
 
-    `training` holds the optimizer, grad-scaler and RNG state, the history and the best mIoU in a
-    `last.pth` (empty in `best_model.pth`). `path` is where it was loaded from or saved to.
+    `training` is a last.pth's TrainingState (None in best_model.pth). `path` is where it was
+    loaded from or saved to.
     """
 
     spec: ModelSpec
@@ -52,12 +75,12 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
+    training: TrainingState | None = None
     path: Path | None = None
 
     @property
     def resumable(self) -> bool:
-        return all(k in self.training for k in TRAINING_KEYS)
+        return self.training is not None and not self.training.missing()
 
     @property
     def miou(self) -> float | None:
@@ -70,8 +93,9 @@ class Checkpoint:
         return file_sha256(self.path)
 
     def to_dict(self) -> dict[str, Any]:
+        training = self.training.to_dict() if self.training is not None else {}
         return {"format": FORMAT, "version": VERSION, "spec": self.spec.to_dict(), "model": self.model,
-                "config": self.config, "epoch": self.epoch, "metrics": self.metrics, **self.training}
+                "config": self.config, "epoch": self.epoch, "metrics": self.metrics, **training}
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (a temporary file renamed into place); returns the path."""
@@ -112,7 +136,7 @@ class Checkpoint:
         return cls(spec=spec, model=raw["model"], config=config if isinstance(config, dict) else {},
                    epoch=epoch if isinstance(epoch, int) else None,
                    metrics=metrics if isinstance(metrics, dict) else {},
-                   training={k: raw[k] for k in TRAINING_KEYS if k in raw}, path=path)
+                   training=TrainingState.from_checkpoint(raw), path=path)
 
     def data_root(self, override: str | Path | None = None, purpose: str = "this") -> Path:
         """The dataset to use with this checkpoint: `override` (--data), else the one it was trained on.

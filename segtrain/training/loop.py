@@ -1,12 +1,9 @@
 """`segtrain fit`: training with per-epoch validation, best-mIoU checkpoints, a report, early stop and resume.
 
-Batches: the training loader drops the incomplete last batch of each process's share of the
-epoch (as torchvision's reference does; the share is reshuffled every epoch, so no image is left
-out for good), and a share smaller than --batch-size is trained as one batch of that size. So
-any number of images trains with any batch size on any number of processes; a batch of one
-image (--batch-size 1, or a one-image share) trains too, with BatchNorm layers that would see a
-single value per channel using their running statistics (segtrain.training.batchnorm). Validation scores
-every image exactly once, also under torchrun (segtrain.training.distributed.ShardSampler, no padding).
+Any number of images trains with any batch size on any number of processes: the training loader
+drops each share's incomplete last batch (reshuffled every epoch, as torchvision's reference does)
+and trains a share smaller than --batch-size as one batch (`make_loaders`); validation scores every
+image exactly once (segtrain.training.distributed.ShardSampler, no padding).
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from segtrain.common.settings import SettingError
 from segtrain.contract import ModelSpec, build_spec
 from segtrain.data.coco import CocoSplit, DataError
 from segtrain.metrics import ConfusionMatrix
-from segtrain.training.checkpoint import Checkpoint, CheckpointError
+from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingState
 from segtrain.training.config import TrainConfig
 from segtrain.training.dataset import SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
@@ -37,8 +34,8 @@ from segtrain.training.losses import SegLoss
 from segtrain.training.precision import Precision, choose_precision, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
 from segtrain.training.resume import data_from_checkpoint, open_resume, restore, rng_state
-from segtrain.training.run_files import CONFIG_JSON, EpochResult, RunOutputs, best_epoch, finite, history_row
-from segtrain.training.runs import choose_run_folder, claim_run_folder
+from segtrain.training.run_files import EpochResult, RunOutputs, best_epoch, history_row, miou_rank
+from segtrain.training.runs import BEST_MODEL, CONFIG_JSON, choose_run_folder, claim_run_folder
 from segtrain.training.schedule import lr_factor
 from segtrain.training.tensorboard_log import TensorBoardLog, require_tensorboard
 
@@ -150,13 +147,19 @@ class Run:
     train_loader: DataLoader
     val_loader: DataLoader
     sampler: DistributedSampler
-    state: dict
     val_split: CocoSplit
+    history: list[dict] = field(default_factory=list)  # a row per finished epoch (segtrain.training.run_files)
+    best_miou: float = -1.0
     notes: list[str] = field(default_factory=list)  # what prepare() set up, for the log
     progress: str = "off"     # bar, log or off for this process
     log_interval: float = LOG_INTERVAL_S
     epoch_seconds: float | None = None
     outputs: RunOutputs | None = field(default=None, repr=False)
+
+    @property
+    def epoch(self) -> int:
+        """The last finished epoch (0 before the first)."""
+        return self.history[-1]["epoch"] if self.history else 0
 
     def lr_at(self, epoch: int, step: int) -> float:
         """The learning rate of `step` (0-based) of `epoch` (1-based): warm-up, then the schedule."""
@@ -194,9 +197,8 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     guard_single_value_batch_norm(model)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "history": [], "best_miou": -1.0}
     if ckpt is not None:
-        state = restore(ckpt, model, optimizer, precision, spec, cfg)
+        restore(ckpt, model, optimizer, precision, spec, cfg)
     net = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -206,8 +208,11 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
                  f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
                  f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}")
     notes += batch_notes(cfg.batch_size, train_loader.batch_size, len(sampler), ctx.world_size)
-    return Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, state,
-               val_split, notes)
+    run = Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, val_split,
+              notes=notes)
+    if ckpt is not None:
+        run.history, run.best_miou = list(ckpt.training.history), float(ckpt.training.best_miou)
+    return run
 
 
 def batch_notes(asked: int, batch: int, share: int, world: int) -> list[str]:
@@ -240,15 +245,14 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
     progress = Progress(run.progress, len(run.val_loader), f"{desc} validate", log, run.log_interval)
     val_loss, cm = validate(run.model, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
     row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
-    run.state["history"].append(row)
-    run.state["epoch"] = epoch
-    improved = finite(row["miou"]) > run.state["best_miou"]
+    run.history.append(row)
+    improved = miou_rank(row["miou"]) > run.best_miou
     if improved:
-        run.state["best_miou"] = finite(row["miou"])
+        run.best_miou = miou_rank(row["miou"])
     if ctx.is_main:
-        training = {"optimizer": run.optimizer.state_dict(), "scaler": run.precision.scaler.state_dict(),
-                    "rng": rng_state(), "history": run.state["history"], "best_miou": run.state["best_miou"]}
-        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, run.state["history"], training))
+        state = TrainingState(optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
+                              rng=rng_state(), history=run.history, best_miou=run.best_miou)
+        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, state))
         log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
             f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
             f"train {images_per_s:.1f} img/s, epoch {time.perf_counter() - t0:.0f}s")
@@ -264,9 +268,19 @@ def should_stop(history: list[dict], patience: int | None) -> bool:
     return history[-1]["epoch"] - (best if best is not None else 0) >= patience
 
 
+@dataclass(frozen=True)
+class FitResult:
+    best_miou: float  # -1 when no epoch scored
+    best_epoch: int | None
+    epochs_run: int  # by this call (and before it, when resumed)
+    stopped_early: bool
+    out: str  # the run folder
+    is_main: bool  # this process wrote the run (rank 0)
+
+
 def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_ok: bool = False,
-        log: Log = print, log_interval: float = LOG_INTERVAL_S) -> dict:
-    """Train `cfg.model`; returns {"best_miou", "best_epoch", "epochs_run", "stopped_early", "out", "is_main"}.
+        log: Log = print, log_interval: float = LOG_INTERVAL_S) -> FitResult:
+    """Train `cfg.model`.
 
     The run folder follows segtrain.training.runs (never another run's files without `exist_ok`); the
     first line logged names it.
@@ -284,8 +298,8 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
         folder = ctx.decide(lambda: choose_run_folder(cfg.model, cfg.out, ckpt.path if ckpt else None, exist_ok))
         cfg = replace(cfg, out=str(folder.path))
         run = prepare(cfg, ctx, ckpt)
-        if run.state["epoch"] >= cfg.epochs:
-            raise SettingError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.state['epoch']} epochs "
+        if run.epoch >= cfg.epochs:
+            raise SettingError(f"--epochs {cfg.epochs}: {ckpt.path} has finished {run.epoch} epochs "
                               "already; give a larger --epochs (the new total) to continue it")
         ctx.decide(lambda: claim_run_folder(folder.path))  # nothing is created before everything checked out
         run.progress, run.log_interval = resolve_mode(cfg.progress, ctx.is_main), log_interval
@@ -300,21 +314,21 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
         shutdown_distributed(ctx)
 
 
-def train_epochs(run: Run, log: Log) -> dict:
+def train_epochs(run: Run, log: Log) -> FitResult:
     """The epochs left to run, or until early stop; the result `fit` returns."""
     cfg = run.cfg
-    for epoch in range(run.state["epoch"] + 1, cfg.epochs + 1):
+    for epoch in range(run.epoch + 1, cfg.epochs + 1):
         run_epoch(run, epoch, log)
-        if should_stop(run.state["history"], cfg.patience):
+        if should_stop(run.history, cfg.patience):
             break
-    history = run.state["history"]
+    history = run.history
     best = best_epoch(history)
     stopped = len(history) > 0 and history[-1]["epoch"] < cfg.epochs
     if stopped and run.ctx.is_main:
         log(f"early stop after epoch {history[-1]['epoch']}: validation mIoU has not improved for "
-            f"{cfg.patience} epoch(s); best_model.pth is epoch {best}")
-    return {"best_miou": run.state["best_miou"], "best_epoch": best, "epochs_run": len(history),
-            "stopped_early": stopped, "out": cfg.out, "is_main": run.ctx.is_main}
+            f"{cfg.patience} epoch(s); {BEST_MODEL} is epoch {best}")
+    return FitResult(best_miou=run.best_miou, best_epoch=best, epochs_run=len(history), stopped_early=stopped,
+                     out=cfg.out, is_main=run.ctx.is_main)
 
 
 def open_outputs(run: Run) -> RunOutputs:

@@ -16,6 +16,7 @@ import numpy as np
 
 from segtrain.common.files import atomic_write_bytes
 from segtrain.contract import ModelSpec
+from segtrain.training.runs import CONFUSION_PNG, LOSS_PNG, MIOU_PNG
 
 BEST_STYLE = {"color": "#d62728", "linestyle": ":", "linewidth": 1.2}
 
@@ -109,9 +110,9 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], epoch: int):
 
 def write_curves(history: Sequence[dict], spec: ModelSpec, best_epoch: int | None, out: Path) -> None:
     """loss.png and miou.png from the per-epoch history."""
-    save_figure(loss_figure(history, best_epoch), out / "loss.png")
-    save_figure(miou_figure(history, spec, best_epoch), out / "miou.png")
+    save_figure(loss_figure(history, best_epoch), out / LOSS_PNG)
+    save_figure(miou_figure(history, spec, best_epoch), out / MIOU_PNG)
 
 
 def write_confusion(matrix: np.ndarray, classes: Sequence[str], epoch: int, out: Path) -> None:
-    save_figure(confusion_figure(matrix, classes, epoch), out / "confusion.png")
+    save_figure(confusion_figure(matrix, classes, epoch), out / CONFUSION_PNG)

@@ -1,10 +1,9 @@
-"""`--resume`: a last.pth's training state, checked before any of it is used, and put back.
+"""`--resume`: a last.pth's TrainingState, checked before any of it is used, and put back.
 
 A last.pth can load safely and still be unusable for resuming: no config, a config with keys
 this version does not know, weights of another shape, an optimizer, grad-scaler or RNG state
 that is not what training saved, a history that is not one row per epoch. Each is a one-line
-CheckpointError naming the file and what is wrong (exit 2), raised before the run writes anything.
-The run's folder is the folder of the last.pth (or --out), never a path stored inside it.
+CheckpointError naming the file and what is wrong, raised before the run writes anything.
 """
 
 from __future__ import annotations
@@ -19,9 +18,10 @@ import torch
 from torch import nn
 
 from segtrain.contract import ModelSpec
-from segtrain.training.checkpoint import TRAINING_KEYS, Checkpoint, CheckpointError
+from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingState
 from segtrain.training.config import TrainConfig
 from segtrain.training.precision import Precision
+from segtrain.training.runs import LAST
 
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "miou", "pixel_accuracy", "lr")
 
@@ -56,14 +56,14 @@ def open_resume(source: str | Path | Checkpoint) -> Checkpoint:
     """A checkpoint to resume from, its training state checked for shape (not yet for fit)."""
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.load(source)
     path = ckpt.path or source
-    missing = [k for k in TRAINING_KEYS if k not in ckpt.training]
+    missing = ckpt.training.missing() if ckpt.training is not None else TrainingState().missing()
     if missing:
-        raise CheckpointError(f"{path}: cannot resume from it (lacks {', '.join(missing)}; use the run's last.pth)")
+        raise CheckpointError(f"{path}: cannot resume from it (lacks {', '.join(missing)}; use the run's {LAST})")
     if not ckpt.config:
         raise CheckpointError(f"{path}: holds no training config, so the run cannot be resumed from it")
     if ckpt.epoch is None or ckpt.epoch < 1:
         raise CheckpointError(f"{path}: records no finished epoch, so the run cannot be resumed from it")
-    history, best = ckpt.training["history"], ckpt.training["best_miou"]
+    history, best = ckpt.training.history, ckpt.training.best_miou
     keys = history_keys(ckpt.spec)
     rows_ok = isinstance(history, list) and len(history) == ckpt.epoch and all(
         isinstance(r, dict) and r.get("epoch") == i + 1 and all(_number(r.get(k)) for k in keys)
@@ -88,21 +88,18 @@ def data_from_checkpoint(cfg: TrainConfig, ckpt: Checkpoint) -> bool:
 
 
 def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-            spec: ModelSpec, cfg: TrainConfig) -> dict:
-    """Load the checkpoint into model, optimizer, grad scaler and RNGs; returns the loop state to go on from."""
-    path = ckpt.path
+            spec: ModelSpec, cfg: TrainConfig) -> None:
+    """Load an opened (`open_resume`) checkpoint into model, optimizer, grad scaler and RNGs."""
+    path, state = ckpt.path, ckpt.training
     if ckpt.spec != spec:
         raise CheckpointError(f"{path}: was trained with a different model or data setup ({ckpt.spec.arch}, "
                               f"{ckpt.spec.encoder}, {ckpt.spec.classes}, {ckpt.spec.input_size})")
     _load(path, "weights do not fit the model", lambda: model.load_state_dict(ckpt.model))
-    _load(path, "optimizer state does not fit the model",
-          lambda: _load_optimizer(optimizer, ckpt.training["optimizer"]))
+    _load(path, "optimizer state does not fit the model", lambda: _load_optimizer(optimizer, state.optimizer))
     for group in optimizer.param_groups:  # this run's settings, not the stored ones
         group["lr"], group["weight_decay"] = cfg.lr, cfg.weight_decay
-    _load(path, "grad-scaler state is unusable", lambda: precision.scaler.load_state_dict(ckpt.training["scaler"]))
-    _load(path, "RNG state is unusable", lambda: set_rng_state(ckpt.training["rng"]))
-    return {"epoch": int(ckpt.epoch), "history": list(ckpt.training["history"]),
-            "best_miou": float(ckpt.training["best_miou"])}
+    _load(path, "grad-scaler state is unusable", lambda: precision.scaler.load_state_dict(state.scaler))
+    _load(path, "RNG state is unusable", lambda: set_rng_state(state.rng))
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, state: Any) -> None:

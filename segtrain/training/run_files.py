@@ -1,14 +1,7 @@
-"""What a training run writes into its folder after every epoch (the main process only).
-
-    best_model.pth   when validation mIoU improved: weights, spec, config, metrics (with the
-                     confusion matrix)
-    last.pth         every epoch: the same plus optimizer, grad-scaler and RNG state and the history
-    metrics.csv      one row per epoch
-    loss.png, miou.png            every epoch (segtrain.training.plots)
-    confusion.png, samples.png    when the best epoch changes (the best epoch's)
-    tensorboard/     with --tensorboard
-
-Every file is written atomically, so an interrupted run leaves the previous epoch's files whole.
+"""What a training run writes into its folder after every epoch (the main process only; the names are in
+segtrain.training.runs): last.pth, metrics.csv and the curves every epoch, best_model.pth, confusion.png and
+samples.png when validation mIoU improved. Every file is written atomically, so an interrupted run leaves the
+previous epoch's files whole.
 """
 
 from __future__ import annotations
@@ -27,18 +20,16 @@ import numpy as np
 from segtrain.common.files import atomic_write_bytes, atomic_write_text
 from segtrain.contract import ModelSpec
 from segtrain.metrics import ConfusionMatrix
-from segtrain.training.checkpoint import Checkpoint
+from segtrain.training.checkpoint import Checkpoint, TrainingState
 from segtrain.training.config import TrainConfig
+from segtrain.training.runs import BEST_MODEL, LAST, METRICS_CSV, SAMPLES_PNG
 from segtrain.training.samples import Samples, compose, predict_masks
 from segtrain.training.tensorboard_log import TensorBoardLog
 
-BEST, LAST, METRICS_CSV, CONFIG_JSON, SAMPLES_PNG = (
-    "best_model.pth", "last.pth", "metrics.csv", "config.json", "samples.png")
 
-
-def finite(v: float) -> float:
-    """mIoU for comparisons: NaN (nothing to score) counts as -1, below any real score."""
-    return v if math.isfinite(v) else -1.0
+def miou_rank(miou: float) -> float:
+    """An mIoU to compare epochs by: NaN (nothing to score) ranks as -1, below any real score."""
+    return miou if math.isfinite(miou) else -1.0
 
 
 def best_epoch(history: Sequence[dict]) -> int | None:
@@ -66,13 +57,16 @@ def write_metrics_csv(history: list[dict[str, Any]], path: Path) -> None:
 
 @dataclass
 class EpochResult:
-    """One epoch as the outputs need it; `training` is what last.pth adds for --resume."""
+    """One epoch as the outputs need it; `state` (with the history so far) is what last.pth adds for --resume."""
 
     row: dict[str, Any]
     cm: ConfusionMatrix
     improved: bool
-    history: list[dict[str, Any]]
-    training: dict[str, Any]
+    state: TrainingState
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.state.history
 
 
 class RunOutputs:
@@ -93,8 +87,8 @@ class RunOutputs:
                    "confusion": result.cm.mat.tolist()}
         ckpt = Checkpoint(spec=spec, model=weights, config=self.cfg.to_dict(), epoch=row["epoch"], metrics=metrics)
         if result.improved:
-            ckpt.save(self.folder / BEST)
-        dataclasses.replace(ckpt, training=result.training).save(self.folder / LAST)
+            ckpt.save(self.folder / BEST_MODEL)
+        dataclasses.replace(ckpt, training=result.state).save(self.folder / LAST)
         write_metrics_csv(result.history, self.folder / METRICS_CSV)
         write_curves(result.history, spec, best_epoch(result.history), self.folder)
         if self.tensorboard is not None:

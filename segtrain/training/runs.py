@@ -1,10 +1,9 @@
-"""Which folder a training run writes to: an existing run is never overwritten by accident (torch-free).
+"""A training run's folder: the names of its files, and which folder a run writes to (torch-free).
 
-- No --out: `runs/<model>/`, or the next free `runs/<model>-2/`, `-3/`, ... when it holds a run.
-- An explicit --out that holds a run: refused, unless --exist-ok (write into it) or --resume.
-- --resume PATH: the folder of PATH (or --out), never a path stored inside the checkpoint.
-
-"Holds a run" means one of RUN_FILES is there; an empty or unrelated folder is used as it is.
+An existing run is never overwritten by accident: without --out a run goes to `runs/<model>/` or
+the next free `runs/<model>-N/`; an --out that holds a run (one of RUN_FILES is there) is refused
+unless --exist-ok or --resume; --resume continues in the folder of its last.pth (or --out), never
+in a path stored inside the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,8 +14,10 @@ from pathlib import Path
 from segtrain.common.errors import InputError
 from segtrain.common.files import ensure_writable_dir
 
-RUNS_DIR = Path("runs")
-RUN_FILES = ("best_model.pth", "last.pth", "metrics.csv", "config.json")
+RUNS_DIR = Path("runs")  # where runs go without --out
+BEST_MODEL, LAST, METRICS_CSV, CONFIG_JSON = "best_model.pth", "last.pth", "metrics.csv", "config.json"
+LOSS_PNG, MIOU_PNG, CONFUSION_PNG, SAMPLES_PNG = "loss.png", "miou.png", "confusion.png", "samples.png"
+RUN_FILES = (BEST_MODEL, LAST, METRICS_CSV, CONFIG_JSON)  # any of these: the folder holds a run
 
 
 class RunFolderError(InputError):
@@ -27,6 +28,19 @@ class RunFolderError(InputError):
 class RunFolder:
     path: Path
     note: str  # the first line of the run's output says which folder and why
+
+
+def best_checkpoints(runs_dir: Path = RUNS_DIR) -> list[Path]:
+    """Every runs/*/best_model.pth (what `segdeploy export` and `bench` take without arguments)."""
+    return sorted(Path(runs_dir).glob(f"*/{BEST_MODEL}"))
+
+
+def run_name(checkpoint: Path) -> str:
+    """runs/<name>/best_model.pth (or last.pth) -> <name>; any other file -> its stem."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.name in (BEST_MODEL, LAST) and checkpoint.parent.name not in ("", "."):
+        return checkpoint.parent.name
+    return checkpoint.stem
 
 
 def run_files(folder: Path) -> list[str]:
@@ -80,7 +94,7 @@ def choose_run_folder(model: str, out: str | Path | None = None, resume: str | P
 def _refusal(folder: Path) -> str:
     files = ", ".join(run_files(folder))
     return (f"{folder}: already holds a run ({files}); choose another --out, continue it with "
-            f"--resume {folder / 'last.pth'}, or pass --exist-ok to write over it")
+            f"--resume {folder / LAST}, or pass --exist-ok to write over it")
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ def cell_name(cell: Cell, world: int) -> str:
     return f"n{cell[0]}-b{cell[1]}-w{world}"
 
 
-def fit_cell(data: Path, out: Path, batch_size: int) -> dict:
+def fit_cell(data: Path, out: Path, batch_size: int):
     from segtrain.training.loop import fit
 
     return fit(tiny_config(data, out, epochs=1, batch_size=batch_size, lr=1e-3), log=lambda _: None)
@@ -34,7 +35,8 @@ def fit_cells(rank: int, cells: list[Cell], data_dir: str, out_dir: str, world: 
         for cell in cells:
             name = cell_name(cell, world)
             try:
-                result = {"ok": True, **fit_cell(Path(data_dir) / f"n{cell[0]}", Path(out_dir) / name, cell[1])}
+                fitted = fit_cell(Path(data_dir) / f"n{cell[0]}", Path(out_dir) / name, cell[1])
+                result = {"ok": True, **dataclasses.asdict(fitted)}
             except Exception:
                 result = {"ok": False, "error": traceback.format_exc(limit=3)}
             if rank == 0:

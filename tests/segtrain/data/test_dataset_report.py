@@ -39,7 +39,7 @@ def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
 def two_epochs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report-run") / "run"
     with tiny_registered():
-        assert fit(tiny_cfg(data, out), log=lambda _: None)["epochs_run"] == 2
+        assert fit(tiny_cfg(data, out), log=lambda _: None).epochs_run == 2
     return out
 
 

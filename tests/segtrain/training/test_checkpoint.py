@@ -10,26 +10,26 @@ import torch
 from segtrain.common.errors import InputError
 from segtrain.contract import build_spec
 from segtrain.data.coco import DataError
-from segtrain.training.checkpoint import Checkpoint, CheckpointError
+from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingState
 
 
-def small(config: dict | None = None, training: dict | None = None) -> Checkpoint:
+def small(config: dict | None = None, training: TrainingState | None = None) -> Checkpoint:
     spec = build_spec("deeplab", "resnet18", image_size=64)
     return Checkpoint(spec=spec, model={"w": torch.arange(6.0).reshape(2, 3)}, config=config or {}, epoch=2,
-                      metrics={"miou": 0.5}, training=training or {})
+                      metrics={"miou": 0.5}, training=training)
 
 
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
-    training = {"optimizer": {"state": {}}, "scaler": {}, "rng": {"torch": torch.zeros(3)}, "history": [{"a": 1}],
-                "best_miou": 0.5}
+    training = TrainingState(optimizer={"state": {}}, scaler={}, rng={"torch": torch.zeros(3)}, history=[{"a": 1}],
+                             best_miou=0.5)
     saved = small({"data": "/x", "lr": 1e-4}, training)
     saved.save(tmp_path / "last.pth")
     loaded = Checkpoint.load(tmp_path / "last.pth")
     assert loaded.spec == saved.spec and loaded.epoch == 2 and loaded.miou == 0.5
     assert loaded.config == {"data": "/x", "lr": 1e-4} and loaded.path == tmp_path / "last.pth"
     torch.testing.assert_close(loaded.model["w"], saved.model["w"])
-    assert loaded.resumable and loaded.training["history"] == [{"a": 1}]
-    assert not small().resumable
+    assert loaded.resumable and loaded.training.history == [{"a": 1}] and loaded.training.missing() == []
+    assert not small().resumable and small().training is None
     raw = torch.load(tmp_path / "last.pth", weights_only=True)  # plain values: loads without our code
     assert raw["format"] == "segtrain-checkpoint" and raw["version"] == 1 and raw["best_miou"] == 0.5
 

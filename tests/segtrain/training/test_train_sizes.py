@@ -68,7 +68,7 @@ def check_run(out: Path, data: Path) -> None:
 def test_one_process_trains_any_size_with_any_batch(datasets: Path, tmp_path: Path, n: int, batch: int) -> None:
     with tiny_registered():
         result = fit_cell(datasets / f"n{n}", tmp_path / "run", batch)
-    assert result["epochs_run"] == 1
+    assert result.epochs_run == 1
     check_run(tmp_path / "run", datasets / f"n{n}")
 
 

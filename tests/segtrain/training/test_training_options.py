@@ -80,7 +80,7 @@ def test_early_stop_at_the_right_epoch_when_miou_cannot_improve(data: Path, tmp_
     lines: list[str] = []
     with tiny_registered():
         result = fit(cfg(data, tmp_path / "run", model=PLAIN_ARCH, lr=0.0, epochs=10, patience=2), log=lines.append)
-    assert result["epochs_run"] == 3 and result["stopped_early"] and result["best_epoch"] == 1
+    assert result.epochs_run == 3 and result.stopped_early and result.best_epoch == 1
     assert [int(r["epoch"]) for r in csv_rows(tmp_path / "run" / "metrics.csv")] == [1, 2, 3]
     assert torch.load(tmp_path / "run" / "best_model.pth", weights_only=True)["epoch"] == 1
     assert lines[-1] == ("early stop after epoch 3: validation mIoU has not improved for 2 epoch(s); "
