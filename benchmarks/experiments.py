@@ -37,7 +37,7 @@ from segdeploy.infer.runtime import OnnxModel, OpenVinoModel  # noqa: E402
 from segtrain.common.extras import installed  # noqa: E402
 from segtrain.common.system import usable_cores  # noqa: E402
 from segtrain.contract import ModelSpec, preprocess  # noqa: E402
-from segtrain.evaluation import open_split_for  # noqa: E402
+from segtrain.evaluation import EVALUATE_BATCH_SIZE, open_split_for  # noqa: E402
 
 # name -> quantize_static options; "export" is what `segdeploy export --int8` does.
 INT8_VARIANTS: dict[str, dict] = {
@@ -161,8 +161,8 @@ def _parity(fp32: OnnxModel, run: Callable[[np.ndarray], np.ndarray], split: obj
     from segdeploy.export.verify import Thresholds, run_parity
 
     spec = fp32.spec
-    report = run_parity(fp32.run, run, split, spec, [tuple(spec.input_size)], 4, args.images,
-                        Thresholds(None, None), ("fp32", name), "validation")
+    report = run_parity(fp32.run, run, split, spec, [tuple(spec.input_size)], EVALUATE_BATCH_SIZE, args.images,
+                        Thresholds(), ("fp32", name), "validation")
     return report.results[0]
 
 
@@ -274,8 +274,8 @@ def stride_command(args: argparse.Namespace) -> list[dict]:
             print(f"OS{row['output_stride']}: {row['gflop']['dense']:.1f} GFLOP/image "
                   f"({row['gflop']['valid_taps']:.1f} on valid taps), {row['images_per_second']:.2f} "
                   f"images/s, mIoU {100 * row['miou']:.2f}% (weights trained at OS8)", flush=True)
-        report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)], 4, args.images,
-                            Thresholds(None, None), ("OS8", "OS16"), "validation")
+        report = run_parity(runners[8].run, runners[16].run, split, spec, [tuple(spec.input_size)],
+                            EVALUATE_BATCH_SIZE, args.images, Thresholds(), ("OS8", "OS16"), "validation")
     rows.append({"agreement_os16_vs_os8": report.results[0].agreement})
     return rows
 
@@ -299,7 +299,7 @@ def _at_stride(stride: int, model8: object, spec: ModelSpec, split: object, work
     path = work / f"os{stride}.onnx"
     path.write_bytes(proto.SerializeToString())
     runners[stride] = OnnxModel(path, provider="cpu", threads=args.threads)
-    metrics = evaluate_split(runners[stride].run, split, spec, batch_size=4, limit=args.images)
+    metrics = evaluate_split(runners[stride].run, split, spec, limit=args.images)
     return {"output_stride": stride, "gflop": count_gflop(model, tuple(spec.input_size)), "miou": metrics.miou}
 
 

@@ -38,7 +38,24 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: import this chec
 
 from targets import markdown, targets  # noqa: E402  (benchmarks/targets.py: this project's bars)
 
+from segdeploy.bench.report import SCHEMA, BenchReport, ReportError  # noqa: E402
+from segtrain.common.json_record import decode, encode, key  # noqa: E402
+from segtrain.common.json_shape import ShapeError  # noqa: E402
+from segtrain.training.runs import BEST_MODEL  # noqa: E402
+
 DEFAULT_DATA = Path(os.environ.get("SEGTRAIN_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
+SUITE_SCHEMA = "segdeploy-bench-suite/1"
+
+
+@dataclass(kw_only=True)
+class SuiteResults:
+    """<out>/results.json: each suite model's bench report and how its checkpoint was made."""
+
+    schema: str  # SUITE_SCHEMA
+    command: str  # the suite run
+    reruns: list[str] = key(factory=list)  # `--only` runs since, whose models' reports replaced those of the suite
+    runs: dict[str, BenchReport]
+    checkpoints: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,7 @@ def checkpoint_for(model: SuiteModel, work: Path, data: Path, light: Path | None
     """The model's checkpoint: reused when present, else trained (light config) or random-init."""
     if model.trained and light is not None:
         return light
-    path = work / "runs" / model.name / "best_model.pth"
+    path = work / "runs" / model.name / BEST_MODEL
     if path.is_file():
         print(f"reusing {path}")
         return path
@@ -141,7 +158,7 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) -> dict:
+def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) -> BenchReport:
     cmd = [sys.executable, "-m", "segdeploy", "bench", rel(ckpt), *model.bench_args, "--data", str(args.data),
            "--onnx-dir", rel(args.work / "onnx"), "--json", rel(out / f"{model.name}.json")]
     if args.threads:
@@ -151,9 +168,9 @@ def bench(model: SuiteModel, ckpt: Path, args: argparse.Namespace, out: Path) ->
     if not model.trained:
         cmd += ["--no-accuracy"]
     run(cmd, log=out / f"{model.name}.log")
-    doc = json.loads((out / f"{model.name}.json").read_text())
-    doc["command"] = shlex.join(["python", "-m", "segdeploy", *cmd[3:]])
-    return doc
+    report = BenchReport.read(out / f"{model.name}.json")
+    report.command = shlex.join(["python", "-m", "segdeploy", *cmd[3:]])
+    return report
 
 
 def training_note(model: SuiteModel, ckpt: Path) -> str:
@@ -170,51 +187,51 @@ def training_note(model: SuiteModel, ckpt: Path) -> str:
             f"{'n/a' if miou is None else f'{100 * miou:.2f}%'}")
 
 
-def earlier_results(out: Path, models: tuple[SuiteModel, ...]) -> dict | None:
-    """The suite results already in `out` (results.json) when they are of this suite, else None."""
+def earlier_results(out: Path, models: tuple[SuiteModel, ...]) -> SuiteResults | None:
+    """The suite results already in `out` (results.json) when they are of this suite (its models, readable
+    reports), else None."""
     try:
-        suite = json.loads((out / "results.json").read_text())
-    except (OSError, ValueError):
+        suite = decode(SuiteResults, json.loads((out / "results.json").read_text()))
+    except (OSError, ValueError, ShapeError, ReportError):
         return None
     names = {m.name for m in models}
-    ok = (isinstance(suite, dict) and suite.get("schema") == "segdeploy-bench-suite/1"
-          and isinstance(suite.get("runs"), dict) and set(suite["runs"]) <= names)
+    ok = suite.schema == SUITE_SCHEMA and set(suite.runs) <= names and all(
+        r.schema == SCHEMA for r in suite.runs.values())
     return suite if ok else None
 
 
-def merge_runs(docs: dict[str, dict], notes: dict[str, str], command: str, earlier: dict | None,
+def merge_runs(docs: dict[str, BenchReport], notes: dict[str, str], command: str, earlier: SuiteResults | None,
                models: tuple[SuiteModel, ...]) -> tuple[dict, dict, str, list[str]]:
-    """(docs, notes, suite command, rerun commands) to write: this run's, or with --only, the earlier
+    """(reports, notes, suite command, rerun commands) to write: this run's, or with --only, the earlier
     run's models with this run's replacing theirs, in the suite's order."""
     if earlier is None:
         return docs, notes, command, []
-    order = [m.name for m in models if m.name in docs or m.name in earlier["runs"]]
-    return ({n: docs[n] if n in docs else earlier["runs"][n] for n in order},
-            {n: notes[n] if n in notes else earlier["checkpoints"][n] for n in order},
-            earlier["command"], [*earlier.get("reruns", []), command])
+    order = [m.name for m in models if m.name in docs or m.name in earlier.runs]
+    return ({n: docs[n] if n in docs else earlier.runs[n] for n in order},
+            {n: notes[n] if n in notes else earlier.checkpoints[n] for n in order},
+            earlier.command, [*earlier.reruns, command])
 
 
-def write_results(docs: dict[str, dict], notes: dict[str, str], command: str, out: Path,
+def write_results(docs: dict[str, BenchReport], notes: dict[str, str], command: str, out: Path,
                   reruns: list[str] = ()) -> None:
     from segtrain.common.files import atomic_write_text
 
-    suite = {"schema": "segdeploy-bench-suite/1", "command": command, "reruns": list(reruns), "runs": docs,
-             "checkpoints": notes}
-    atomic_write_text(out / "results.json", json.dumps(suite, indent=2) + "\n")
+    suite = SuiteResults(schema=SUITE_SCHEMA, command=command, reruns=list(reruns), runs=docs, checkpoints=notes)
+    atomic_write_text(out / "results.json", json.dumps(encode(suite), indent=2) + "\n")
     parts = ["# segdeploy benchmark suite", "", f"Suite command: `{command}` (from the repository root).", ""]
     parts += [f"Then rerun: `{c}` (its models' sections replace those of the suite run)." for c in reruns]
     parts += ["", "Each section is one `segdeploy bench` process; ratios compare backends measured in that same "
               "process, with the same threads. See [README.md](README.md) for what is measured and how.", ""]
     summary = ["| model | target | size | measured | bar | met |", "|---|---|---|---:|---:|---|"]
-    for name, doc in docs.items():
-        for model in doc["models"]:
+    for name, report in docs.items():
+        for model in report.models:
             for t in targets(model):
-                size = f"{t['image_size'][0]}x{t['image_size'][1]}" if t["image_size"] else "-"
-                summary.append(f"| {name} | {t['target']} | {size} | {t['measured']:.2f} | {t['threshold']:g} | "
-                               f"{'yes' if t['met'] else '**no**'} |")
+                size = f"{t.image_size[0]}x{t.image_size[1]}" if t.image_size else "-"
+                summary.append(f"| {name} | {t.target} | {size} | {t.measured:.2f} | {t.threshold:g} | "
+                               f"{'yes' if t.met else '**no**'} |")
     parts += ["## Targets", ""] + summary + [""]
-    for name, doc in docs.items():
-        body = markdown(doc, doc["command"], level=2).split("\n", 1)[1]  # drop its title: the section has one
+    for name, report in docs.items():
+        body = markdown(report, report.command, level=2).split("\n", 1)[1]  # drop its title: the section has one
         parts += [f"## {name}", "", f"Checkpoint: {notes[name]}.", body, f"![{name}]({name}.png)", ""]
     atomic_write_text(out / "results.md", "\n".join(parts))
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")

@@ -7,6 +7,7 @@ and are reported once, by the group (exit codes: segtrain.common.errors.EXIT_COD
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,31 +15,29 @@ from typing import TYPE_CHECKING
 import click
 
 from segdeploy import __version__
-from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
-from segdeploy.export.options import ExportOptions
-from segdeploy.export.trace import MAX_BATCH_SIZE, MAX_OPSET, MIN_OPSET
+from segdeploy.bench.config import BenchConfig
+from segdeploy.export.config import ExportConfig
 from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
 from segdeploy.infer.inputs import PRECISIONS
 from segdeploy.infer.outputs import SAVE_CHOICES
-from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
-from segtrain.common.commandline import FiniteFloat, ToolGroup, exit_codes_epilog
+from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES
+from segtrain.common.commandline import FiniteFloat, NameList, ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import (
+    EXIT_FAILURE,
+    EXIT_INPUT,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_INPUTS_FAILED,
-    InputError,
-    ToolError,
     printable,
 )
-from segtrain.common.limits import MAX_INPUT_SIDE
-from segtrain.common.settings import default
-from segtrain.evaluation import DEFAULT_SPLIT
+from segtrain.common.settings import COMMAND_LINE, build, default
+from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE
 
 if TYPE_CHECKING:
     from segdeploy.infer.partition import Shard
 
-EVALUATE_BATCH_SIZE = 4
-MAX_SGEMM_SIZE = 16384  # three float32 matrices of this side take 3 GiB
+bench_option = functools.partial(setting_option, BenchConfig)
+export_option = functools.partial(setting_option, ExportConfig)
 RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
                 "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
                 "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
@@ -48,45 +47,6 @@ RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is ins
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
     """Ship segtrain models as ONNX and run them with onnxruntime or OpenVINO."""
-
-
-class IntList(click.ParamType):
-    """Comma-separated integers from 1 to `maximum`, e.g. 1,4,8."""
-
-    name = "N[,N...]"
-
-    def __init__(self, maximum: int) -> None:
-        self.maximum = maximum
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            out = tuple(int(v) for v in str(value).split(",") if v.strip())
-        except ValueError:
-            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
-        if not out or min(out) < 1 or max(out) > self.maximum:
-            self.fail(f"{value!r}: every value must be a positive integer, at most {self.maximum}", param, ctx)
-        return tuple(dict.fromkeys(out))
-
-
-class NameList(click.ParamType):
-    """Comma-separated names from a fixed set."""
-
-    name = "NAME[,NAME...]"
-
-    def __init__(self, choices: tuple[str, ...]) -> None:
-        self.choices = choices
-
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
-        if isinstance(value, tuple):
-            return value
-        out = tuple(v.strip() for v in str(value).split(",") if v.strip())
-        bad = [v for v in out if v not in self.choices]
-        if bad or not out:
-            unknown = printable(", ".join(bad)) or "empty list"  # a control character would break the line
-            self.fail(f"unknown {unknown}; choose from {', '.join(self.choices)}", param, ctx)
-        return tuple(dict.fromkeys(out))
 
 
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
@@ -226,53 +186,39 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
 
 @main.command("bench")
 @click.argument("models", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--image-size", "image_sizes", type=IntList(MAX_INPUT_SIDE),
+@bench_option("--image-size", "image_sizes",
               help="Square input size(s), e.g. 512 or 256,512 [default: each model's own].")
-@click.option("--batch-sizes", type=IntList(MAX_BATCH_SIZE),
-              default=",".join(map(str, default(BenchConfig, "batch_sizes"))), show_default=True,
-              help="Batch sizes to time.")
-@click.option("--runs", default=default(BenchConfig, "runs"), show_default=True, type=click.IntRange(min=1),
-              help="Timed runs per batch size and image size.")
-@click.option("--warmup", default=default(BenchConfig, "warmup"), show_default=True, type=click.IntRange(min=1),
-              help="Warm-up runs before timing (the first one is reported as the first-run time).")
-@click.option("--threads", type=click.IntRange(min=1),
+@bench_option("--batch-sizes", help="Batch sizes to time.")
+@bench_option("--runs", help="Timed runs per batch size and image size.")
+@bench_option("--warmup", help="Warm-up runs before timing (the first one is reported as the first-run time).")
+@bench_option("--threads", default=None,
               help="Threads for every backend (torch.set_num_threads, ORT intra-op) [default: usable cores].")
-@click.option("--backends", type=NameList(BACKENDS), default=",".join(default(BenchConfig, "backends")),
-              show_default=True, help="Backends to time; ort-fp16 runs only with a GPU provider, ov-* only where "
-                                      "OpenVINO is installed.")
-@click.option("--provider", default=default(BenchConfig, "provider"), show_default=True,
-              type=click.Choice(PROVIDER_CHOICES), help="onnxruntime provider (auto: TensorRT or CUDA when available, "
-                                                        "else CPU).")
+@bench_option("--backends", help="Backends to time; ort-fp16 runs only with a GPU provider, ov-* only where "
+                                 "OpenVINO is installed.")
+@bench_option("--provider", help="onnxruntime provider (auto: TensorRT or CUDA when available, else CPU).")
 @click.option("--onnx-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where checkpoints are exported; files of the same checkpoint are reused [default: temporary].")
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root: INT8 calibration (train), accuracy (validation), sample photos "
                    "[default: the checkpoint's own].")
-@click.option("--calibration-images", default=default(BenchConfig, "calibration_images"), show_default=True,
-              type=click.IntRange(min=1), help="Images for INT8 calibration.")
-@click.option("--accuracy/--no-accuracy", default=default(BenchConfig, "accuracy"), show_default=True,
+@bench_option("--calibration-images", help="Images for INT8 calibration.")
+@bench_option("--accuracy/--no-accuracy",
               help="Report the INT8 model's mIoU change against FP32 on the validation split.")
-@click.option("--accuracy-images", type=click.IntRange(min=1), help="Validation images scored [default: all].")
+@bench_option("--accuracy-images",
+              help="Validation images scored [default: all].")
 @click.option("--photos", type=click.Path(path_type=Path),
               help="Folder of photos: time `segdeploy batch` on it against the model alone (end-to-end ratio).")
-@click.option("--e2e-batch-size", default=default(BenchConfig, "e2e_batch_size"), show_default=True,
-              type=click.IntRange(min=1), help="Batch size of the end-to-end run.")
-@click.option("--e2e-workers", type=click.IntRange(min=1),
+@bench_option("--e2e-batch-size", help="Batch size of the end-to-end run.")
+@bench_option("--e2e-workers",
               help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
-@click.option("--runtime", default=default(BenchConfig, "runtime"), show_default=True,
-              type=click.Choice(RUNTIME_CHOICES),
-              help="--runtime of the end-to-end `segdeploy batch` runs (the ov-* backends always time OpenVINO, "
-                   "the ort-* ones onnxruntime).")
-@click.option("--graph-optimization", default=default(BenchConfig, "graph_optimization"), show_default=True,
-              type=click.Choice(GRAPH_OPTIMIZATION_LEVELS), help="onnxruntime graph optimisation level.")
+@bench_option("--runtime", help="--runtime of the end-to-end `segdeploy batch` runs (the ov-* backends always time "
+                                "OpenVINO, the ort-* ones onnxruntime).")
+@bench_option("--graph-optimization", help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
 @click.option("--channels-last", is_flag=True, help="Run PyTorch eager in channels-last memory format.")
-@click.option("--schedule", default=default(BenchConfig, "schedule"), show_default=True, type=click.Choice(SCHEDULES),
-              help="Time all backends in interleaved rounds, one after the other, or interleaved while memory "
-                   "allows (auto).")
-@click.option("--sgemm-size", default=default(BenchConfig, "sgemm_size"), show_default=True,
-              type=click.IntRange(min=16, max=MAX_SGEMM_SIZE),
-              help="Side of the float32 matrix product timed as the roofline.")
+@bench_option("--schedule", help="Time all backends in interleaved rounds, one after the other, or interleaved "
+                                 "while memory allows (auto).")
+@bench_option("--sgemm-size", help="Side of the float32 matrix product timed as the roofline.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Latency/throughput plot (PNG) [default: beside --json, same name with .png, where matplotlib "
@@ -295,26 +241,11 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
     OpenVINO), and (with --photos) the end-to-end `segdeploy batch --runtime` images/s with
     the FP32 and INT8 models against the model alone.
     """
-    from segdeploy.bench import report
-    from segdeploy.bench.models import check_writable, default_models
-    from segdeploy.bench.run import run_bench
-    from segtrain.common.extras import importable, require
+    from segdeploy.bench.run import bench_and_write
 
-    if plot_path is None and json_path is not None and importable("matplotlib"):  # else: no default plot
-        plot_path = json_path.with_suffix(".png")
-    if plot_path is not None:
-        require("matplotlib", "--plot")
-    for path in (json_path, plot_path):
-        check_writable(path)
-    config = BenchConfig(models=list(models) or default_models(), **{k: v for k, v in options.items() if v is not None})
-    doc = run_bench(config, echo=lambda m: click.echo(m, err=True))
-    click.echo(report.format_report(doc))
-    if json_path is not None:
-        report.write_json(doc, json_path)
-        click.echo(f"wrote {json_path}")
-    if plot_path is not None:
-        report.plot(doc, plot_path)
-        click.echo(f"wrote {plot_path}")
+    values = {"models": list(models), **{k: v for k, v in options.items() if v is not None}}
+    bench_and_write(build(BenchConfig, [(COMMAND_LINE, values)]), json_path, plot_path, echo=click.echo,
+                    log=lambda m: click.echo(m, err=True))
 
 
 @main.command("merge-summary")
@@ -341,91 +272,51 @@ def merge_summary_command(out_dir: Path) -> None:
         raise SystemExit(EXIT_SOME_INPUTS_FAILED)
 
 
-@main.command("export")
+@main.command("export", epilog=exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT)))
 @click.argument("checkpoints", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", default=default(ExportOptions, "out_dir"), show_default=True,
-              type=click.Path(path_type=Path), help="Folder for <name>.onnx, its variants and .verify.json reports.")
-@click.option("--opset", default=default(ExportOptions, "opset"), show_default=True,
-              type=click.IntRange(MIN_OPSET, MAX_OPSET), help="ONNX opset to target.")
-@click.option("--verify/--no-verify", default=default(ExportOptions, "verify"), show_default=True,
-              help="Compare onnxruntime with PyTorch on real validation images before writing the model.")
+@export_option("--out", type=click.Path(path_type=Path),
+               help="Folder for <name>.onnx, its variants and .verify.json reports.")
+@export_option("--opset", help="ONNX opset to target.")
+@export_option("--verify/--no-verify", help="Compare onnxruntime with PyTorch on real validation images before "
+                                            "writing the model.")
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root for verification and calibration [default: the one the model was trained on].")
-@click.option("--split", default=default(ExportOptions, "split"), show_default=True,
-              help="Split whose images verify the export.")
-@click.option("--verify-images", default=default(ExportOptions, "verify_images"), show_default=True,
-              type=click.IntRange(min=1), help="Validation images to verify on.")
-@click.option("--verify-batch-size", default=default(ExportOptions, "verify_batch_size"), show_default=True,
-              type=click.IntRange(min=1), help="Batch size for verification (trace uses 1).")
-@click.option("--max-diff", default=default(ExportOptions, "thresholds").max_abs_diff, show_default=True,
-              type=FiniteFloat(min=0), help="Largest allowed |logit difference|.")
-@click.option("--min-agreement", default=round(100 * default(ExportOptions, "thresholds").min_agreement, 6),
-              show_default=True, type=FiniteFloat(0, 100), help="Smallest allowed arg-max agreement, in %.")
-@click.option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
-@click.option("--calibration-images", default=default(ExportOptions, "calibration_images"), show_default=True,
-              type=click.IntRange(min=1), help="Training images to calibrate INT8 on.")
-@click.option("--int8-max-drop", default=round(100 * default(ExportOptions, "int8_gate").max_miou_drop, 6),
-              show_default=True, type=FiniteFloat(min=0),
-              help="INT8 gate: largest allowed mIoU drop against FP32, in points.")
-@click.option("--int8-min-agreement", default=round(100 * default(ExportOptions, "int8_gate").min_agreement, 6),
-              show_default=True, type=FiniteFloat(0, 100),
-              help="INT8 gate: smallest allowed arg-max agreement with FP32, in %.")
-@click.option("--int8-images", default=default(ExportOptions, "int8_images"), show_default=True,
-              type=click.IntRange(min=1), help="Validation images INT8 is compared with FP32 on.")
-@click.option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace .onnx files exported from another checkpoint, and export up-to-date ones again.")
-def export_command(checkpoints: tuple[Path, ...], out_dir: Path, opset: int, verify: bool, data: Path | None,
-                   split: str, verify_images: int, verify_batch_size: int, max_diff: float, min_agreement: float,
-                   int8: bool, calibration_images: int, int8_max_drop: float, int8_min_agreement: float,
-                   int8_images: int, fp16: bool, overwrite: bool) -> None:
+@export_option("--split", help="Split whose images verify the export.")
+@export_option("--verify-images", help="Validation images to verify on.")
+@export_option("--verify-batch-size", help="Batch size for verification (trace uses 1).")
+@export_option("--max-diff", help="Largest allowed |logit difference|.")
+@export_option("--min-agreement", help="Smallest allowed arg-max agreement, in %.")
+@export_option("--int8", is_flag=True, help="Also write <name>.int8.onnx (static QDQ INT8) and its report.")
+@export_option("--calibration-images", help="Training images to calibrate INT8 on.")
+@export_option("--int8-max-drop", help="INT8 gate: largest allowed mIoU drop against FP32, in points.")
+@export_option("--int8-min-agreement", help="INT8 gate: smallest allowed arg-max agreement with FP32, in %.")
+@export_option("--int8-images", help="Validation images INT8 is compared with FP32 on.")
+@export_option("--fp16", is_flag=True, help="Also write <name>.fp16.onnx (float32 input/output) and its report.")
+@export_option("--overwrite", is_flag=True,
+               help="Replace .onnx files exported from another checkpoint, and export up-to-date ones again.")
+def export_command(checkpoints: tuple[Path, ...], **options) -> None:
     """Export checkpoints to self-describing ONNX, verified against PyTorch.
 
     With no CHECKPOINT, every runs/*/best_model.pth becomes <out>/<run name>.onnx. A model that
-    fails verification is not written (exit 1); bad checkpoints, data or output folder exit 2.
-    The other checkpoints are still exported.
+    fails verification is not written; a checkpoint that cannot be exported is named and the
+    others are still exported.
 
     With --int8, the INT8 model is compared with FP32 on the validation images (--int8-images of
     them) and written only when arg-max agreement >= --int8-min-agreement and the mIoU drop <=
     --int8-max-drop; otherwise its report is kept as <name>.int8.failed.verify.json and the
-    export exits 1 (the FP32 model is written). With --no-verify nothing is compared and the
+    export fails (the FP32 model is written). With --no-verify nothing is compared and the
     gate is not applied.
 
     An existing <name>.onnx is never replaced by accident: when its provenance names the same
     checkpoint (sha256) it is up to date and kept; when it comes from another checkpoint the
-    export stops with exit 2 unless --overwrite.
+    export stops unless --overwrite.
     """
-    from segdeploy.export.artifact import find_checkpoints, output_name
-    from segdeploy.export.verify import Thresholds
+    from segdeploy.export.exporter import export_checkpoints
 
-    paths = list(checkpoints) or find_checkpoints()
-    if not paths:
-        raise InputError("no CHECKPOINT given and no runs/*/best_model.pth found")
-    names = [output_name(p) for p in paths]
-    clashes = sorted({n for n in names if names.count(n) > 1})
-    if clashes:
-        raise InputError(f"several checkpoints would be exported as {', '.join(clashes)}.onnx; export them separately")
-    opts = ExportOptions(out_dir=out_dir, opset=opset, verify=verify, data=data, split=split,
-                         verify_images=verify_images, verify_batch_size=verify_batch_size,
-                         thresholds=Thresholds(max_diff, min_agreement / 100), int8=int8,
-                         calibration_images=calibration_images, fp16=fp16, int8_images=int8_images,
-                         int8_gate=Thresholds(None, int8_min_agreement / 100, int8_max_drop / 100),
-                         overwrite=overwrite)
-    codes = [_export_one(p, opts) for p in paths]
-    if any(codes):
-        sys.exit(max(codes))
-
-
-def _export_one(path: Path, opts: ExportOptions) -> int:
-    """Export one checkpoint; an error is printed in one line and becomes the exit code (the others go on)."""
-    from segdeploy.export.exporter import export_checkpoint
-
-    try:
-        export_checkpoint(path, opts, echo=click.echo)
-    except ToolError as e:
-        click.echo(f"Error: {printable(e)}", err=True)
-        return e.exit_code
-    return EXIT_OK
+    config = build(ExportConfig, [(COMMAND_LINE, {"checkpoints": list(checkpoints), **options})])
+    failed = export_checkpoints(config, echo=click.echo, error=lambda e: click.echo(f"Error: {printable(e)}", err=True))
+    if failed:
+        raise SystemExit(max(e.exit_code for e in failed))
 
 
 @main.command("info")

@@ -11,10 +11,20 @@ from pathlib import Path
 import click
 
 from segtrain import __version__
-from segtrain.common.commandline import ToolGroup, exit_codes_epilog
+from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
-from segtrain.evaluation import DEFAULT_SPLIT
-from segtrain.training.config import LOSSES, LR_SCHEDULES, PROGRESS_MODES
+from segtrain.training.config import DEFAULT_LOSS, LOSSES, LR_SCHEDULES, PROGRESS_MODES, EvaluateConfig
+from segtrain.training.runs import (
+    BEST_MODEL,
+    CONFIG_JSON,
+    CONFUSION_PNG,
+    LAST,
+    LOSS_PNG,
+    METRICS_CSV,
+    MIOU_PNG,
+    RUNS_DIR,
+    SAMPLES_PNG,
+)
 
 EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT))
 
@@ -43,8 +53,8 @@ def data_command(root: Path, categories: str | None) -> None:
     """Report a dataset: images, instances and pixel share per class, problems.
 
     ROOT holds split folders (train/, validation/ or val/, test/), each with labels.json and
-    data/, or the classic train2017/ + annotations/instances_train2017.json layout. Exits 2
-    when a split is unusable.
+    data/, or the classic train2017/ + annotations/instances_train2017.json layout. An unusable
+    split is an input error.
     """
     from segtrain.data.dataset_report import dataset_report
 
@@ -79,7 +89,22 @@ def _default(name: str) -> str:
 
 # Fit options pass raw text to segtrain.training.config, which converts and checks flags and --config values
 # alike; metavars stand in for click's types.
-@main.command("fit")
+def _pair(a: str, b: str, what: str) -> str:
+    return f"  {a + ', ' + b:<29}{what}"
+
+
+FIT_HELP = "\n".join([
+    "Train MODEL (deeplab or segnet) on a COCO dataset.", "", "\b",
+    f"Writes to {RUNS_DIR}/<model>/ (or the next free {RUNS_DIR}/<model>-N/, or --out), after every epoch:",
+    _pair(BEST_MODEL, LAST, "best validation mIoU; latest, for --resume"),
+    _pair(METRICS_CSV, CONFIG_JSON, "per-epoch metrics; the resolved settings"),
+    _pair(LOSS_PNG, MIOU_PNG, "curves, the best epoch marked"),
+    _pair(CONFUSION_PNG, SAMPLES_PNG, "the best epoch's confusion matrix and predictions"),
+    "Validation mIoU is measured at the input size after every epoch. Under torchrun the same",
+    "command trains with DistributedDataParallel."])
+
+
+@main.command("fit", help=FIT_HELP)
 @click.argument("model", metavar="deeplab|segnet")
 @click.option("--data", metavar="DIR", help=f"Dataset root with train/ and validation/ {_default('data')}.")
 @click.option("--out", metavar="DIR",
@@ -97,14 +122,14 @@ def _default(name: str) -> str:
 @click.option("--warmup-epochs", metavar="N",
               help=f"Epochs of linear learning-rate warm-up before the schedule {_default('warmup_epochs')}.")
 @click.option("--patience", metavar="N",
-              help="Stop early when validation mIoU has not improved for N epochs (best_model.pth stays the best) "
+              help=f"Stop early when validation mIoU has not improved for N epochs ({BEST_MODEL} stays the best) "
                    "[default: off].")
 @click.option("--image-size", metavar="N", help=f"Square input size, a multiple of 32 {_default('image_size')}.")
 @click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
 @click.option("--encoder-weights", metavar="imagenet|none|PATH",
               help=f"ImageNet (download), random init or a local .pth {_default('encoder_weights')}.")
 @click.option("--loss", metavar="[" + "|".join(LOSSES) + "]",
-              help="Loss [default: auto = ce for deeplab, ce+dice for segnet].")
+              help=f"Loss [default: auto = {', '.join(f'{loss} for {arch}' for arch, loss in DEFAULT_LOSS.items())}].")
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
 @click.option("--device", help=f"auto, cpu, cuda or cuda:N {_default('device')}.")
@@ -119,21 +144,10 @@ def _default(name: str) -> str:
 @click.option("--tensorboard", is_flag=True, default=None,
               help="Also log to <out>/tensorboard/ (needs the tensorboard package).")
 @click.option("--resume", type=click.Path(path_type=Path),
-              help="Continue the run of this last.pth, in its folder (optimizer, RNG, history).")
+              help=f"Continue the run of this {LAST}, in its folder (optimizer, RNG, history).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="JSON or YAML file with these settings (same names); flags given on the command line win.")
 def fit_command(model: str, resume: Path | None, config_file: Path | None, exist_ok: bool, **flags) -> None:
-    """Train MODEL (deeplab or segnet) on a COCO dataset.
-
-    \b
-    Writes to runs/<model>/ (or the next free runs/<model>-N/, or --out), after every epoch:
-      best_model.pth, last.pth     best validation mIoU; latest, for --resume
-      metrics.csv, config.json     per-epoch metrics; the resolved settings
-      loss.png, miou.png           curves, the best epoch marked
-      confusion.png, samples.png   the best epoch's confusion matrix and predictions
-    Validation mIoU is measured at the input size after every epoch. Under torchrun the same
-    command trains with DistributedDataParallel.
-    """
     from segtrain.common.settings import COMMAND_LINE, build
     from segtrain.training.config import TrainConfig, load_config_file
     from segtrain.training.loop import fit
@@ -147,34 +161,34 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
         layers.append((str(config_file), load_config_file(config_file)))
     layers.append((COMMAND_LINE, {**{k: v for k, v in flags.items() if v is not None}, "model": model}))
     result = fit(build(TrainConfig, layers), resume=ckpt, exist_ok=exist_ok)
-    if result["is_main"] and result["best_epoch"] is not None:
-        click.echo(f"best validation mIoU {100 * result['best_miou']:.2f}% at epoch {result['best_epoch']}; "
-                   f"artifacts in {result['out']}")
+    if result.is_main and result.best_epoch is not None:
+        click.echo(f"best validation mIoU {100 * result.best_miou:.2f}% at epoch {result.best_epoch}; "
+                   f"artifacts in {result.out}")
 
 
 @main.command("evaluate")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root [default: the one the model was trained on].")
-@click.option("--split", default=DEFAULT_SPLIT, show_default=True, help="validation or test (or train).")
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@setting_option(EvaluateConfig, "--split", help="validation or test (or train).")
+@setting_option(EvaluateConfig, "--batch-size")
+@setting_option(EvaluateConfig, "--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,
               help="Score at the model's input size, as the per-epoch validation during training does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(checkpoint: Path, data: Path | None, split: str, batch_size: int, device: str,
-                     at_input_size: bool, as_json: bool) -> None:
+def evaluate_command(as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a split.
 
     Scores at each image's original size (logits resized back before the arg-max), with the
     same code `segdeploy evaluate` uses for ONNX models; --at-input-size reproduces the
     training-time validation figures instead.
     """
+    from segtrain.common.settings import COMMAND_LINE, build
     from segtrain.training.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(checkpoint, data, split, batch_size=batch_size, device=device,
-                                  progress=not as_json, at_input_size=at_input_size)
-    click.echo(metrics.to_json() if as_json else f"{checkpoint} on {split}:\n{metrics.table()}")
+    config = build(EvaluateConfig, [(COMMAND_LINE, {k: v for k, v in options.items() if v is not None})])
+    metrics = evaluate_checkpoint(config, progress=not as_json)
+    click.echo(metrics.to_json() if as_json else f"{config.checkpoint} on {config.split}:\n{metrics.table()}")
 
 
 if __name__ == "__main__":

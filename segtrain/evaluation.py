@@ -21,6 +21,7 @@ from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 DEFAULT_SPLIT = "validation"  # what `segtrain evaluate` and `segdeploy evaluate` score without --split
+EVALUATE_BATCH_SIZE = 4  # images per model call when a split is scored (both evaluate commands, the bench)
 
 
 def split_categories(spec: ModelSpec) -> list[int]:
@@ -47,7 +48,7 @@ def _chunks(n: int, size: int) -> Iterator[list[int]]:
         yield list(range(start, min(n, start + size)))
 
 
-def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_size: int = 4,
+def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_size: int = EVALUATE_BATCH_SIZE,
                    limit: int | None = None, progress: bool = False) -> SegMetrics:
     """Per-class IoU, mIoU and pixel accuracy of `predict` over `split` at original sizes.
 

@@ -1,87 +1,84 @@
-"""Settings of `segdeploy bench`: every default lives here, and the command line reads it from here."""
+"""Settings of `segdeploy bench` (defaults and ranges live here; the command line reads them from here)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from segdeploy.export.options import DEFAULT_CALIBRATION_IMAGES
-from segdeploy.infer.runtime import RUNTIME_CHOICES
+from segdeploy.bench.roofline import SGEMM_SIZE
+from segdeploy.export.config import ExportConfig
+from segdeploy.export.trace import MAX_BATCH_SIZE
+from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
 from segtrain.common.errors import InputError, RunError
 from segtrain.common.files import folder_problem
+from segtrain.common.limits import MAX_INPUT_SIDE
+from segtrain.common.settings import Each, at_least, between, checked_values, default, one_of, setting
 from segtrain.common.system import usable_cores
 
 BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16", "ov-fp32", "ov-int8")
 PRECISION = {"torch": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "ort-fp16": "fp16", "ov-fp32": "fp32",
              "ov-int8": "int8"}
 RUNTIME_OF = {"ort": "onnxruntime", "ov": "openvino"}  # backend prefix -> the runtime behind it
+SCHEDULES = ("auto", "interleaved", "sequential")
+MAX_SGEMM_SIZE = 16384  # three float32 matrices of this side take 3 GiB
+Echo = Callable[[str], None]
 
 
 def backend_for(runtime: str, precision: str) -> str:
     """The bench backend that times `precision` with `runtime` ("openvino", "int8" -> "ov-int8")."""
     prefix = next(p for p, r in RUNTIME_OF.items() if r == runtime)
     return f"{prefix}-{precision}"
-SCHEDULES = ("auto", "interleaved", "sequential")
-Echo = Callable[[str], None]
 
 
 class BenchInputError(InputError):
-    """Bad arguments or inputs (model files, sizes, data); one line, exit code 2."""
+    """Bad arguments or inputs (model files, sizes, data)."""
 
 
 class BenchRunError(RunError):
-    """A backend failed while running (for example a model with fixed input sizes); exit code 1."""
+    """A backend failed while running (for example a model with fixed input sizes)."""
 
 
 @dataclass
 class BenchConfig:
-    """Settings of one bench run; the CLI fills it from its options."""
+    """Settings of one bench run (segtrain.common.settings: each value converted and checked by its rule)."""
 
-    models: list[Path]
-    image_sizes: tuple[int, ...] | None = None  # None: each model's own input size
-    batch_sizes: tuple[int, ...] = (1, 4, 8)
-    runs: int = 10
-    warmup: int = 2
-    threads: int = field(default_factory=usable_cores)
-    backends: tuple[str, ...] = BACKENDS
-    provider: str = "auto"
-    onnx_dir: Path | None = None  # where checkpoints are exported (reused when up to date); None: temporary
-    data: Path | None = None  # dataset root: INT8 calibration, accuracy, sample images
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    accuracy: bool = True
-    accuracy_images: int | None = None  # None: the whole validation split
-    photos: Path | None = None  # a folder of photos: enables the end-to-end `segdeploy batch` figure
-    e2e_batch_size: int = 4
-    runtime: str = "auto"  # the end-to-end run's --runtime (segdeploy.infer.runtime.RUNTIME_CHOICES)
-    e2e_workers: int | None = None  # decode and write threads of the pipeline; None: segdeploy batch's default
-    graph_optimization: str = "all"
-    iobinding: bool = False
-    channels_last: bool = False
-    sgemm_size: int = 2048
-    schedule: str = "auto"  # interleaved | sequential | auto (interleaved while memory allows)
+    models: list[Path] = setting(factory=list)  # none: default_models()
+    image_sizes: tuple[int, ...] | None = setting(None, rule=Each(between(1, MAX_INPUT_SIDE)))  # None: the model's
+    batch_sizes: tuple[int, ...] = setting((1, 4, 8), rule=Each(between(1, MAX_BATCH_SIZE)))
+    runs: int = setting(10, rule=at_least(1))
+    warmup: int = setting(2, rule=at_least(1))
+    threads: int = setting(factory=usable_cores, rule=at_least(1))
+    backends: tuple[str, ...] = setting(BACKENDS, rule=Each(one_of(BACKENDS)))
+    provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
+    onnx_dir: Path | None = setting(None)  # where checkpoints are exported (reused when up to date); None: temporary
+    data: Path | None = setting(None)  # dataset root: INT8 calibration, accuracy, sample images
+    calibration_images: int = setting(default(ExportConfig, "calibration_images"), rule=at_least(1))
+    accuracy: bool = setting(True)
+    accuracy_images: int | None = setting(None, rule=at_least(1))  # None: the whole validation split
+    photos: Path | None = setting(None)  # a folder of photos: enables the end-to-end `segdeploy batch` figure
+    e2e_batch_size: int = setting(4, rule=at_least(1))
+    runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))  # the end-to-end run's --runtime
+    e2e_workers: int | None = setting(None, rule=at_least(1))  # None: segdeploy batch's default
+    graph_optimization: str = setting("all", rule=one_of(GRAPH_OPTIMIZATION_LEVELS))
+    iobinding: bool = setting(False)
+    channels_last: bool = setting(False)
+    sgemm_size: int = setting(SGEMM_SIZE, rule=between(16, MAX_SGEMM_SIZE))
+    schedule: str = setting("auto", rule=one_of(SCHEDULES))  # interleaved, sequential, auto: interleaved while
+    # memory allows
 
-    def validate(self) -> None:
-        if not self.models:
-            raise BenchInputError("no model to benchmark")
-        for name, value in (("runs", self.runs), ("warmup", self.warmup), ("threads", self.threads),
-                            ("calibration images", self.calibration_images),
-                            ("end-to-end batch size", self.e2e_batch_size),
-                            ("end-to-end workers", self.e2e_workers or 1)):
-            if value < 1:
-                raise BenchInputError(f"{name} must be at least 1, got {value}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise BenchInputError(f"batch sizes must be positive integers, got {list(self.batch_sizes)}")
-        if self.image_sizes is not None and (not self.image_sizes or min(self.image_sizes) < 1):
-            raise BenchInputError(f"image sizes must be positive integers, got {list(self.image_sizes)}")
-        if self.runtime not in RUNTIME_CHOICES:
-            raise BenchInputError(f"unknown runtime {self.runtime!r}; choose from {', '.join(RUNTIME_CHOICES)}")
-        if self.schedule not in SCHEDULES:
-            raise BenchInputError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        unknown = [b for b in self.backends if b not in BACKENDS]
-        if unknown or not self.backends:
-            raise BenchInputError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
-                                  f"{', '.join(BACKENDS)}")
+    def __post_init__(self) -> None:
+        for name, value in checked_values(self).items():
+            setattr(self, name, value)
+
+    def to_dict(self) -> dict:
+        """The settings as the report records them (paths as text)."""
+        return {k: str(v) if isinstance(v, Path) else [str(p) for p in v] if k == "models" else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    def check_folders(self) -> None:
+        """BenchInputError when --photos or --data is not a usable folder (before any long work)."""
         if self.photos is not None:
             from segdeploy.infer.inputs import find_images
 

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.bench.config import PRECISION, BenchConfig, BenchInputError, Echo
-from segdeploy.export.artifact import exported_from, find_checkpoints, model_path, output_name
-from segdeploy.infer.inputs import VARIANTS, fp32_name
+from segdeploy.bench.report import ExportInfo
+from segdeploy.export.artifact import exported_from, model_path
+from segdeploy.infer.inputs import DEFAULT_MODEL_DIR, VARIANTS, fp32_name
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.common.extras import installed
 from segtrain.common.files import ensure_writable_dir, not_a_result_file
 from segtrain.contract import ModelSpec
 from segtrain.data.coco import DataError, resolve_split
+from segtrain.training.runs import BEST_MODEL, RUNS_DIR, best_checkpoints, run_name
 
 
 @dataclass
@@ -56,7 +58,7 @@ def resolve_model(path: Path, config: BenchConfig) -> ModelRef:
             if config.data is not None:
                 raise
             data = None  # random inputs, no calibration or accuracy data
-        ref = ModelRef(path, "checkpoint", output_name(path), ckpt.spec, [], data)
+        ref = ModelRef(path, "checkpoint", run_name(path), ckpt.spec, [], data)
     divisor = input_divisor(ref.spec.arch)
     sizes = [(s, s) for s in config.image_sizes] if config.image_sizes else [tuple(ref.spec.input_size)]
     for h, w in sizes:
@@ -113,13 +115,13 @@ def resolve_models(config: BenchConfig) -> list[ModelRef]:
     return refs
 
 
-def default_models(runs_dir: Path = Path("runs"), exported: Path = Path("exported")) -> list[Path]:
+def default_models(runs_dir: Path = RUNS_DIR, exported: Path = DEFAULT_MODEL_DIR) -> list[Path]:
     """Every runs/*/best_model.pth, else every FP32 .onnx in exported/ (variants ride along)."""
-    found = find_checkpoints(runs_dir)
+    found = best_checkpoints(runs_dir)
     if not found and exported.is_dir():
         found = sorted(p for p in exported.glob("*.onnx") if fp32_name(p.name) == p.name)
     if not found:
-        raise BenchInputError(f"no MODEL given and no {runs_dir}/*/best_model.pth or {exported}/*.onnx to bench")
+        raise BenchInputError(f"no MODEL given and no {runs_dir}/*/{BEST_MODEL} or {exported}/*.onnx to bench")
     return found
 
 
@@ -127,22 +129,23 @@ def default_models(runs_dir: Path = Path("runs"), exported: Path = Path("exporte
 # ONNX variants of a checkpoint
 
 
-def export_variants(ref: ModelRef, config: BenchConfig, out_dir: Path, echo: Echo) -> dict:
+def export_for_bench(ref: ModelRef, config: BenchConfig, out_dir: Path, echo: Echo) -> ExportInfo:
     """ONNX FP32 (+ INT8, FP16 as requested) of a checkpoint in `out_dir`; reuses files of the same weights."""
-    from segdeploy.export.exporter import ExportOptions, export_checkpoint
+    from segdeploy.export.exporter import ExportConfig, export_checkpoint
     from segtrain.common.files import file_sha256
 
     files = planned_exports(ref, config, out_dir)
+    names = {p: str(f) for p, f in files.items()}
     if all(exported_from(f, file_sha256(ref.path)) for f in files.values()):
-        echo(f"reusing {', '.join(str(f) for f in files.values())} (exported from the same checkpoint)")
+        echo(f"reusing {', '.join(names.values())} (exported from the same checkpoint)")
         ref.onnx = files
-        return {"reused": True, "seconds": 0.0, "files": {p: str(f) for p, f in files.items()}}
-    opts = ExportOptions(out_dir=out_dir, verify=False, data=ref.data, int8="int8" in files, fp16="fp16" in files,
-                         calibration_images=config.calibration_images, overwrite=True)  # the bench's own folder
+        return ExportInfo(reused=True, seconds=0.0, files=names)
+    export = ExportConfig(out=out_dir, verify=False, data=ref.data, int8="int8" in files, fp16="fp16" in files,
+                          calibration_images=config.calibration_images, overwrite=True)  # the bench's own folder
     t0 = time.perf_counter()
-    export_checkpoint(ref.path, opts, echo=lambda m: echo("  " + m))
+    export_checkpoint(ref.path, export, echo=lambda m: echo("  " + m))
     ref.onnx = files
-    return {"reused": False, "seconds": time.perf_counter() - t0, "files": {p: str(f) for p, f in files.items()}}
+    return ExportInfo(reused=False, seconds=time.perf_counter() - t0, files=names)
 
 
 def planned_exports(ref: ModelRef, config: BenchConfig, out_dir: Path) -> dict[str, Path]:

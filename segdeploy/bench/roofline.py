@@ -29,19 +29,46 @@ SGEMM_SIZE = 2048
 
 @dataclass(frozen=True)
 class Sgemm:
-    """float32 n x n x n matrix product rate of one library, from the median of `runs` timed products."""
+    """float32 n x n x n matrix product rate of one library over `runs` timed products."""
 
     library: str
     n: int
     threads: int
     device: str
     runs: int
-    gflops_median: float
-    gflops_best: float
+    gflops: float  # from the median time
+    gflops_best: float  # from the fastest
 
-    def to_dict(self) -> dict:
-        return {"library": self.library, "n": self.n, "threads": self.threads, "device": self.device,
-                "runs": self.runs, "gflops": self.gflops_median, "gflops_best": self.gflops_best}
+
+@dataclass(frozen=True)
+class Roofline:
+    """The faster library's median rate (`gflops`), what a model's achieved GFLOP/s is compared with."""
+
+    gflops: float
+    library: str
+    n: int
+    threads: int
+    device: str
+    runs: int
+    libraries: list[Sgemm]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where a bench ran: CPU, the instruction-set flags that matter for FP32/INT8 kernels, memory, versions."""
+
+    cpu: str
+    usable_cores: int
+    logical_cpus: int | None
+    isa: list[str]
+    memory_gib: float
+    os: str
+    python: str
+    numpy: str
+    onnxruntime: str
+    onnxruntime_providers: list[str]
+    torch: str | None  # None: PyTorch is not installed
+    gpu: str | None = None
 
 
 def torch_sgemm(n: int, device: str) -> Callable[[], None]:
@@ -94,11 +121,10 @@ def sgemm_rate(library: str, n: int, threads: int, device: str, seconds: list[fl
                  flop / min(seconds) / 1e9)
 
 
-def roofline(rates: list[Sgemm]) -> dict:
+def roofline(rates: list[Sgemm]) -> Roofline:
     """The faster library's median rate is the roofline; every library's figures are kept."""
-    best = max(rates, key=lambda r: r.gflops_median)
-    return {"gflops": best.gflops_median, "library": best.library, "n": best.n, "threads": best.threads,
-            "device": best.device, "runs": best.runs, "libraries": [r.to_dict() for r in rates]}
+    best = max(rates, key=lambda r: r.gflops)
+    return Roofline(best.gflops, best.library, best.n, best.threads, best.device, best.runs, list(rates))
 
 
 def _valid_taps(n_in: int, n_out: int, k: int, stride: int, pad: int, dilation: int) -> int:
@@ -140,29 +166,26 @@ def count_gflop(model: Any, size: tuple[int, int], device: str = "cpu") -> dict[
     return out
 
 
-def describe_machine() -> dict:
-    """CPU model, cores, instruction-set flags that matter for FP32/INT8 kernels, memory, versions."""
+def describe_machine() -> Machine:
+    """This machine and the versions of the libraries the bench times."""
     import onnxruntime
     import psutil
 
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    info = {"cpu": cpu.get("model name", platform.processor() or platform.machine()),
-            "usable_cores": usable_cores(),
-            "logical_cpus": os.cpu_count(), "isa": [f for f in wanted if f in flags],
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__,
-            "onnxruntime_providers": onnxruntime.get_available_providers()}
-    try:
+    torch_version, gpu = None, None
+    if installed("train"):
         import torch
 
-        info["torch"] = torch.__version__
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        info["torch"] = None
-    return info
+        torch_version = torch.__version__
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return Machine(cpu=cpu.get("model name", platform.processor() or platform.machine()), usable_cores=usable_cores(),
+                   logical_cpus=os.cpu_count(), isa=[f for f in wanted if f in flags],
+                   memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
+                   os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
+                   numpy=np.__version__, onnxruntime=onnxruntime.__version__,
+                   onnxruntime_providers=onnxruntime.get_available_providers(), torch=torch_version, gpu=gpu)
 
 
 def _cpuinfo() -> dict[str, str]:

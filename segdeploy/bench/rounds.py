@@ -13,13 +13,13 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from segdeploy.bench.backends import Runner, backend_errors, make_runner, skip_reason
 from segdeploy.bench.config import PRECISION, BenchConfig, Echo
 from segdeploy.bench.models import ModelRef
+from segdeploy.bench.report import OK, SKIPPED, BackendEntry, Difference, Measurement, Size
 from segdeploy.bench.timing import LatencyStats, PeakRss, first_and_warmup, time_interleaved
 from segtrain.contract import preprocess
 
@@ -69,30 +69,26 @@ class Live:
 
     backend: str
     runner: Runner | None
-    entry: dict
-    first: dict[tuple[tuple[int, int], int], tuple[float, np.ndarray]]
-
-    @property
-    def growth_mib(self) -> float:
-        return self.entry["peak_rss_mib"] - self.entry["rss_at_start_mib"]
+    entry: BackendEntry
+    first: dict[tuple[Size, int], tuple[float, np.ndarray]]
 
 
 def start_backend(backend: str, ref: ModelRef, inputs: dict, config: BenchConfig,
-                  echo: Echo) -> tuple[dict, Live | None]:
+                  echo: Echo) -> tuple[BackendEntry, Live | None]:
     """Open the backend and run its first and warm-up runs at every size and batch; peak RSS covers both."""
-    entry: dict[str, Any] = {"backend": backend, "precision": PRECISION[backend]}
     reason = skip_reason(backend, ref, config)
     if reason:
         echo(f"  {backend}: skipped ({reason})")
-        return {**entry, "status": "skipped", "reason": reason}, None
+        return BackendEntry(backend=backend, precision=PRECISION[backend], status=SKIPPED, reason=reason), None
     with PeakRss() as peak, backend_errors(ref, backend):
         runner = make_runner(backend, ref, config)
         first = {(size, b): first_and_warmup(lambda x=x: runner.run(x), config.warmup)
                  for size, batches in inputs.items() for b, x in batches.items()}
-    entry.update(status="ok", provider=runner.provider, threads=config.threads, notes=runner.notes,
-                 file=str(ref.onnx[PRECISION[backend]]) if backend != "torch" else str(ref.path),
-                 session_seconds=runner.session_seconds, peak_rss_mib=peak.mib, rss_at_start_mib=peak.start_mib,
-                 rss_scope=peak.scope, results=[])
+    entry = BackendEntry(backend=backend, precision=PRECISION[backend], status=OK, provider=runner.provider,
+                         threads=config.threads, notes=runner.notes,
+                         file=str(ref.onnx[PRECISION[backend]]) if backend != "torch" else str(ref.path),
+                         session_seconds=runner.session_seconds, peak_rss_mib=peak.mib,
+                         rss_at_start_mib=peak.start_mib, rss_scope=peak.scope, results=[])
     echo(f"  {backend}: session {runner.session_seconds:.2f} s, first runs "
          f"{', '.join(f'{t:.2f}' for t, _ in first.values())} s, peak RSS {peak.mib:.0f} MiB")
     return entry, Live(backend, runner, entry, {k: (t, np.asarray(out)) for k, (t, out) in first.items()})
@@ -114,7 +110,7 @@ def timed_rounds(lives: list[Live], started: dict[str, Live], ref: ModelRef, inp
     SGEMM seconds into `sgemm_seconds`; then the sessions are closed.
     """
     for live in lives:
-        live.entry["timed_with"] = [other.backend for other in lives]
+        live.entry.timed_with = [other.backend for other in lives]
     for size, batches in inputs.items():
         for b, x in batches.items():
             fns = {live.backend: _guarded(lambda r=live.runner, x=x: r.run(x), ref, live.backend) for live in lives}
@@ -126,27 +122,25 @@ def timed_rounds(lives: list[Live], started: dict[str, Live], ref: ModelRef, inp
             for lib in sgemms:
                 sgemm_seconds.setdefault(lib, []).extend(seconds[f"sgemm {lib}"])
             for live in lives:
-                row = result_row(live, size, b, seconds[live.backend], started)
-                live.entry["results"].append(row)
-                echo(f"  {live.backend:<8} {size[0]}x{size[1]} batch {b}: p50 {row['latency_ms']['p50']:.1f} ms, "
-                     f"{row['images_per_second']:.2f} images/s")
+                row = measurement(live, size, b, seconds[live.backend], started)
+                live.entry.results.append(row)
+                echo(f"  {live.backend:<8} {size[0]}x{size[1]} batch {b}: p50 {row.latency_ms.p50:.1f} ms, "
+                     f"{row.images_per_second:.2f} images/s")
     for live in lives:
         live.runner = None  # the session (and, for torch, the model) is freed
 
 
-def result_row(live: Live, size: tuple[int, int], batch: int, seconds: list[float], started: dict[str, Live]) -> dict:
+def measurement(live: Live, size: Size, batch: int, seconds: list[float], started: dict[str, Live]) -> Measurement:
     """Latency statistics of one backend at (size, batch), and how its first output compares with the reference."""
     latency = LatencyStats.from_seconds(seconds)
     first_seconds, out = live.first[(size, batch)]
-    row = {"image_size": list(size), "batch_size": batch, "first_run_seconds": first_seconds,
-           "latency_ms": latency.to_dict(), "images_per_second": batch / (latency.p50 / 1e3)}
-    reference = reference_for(live.backend, started)
+    reference, difference = reference_for(live.backend, started), None
     if reference is not None:
         ref_out = reference.first[(size, batch)][1]
-        row["max_abs_diff"] = {"against": reference.backend,
-                               "value": float(np.abs(out.astype(np.float64) - ref_out).max()),
-                               "argmax_agreement": float((out.argmax(1) == ref_out.argmax(1)).mean())}
-    return row
+        difference = Difference(against=reference.backend, value=float(np.abs(out.astype(np.float64) - ref_out).max()),
+                                argmax_agreement=float((out.argmax(1) == ref_out.argmax(1)).mean()))
+    return Measurement(image_size=size, batch_size=batch, first_run_seconds=first_seconds, latency_ms=latency,
+                       images_per_second=batch / (latency.p50 / 1e3), max_abs_diff=difference)
 
 
 MEMORY_SHARE = 0.6  # of the memory available when a model starts, for backends open at the same time
@@ -172,7 +166,7 @@ def must_close(open_now: list[Live], schedule: str, budget_mib: float, available
         return True
     if schedule == "interleaved":
         return False
-    growths = [live.growth_mib for live in open_now]
+    growths = [live.entry.rss_growth_mib for live in open_now]
     if available_now_mib is not None and available_now_mib < 2 * max(growths):
         return True
     return sum(growths) + max(growths) > budget_mib

@@ -51,10 +51,6 @@ class LatencyStats:
         return cls(runs=len(ms), p50=float(p50), p90=float(p90), p99=float(p99), mean=float(ms.mean()),
                    min=float(ms.min()), max=float(ms.max()))
 
-    def to_dict(self) -> dict:
-        return {"runs": self.runs, "p50": self.p50, "p90": self.p90, "p99": self.p99, "mean": self.mean,
-                "min": self.min, "max": self.max}
-
 
 @dataclass(frozen=True)
 class Timing:

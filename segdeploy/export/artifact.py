@@ -46,15 +46,7 @@ _TEMP_NAMES = (temp_name_pattern(rf".+\.onnx|.+{re.escape(REPORT_SUFFIX)}"),
 
 
 class ExportError(InputError):
-    """Bad input to an export (checkpoint, data, output folder); one line, exit code 2."""
-
-
-def output_name(checkpoint: Path) -> str:
-    """runs/<name>/best_model.pth -> <name>; any other file -> its stem."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.stem in ("best_model", "last") and checkpoint.parent.name not in ("", "."):
-        return checkpoint.parent.name
-    return checkpoint.stem
+    """Bad input to an export (checkpoint, data, output folder)."""
 
 
 def model_path(out_dir: Path, name: str, precision: str = "fp32") -> Path:
@@ -66,11 +58,6 @@ def model_path(out_dir: Path, name: str, precision: str = "fp32") -> Path:
 def report_path(model: Path, failed: bool = False) -> Path:
     """<model stem>.verify.json (or .failed.verify.json) beside the model file."""
     return model.with_name(model.name.removesuffix(".onnx") + (FAILED_REPORT_SUFFIX if failed else REPORT_SUFFIX))
-
-
-def find_checkpoints(runs_dir: Path = Path("runs")) -> list[Path]:
-    """Every runs/*/best_model.pth."""
-    return sorted(Path(runs_dir).glob("*/best_model.pth"))
 
 
 def fp32_provenance(ckpt: Checkpoint, exporter: str) -> Provenance:

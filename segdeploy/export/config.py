@@ -1,32 +1,50 @@
-"""Settings of `segdeploy export`: every default lives here, and the command line reads it from here."""
+"""Settings of `segdeploy export` (defaults and ranges live here; the command line reads them from here)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from segdeploy.export.trace import DEFAULT_OPSET
+from segdeploy.export.trace import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from segdeploy.export.verify import Thresholds
-
-DEFAULT_CALIBRATION_IMAGES = 32
-# The INT8 gate: the INT8 file is written only when, against FP32 on the validation images, arg-max
-# agreement is at least 99% and mIoU drops by at most 1 point (FP32's max |logit diff| is not a bar for INT8).
-DEFAULT_INT8_GATE = Thresholds(max_abs_diff=None, min_agreement=0.99, max_miou_drop=0.01)
+from segdeploy.infer.inputs import DEFAULT_MODEL_DIR
+from segtrain.common.settings import at_least, between, checked_values, non_empty, setting
+from segtrain.evaluation import DEFAULT_SPLIT
 
 
 @dataclass
-class ExportOptions:
-    out_dir: Path = Path("exported")
-    opset: int = DEFAULT_OPSET
-    verify: bool = True
-    data: Path | None = None  # default: the dataset the checkpoint was trained on
-    split: str = "validation"  # whose images verify the export and score the variants
-    verify_images: int = 8
-    verify_batch_size: int = 2
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    int8: bool = False
-    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
-    int8_gate: Thresholds = DEFAULT_INT8_GATE
-    int8_images: int = 100  # validation images the INT8 model is compared with FP32 on (the gate's evidence)
-    fp16: bool = False
-    overwrite: bool = False  # replace files exported from another checkpoint (and redo up-to-date ones)
+class ExportConfig:
+    """What to export and the bars it must pass: agreement in %, the INT8 mIoU drop in points, as on the
+    command line (`thresholds` and `int8_gate` give them as fractions)."""
+
+    checkpoints: list[Path] = setting(factory=list)  # none: every runs/*/best_model.pth
+    out: Path = setting(DEFAULT_MODEL_DIR)
+    opset: int = setting(DEFAULT_OPSET, rule=between(MIN_OPSET, MAX_OPSET))
+    verify: bool = setting(True)
+    data: Path | None = setting(None)  # None: the dataset the checkpoint was trained on
+    split: str = setting(DEFAULT_SPLIT, rule=non_empty)  # whose images verify the export and score the variants
+    verify_images: int = setting(8, rule=at_least(1))
+    verify_batch_size: int = setting(2, rule=at_least(1))
+    max_diff: float = setting(1e-4, rule=at_least(0))  # largest |logit difference| against PyTorch
+    min_agreement: float = setting(99.99, rule=between(0, 100))  # smallest arg-max agreement, %
+    int8: bool = setting(False)
+    calibration_images: int = setting(32, rule=at_least(1))
+    # The INT8 gate, against FP32 on `int8_images` validation images (FP32's max |logit diff| is no bar for INT8).
+    int8_max_drop: float = setting(1.0, rule=at_least(0))  # mIoU points
+    int8_min_agreement: float = setting(99.0, rule=between(0, 100))  # %
+    int8_images: int = setting(100, rule=at_least(1))
+    fp16: bool = setting(False)
+    overwrite: bool = setting(False)  # replace files exported from another checkpoint (and redo up-to-date ones)
+
+    def __post_init__(self) -> None:
+        for name, value in checked_values(self).items():
+            setattr(self, name, value)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The FP32 export's bars against PyTorch."""
+        return Thresholds(max_abs_diff=self.max_diff, min_agreement=self.min_agreement / 100)
+
+    @property
+    def int8_gate(self) -> Thresholds:
+        return Thresholds(min_agreement=self.int8_min_agreement / 100, max_miou_drop=self.int8_max_drop / 100)

@@ -1,19 +1,12 @@
 """INT8 and FP16 variants of an exported FP32 model, each compared with the FP32 model.
 
-INT8: static quantization with onnxruntime.quantization in QDQ format (what ORT's CPU kernels
-are optimised for), weights int8 per output channel, activations uint8 (the x86 recommendation;
-``reduce_range`` off, as VNNI-era CPUs accumulate without saturating), ranges calibrated (MinMax)
-on training images run through the contract's preprocessing at the model's input size, after
-``quant_pre_process`` (shape inference and graph optimisation). FP16: every float tensor in
-float16 except the graph's input and output, which stay float32 so callers do not change.
-
-Each report states arg-max agreement with FP32 and the mIoU of both on the validation images
-(at most `int8_images` of them for INT8), so the cost of the smaller model is a number, not a guess.
-INT8 is held to a gate (ExportOptions.int8_gate: agreement >= 99%, mIoU drop <= 1 point by
-default): an INT8 model below it is not written, its report is kept as
-``<name>.int8.failed.verify.json`` and `Int8GateError` (exit 1) says so once every variant is
-done; the FP32 model stays written. Without a validation split (--no-verify) nothing is measured
-and the gate is not applied (the report says so). FP16 is report-only.
+INT8: static QDQ quantization (what ORT's CPU kernels are optimised for), weights int8 per output
+channel, activations uint8 (``reduce_range`` off: VNNI-era CPUs accumulate without saturating),
+MinMax ranges calibrated on training images through the contract's preprocessing, after
+``quant_pre_process``. FP16: every float tensor in float16 but the graph's input and output, so
+callers do not change. INT8 is held to ExportConfig.int8_gate; one below it is not written (its
+report is kept as ``.int8.failed.verify.json``) and `Int8GateError` is raised once every variant
+is done. FP16 is report-only.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from segdeploy.export.artifact import model_path, quantize_workdir, report_path, set_metadata, staging, write_report
-from segdeploy.export.options import ExportOptions
+from segdeploy.export.config import ExportConfig
 from segdeploy.export.verify import ParityReport, Thresholds, run_parity
 from segdeploy.infer.runtime import ModelLoadError, OnnxModel
 from segtrain.common.errors import RunError
@@ -37,11 +30,11 @@ from segtrain.data.images import ImageReadError
 
 Echo = Callable[[str], None]
 FP16_PROVIDERS = ("cuda", "cpu")  # first one that can load the FP16 model verifies it
-NO_BARS = Thresholds(max_abs_diff=None, min_agreement=None)
+NO_BARS = Thresholds()
 
 
 class Int8GateError(RunError):
-    """The INT8 model fell short of the accuracy gate and was not written (the FP32 model was). Exit code 1."""
+    """The INT8 model fell short of the accuracy gate and was not written (the FP32 model was)."""
 
 
 def calibration_batches(split: CocoSplit, spec: ModelSpec, count: int) -> Iterator[np.ndarray]:
@@ -115,34 +108,34 @@ def _stamp(path: Path, fp32: OnnxModel, provenance: Provenance) -> None:
 
 
 def _compare_with_fp32(fp32: OnnxModel, candidate: Callable[[np.ndarray], np.ndarray], label: str,
-                       split: CocoSplit | None, opts: ExportOptions, bars: Thresholds = NO_BARS,
+                       split: CocoSplit | None, config: ExportConfig, bars: Thresholds = NO_BARS,
                        images: int | None = None) -> ParityReport:
     """Agreement and mIoU of a variant against FP32 at the model's input size, held to `bars`."""
     if split is None:
         notes = ["unverified: --no-verify"] + (["the INT8 gate was not applied (it needs the validation images)"]
                                                 if bars.checked else [])
         return ParityReport("onnx fp32", label, "-", NO_BARS, notes=notes)
-    return run_parity(fp32.run, candidate, split, fp32.spec, [fp32.spec.input_size], opts.verify_batch_size,
-                      images or opts.verify_images, bars, ("onnx fp32", label),
+    return run_parity(fp32.run, candidate, split, fp32.spec, [fp32.spec.input_size], config.verify_batch_size,
+                      images or config.verify_images, bars, ("onnx fp32", label),
                       f"{split.image_dir.parent} ({split.name})")
 
 
-def _int8(fp32: OnnxModel, name: str, calibration: CocoSplit, split: CocoSplit | None, opts: ExportOptions,
+def _int8(fp32: OnnxModel, name: str, calibration: CocoSplit, split: CocoSplit | None, config: ExportConfig,
           echo: Echo) -> tuple[Path | None, ParityReport]:
     """The INT8 model and its report; (None, report) when it fails the gate (an INT8 file of an earlier
     export is removed then: it would pass for a variant of the FP32 model just written)."""
-    final = model_path(opts.out_dir, name, "int8")
-    echo(f"quantizing to INT8 (QDQ, per-channel; calibrating on {min(opts.calibration_images, len(calibration))} "
+    final = model_path(config.out, name, "int8")
+    echo(f"quantizing to INT8 (QDQ, per-channel; calibrating on {min(config.calibration_images, len(calibration))} "
          f"images of {calibration.name})")
     with staging(final) as tmp:
-        used = quantize_int8(fp32.path, tmp, calibration_batches(calibration, fp32.spec, opts.calibration_images),
+        used = quantize_int8(fp32.path, tmp, calibration_batches(calibration, fp32.spec, config.calibration_images),
                              fp32.input_name)
         quantization = {"format": "QDQ", "weights": "int8 per-channel", "activations": "uint8",
                         "calibration": "MinMax", "calibration_images": used,
                         "calibration_split": str(calibration.image_dir.parent)}
         _stamp(tmp, fp32, dataclasses.replace(fp32.provenance, precision="int8", quantization=quantization))
-        report = _compare_with_fp32(fp32, OnnxModel(tmp, provider="cpu").run, "onnx int8 (cpu)", split, opts,
-                                    opts.int8_gate, opts.int8_images)
+        report = _compare_with_fp32(fp32, OnnxModel(tmp, provider="cpu").run, "onnx int8 (cpu)", split, config,
+                                    config.int8_gate, config.int8_images)
         if report.passed is False:
             if final.exists():
                 final.unlink()
@@ -152,8 +145,8 @@ def _int8(fp32: OnnxModel, name: str, calibration: CocoSplit, split: CocoSplit |
     return final, report
 
 
-def _fp16(fp32: OnnxModel, name: str, split: CocoSplit | None, opts: ExportOptions) -> tuple[Path, ParityReport]:
-    final = model_path(opts.out_dir, name, "fp16")
+def _fp16(fp32: OnnxModel, name: str, split: CocoSplit | None, config: ExportConfig) -> tuple[Path, ParityReport]:
+    final = model_path(config.out, name, "fp16")
     with staging(final) as tmp:
         convert_fp16(fp32.path, tmp)
         _stamp(tmp, fp32, dataclasses.replace(fp32.provenance, precision="fp16"))
@@ -165,34 +158,34 @@ def _fp16(fp32: OnnxModel, name: str, split: CocoSplit | None, opts: ExportOptio
             except ModelLoadError as e:
                 problems.append(str(e).split(": ", 1)[-1])
         if runner is None:
-            report = ParityReport("onnx fp32", "onnx fp16", "-", Thresholds(None, None),
+            report = ParityReport("onnx fp32", "onnx fp16", "-", NO_BARS,
                                   notes=["unverified: no provider here runs it (" + "; ".join(problems) + ")"])
         else:
             label = f"onnx fp16 ({runner.providers[0].replace('ExecutionProvider', '').lower()})"
-            report = _compare_with_fp32(fp32, runner.run, label, split, opts)
+            report = _compare_with_fp32(fp32, runner.run, label, split, config)
         os.replace(tmp, final)
     return final, report
 
 
-def export_variants(fp32_path: Path, name: str, opts: ExportOptions, calibration: CocoSplit | None,
+def export_variants(fp32_path: Path, name: str, config: ExportConfig, calibration: CocoSplit | None,
                     split: CocoSplit | None, echo: Echo) -> dict[str, tuple[Path, ParityReport]]:
-    """The INT8 and/or FP16 variants of `fp32_path` requested in `opts`, with their reports beside them.
+    """The INT8 and/or FP16 variants of `fp32_path` requested in `config`, with their reports beside them.
 
-    `calibration` is the split INT8 ranges are calibrated on (needed with opts.int8); `split`, when
+    `calibration` is the split INT8 ranges are calibrated on (needed with config.int8); `split`, when
     given, is where each variant is compared with FP32. Raises Int8GateError after the other
     variants are written when the INT8 model failed its gate.
     """
     fp32 = OnnxModel(fp32_path, provider="cpu")
     made: dict[str, tuple[Path | None, ParityReport]] = {}
-    if opts.int8:
+    if config.int8:
         if calibration is None:
             raise ValueError("INT8 needs a calibration split")
-        made["int8"] = _int8(fp32, name, calibration, split, opts, echo)
-    if opts.fp16:
-        made["fp16"] = _fp16(fp32, name, split, opts)
+        made["int8"] = _int8(fp32, name, calibration, split, config, echo)
+    if config.fp16:
+        made["fp16"] = _fp16(fp32, name, split, config)
     variants, refused = {}, []
     for precision, (path, report) in made.items():
-        final = model_path(opts.out_dir, name, precision)
+        final = model_path(config.out, name, precision)
         keep = report_path(final, failed=path is None)
         write_report(report, keep)
         report_path(final, failed=path is not None).unlink(missing_ok=True)  # one about an earlier file would mislead

@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from segtrain.common.json_record import decode, encode, record_fields, record_shape, shape_of
+from segtrain.common.json_shape import ListOf, Nullable, Record, Shape, String
 from segtrain.contract import ModelSpec
 from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import evaluate_split
@@ -36,11 +38,11 @@ class RoutedCheck(Protocol):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Pass bars; None leaves that number as a report only. Agreement and mIoU drop are fractions
-    (0.99 = 99%, 0.01 = 1 point of mIoU)."""
+    """Pass bars (segdeploy.export.config holds the export's); None leaves that number as a report only.
+    Agreement and mIoU drop are fractions (0.99 = 99%, 0.01 = 1 point of mIoU)."""
 
-    max_abs_diff: float | None = 1e-4
-    min_agreement: float | None = 0.9999
+    max_abs_diff: float | None = None
+    min_agreement: float | None = None
     max_miou_drop: float | None = None
 
     @property
@@ -84,6 +86,23 @@ class SizeResult:
         """The max |diff| the bar applies to: routing-matched where the model has max-unpool routing."""
         return self.max_abs_diff if self.matched_max_abs_diff is None else self.matched_max_abs_diff
 
+    # As JSON: the size as a list, an undefined mIoU (NaN) as null, and the mIoU change after the fields.
+    _MIOUS = ("miou_reference", "miou_candidate")
+
+    def to_dict(self) -> dict:
+        out = {**dataclasses.asdict(self), "size": list(self.size), "miou_change": _null_nan(self.miou_change)}
+        return out | {k: _null_nan(out[k]) for k in self._MIOUS}
+
+    @classmethod
+    def json_shape(cls) -> Shape:
+        shape = record_shape(cls)
+        return dataclasses.replace(shape, required={**shape.required, **{k: Nullable(shape.required[k])
+                                                                         for k in cls._MIOUS}})
+
+    @classmethod
+    def from_dict(cls, value: dict) -> SizeResult:
+        return cls(**record_fields(cls, value) | {k: math.nan for k in cls._MIOUS if value[k] is None})
+
 
 @dataclass
 class ParityReport:
@@ -120,15 +139,23 @@ class ParityReport:
         return (not self.failures()) if self.checked and self.results else None
 
     def to_dict(self) -> dict:
-        def clean(v: float) -> float | None:
-            return None if math.isnan(v) else v
-
-        results = [{**dataclasses.asdict(r), "size": list(r.size), "miou_reference": clean(r.miou_reference),
-                    "miou_candidate": clean(r.miou_candidate), "miou_change": clean(r.miou_change)}
-                   for r in self.results]
+        """The report as JSON (`.verify.json`, and the bench's INT8 accuracy), with its verdict."""
         return {"reference": self.reference, "candidate": self.candidate, "data": self.data,
-                "thresholds": dataclasses.asdict(self.thresholds), "passed": self.passed,
-                "failures": self.failures(), "results": results, "notes": self.notes}
+                "thresholds": encode(self.thresholds), "passed": self.passed, "failures": self.failures(),
+                "results": [r.to_dict() for r in self.results], "notes": self.notes}
+
+    @classmethod
+    def json_shape(cls) -> Shape:
+        """What `from_dict` reads ("passed" and "failures" follow from the rest and are not read)."""
+        return Record({"reference": String(nonempty=False), "candidate": String(nonempty=False),
+                       "data": String(nonempty=False), "thresholds": shape_of(Thresholds),
+                       "results": ListOf(shape_of(SizeResult)), "notes": ListOf(String(nonempty=False))},
+                      expected="an object (ParityReport)")
+
+    @classmethod
+    def from_dict(cls, value: dict) -> ParityReport:
+        return cls(value["reference"], value["candidate"], value["data"], decode(Thresholds, value["thresholds"]),
+                   [SizeResult.from_dict(r) for r in value["results"]], list(value["notes"]))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -156,6 +183,10 @@ class ParityReport:
         else:
             lines.append("  FAILED: " + "; ".join(self.failures()))
         return "\n".join(lines)
+
+
+def _null_nan(v: float | None) -> float | None:
+    return None if v is None or math.isnan(v) else v
 
 
 def _pct(v: float) -> str:

@@ -1,24 +1,21 @@
-"""What both command lines share: error handling, the exit-code epilog, numeric ranges.
+"""What both command lines share: one-line errors, the exit-code epilog, option types from the settings (torch-free).
 
-Every numeric option of both command lines has a range: click.IntRange for integers, `FiniteFloat`
-(a click.FloatRange that also refuses NaN and infinities) for real numbers. A value outside it is
-a usage error (exit 2, one line) before any work starts.
-
-Torch-free: `segdeploy`'s inference commands use it on machines without PyTorch. A command that
-needs an extra which is not installed (PyTorch for training and export, OpenVINO) fails with one
-line naming the extra to install (segtrain.common.extras), never a traceback.
+Every numeric option has a range: `option_type` builds click's type from the setting's rule
+(click.IntRange, `FiniteFloat`, a list or a choice), so the range is written once, in the settings
+dataclass, and a value outside it is a one-line usage error before any work starts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
 
 from segtrain.common.errors import EXIT_CODES, ToolError, exit_code_lines, printable
 from segtrain.common.extras import missing_extra
+from segtrain.common.settings import Each, OneOf, Range, default, kind_of, rule_of
 
 
 class _Reported(click.ClickException):
@@ -92,3 +89,71 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+class IntList(click.ParamType):
+    """Comma-separated integers from 1 to `maximum`, e.g. 1,4,8 (repeats dropped)."""
+
+    name = "N[,N...]"
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+        if not out or min(out) < 1 or max(out) > self.maximum:
+            self.fail(f"{value!r}: every value must be a positive integer, at most {self.maximum}", param, ctx)
+        return tuple(dict.fromkeys(out))
+
+
+class NameList(click.ParamType):
+    """Comma-separated names from a fixed set (repeats dropped)."""
+
+    name = "NAME[,NAME...]"
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        out = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        bad = [v for v in out if v not in self.choices]
+        if bad or not out:
+            unknown = printable(", ".join(bad)) or "empty list"  # a control character would break the line
+            self.fail(f"unknown {unknown}; choose from {', '.join(self.choices)}", param, ctx)
+        return tuple(dict.fromkeys(out))
+
+
+def setting_option(cls: type, *decls: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """click.option for a setting of dataclass `cls`, named by `decls` ("--batch-size", or a Python name among
+    them): its type from the setting's range or choices (unless `type` is given), its default from the
+    dataclass and shown (a None default, or `default=None` given, is left to the help text)."""
+    name = next((d for d in decls if d.isidentifier()), decls[0].split("/")[0].lstrip("-").replace("-", "_"))
+    value = kwargs.pop("default", default(cls, name))
+    if "type" not in kwargs and not kwargs.get("is_flag") and isinstance(rule_of(cls, name), (Range, OneOf, Each)):
+        kwargs["type"] = option_type(cls, name)
+    if value is None:
+        return click.option(*decls, **kwargs)
+    shown = ",".join(map(str, value)) if isinstance(value, tuple) else value  # as the flag is written
+    return click.option(*decls, default=shown, show_default=True, **kwargs)
+
+
+def option_type(cls: type, name: str) -> click.ParamType:
+    """click's type for setting `name` of settings dataclass `cls`, from its annotation and its rule."""
+    kind, _ = kind_of(cls, name)
+    rule = rule_of(cls, name)
+    if isinstance(rule, OneOf):
+        return click.Choice(rule.choices)
+    if isinstance(rule, Range) and kind in (int, float):
+        return (click.IntRange if kind is int else FiniteFloat)(min=rule.low, max=rule.high)
+    if isinstance(rule, Each) and kind == tuple[int, ...] and isinstance(rule.rule, Range) and rule.rule.low == 1:
+        return IntList(int(rule.rule.high))
+    if isinstance(rule, Each) and kind == tuple[str, ...] and isinstance(rule.rule, OneOf):
+        return NameList(rule.rule.choices)
+    raise TypeError(f"{cls.__name__}.{name}: no option type for {kind} with rule {rule!r}")

@@ -4,7 +4,7 @@ The base install (`pip install segtrain`) is what inference needs: onnxruntime, 
 OpenCV, Pillow, pycocotools, click, tqdm, psutil. Training and export need the `train` extra
 (PyTorch and friends), the second runtime the `openvino` extra. Commands import those packages
 inside the functions that use them; when one is missing, `segtrain.common.commandline.ToolGroup` turns
-the ImportError into a `MissingExtraError` (one line, exit 2) naming the extra to install, so no
+the ImportError into a `MissingExtraError` (an input error) naming the extra to install, so no
 command needs a check of its own.
 """
 
@@ -25,7 +25,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 
 class MissingExtraError(InputError):
-    """A command or runtime needs an optional extra that is not installed; exit code 2."""
+    """A command or runtime needs an optional extra that is not installed."""
 
 
 def install_command(extra: str) -> str:

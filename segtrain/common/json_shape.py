@@ -103,14 +103,19 @@ class Integer(Shape):
 
 @dataclass(frozen=True)
 class Number(Shape):
+    """A real number; `finite=False` also takes NaN and infinities (what Python's json writes for them)."""
+
     lo: float | None = None
+    finite: bool = True
 
     @property
     def expected(self) -> str:
-        return "a finite number" if self.lo is None else f"a finite number >= {self.lo:g}"
+        kind = "a finite number" if self.finite else "a number"
+        return kind if self.lo is None else f"{kind} >= {self.lo:g}"
 
     def check(self, value: object) -> None:
-        if not is_number(value) or (self.lo is not None and value < self.lo):
+        number = is_number(value) or (not self.finite and isinstance(value, float))
+        if not number or (self.lo is not None and not value >= self.lo):
             raise ShapeError(self.expected, value)
 
 

@@ -17,6 +17,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,25 +42,57 @@ def setting(default: Any = dataclasses.MISSING, *, rule: Rule | None = None,
 # Rules: what a field accepts beyond its type.
 
 
-def at_least(low: float) -> Rule:
-    return lambda v: None if v >= low else f"must be at least {low:g}, got {v:g}"
+@dataclass(frozen=True)
+class Range:
+    """A number from `low` to `high` (either may be open); the command line builds its option type from it."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __call__(self, v: float) -> str | None:
+        if self.high is None:
+            return None if v >= self.low else f"must be at least {self.low:g}, got {v:g}"
+        if self.low is None:
+            return None if v <= self.high else f"must be at most {self.high:g}, got {v:g}"
+        return None if self.low <= v <= self.high else f"must be from {self.low:g} to {self.high:g}, got {v:g}"
 
 
-def between(low: float, high: float) -> Rule:
-    return lambda v: None if low <= v <= high else f"must be from {low:g} to {high:g}, got {v:g}"
+def at_least(low: float) -> Range:
+    return Range(low, None)
 
 
-def one_of(choices: Iterable[str]) -> Rule:
-    choices = tuple(choices)
+def between(low: float, high: float) -> Range:
+    return Range(low, high)
 
-    def rule(v: str) -> str | None:
-        if v in choices:
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of `choices`; a near miss is named."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, v: str) -> str | None:
+        if v in self.choices:
             return None
-        close = difflib.get_close_matches(v, choices, n=1, cutoff=0.7)
+        close = difflib.get_close_matches(v, self.choices, n=1, cutoff=0.7)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"must be one of {', '.join(choices)}, got {v!r}{hint}"
+        return f"must be one of {', '.join(self.choices)}, got {v!r}{hint}"
 
-    return rule
+
+def one_of(choices: Iterable[str]) -> OneOf:
+    return OneOf(tuple(choices))
+
+
+@dataclass(frozen=True)
+class Each:
+    """A list that is not empty and whose every item passes `rule`."""
+
+    rule: Rule
+
+    def __call__(self, values: Any) -> str | None:
+        if not len(values):
+            return "must not be empty"
+        return next(filter(None, map(self.rule, values)), None)
 
 
 def non_empty(v: Any) -> str | None:
@@ -150,9 +183,15 @@ def _to_str_tuple(v: Any) -> tuple[str, ...]:
     return tuple(_to_str_list(v))
 
 
+def _to_path_list(v: Any) -> list[Path]:
+    if isinstance(v, (list, tuple)):
+        return [_to_path(p) for p in v]
+    raise _Bad(f"must be a list of paths, got {v!r}")
+
+
 CONVERTERS: dict[Any, Callable[[Any], Any]] = {
     int: _to_int, float: _to_float, bool: _to_bool, str: _to_str, Path: _to_path, list[str]: _to_str_list,
-    tuple[int, ...]: _to_int_tuple, tuple[str, ...]: _to_str_tuple}
+    tuple[int, ...]: _to_int_tuple, tuple[str, ...]: _to_str_tuple, list[Path]: _to_path_list}
 
 
 def _split_optional(hint: Any) -> tuple[Any, bool]:
@@ -172,6 +211,11 @@ def _split_optional(hint: Any) -> tuple[Any, bool]:
 def names(cls: type) -> tuple[str, ...]:
     """The settings of dataclass `cls`, in declaration order."""
     return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def kind_of(cls: type, key: str) -> tuple[Any, bool]:
+    """(the annotated type of setting `key`, whether None is allowed)."""
+    return _split_optional(typing.get_type_hints(cls)[key])
 
 
 def rule_of(cls: type, key: str) -> Rule | None:
@@ -209,7 +253,7 @@ def check_known(cls: type, key: str, source: str) -> None:
 def coerce(cls: type, key: str, value: Any, source: str) -> Any:
     """`value` converted to setting `key`'s type and checked by its rule; SettingError naming key and source."""
     check_known(cls, key, source)
-    kind, optional = _split_optional(typing.get_type_hints(cls)[key])
+    kind, optional = kind_of(cls, key)
     if value is None:
         if optional:
             return None

@@ -1,16 +1,9 @@
-"""COCO-format splits: finding them, filtering to the target categories, images and masks.
+"""COCO-format splits: finding them, filtering to the target categories, images and masks (torch-free).
 
-Torch-free, so `segdeploy evaluate` and `segdeploy batch --gt` use it on machines without
-PyTorch. Problems in one image (missing file, unreadable header, size disagreeing with
-labels.json, undecodable annotation) skip that image or annotation and are recorded in
-`CocoSplit.problems`; problems that make the whole split unusable raise `DataError`.
-
-labels.json is checked once, at load, against the shape the tools read (segtrain.data.coco_schema):
-a file that does not fit is refused with the JSON path of the first problem. Every image path is
-resolved (symlinks followed) and must stay inside the split's image folder: a `file_name` of
-`../../x`, an absolute path or a symlink out of the folder is reported and skipped like a missing
-image, so no command reads or trains on files outside the dataset. Every command reads datasets
-through CocoSplit, so this one rule covers them all.
+Every command reads datasets through CocoSplit, so its rules cover them all: labels.json is
+checked once at load (segtrain.data.coco_schema); an image path must resolve inside the split's
+image folder; a problem in one image or annotation skips it and is recorded in
+`CocoSplit.problems`, one that makes the split unusable raises `DataError`.
 """
 
 from __future__ import annotations

@@ -1,22 +1,13 @@
 """Decoding photos into RGB uint8 arrays, whatever the file holds (torch-free).
 
-Greyscale, palette, RGBA/LA (alpha dropped), CMYK, 16-bit and 32-bit integer images all become
-HxWx3 uint8 RGB. EXIF orientation is applied when asked, so sizes match what a viewer shows.
+Greyscale, palette, RGBA/LA (alpha dropped), CMYK, 16- and 32-bit images all become HxWx3 uint8
+RGB, EXIF orientation applied when asked. One read policy: a file that cannot be decoded raises
+`ImageReadError` (callers skip, name and count it); only regular files are opened (a FIFO would
+block the reader); an image whose header declares more than `max_image_pixels()` is refused before
+its pixels are decoded (`ImageTooLargeError`), since masks are made at the original size.
 
-One read policy for every command: a file that cannot be decoded raises `ImageReadError` naming
-the file and the reason, and callers skip it, name it and count it. Only regular files are
-opened (a FIFO named `x.jpg` would block the reader forever). An image whose header declares more
-than `max_image_pixels()` pixels (default `MAX_IMAGE_PIXELS`, 200 megapixels: a 150-megapixel
-camera's photos pass, a 20000x20000 image does not; the environment variable
-`SEGTRAIN_MAX_IMAGE_PIXELS` changes it) is refused before its pixels are decoded, with
-`ImageTooLargeError`: its masks are made at the original size, so even a reduced decode would not
-bound the memory it needs. Pillow's own decompression-bomb guard is set to the same limit at import.
-
-Reduced decoding: `load_image(..., min_size=(h, w))` lets a JPEG decode at 1/2, 1/4 or 1/8 scale
-(libjpeg's DCT scaling, Pillow's `draft`) as long as both sides stay at least (h, w). Only callers
-that use the pixels for nothing but the model input ask for it (scoring: the model input is made
-by shrinking anyway, and masks are made at the size labels.json gives); `segdeploy batch` does not,
-because its overlays are drawn on the full-resolution photo. Other formats decode at full size.
+`load_image(..., min_size=(h, w))` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT
+scaling) while both sides stay at least (h, w): for callers that use the pixels only as model input.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The training configuration: one typed dataclass whose every setting goes through segtrain.common.settings.
+"""Settings of `segtrain fit` and `segtrain evaluate`, every value through segtrain.common.settings (torch-free).
 
-Settings arrive in layers, later ones winning: the config stored in a checkpoint (`--resume`), a
-`--config` file (YAML or JSON, the flags' names with - or _), the command line. The resolved
-config is written next to the outputs (`config.json`) and into every checkpoint.
+Training settings arrive in layers, later ones winning: the config stored in a checkpoint
+(`--resume`), a `--config` file (YAML or JSON, the flags' names with - or _), the command line.
+The resolved config is written next to the outputs (`config.json`) and into every checkpoint.
 """
 
 from __future__ import annotations
@@ -24,12 +24,18 @@ from segtrain.common.settings import (
     setting,
 )
 from segtrain.common.system import usable_cores
+from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE
 
 LOSSES = ("auto", "ce", "ce+dice", "dice")
 DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
 LR_SCHEDULES = ("constant", "poly", "cosine")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 IMAGE_SIZE_STEP = 32
+
+
+def default_workers() -> int:
+    """Data-loader worker processes without --workers: one fewer than the usable cores, at most 8."""
+    return min(8, usable_cores() - 1)
 
 
 def _image_size(v: int) -> str | None:
@@ -59,7 +65,7 @@ class TrainConfig:
     loss: str = setting("auto", rule=one_of(LOSSES))
     amp: bool | None = setting(None)  # None: fp16 on CUDA, off on CPU
     device: str = setting("auto", rule=non_empty)
-    workers: int | None = setting(None, rule=at_least(0))  # None: one fewer than the CPUs, at most 8
+    workers: int | None = setting(None, rule=at_least(0))  # None: default_workers()
     seed: int = setting(0, rule=at_least(0))
     sync_bn: bool = setting(False)
     progress: str = setting("auto", rule=one_of(PROGRESS_MODES))  # auto: bar on a terminal, else log
@@ -80,11 +86,27 @@ class TrainConfig:
         c.encoder = c.encoder or DEFAULT_ENCODERS[c.model]
         c.loss = DEFAULT_LOSS.get(c.model, "ce") if c.loss == "auto" else c.loss
         if c.workers is None:
-            c.workers = min(8, usable_cores() - 1)
+            c.workers = default_workers()
         return c
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of `segtrain evaluate`."""
+
+    checkpoint: Path = setting()
+    data: Path | None = setting(None)  # None: the dataset the checkpoint was trained on
+    split: str = setting(DEFAULT_SPLIT, rule=non_empty)
+    batch_size: int = setting(EVALUATE_BATCH_SIZE, rule=at_least(1))
+    device: str = setting("auto", rule=non_empty)
+    at_input_size: bool = setting(False)  # score at the input size, as training-time validation does
+
+    def __post_init__(self) -> None:
+        for name, value in checked_values(self).items():
+            setattr(self, name, value)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from segtrain.contract import ModelSpec
@@ -11,21 +9,20 @@ from segtrain.evaluation import evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
 from segtrain.models import load_model, torch_predictor
 from segtrain.training.checkpoint import Checkpoint
+from segtrain.training.config import EvaluateConfig
 from segtrain.training.precision import resolve_device
 
-__all__ = ["evaluate_checkpoint", "torch_predictor"]
 
-
-def evaluate_checkpoint(path: str | Path, data: str | Path | None, split: str, batch_size: int = 4,
-                        device: str = "auto", progress: bool = False, at_input_size: bool = False) -> SegMetrics:
+def evaluate_checkpoint(config: EvaluateConfig, progress: bool = False) -> SegMetrics:
     """Metrics of a checkpoint on a split: at original image sizes, or at the input size."""
-    dev = resolve_device(device)
-    ckpt = Checkpoint.load(path, map_location=str(dev))
-    coco = open_split_for(ckpt.spec, ckpt.data_root(data, purpose="evaluation"), split)
+    dev = resolve_device(config.device)
+    ckpt = Checkpoint.load(config.checkpoint, map_location=str(dev))
+    coco = open_split_for(ckpt.spec, ckpt.data_root(config.data, purpose="evaluation"), config.split)
     model, _ = load_model(ckpt, device=str(dev))
-    if at_input_size:
-        return _evaluate_at_input_size(model, coco, ckpt.spec, batch_size, dev, progress)
-    return evaluate_split(torch_predictor(model, dev), coco, ckpt.spec, batch_size=batch_size, progress=progress)
+    if config.at_input_size:
+        return _evaluate_at_input_size(model, coco, ckpt.spec, config.batch_size, dev, progress)
+    return evaluate_split(torch_predictor(model, dev), coco, ckpt.spec, batch_size=config.batch_size,
+                          progress=progress)
 
 
 def _evaluate_at_input_size(model: torch.nn.Module, coco, spec: ModelSpec, batch_size: int,

@@ -21,7 +21,7 @@ class TensorBoardError(InputError):
 
 
 def summary_writer_class() -> type:
-    """torch's SummaryWriter; TensorBoardError (one line, exit 2) when the package is missing."""
+    """torch's SummaryWriter; TensorBoardError (an input error) when the package is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:

@@ -1,5 +1,5 @@
-"""`segdeploy bench`: the JSON schema with positive figures per backend and batch size, the plot,
-exact FLOP counts, export reuse, .onnx inputs, timing statistics and usage errors."""
+"""`segdeploy bench` end to end: the JSON with positive figures per backend and batch size, the plot, exact FLOP
+counts, export reuse, .onnx inputs and usage errors."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import os
 import shutil
 import stat
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from tiny_arch import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_gflop, tiny_registered
 
-from segdeploy.bench.timing import LatencyStats, PeakRss, time_interleaved, time_runs
+from segdeploy.bench.report import BenchReport, ModelReport
 from segdeploy.cli import main
 from segdeploy.infer.runtime import resolve_runtime
 from segtrain.common.extras import installed
@@ -129,13 +129,13 @@ def test_bench_counts_flops_exactly(bench_run: dict) -> None:
     assert "2 FLOPs per multiply-add" in bench_run["doc"]["flop_convention"]
 
 
-def project_targets(model: dict) -> list[dict]:
+def project_targets(model: ModelReport) -> list:
     """benchmarks/targets.py's verdicts for one bench model (benchmarks/ is scripts, not a package)."""
     import importlib.util
 
     path = Path(__file__).resolve().parents[3] / "benchmarks" / "targets.py"
     spec = importlib.util.spec_from_file_location("benchmark_targets", path)
-    module = importlib.util.module_from_spec(spec)
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))  # dataclasses look it up
     spec.loader.exec_module(module)
     return module.targets(model)
 
@@ -170,29 +170,9 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
         assert run["model_only_backend"] == backend
         assert run["model_only_images_per_second"] == timed["images_per_second"]  # same size, batch and threads
     assert "targets" not in model and "target" not in bench_run["output"]  # measurements, not this project's bars
-    suite_targets = project_targets(model)  # benchmarks/targets.py holds those
-    assert {"onnxruntime", "INT8", "end-to-end"} <= {t["target"].split(" ")[0] for t in suite_targets}
-    assert all(isinstance(t["met"], bool) for t in suite_targets)
-
-
-@pytest.mark.parametrize("conv, size, valid_pairs", [
-    # dilation 4, padding 4 on 8 pixels: the outer taps hit the image for 4 of 8 positions, the centre for all
-    (dict(kernel_size=3, padding=4, dilation=4), 8, 4 + 8 + 4),
-    # dilation 12 on 8 pixels (DeepLabV3's ASPP on a small map): only the centre tap ever reads the image
-    (dict(kernel_size=3, padding=12, dilation=12), 8, 8),
-    # stride 2, padding 1: outputs 0..3 read inputs 2o-1, 2o, 2o+1; only 2*0-1 is off the image
-    (dict(kernel_size=3, padding=1, stride=2), 8, 4 * 3 - 1),
-])
-def test_valid_tap_flops_of_padded_and_dilated_convolutions(conv: dict, size: int, valid_pairs: int) -> None:
-    import torch
-
-    from segdeploy.bench.roofline import count_gflop
-
-    layer = torch.nn.Conv2d(3, 2, bias=False, **conv)
-    out = layer(torch.zeros(1, 3, size, size)).shape[-1]
-    counts = count_gflop(layer, (size, size))
-    assert counts["dense"] * 1e9 == 2 * 2 * 3 * 9 * out * out
-    assert counts["valid_taps"] * 1e9 == 2 * 2 * 3 * valid_pairs**2
+    suite_targets = project_targets(BenchReport.from_dict(bench_run["doc"]).models[0])  # benchmarks/targets.py's
+    assert {"onnxruntime", "INT8", "end-to-end"} <= {t.target.split(" ")[0] for t in suite_targets}
+    assert all(isinstance(t.met, bool) for t in suite_targets)
 
 
 def test_bench_writes_plot_and_table(bench_run: dict) -> None:
@@ -301,37 +281,6 @@ def test_bench_results_never_replace_what_is_not_a_regular_file(tmp_path: Path) 
     assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.json").st_mode)
 
 
-def test_default_models_prefer_checkpoints_then_fp32_exports(tmp_path: Path) -> None:
-    from segdeploy.bench.config import BenchInputError
-    from segdeploy.bench.models import default_models
-
-    runs, exported = tmp_path / "runs", tmp_path / "exported"
-    for name in ("a.onnx", "a.int8.onnx", "a.fp16.onnx", "b.onnx"):
-        (exported / name).parent.mkdir(parents=True, exist_ok=True)
-        (exported / name).write_bytes(b"")
-    assert default_models(runs, exported) == [exported / "a.onnx", exported / "b.onnx"]
-    (runs / "deeplab").mkdir(parents=True)
-    (runs / "deeplab" / "best_model.pth").write_bytes(b"")
-    assert default_models(runs, exported) == [runs / "deeplab" / "best_model.pth"]
-    with pytest.raises(BenchInputError, match="no MODEL given"):
-        default_models(tmp_path / "none", tmp_path / "none")
-
-
-def test_auto_schedule_closes_backends_before_memory_runs_out() -> None:
-    from segdeploy.bench.rounds import Live, must_close
-
-    def live(growth: float) -> Live:
-        return Live("x", None, {"peak_rss_mib": 1000 + growth, "rss_at_start_mib": 1000}, {})
-
-    assert not must_close([live(2000), live(3000)], "auto", budget_mib=8001)  # 5000 open + 3000 for the next
-    assert must_close([live(2000), live(3000)], "auto", budget_mib=7999)
-    assert must_close([live(1)], "sequential", budget_mib=1e9)
-    assert not must_close([live(1e9)], "interleaved", budget_mib=1)
-    # what earlier, closed backends left resident: the memory available now decides too
-    assert not must_close([live(2000)], "auto", budget_mib=1e6, available_now_mib=4001)
-    assert must_close([live(2000)], "auto", budget_mib=1e6, available_now_mib=3999)
-
-
 def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
     model = fixed_size_onnx(tmp_path / "fixed.onnx", size=32)
     result = CliRunner().invoke(main, ["bench", str(model), "--image-size", "16", "--runs", "1", "--warmup", "1",
@@ -339,48 +288,3 @@ def test_bench_backend_failure_is_one_line_exit_1(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert f"{model}: ort-fp32 failed (" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.json").exists()
-
-
-# --------------------------------------------------------------------------------------------
-# Timing primitives
-
-
-def test_latency_percentiles_of_known_runs() -> None:
-    stats = LatencyStats.from_seconds([i / 1000 for i in range(1, 101)])  # 1..100 ms
-    assert (stats.runs, stats.min, stats.max) == (100, pytest.approx(1), pytest.approx(100))
-    assert stats.p50 == pytest.approx(50.5) and stats.p90 == pytest.approx(90.1) and stats.p99 == pytest.approx(99.01)
-    assert stats.mean == pytest.approx(50.5)
-    with pytest.raises(ValueError, match="no timed runs"):
-        LatencyStats.from_seconds([])
-
-
-def test_time_runs_calls_first_warmup_and_timed_runs() -> None:
-    calls = []
-    timing = time_runs(lambda: calls.append(len(calls)) or len(calls), runs=5, warmup=3)
-    assert len(calls) == 1 + 2 + 5 and timing.output == 1 and timing.latency.runs == 5
-    with pytest.raises(ValueError):
-        time_runs(lambda: None, runs=0, warmup=1)
-
-
-def test_time_interleaved_rotates_the_order_each_round() -> None:
-    calls: list[str] = []
-    seconds = time_interleaved({name: (lambda n=name: calls.append(n)) for name in "abc"}, runs=4)
-    assert calls == list("abc" "bca" "cab" "abc")
-    assert {k: len(v) for k, v in seconds.items()} == {"a": 4, "b": 4, "c": 4}
-    assert all(t >= 0 for v in seconds.values() for t in v)
-    calls.clear()
-    time_interleaved({name: (lambda n=name: calls.append(n)) for name in "ab"}, runs=2, rewarm={"b"})
-    assert calls == list("abb" "bba")  # b's timed call always follows an untimed one of its own
-
-
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's resettable VmHWM")
-def test_peak_rss_is_per_phase() -> None:
-    with PeakRss() as big:
-        block = np.ones(256 * 2**20 // 8)  # 256 MiB, touched
-        del block
-    with PeakRss() as small:
-        block = np.ones(16 * 2**20 // 8)
-        del block
-    assert big.scope == small.scope == "phase"
-    assert big.mib - big.start_mib > 200
-    assert small.mib - small.start_mib < 100  # the earlier 256 MiB peak was reset

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from segdeploy.cli import main as segdeploy
-from segdeploy.export.exporter import ExportOptions, export_checkpoint
+from segdeploy.export.exporter import ExportConfig, export_checkpoint
 from segdeploy.infer.runtime import OnnxModel
 from segtrain.cli import main as segtrain
 from segtrain.common.files import NEW_FILE_MODE, file_sha256
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[3]
 def export_small(make_checkpoint, tmp: Path, arch: str, encoder: str, data: Path, **kwargs) -> tuple[Path, Path]:
     """(checkpoint, exported .onnx) for a 64 px model, verified on 4 validation images."""
     ckpt = make_checkpoint(tmp / "runs" / arch / "best_model.pth", arch, encoder, 64, data, **kwargs)
-    export_checkpoint(ckpt, ExportOptions(out_dir=tmp / "exported", verify_images=4), echo=lambda _: None)
+    export_checkpoint(ckpt, ExportConfig(out=tmp / "exported", verify_images=4), echo=lambda _: None)
     return ckpt, tmp / "exported" / f"{arch}.onnx"
 
 

@@ -14,7 +14,7 @@ from tiny_arch import make_tiny_checkpoint, tiny_registered
 
 from segdeploy.cli import main
 from segdeploy.export import variants
-from segdeploy.export.options import DEFAULT_INT8_GATE, ExportOptions
+from segdeploy.export.config import ExportConfig
 from segdeploy.export.verify import ParityReport, SizeResult, Thresholds
 
 OPEN_GATE = ["--int8-min-agreement", "0", "--int8-max-drop", "100"]
@@ -52,8 +52,8 @@ def negate_int8_logits(real):
     return quantize
 
 
-def test_defaults_live_in_export_options_and_the_help_shows_them() -> None:
-    assert ExportOptions().int8_gate == DEFAULT_INT8_GATE == Thresholds(None, 0.99, 0.01)
+def test_defaults_live_in_export_config_and_the_help_shows_them() -> None:
+    assert ExportConfig().int8_gate == Thresholds(None, 0.99, 0.01)
     result = CliRunner().invoke(main, ["export", "--help"], terminal_width=200)
     flat = " ".join(result.output.split())
     assert "--int8-max-drop FLOAT RANGE INT8 gate: largest allowed mIoU drop against FP32, in points. [default: 1.0" \
@@ -130,7 +130,7 @@ def _result(agreement: float, change: float) -> SizeResult:
     (0.995, math.nan, ["mIoU change undefined < -1 points at 64x64"]),
 ])
 def test_gate_bars(agreement: float, change: float, failures: list[str]) -> None:
-    report = ParityReport("onnx fp32", "onnx int8", "data", DEFAULT_INT8_GATE, [_result(agreement, change)])
+    report = ParityReport("onnx fp32", "onnx int8", "data", ExportConfig().int8_gate, [_result(agreement, change)])
     assert report.failures() == failures
     assert report.passed is (not failures)
     assert report.summary().splitlines()[-1] == (

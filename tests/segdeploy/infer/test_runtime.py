@@ -13,8 +13,7 @@ from click.testing import CliRunner
 from colour_models import build_colour_model, half_image, save
 
 from segdeploy.cli import main
-from segdeploy.export.options import ExportOptions
-from segdeploy.export.verify import Thresholds
+from segdeploy.export.config import ExportConfig
 from segdeploy.infer import runtime
 from segdeploy.infer.evaluate import evaluate_model
 from segdeploy.infer.runtime import OnnxModel, open_model, resolve_runtime
@@ -149,9 +148,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, coco_mini: Path, make_che
 
     tmp = tmp_path_factory.mktemp("parity")
     ckpt = make_checkpoint(tmp / "runs" / "deeplab" / "best_model.pth", "deeplab", "resnet18", 64, coco_mini, steps=4)
-    opts = ExportOptions(out_dir=tmp / "exported", verify_images=2, int8=True, calibration_images=8,
-                         int8_gate=Thresholds(None, None, None))
-    export_checkpoint(ckpt, opts, echo=lambda _: None)
+    config = ExportConfig(out=tmp / "exported", verify_images=2, int8=True, calibration_images=8,
+                          int8_min_agreement=0, int8_max_drop=100)
+    export_checkpoint(ckpt, config, echo=lambda _: None)
     return tmp / "exported" / "deeplab.onnx"
 
 

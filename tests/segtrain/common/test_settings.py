@@ -9,6 +9,7 @@ import pytest
 
 from segtrain.common.settings import (
     COMMAND_LINE,
+    Each,
     SettingError,
     at_least,
     between,
@@ -16,6 +17,7 @@ from segtrain.common.settings import (
     checked_values,
     default,
     one_of,
+    rule_of,
     setting,
 )
 
@@ -66,3 +68,43 @@ def test_default_reads_the_field() -> None:
     assert default(Demo, "sizes") == (1, 4) and default(Demo, "workers") == 3
     with pytest.raises(KeyError):
         default(Demo, "nothing")
+
+
+def test_each_checks_a_list_item_by_item() -> None:
+    rule = Each(between(1, 8))
+    assert rule((1, 8)) is None and rule(()) == "must not be empty" and rule((2, 9)) == "must be from 1 to 8, got 9"
+
+
+# Every command's option of a ranged or listed setting gets click's type from that setting's rule, so the range
+# lives once, in the dataclass: the command line and Python callers are held to the same bars.
+@pytest.mark.parametrize(("cls", "name", "bad", "message"), [
+    ("ExportConfig", "opset", 30, "opset must be from 18 to 23, got 30"),
+    ("ExportConfig", "min_agreement", 101, "min_agreement must be from 0 to 100, got 101"),
+    ("BenchConfig", "batch_sizes", (1, 0), "batch_sizes must be from 1 to 4096, got 0"),
+    ("BenchConfig", "backends", ("torch", "tpu"), "backends must be one of torch, ort-fp32, ort-int8, ort-fp16, "
+                                                  "ov-fp32, ov-int8, got 'tpu'"),
+    ("BenchConfig", "sgemm_size", 8, "sgemm_size must be from 16 to 16384, got 8"),
+    ("EvaluateConfig", "batch_size", 0, "batch_size must be at least 1, got 0"),
+])
+def test_command_settings_and_their_options_share_one_rule(cls: str, name: str, bad: object, message: str) -> None:
+    import click
+
+    from segdeploy.bench.config import BenchConfig
+    from segdeploy.export.config import ExportConfig
+    from segtrain.common.commandline import IntList, NameList, option_type
+    from segtrain.training.config import EvaluateConfig
+
+    config = {"ExportConfig": ExportConfig, "BenchConfig": BenchConfig, "EvaluateConfig": EvaluateConfig}[cls]
+    required = {"checkpoint": "x.pth"} if config is EvaluateConfig else {}
+    with pytest.raises(SettingError) as err:
+        config(**required, **{name: bad})
+    assert str(err.value) == message
+    rule, kind = rule_of(config, name), option_type(config, name)
+    if isinstance(kind, IntList):
+        assert kind.maximum == rule.rule.high
+    elif isinstance(kind, NameList):
+        assert kind.choices == rule.rule.choices
+    else:
+        assert isinstance(kind, (click.IntRange, click.FloatRange)) and (kind.min, kind.max) == (rule.low, rule.high)
+    with pytest.raises(click.BadParameter):
+        kind.convert(",".join(map(str, bad)) if isinstance(bad, tuple) else str(bad), None, None)

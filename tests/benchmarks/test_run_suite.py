@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_suite(monkeypatch: pytest.MonkeyPatch):
@@ -21,45 +21,75 @@ def load_suite(monkeypatch: pytest.MonkeyPatch):
     return module
 
 
+def recorded(name: str, created: str) -> dict:
+    """A real recorded bench report (benchmarks/results/deeplab_r18_256.json), marked by `created`."""
+    doc = json.loads((REPO / "benchmarks" / "results" / "deeplab_r18_256.json").read_text())
+    return {**doc, "created": created, "command": f"bench {name}"}
+
+
+def suite_file(names: list[str]) -> dict:
+    return {"schema": "segdeploy-bench-suite/1", "command": "python benchmarks/run_suite.py",
+            "runs": {n: recorded(n, f"old {n}") for n in names}, "checkpoints": {n: f"old {n}" for n in names}}
+
+
 def test_only_replaces_its_models_and_keeps_the_rest_in_suite_order(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from segdeploy.bench.report import BenchReport
+
     suite = load_suite(monkeypatch)
     names = [m.name for m in suite.STANDARD]
-    earlier = {"schema": "segdeploy-bench-suite/1", "command": "python benchmarks/run_suite.py",
-               "runs": {n: {"old": n} for n in names}, "checkpoints": {n: f"old {n}" for n in names}}
-    (tmp_path / "results.json").write_text(json.dumps(earlier))
+    (tmp_path / "results.json").write_text(json.dumps(suite_file(names)))
     loaded = suite.earlier_results(tmp_path, suite.STANDARD)
-    docs, notes, command, reruns = suite.merge_runs({names[0]: {"new": 1}}, {names[0]: "new"},
+    new = BenchReport.from_dict(recorded(names[0], "new"))
+    docs, notes, command, reruns = suite.merge_runs({names[0]: new}, {names[0]: "new"},
                                                     "python benchmarks/run_suite.py --only x", loaded, suite.STANDARD)
-    assert list(docs) == names and docs[names[0]] == {"new": 1} and docs[names[1]] == {"old": names[1]}
+    assert list(docs) == names and docs[names[0]] is new and docs[names[1]].created == f"old {names[1]}"
     assert notes[names[0]] == "new" and notes[names[2]] == f"old {names[2]}"
     assert command == "python benchmarks/run_suite.py" and reruns == ["python benchmarks/run_suite.py --only x"]
     # a full run, or results of another suite (the quick one), start afresh
-    assert suite.merge_runs({"a": {}}, {"a": ""}, "c", None, suite.STANDARD) == ({"a": {}}, {"a": ""}, "c", [])
+    assert suite.merge_runs({"a": new}, {"a": ""}, "c", None, suite.STANDARD) == ({"a": new}, {"a": ""}, "c", [])
     assert suite.earlier_results(tmp_path, suite.QUICK) is None
     (tmp_path / "results.json").write_text("{broken")
     assert suite.earlier_results(tmp_path, suite.STANDARD) is None
 
 
+def test_recorded_results_read_back_as_they_were_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's results.json read through the types and written again is the same file, but for the
+    `targets` lists bench reports before issue 14 carried (benchmarks/targets.py computes them now)."""
+    from segtrain.common.json_record import decode
+
+    suite = load_suite(monkeypatch)
+    original = json.loads((REPO / "benchmarks" / "results" / "results.json").read_text())
+    loaded = decode(suite.SuiteResults, original)
+    suite.write_results(loaded.runs, loaded.checkpoints, loaded.command, tmp_path, loaded.reruns)
+    for run in original["runs"].values():
+        for model in run["models"]:
+            model.pop("targets", None)
+    assert json.loads((tmp_path / "results.json").read_text()) == original
+    page = (tmp_path / "results.md").read_text()
+    assert page.count("target met") + page.count("target **missed**") >= 10
+
+
 def test_main_with_only_passes_the_merged_results_to_the_writer(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from segdeploy.bench.report import BenchReport
+
     suite = load_suite(monkeypatch)
     names = [m.name for m in suite.STANDARD]
     out, data = tmp_path / "out", tmp_path / "data"
     (data / "train").mkdir(parents=True)
     (data / "train" / "labels.json").write_text("{}")
     out.mkdir()
-    (out / "results.json").write_text(json.dumps({
-        "schema": "segdeploy-bench-suite/1", "command": "python benchmarks/run_suite.py",
-        "runs": {n: {"old": n} for n in names}, "checkpoints": {n: f"old {n}" for n in names}}))
+    (out / "results.json").write_text(json.dumps(suite_file(names)))
     monkeypatch.setattr(suite, "checkpoint_for", lambda model, work, data, light: tmp_path / "ckpt.pth")
     monkeypatch.setattr(suite, "training_note", lambda model, ckpt: "new")
-    monkeypatch.setattr(suite, "bench", lambda model, ckpt, args, out: {"new": model.name})
+    monkeypatch.setattr(suite, "bench", lambda model, ckpt, args, out: BenchReport.from_dict(recorded(model.name,
+                                                                                                      "new")))
     written = []
     monkeypatch.setattr(suite, "write_results", lambda *a: written.append(a))
     suite.main(["--data", str(data), "--work", str(tmp_path / "work"), "--out", str(out), "--only", names[1]])
     docs, notes, command, where, reruns = written[0]
     assert where == out and command == "python benchmarks/run_suite.py"
-    assert docs[names[1]] == {"new": names[1]} and docs[names[0]] == {"old": names[0]} and list(docs) == names
+    assert docs[names[1]].created == "new" and docs[names[0]].created == f"old {names[0]}" and list(docs) == names
     assert reruns == [f"python benchmarks/run_suite.py --data {data} --work {tmp_path / 'work'} --out {out} "
                       f"--only {names[1]}"]

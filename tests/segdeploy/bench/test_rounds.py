@@ -1,0 +1,20 @@
+"""The timing schedule: when the open backends are timed and closed before the next one opens."""
+
+from __future__ import annotations
+
+
+def test_auto_schedule_closes_backends_before_memory_runs_out() -> None:
+    from segdeploy.bench.report import BackendEntry
+    from segdeploy.bench.rounds import Live, must_close
+
+    def live(growth: float) -> Live:
+        return Live("x", None, BackendEntry(backend="x", precision="fp32", status="ok", peak_rss_mib=1000 + growth,
+                                            rss_at_start_mib=1000), {})
+
+    assert not must_close([live(2000), live(3000)], "auto", budget_mib=8001)  # 5000 open + 3000 for the next
+    assert must_close([live(2000), live(3000)], "auto", budget_mib=7999)
+    assert must_close([live(1)], "sequential", budget_mib=1e9)
+    assert not must_close([live(1e9)], "interleaved", budget_mib=1)
+    # what earlier, closed backends left resident: the memory available now decides too
+    assert not must_close([live(2000)], "auto", budget_mib=1e6, available_now_mib=4001)
+    assert must_close([live(2000)], "auto", budget_mib=1e6, available_now_mib=3999)
