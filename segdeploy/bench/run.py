@@ -54,20 +54,20 @@ from segtrain.contract import ModelSpec
 from segtrain.evaluation import EVALUATE_BATCH_SIZE
 
 
-def model_gflop(spec: ModelSpec, sizes: list[tuple[int, int]]) -> dict[str, dict[str, float]]:
-    """{"dense": {"HxW": GFLOP per image}, "valid_taps": {...}}, counted once on the eager architecture
-    (weights do not change it); empty for an architecture the registry does not know, or without PyTorch."""
+def model_gflop(spec: ModelSpec, sizes: list[Size]) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+    """({"HxW": GFLOP per image} on every tap, the same on valid taps), counted once on the eager architecture
+    (weights do not change it); (None, None) for an architecture the registry does not know, or without PyTorch."""
     if not installed("train"):
-        return {}
+        return None, None
     from segdeploy.bench.roofline import count_gflop
     from segtrain.models import MODELS, build_model
 
     if spec.arch not in MODELS:
-        return {}
+        return None, None
     model = build_model(spec, encoder_weights="none").eval()
     counts = {size_key(size): count_gflop(model, size) for size in sizes}
-    return {kind: {key: c[kind] for key, c in counts.items()} for kind in ("dense", "valid_taps")}
-
+    dense, valid = ({key: c[kind] for key, c in counts.items()} for kind in ("dense", "valid_taps"))
+    return dense, valid
 
 
 def validation_split(ref: ModelRef) -> Any:
@@ -179,7 +179,7 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
 
     echo(f"{ref.name}: {ref.spec.arch}/{ref.spec.encoder} from {ref.path}")
     export = export_for_bench(ref, config, onnx_dir, echo) if ref.kind == "checkpoint" else None
-    gflop = model_gflop(ref.spec, ref.sizes)
+    gflop, gflop_valid_taps = model_gflop(ref.spec, ref.sizes)
     images = sample_images(ref, config, max(config.batch_sizes))
     inputs = {size: input_batches(ref, size, config.batch_sizes, images) for size in ref.sizes}
     device, n = torch_device(config), config.sgemm_size
@@ -203,7 +203,7 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
                         spec_input_size=tuple(ref.spec.input_size), image_sizes=list(ref.sizes),
                         input=f"{len(images)} real photos" if images else "seeded random normal (no photos found)",
                         onnx_files={p: str(f) for p, f in ref.onnx.items()}, export=export,
-                        gflop_per_image=gflop.get("dense"), gflop_per_image_valid_taps=gflop.get("valid_taps"),
+                        gflop_per_image=gflop, gflop_per_image_valid_taps=gflop_valid_taps,
                         sgemm=sgemm, backends=entries, int8_accuracy=int8_accuracy(ref, config, echo),
                         end_to_end=end_to_end(ref, config, entries, images, echo))
     model.add_derived()
