@@ -14,7 +14,7 @@ from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES,
 from segtrain.common.errors import InputError, RunError
 from segtrain.common.files import folder_problem
 from segtrain.common.limits import MAX_INPUT_SIDE
-from segtrain.common.settings import Each, at_least, between, checked_values, default, one_of, setting
+from segtrain.common.settings import Checked, Each, at_least, between, default, one_of, setting
 from segtrain.common.system import usable_cores
 
 BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16", "ov-fp32", "ov-int8")
@@ -41,7 +41,7 @@ class BenchRunError(RunError):
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Checked):
     """Settings of one bench run (segtrain.common.settings: each value converted and checked by its rule)."""
 
     models: list[Path] = setting(factory=list)  # none: default_models()
@@ -67,10 +67,6 @@ class BenchConfig:
     sgemm_size: int = setting(SGEMM_SIZE, rule=between(16, MAX_SGEMM_SIZE))
     schedule: str = setting("auto", rule=one_of(SCHEDULES))  # interleaved, sequential, auto: interleaved while
     # memory allows
-
-    def __post_init__(self) -> None:
-        for name, value in checked_values(self).items():
-            setattr(self, name, value)
 
     def to_dict(self) -> dict:
         """The settings as the report records them (paths as text)."""

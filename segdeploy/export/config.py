@@ -8,12 +8,12 @@ from pathlib import Path
 from segdeploy.export.trace import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from segdeploy.export.verify import Thresholds
 from segdeploy.infer.inputs import DEFAULT_MODEL_DIR
-from segtrain.common.settings import at_least, between, checked_values, non_empty, setting
+from segtrain.common.settings import Checked, at_least, between, non_empty, setting
 from segtrain.evaluation import DEFAULT_SPLIT
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(Checked):
     """What to export and the bars it must pass: agreement in %, the INT8 mIoU drop in points, as on the
     command line (`thresholds` and `int8_gate` give them as fractions)."""
 
@@ -35,10 +35,6 @@ class ExportConfig:
     int8_images: int = setting(100, rule=at_least(1))
     fp16: bool = setting(False)
     overwrite: bool = setting(False)  # replace files exported from another checkpoint (and redo up-to-date ones)
-
-    def __post_init__(self) -> None:
-        for name, value in checked_values(self).items():
-            setattr(self, name, value)
 
     @property
     def thresholds(self) -> Thresholds:

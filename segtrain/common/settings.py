@@ -284,3 +284,12 @@ def build(cls: type[T], layers: Iterable[tuple[str, Mapping[str, Any]]]) -> T:
 def checked_values(obj: Any, source: str = "") -> dict[str, Any]:
     """Every setting of dataclass instance `obj`, converted and checked (for `__post_init__` and `resolved`)."""
     return {f.name: coerce(type(obj), f.name, getattr(obj, f.name), source) for f in dataclasses.fields(obj)}
+
+
+class Checked:
+    """Base of a settings dataclass whose every value is converted and checked when it is made (from the command
+    line, Python or `dataclasses.replace`); a bad one is a SettingError naming the setting."""
+
+    def __post_init__(self) -> None:
+        for key, value in checked_values(self).items():
+            object.__setattr__(self, key, value)

@@ -15,6 +15,7 @@ from typing import Any
 
 from segtrain.common.limits import MAX_INPUT_SIDE
 from segtrain.common.settings import (
+    Checked,
     SettingError,
     at_least,
     check_known,
@@ -94,7 +95,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Checked):
     """Settings of `segtrain evaluate`."""
 
     checkpoint: Path = setting()
@@ -103,10 +104,6 @@ class EvaluateConfig:
     batch_size: int = setting(EVALUATE_BATCH_SIZE, rule=at_least(1))
     device: str = setting("auto", rule=non_empty)
     at_input_size: bool = setting(False)  # score at the input size, as training-time validation does
-
-    def __post_init__(self) -> None:
-        for name, value in checked_values(self).items():
-            setattr(self, name, value)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
