@@ -1,15 +1,10 @@
 """The exported files: names, metadata, staging beside the final path, and the verification reports.
 
-A model file is self-contained (weights inline; models here are far below protobuf's 2 GB) and its
-metadata_props carry the ModelSpec (``segtrain.*``) and the Provenance (``segdeploy.*``). Every
-file is written under a temporary name in the output folder and renamed into place only when it
-is complete and verified, so a failed or killed export never leaves a model at the final path.
-
-Temporary names carry their writer (segtrain.common.files.owner_tag), and every export sweeps the
-temporaries of dead writers from its folder first (`prepare_out_dir`): a `kill -9` during an
-export leaves a model-sized `.<name>.onnx.<writer>.<random>.tmp` (or a `.quantize.*` folder) that
-the next export into that folder removes. A writer on another machine sharing the folder is
-taken for gone after `STALE_TEMP_SECONDS`, longer than any export's verification.
+A model file is self-contained and its metadata_props carry the ModelSpec (``segtrain.*``) and the
+Provenance (``segdeploy.*``). Every file is staged under a temporary name that carries its writer
+(segtrain.common.files.owner_tag) and renamed into place only when complete and verified; each
+export first sweeps the temporaries of dead writers from its folder (`prepare_out_dir`), and a
+writer on another machine is taken for gone after `STALE_TEMP_SECONDS`.
 """
 
 from __future__ import annotations

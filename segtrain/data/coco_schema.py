@@ -1,13 +1,8 @@
 """What a labels.json must hold before anything indexes it, checked once at load (torch-free).
 
-The shape covers what the tools read: image ids, file names and sizes; annotation, image and
-category ids and bounding boxes; category ids and names. Image and category ids must be unique
-(two images with one id would get each other's annotations). A labels.json that does not fit is
-refused as a whole with one line naming the file, the JSON path and what was expected there.
-
-What is inside a segmentation (polygon coordinates, RLE counts) is not the file's shape but one
-annotation's geometry: segtrain.data.rasterize checks it, and an annotation that fails is reported and its
-bounding box ignored, like any other annotation that cannot be decoded.
+The shape covers what the tools read (ids, file names, sizes, bounding boxes, category names);
+image and category ids must be unique. A segmentation's geometry is one annotation's problem, not
+the file's: segtrain.data.rasterize checks it.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
-"""COCO annotations -> class masks (torch-free).
+"""COCO annotations -> class masks, the one place the mask policy is applied (torch-free; README "Masks").
 
-Policy, applied in one place:
-- Polygons and RLE (compressed or not, crowd or not) are decoded with pycocotools. A crowd
-  region belongs to its class like any other annotation.
-- Pixels claimed by two *different* target classes are set to the ignore index (255), as in the
-  torchvision segmentation reference: the truth there is ambiguous, so it is left out of loss and
-  metrics. Overlapping instances of the same class simply keep that class.
-- An annotation that cannot be decoded (a polygon with fewer than 3 points, a malformed RLE) is
-  not guessed: its bounding box becomes ignore (255) so no pixel of it is wrongly taught as
-  background, and the problem is reported. Without a usable bounding box the image is skipped.
-
-Geometry is checked before it reaches pycocotools' C code, which trusts it: a polygon vertex of
-1e9 overflows its rasteriser (a segfault), RLE counts that do not add up to the image's pixels
-are decoded from uninitialised memory, negative counts overflow. A polygon's coordinates must be
-finite numbers no farther outside the image than `POLYGON_MARGIN` image sides, and its outline at
-most `POLYGON_MAX_OUTLINE` times the image's height + width long; an RLE's size must
-be the image's and its counts (compressed or not) non-negative, adding up to height x width.
+Pixels claimed by two different target classes become the ignore index (the truth is ambiguous
+there); an annotation that cannot be decoded is not guessed: its bounding box becomes ignore and it
+is reported. Geometry is checked before pycocotools' C code, which trusts it (a polygon vertex of
+1e9 overflows its rasteriser; RLE counts that do not add up are decoded from uninitialised memory):
+see `POLYGON_MARGIN`, `POLYGON_MAX_OUTLINE` and the RLE checks.
 """
 
 from __future__ import annotations
