@@ -41,7 +41,7 @@ from targets import markdown, targets  # noqa: E402  (benchmarks/targets.py: thi
 from segdeploy.bench.report import SCHEMA, BenchReport, ReportError  # noqa: E402
 from segtrain.common.json_record import decode, encode, key  # noqa: E402
 from segtrain.common.json_shape import ShapeError  # noqa: E402
-from segtrain.training.runs import BEST_MODEL  # noqa: E402
+from segtrain.training.runs import BEST_MODEL, RUNS_DIR  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("SEGTRAIN_COCO_MINI", REPO.parent / "shared" / "data" / "coco-mini"))
 SUITE_SCHEMA = "segdeploy-bench-suite/1"
@@ -136,7 +136,7 @@ def checkpoint_for(model: SuiteModel, work: Path, data: Path, light: Path | None
     """The model's checkpoint: reused when present, else trained (light config) or random-init."""
     if model.trained and light is not None:
         return light
-    path = work / "runs" / model.name / BEST_MODEL
+    path = work / RUNS_DIR / model.name / BEST_MODEL
     if path.is_file():
         print(f"reusing {path}")
         return path
