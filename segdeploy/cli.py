@@ -18,7 +18,7 @@ from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import MAX_BATCH_SIZE, MAX_OPSET, MIN_OPSET
 from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
-from segdeploy.infer.inputs import PRECISIONS
+from segdeploy.infer.model_file import PRECISIONS
 from segdeploy.infer.outputs import SAVE_CHOICES
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
 from segtrain.common.commandline import FiniteFloat, ToolGroup, exit_codes_epilog
@@ -216,7 +216,7 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
 
 def _chosen_model(model: Path | None, precision: str | None) -> Path:
     """The model to run; says on stderr which one when it was picked rather than named."""
-    from segdeploy.infer.inputs import choose_model
+    from segdeploy.infer.model_file import choose_model
 
     path, note = choose_model(model, precision)
     if note:

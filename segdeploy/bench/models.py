@@ -19,7 +19,7 @@ from pathlib import Path
 
 from segdeploy.bench.config import PRECISION, BenchConfig, BenchInputError, Echo
 from segdeploy.export.artifact import exported_from, find_checkpoints, model_path, output_name
-from segdeploy.infer.inputs import VARIANTS, fp32_name
+from segdeploy.infer.model_file import VARIANTS, fp32_name
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.common.extras import installed
 from segtrain.common.files import ensure_writable_dir, not_a_result_file

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from segdeploy.export.verify import ParityReport
-from segdeploy.infer.inputs import variant_path
+from segdeploy.infer.model_file import variant_path
 from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
 from segtrain.common.errors import InputError
 from segtrain.common.files import (

@@ -35,7 +35,7 @@ from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import to_onnx, trace_size
 from segdeploy.export.variants import export_variants
 from segdeploy.export.verify import ParityReport, run_parity, verification_sizes
-from segdeploy.infer.inputs import VARIANTS
+from segdeploy.infer.model_file import VARIANTS
 from segtrain.common.errors import RunError
 from segtrain.contract import ModelSpec
 from segtrain.data.coco import CocoSplit, DataError
