@@ -17,9 +17,9 @@ from segdeploy import __version__
 from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import MAX_BATCH_SIZE, MAX_OPSET, MIN_OPSET
-from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
+from segdeploy.infer.batch.outputs import SAVE_CHOICES
+from segdeploy.infer.batch.run import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
 from segdeploy.infer.model_file import PRECISIONS
-from segdeploy.infer.outputs import SAVE_CHOICES
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
 from segtrain.common.commandline import FiniteFloat, ToolGroup, exit_codes_epilog
 from segtrain.common.errors import (
@@ -35,7 +35,7 @@ from segtrain.common.settings import default
 from segtrain.evaluation import DEFAULT_SPLIT
 
 if TYPE_CHECKING:
-    from segdeploy.infer.partition import Shard
+    from segdeploy.infer.batch.shards import Shard
 
 EVALUATE_BATCH_SIZE = 4
 MAX_SGEMM_SIZE = 16384  # three float32 matrices of this side take 3 GiB
@@ -92,7 +92,7 @@ class NameList(click.ParamType):
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
     if value is None:
         return None
-    from segdeploy.infer.partition import ShardError, parse_shard
+    from segdeploy.infer.batch.shards import ShardError, parse_shard
 
     try:
         return parse_shard(value)
@@ -196,7 +196,7 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
     Exit codes: see `segdeploy --help` (3: finished, but some inputs were skipped; 1: stopped, --out full;
     130: interrupted).
     """
-    from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
+    from segdeploy.infer.batch.run import default_workers, run_batch, sigterm_as_interrupt
 
     if options["memory_budget"] is None:
         del options["memory_budget"]  # BatchConfig's default: from the memory available now
@@ -332,7 +332,7 @@ def merge_summary_command(out_dir: Path) -> None:
     Exit codes: 2 when a shard summary is missing, unreadable or disagrees; 3 merged, but some
     inputs were unreadable.
     """
-    from segdeploy.infer.merge import merge_shard_summaries
+    from segdeploy.infer.batch.merge import merge_shard_summaries
 
     result = merge_shard_summaries(out_dir)
     click.echo(result.describe())

@@ -83,7 +83,7 @@ class BenchConfig:
             raise BenchInputError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
                                   f"{', '.join(BACKENDS)}")
         if self.photos is not None:
-            from segdeploy.infer.inputs import find_images
+            from segdeploy.infer.batch.sources import find_images
 
             if (problem := folder_problem(self.photos, "photo folder")) is not None:
                 raise BenchInputError(f"{self.photos}: {problem}")

@@ -3,7 +3,7 @@
 A shape is declared as a value (`Record`, `ListOf`, `Integer`, ...) and `check(document, shape)`
 raises `ShapeError` naming the JSON path of the first value that does not fit and what was
 expected there, e.g. ``images[3].height: expected a positive integer, found null``. Readers of
-labels.json (segtrain.data.coco_schema) and of shard summaries (segdeploy.infer.merge) declare their
+labels.json (segtrain.data.coco_schema) and of shard summaries (segdeploy.infer.batch.merge) declare their
 shapes here, so the code after the check can index the document without guarding every access.
 
 Containers add their key or index to the path while the error propagates, so a document that

@@ -29,9 +29,9 @@ from colour_models import (
 from PIL import Image
 
 from segdeploy.cli import EXIT_SOME_INPUTS_FAILED, main
-from segdeploy.infer.batch import BatchConfig, run_batch
-from segdeploy.infer.inputs import find_images
-from segdeploy.infer.outputs import output_paths
+from segdeploy.infer.batch.outputs import output_paths
+from segdeploy.infer.batch.run import BatchConfig, run_batch
+from segdeploy.infer.batch.sources import find_images
 from segdeploy.infer.pipeline import prefetch
 from segdeploy.infer.runtime import resolve_runtime
 from segtrain.contract import colorize, default_palette
@@ -379,7 +379,7 @@ def test_model_with_fixed_batch_size_fails_with_advice(tmp_path: Path) -> None:
 
 def test_batch_path_never_imports_torch(model: Path, tmp_path: Path) -> None:
     save(half_image(8, 8, 1), tmp_path / "in" / "a.png")
-    code = ("import sys, segdeploy.infer.batch\n"
+    code = ("import sys, segdeploy.infer.batch.run\n"
             "from segdeploy.cli import main\n"
             "try:\n"
             f"    main(['batch', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'out')!r},"

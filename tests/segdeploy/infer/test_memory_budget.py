@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from colour_models import batch_command, half_image, half_truth, read_png, save, subprocess_env
 
-import segdeploy.infer.batch as batch
+import segdeploy.infer.batch.run as batch
 from segdeploy.cli import main
-from segdeploy.infer.batch import BYTES_PER_PIXEL, BatchConfig, default_memory_budget, run_batch
-from segdeploy.infer.outputs import output_paths
+from segdeploy.infer.batch.outputs import output_paths
+from segdeploy.infer.batch.run import BYTES_PER_PIXEL, BatchConfig, default_memory_budget, run_batch
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 
 

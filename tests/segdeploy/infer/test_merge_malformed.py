@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from json_edit import DELETE, edit
 
 from segdeploy.cli import main
-from segdeploy.infer.partition import shard_of
+from segdeploy.infer.batch.shards import shard_of
 
 INPUTS = ["a.png", "b.png", "c.png", "d.png", "sub/e.png"]
 N = 2

@@ -9,7 +9,8 @@ import pytest
 from colour_models import read_png
 from PIL import Image
 
-from segdeploy.infer.outputs import (
+from segdeploy.infer.batch.ground_truth import undo_exif_orientation
+from segdeploy.infer.batch.outputs import (
     DEFAULT_SAVE,
     SaveError,
     completed_record,
@@ -22,7 +23,6 @@ from segdeploy.infer.outputs import (
     sweep_temp_files,
     write_atomic,
 )
-from segdeploy.infer.scoring import undo_exif_orientation
 from segtrain.contract import default_palette
 
 

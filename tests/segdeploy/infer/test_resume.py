@@ -23,7 +23,7 @@ from colour_models import (
 )
 
 from segdeploy.cli import EXIT_INTERRUPTED
-from segdeploy.infer.outputs import DEFAULT_SAVE, output_paths
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, output_paths
 
 N_IMAGES = 30
 pytestmark = pytest.mark.slow

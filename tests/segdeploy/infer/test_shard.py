@@ -18,10 +18,10 @@ from colour_models import build_colour_model, half_image, half_truth, save, subp
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.batch import BatchConfig, run_batch
-from segdeploy.infer.merge import MergeError, merge_shard_summaries
-from segdeploy.infer.outputs import STALE_TEMP_SECONDS, owner_tag, read_record, sweep_temp_files
-from segdeploy.infer.partition import Shard, ShardError, parse_shard, shard_of
+from segdeploy.infer.batch.merge import MergeError, merge_shard_summaries
+from segdeploy.infer.batch.outputs import STALE_TEMP_SECONDS, owner_tag, read_record, sweep_temp_files
+from segdeploy.infer.batch.run import BatchConfig, run_batch
+from segdeploy.infer.batch.shards import Shard, ShardError, parse_shard, shard_of
 from segtrain.data.synthetic import rle_encode
 
 N = 3
@@ -363,7 +363,7 @@ def test_merged_ground_truth_scores_equal_the_unsharded_ones(runs: dict, tmp_pat
 _WRITER = """
 import sys, time
 from pathlib import Path
-from segdeploy.infer.outputs import owner_tag
+from segdeploy.infer.batch.outputs import owner_tag
 from segtrain.common.files import atomic_write_bytes
 
 def write(f):

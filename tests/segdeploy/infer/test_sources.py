@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from colour_models import batch_cli, half_image, save
 
-from segdeploy.infer.inputs import resolve_sources
+from segdeploy.infer.batch.sources import resolve_sources
 
 
 def _tree(root: Path) -> None:

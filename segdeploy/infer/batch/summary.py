@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from segdeploy.infer.outputs import write_atomic
+from segdeploy.infer.batch.outputs import write_atomic
 from segdeploy.infer.pipeline import Failure
 from segtrain.common.files import json_text
 

@@ -3,7 +3,7 @@
 Partition: the input ``SOURCE/sub/a.jpg`` belongs to shard ``h mod N``, where ``h`` is the
 64-bit BLAKE2b hash (big-endian) of its key (path relative to the folder given) in POSIX form, Unicode
 NFC-normalised ("sub/a.jpg"; NFC so that a filesystem storing decomposed names agrees). A key shows a
-file-name byte that is not UTF-8 as ``\\xNN`` (segdeploy.infer.inputs), so every key is text and the
+file-name byte that is not UTF-8 as ``\\xNN`` (segdeploy.infer.batch.sources), so every key is text and the
 hash is the same whether `batch` computes it from the file or `merge-summary` from a summary. A file's
 shard depends only on its relative path and N: not on the machine, the order the filesystem lists
 files, or which other files exist or fail. Adding or removing a file moves no other file, so the
@@ -12,7 +12,7 @@ on average; round-robin over the sorted paths would balance exactly but reassign
 one is added.
 
 Each shard (``--shard K/N``, K = 0..N-1) writes its outputs into the shared output tree and its
-summary as ``OUT/summary.shard-K-of-N.json``; `segdeploy.infer.merge` combines them.
+summary as ``OUT/summary.shard-K-of-N.json``; `segdeploy.infer.batch.merge` combines them.
 """
 
 from __future__ import annotations

@@ -17,15 +17,15 @@ size from its header, before it is decoded: see segdeploy.infer.pipeline). When 
 needs the photo itself (no overlay) and tiling is off, JPEGs are decoded at a reduced size no
 smaller than the model's input (libjpeg's DCT scaling): the masks are still made at the original size.
 
-Failure policy. Inputs that cannot be listed or read (segdeploy.infer.inputs: FIFOs, dangling
+Failure policy. Inputs that cannot be listed or read (segdeploy.infer.batch.sources: FIFOs, dangling
 symlinks, folders without permission; undecodable files; images beyond the pixel limit) and an
 image whose own outputs cannot be written (a name too long) are named with the reason and skipped:
 the run goes on and ends with exit 3. A write that fails because --out can take no more (no space,
 read-only, I/O error: `outputs.OutputWriteError`) stops the run: started writes finish, summary.json
 lists what was finished if it can still be written, and the error (exit 1) says so. --out is checked
 to be writable before any work. A rerun skips images whose chosen outputs are complete (see
-`segdeploy.infer.outputs`) and removes temporary files a killed run left behind. With a shard
-(`segdeploy.infer.partition`) the run does only its share of the inputs and writes
+`segdeploy.infer.batch.outputs`) and removes temporary files a killed run left behind. With a shard
+(`segdeploy.infer.batch.shards`) the run does only its share of the inputs and writes
 summary.shard-K-of-N.json (and predictions.shard-K-of-N.json).
 """
 
@@ -45,9 +45,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from segdeploy.infer.inputs import BatchInputError, list_sources
-from segdeploy.infer.legend import legend_image
-from segdeploy.infer.outputs import (
+from segdeploy.infer.batch.ground_truth import GroundTruth, GroundTruthReport
+from segdeploy.infer.batch.outputs import (
     DEFAULT_SAVE,
     LEGEND_NAME,
     NotAFileError,
@@ -65,12 +64,13 @@ from segdeploy.infer.outputs import (
     sweep_temp_files,
     write_atomic,
 )
-from segdeploy.infer.partition import Shard, shard_section
+from segdeploy.infer.batch.rle import rle_entries, write_predictions
+from segdeploy.infer.batch.shards import Shard, shard_section
+from segdeploy.infer.batch.sources import BatchInputError, list_sources
+from segdeploy.infer.batch.summary import SUMMARY_NAME, RunTotals, build_summary, write_summary
+from segdeploy.infer.legend import legend_image
 from segdeploy.infer.pipeline import Failure, MemoryBudget, Reserve, default_workers, prefetch, run_pipeline
 from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE, Prediction, Predictor, Prepared
-from segdeploy.infer.rle import rle_entries, write_predictions
-from segdeploy.infer.scoring import GroundTruth, GroundTruthReport
-from segdeploy.infer.summary import SUMMARY_NAME, RunTotals, build_summary, write_summary
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, Tiling
 from segtrain.common.errors import RunError, printable
 from segtrain.common.files import ensure_writable_dir, file_sha256

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.infer.partition import SHARD_KEYS, Shard, shard_of
-from segdeploy.infer.rle import predictions_name, write_predictions
-from segdeploy.infer.summary import write_summary
+from segdeploy.infer.batch.rle import predictions_name, write_predictions
+from segdeploy.infer.batch.shards import SHARD_KEYS, Shard, shard_of
+from segdeploy.infer.batch.summary import write_summary
 from segtrain.common.errors import InputError, printable
 from segtrain.common.json_shape import (
     Anything,

@@ -15,7 +15,7 @@ no stat per regular file; symlinks and folders cost one.
 
 Keys are text: a file-name byte that is not UTF-8 appears in a key as ``\\xNN``
 (segtrain.common.errors.undecodable_escaped), so summary.json stays valid UTF-8 JSON and the shard hash
-(segdeploy.infer.partition) of a key is the same in `batch` and in `merge-summary`; the files
+(segdeploy.infer.batch.shards) of a key is the same in `batch` and in `merge-summary`; the files
 themselves are read and written under their real names.
 """
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segdeploy.infer.outputs import write_atomic
-from segdeploy.infer.partition import Shard
+from segdeploy.infer.batch.outputs import write_atomic
+from segdeploy.infer.batch.shards import Shard
 from segtrain.common.files import json_text
 from segtrain.contract import ModelSpec
 

@@ -9,7 +9,7 @@ file name, so ``a.jpg`` and ``a.png`` never collide::
     OUT/sub/a.jpg.overlay.jpg     colour mask blended over the photo (background keeps the photo)
     OUT/sub/a.jpg.color.png       colour mask as an RGB PNG, for tools that ignore PNG palettes
     OUT/sub/a.jpg.confidence.png  8-bit greyscale: 255 x the softmax probability of each pixel's class
-    OUT/predictions.json          rle: every image's masks in the COCO results format (segdeploy.infer.rle)
+    OUT/predictions.json          rle: every image's masks in the COCO results format (segdeploy.infer.batch.rle)
     OUT/sub/legend.png            every output folder: swatch, index, name and COCO id of each class
 
 Per-image files have the image's size after EXIF orientation. Each is encoded in memory, written to
