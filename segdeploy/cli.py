@@ -17,8 +17,8 @@ from segdeploy import __version__
 from segdeploy.bench.config import BACKENDS, SCHEDULES, BenchConfig
 from segdeploy.export.options import ExportOptions
 from segdeploy.export.trace import MAX_BATCH_SIZE, MAX_OPSET, MIN_OPSET
+from segdeploy.infer.batch.config import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
 from segdeploy.infer.batch.outputs import SAVE_CHOICES
-from segdeploy.infer.batch.run import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
 from segdeploy.infer.model_file import PRECISIONS
 from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES, RUNTIME_CHOICES
 from segtrain.common.commandline import FiniteFloat, ToolGroup, exit_codes_epilog
@@ -196,7 +196,8 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
     Exit codes: see `segdeploy --help` (3: finished, but some inputs were skipped; 1: stopped, --out full;
     130: interrupted).
     """
-    from segdeploy.infer.batch.run import default_workers, run_batch, sigterm_as_interrupt
+    from segdeploy.infer.batch.run import run_batch, sigterm_as_interrupt
+    from segdeploy.infer.pipeline import default_workers
 
     if options["memory_budget"] is None:
         del options["memory_budget"]  # BatchConfig's default: from the memory available now

@@ -131,7 +131,9 @@ def end_to_end(ref: ModelRef, config: BenchConfig, entries: list[dict], images: 
 
 def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[dict], images: list[np.ndarray],
              echo: Echo) -> dict:
-    from segdeploy.infer.batch.run import BatchConfig, default_workers, run_batch
+    from segdeploy.infer.batch.config import BatchConfig
+    from segdeploy.infer.batch.run import run_batch
+    from segdeploy.infer.pipeline import default_workers
 
     size, batch = tuple(ref.spec.input_size), config.e2e_batch_size
     workers = config.e2e_workers or default_workers()

@@ -29,8 +29,9 @@ from colour_models import (
 from PIL import Image
 
 from segdeploy.cli import EXIT_SOME_INPUTS_FAILED, main
+from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.outputs import output_paths
-from segdeploy.infer.batch.run import BatchConfig, run_batch
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.batch.sources import find_images
 from segdeploy.infer.pipeline import prefetch
 from segdeploy.infer.runtime import resolve_runtime

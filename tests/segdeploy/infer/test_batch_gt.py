@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.batch.run import BatchConfig, run_batch
+from segdeploy.infer.batch.config import BatchConfig
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.runtime import OnnxModel
 from segtrain.contract import build_spec
 from segtrain.data.coco import CocoSplit

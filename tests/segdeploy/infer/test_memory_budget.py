@@ -16,10 +16,12 @@ import pytest
 from click.testing import CliRunner
 from colour_models import batch_command, half_image, half_truth, read_png, save, subprocess_env
 
-import segdeploy.infer.batch.run as batch
+import segdeploy.infer.batch.decode as decode
 from segdeploy.cli import main
+from segdeploy.infer.batch.config import BatchConfig, default_memory_budget
+from segdeploy.infer.batch.decode import BYTES_PER_PIXEL
 from segdeploy.infer.batch.outputs import output_paths
-from segdeploy.infer.batch.run import BYTES_PER_PIXEL, BatchConfig, default_memory_budget, run_batch
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 
 
@@ -150,8 +152,8 @@ def test_jpegs_are_decoded_smaller_only_when_no_output_needs_the_photo(model: Pa
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     save(half_image(600, 800, 1), tmp_path / "in" / "photo.jpg", quality=95)
     asked: list = []
-    real_load = batch.load_image
-    monkeypatch.setattr(batch, "load_image", lambda path, **kw: asked.append(kw["min_size"]) or real_load(path, **kw))
+    real_load = decode.load_image
+    monkeypatch.setattr(decode, "load_image", lambda path, **kw: asked.append(kw["min_size"]) or real_load(path, **kw))
     reduced = _run(model, tmp_path / "in", tmp_path / "reduced", monkeypatch, save=("mask",), tile="off")
     full = _run(model, tmp_path / "in", tmp_path / "full", monkeypatch, save=("mask", "overlay"), tile="off")
     auto = _run(model, tmp_path / "in", tmp_path / "auto", monkeypatch, save=("mask", "color"))

@@ -13,8 +13,9 @@ import pytest
 from colour_models import CLASSES, half_image, save, save_exif_rotated, subprocess_env
 from PIL import Image
 
+from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.outputs import encode_mask, output_paths, read_record
-from segdeploy.infer.batch.run import BatchConfig, run_batch
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.predictor import Predictor
 from segdeploy.infer.runtime import ModelLoadError

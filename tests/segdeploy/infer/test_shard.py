@@ -18,9 +18,10 @@ from colour_models import build_colour_model, half_image, half_truth, save, subp
 from PIL import Image
 
 from segdeploy.cli import main
+from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.merge import MergeError, merge_shard_summaries
 from segdeploy.infer.batch.outputs import STALE_TEMP_SECONDS, owner_tag, read_record, sweep_temp_files
-from segdeploy.infer.batch.run import BatchConfig, run_batch
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.batch.shards import Shard, ShardError, parse_shard, shard_of
 from segtrain.data.synthetic import rle_encode
 

@@ -1,0 +1,109 @@
+"""The write stage of a batch run: an image's chosen outputs at its original size, written atomically with the
+mask last (it carries the record a rerun resumes from), and legend.png in every output folder (write threads)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.infer.batch.ground_truth import GroundTruth
+from segdeploy.infer.batch.outputs import (
+    LEGEND_NAME,
+    OutputWriteError,
+    confidence_to_grey,
+    encode_grey,
+    encode_mask,
+    encode_rgb,
+    write_atomic,
+)
+from segdeploy.infer.batch.plan import Job
+from segdeploy.infer.batch.rle import rle_entries
+from segdeploy.infer.legend import legend_image
+from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.predictor import Prediction
+from segtrain.contract import ModelSpec
+
+
+@dataclass
+class ImageResult:
+    """What the write stage made of one image: its summary record and its COCO result entries."""
+
+    record: dict
+    coco: list[dict]
+
+
+@dataclass(frozen=True)
+class ImageWriter:
+    """The write stage: the chosen outputs of one prediction, written atomically (mask last)."""
+
+    spec: ModelSpec
+    out_dir: Path
+    save: tuple[str, ...]
+    alpha: float
+    legend: bool
+    fingerprint: dict
+    truth: GroundTruth | None
+
+    def __call__(self, prediction: Prediction) -> ImageResult | Failure:
+        t0 = time.perf_counter()
+        job, stamp = prediction.source.job, prediction.source.stamp
+        files = job.outputs.files
+        try:
+            if "confidence" in self.save or "rle" in self.save:
+                prediction.confidence  # noqa: B018 (mask and confidence in one pass)
+            record = {"input": job.key, "outputs": job.outputs.as_dict(self.out_dir), "size": list(prediction.size),
+                      "tiles": prediction.tiles, "seconds": {}, "class_share": prediction.class_shares,
+                      "fingerprint": {**self.fingerprint, "source": stamp}}
+            if "rle" in self.save:
+                record["scores"] = {str(k): round(v, 6) for k, v in prediction.class_scores.items()}
+            if "overlay" in files:
+                write_atomic(files["overlay"], encode_rgb(prediction.overlay(self.alpha, self.legend), ".jpg"))
+            if "color" in files:
+                write_atomic(files["color"], encode_rgb(prediction.colorized(), ".png"))
+            if "confidence" in files:
+                write_atomic(files["confidence"], encode_grey(confidence_to_grey(prediction.confidence)))
+            record["seconds"] = stage_seconds(prediction.seconds, t0)  # as stored in the mask, for a resumed summary
+            write_atomic(files["mask"], encode_mask(prediction.mask, prediction.spec.palette, record))
+            coco = self.coco_entries(job.key, prediction.mask, prediction.class_scores) if "rle" in self.save else []
+        except OSError as e:  # this image's own files (a name too long...); OutputWriteError stops the run
+            return Failure(job.key, f"cannot write its outputs ({e.strerror or e})")
+        except MemoryError:
+            return Failure(job.key, "not enough memory to write its outputs")
+        if self.truth is not None:
+            self.truth.update(job.key, prediction.mask)
+        record["seconds"] = stage_seconds(prediction.seconds, t0)
+        del record["fingerprint"]
+        return ImageResult(record, coco)
+
+    def coco_entries(self, key: str, mask: np.ndarray, scores: dict[int, float]) -> list[dict]:
+        """predictions.json entries of one image: --gt's image id and pixel grid when it has the image."""
+        image_id = key
+        if self.truth is not None and self.truth.has(key):
+            image_id, mask = self.truth.image_id(key), self.truth.truth_grid(key, mask)
+        return rle_entries(mask, scores, self.spec, image_id)
+
+
+def stage_seconds(seconds: dict[str, float], write_start: float) -> dict[str, float]:
+    stages = {**seconds, "write": time.perf_counter() - write_start}
+    return {**{k: round(v, 4) for k, v in stages.items()}, "total": round(sum(stages.values()), 4)}
+
+
+def write_legends(out_dir: Path, jobs: list[Job], spec: ModelSpec) -> None:
+    """legend.png in OUT and in every folder that receives outputs (rewritten only when it differs).
+
+    Before any image is run: a folder that cannot take it is an OutputWriteError.
+    """
+    data = encode_rgb(legend_image(spec), ".png")
+    for folder in sorted({Path(out_dir)} | {job.outputs.mask.parent for job in jobs}):
+        path = folder / LEGEND_NAME
+        with contextlib.suppress(OSError):
+            if path.read_bytes() == data:
+                continue
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            raise OutputWriteError(path, e) from e
