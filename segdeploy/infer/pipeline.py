@@ -27,8 +27,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
+from segtrain.common.json_shape import Record, Shape, String
 from segtrain.common.system import usable_cores
 
 Item = TypeVar("Item")
@@ -40,10 +41,20 @@ Reserve = Callable[[int], None]  # reserve(nbytes): wait for room in the memory 
 
 @dataclass(frozen=True)
 class Failure:
-    """An input that produced no result, and why."""
+    """An input that produced no result, and why; an entry of "failures" in a batch summary."""
 
     input: str
     reason: str
+
+    SHAPE: ClassVar[Shape] = Record({"input": String(), "reason": String(nonempty=False)})
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Failure:
+        """From a document that fits SHAPE."""
+        return cls(doc["input"], doc["reason"])
+
+    def to_dict(self) -> dict[str, str]:
+        return {"input": self.input, "reason": self.reason}
 
 
 def default_workers() -> int:

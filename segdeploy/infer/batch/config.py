@@ -18,6 +18,9 @@ from segtrain.common.system import available_memory
 MIN_MEMORY_BUDGET_MB = 256
 FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
 MAX_MEMORY_BUDGET_MB = 1 << 24
+# The settings summary.json records (its "settings"): those that shape the outputs and the speed.
+RECORDED_SETTINGS = ("batch_size", "runtime", "threads", "workers", "alpha", "overwrite", "save", "legend", "tile",
+                     "tile_overlap")
 
 
 def default_memory_budget() -> int:
@@ -65,3 +68,8 @@ class BatchConfig:
         tiling = Tiling(self.tile, self.tile_overlap)  # checks them before any work
         object.__setattr__(self, "tile", tiling.tile)
         object.__setattr__(self, "tile_overlap", tiling.overlap)
+
+    def recorded(self) -> dict[str, object]:
+        """RECORDED_SETTINGS and their values, as summary.json lists them."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name in RECORDED_SETTINGS for value in [getattr(self, name)]}

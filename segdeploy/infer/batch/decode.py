@@ -6,8 +6,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from segdeploy.infer.batch.outputs import DEFAULT_SAVE, NotAFileError, resolve_save, source_stamp
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, resolve_save
 from segdeploy.infer.batch.plan import Job
+from segdeploy.infer.batch.resume import NotAFileError, source_stamp
 from segdeploy.infer.pipeline import Failure, Reserve
 from segdeploy.infer.predictor import Predictor, Prepared
 from segtrain.data.images import ImageReadError, load_image

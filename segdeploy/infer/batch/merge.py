@@ -1,97 +1,144 @@
-"""`segdeploy merge-summary`: the shard summaries of a sharded batch combined into summary.json (torch-free).
-
-`merge_shard_summaries` checks that all N shard summaries are there, that they agree (model,
-classes, outputs and the settings that change them, input files, ground-truth scoring) and that no
-input is listed twice or by the wrong shard, then writes ``OUT/summary.json``; when the shards saved
-COCO RLE (``--save rle``) it joins their predictions.shard-K-of-N.json into ``OUT/predictions.json``.
-"""
+"""`segdeploy merge-summary`: the shard summaries of a sharded batch, read through their type (BatchSummary),
+checked to agree, and combined into OUT/summary.json (MergedSummary) and OUT/predictions.json (torch-free)."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from segdeploy.infer.batch.ground_truth import GroundTruthReport
 from segdeploy.infer.batch.rle import predictions_name, write_predictions
-from segdeploy.infer.batch.shards import SHARD_KEYS, Shard, shard_of
-from segdeploy.infer.batch.summary import write_summary
-from segtrain.common.errors import InputError, printable
-from segtrain.common.json_shape import (
-    Anything,
-    Integer,
-    ListOf,
-    MapOf,
-    Nullable,
-    Number,
-    Record,
-    ShapeError,
-    String,
-    check,
+from segdeploy.infer.batch.shards import Shard, run_file_form, shard_of, shard_of_run_file
+from segdeploy.infer.batch.summary import (
+    SUMMARY,
+    BatchSummary,
+    ImageRecord,
+    ModelSection,
+    RuntimeSection,
+    Totals,
+    as_json,
+    by_input,
+    describe_failures,
+    rate,
+    summary_name,
+    write_json,
 )
-from segtrain.metrics import ConfusionMatrix, SegMetrics
+from segdeploy.infer.pipeline import Failure
+from segtrain.common.errors import InputError
+from segtrain.common.json_shape import ShapeError
 
-_SUMMARY_FILE = re.compile(r"^summary\.shard-(\d+)-of-(\d+)\.json$")
-
-# What the merge reads of a shard summary (other keys may be there): checked once, when it is loaded.
-_COUNT = Integer(lo=0)
-_SHARD_FIELDS = {"index": _COUNT, "count": Integer(lo=1), "partition": Anything(), "inputs_total": _COUNT,
-                 "inputs_sha256": String(), "started_at": Number(), "finished_at": Number()}
-_SHARD_SUMMARY = Record({
-    "model": Record({"classes": ListOf(String())}, optional={"sha256": Nullable(String())}),
-    "settings": Record(),
-    "shard": Record({key: _SHARD_FIELDS[key] for key in SHARD_KEYS}),  # a key without a shape fails at import
-    "images": ListOf(Record({"input": String()})),
-    "failures": ListOf(Record({"input": String(), "reason": String(nonempty=False)})),
-    "totals": Record({"images_found": _COUNT, "processed": _COUNT, "resumed": _COUNT, "failed": _COUNT,
-                      "seconds": Number(lo=0), "model_seconds": Number(lo=0), "stage_seconds_summed": MapOf(Number()),
-                      "images_per_second": Nullable(Number(lo=0))}),
-}, optional={"ground_truth": Record({"images_scored": _COUNT, "inputs_without_ground_truth": _COUNT},
-                                    optional={"problems": ListOf(String(nonempty=False)),
-                                              "confusion_matrix": ListOf(ListOf(_COUNT))})},
-    expected="a shard summary object")
+# What each shard ran with that may differ between shards (each machine its own); the rest must agree.
+PER_SHARD = ("runtime", "provider", "providers", "settings", "memory_budget_mb", "sources", "ground_truth_file")
 
 
 class MergeError(InputError):
     """Shard summaries that are missing, unreadable or disagree; the message says which."""
 
 
+@dataclass(frozen=True)
+class MergedTotals(Totals):
+    """The shards' totals together. "seconds" is the wall span from the earliest shard start to the latest shard
+    end (by the machines' clocks) and "images_per_second" the images processed over it: the elapsed-time rate an
+    unsharded run reports, queueing between shards included. "images_per_second_summed_over_shards" adds each
+    shard's own rate (the shards running all at once); "model_images_per_second" is per model instance."""
+
+    images_per_second_summed_over_shards: float | None
+    shard_seconds_summed: float
+
+    @classmethod
+    def of_shards(cls, shards: list[BatchSummary]) -> MergedTotals:
+        totals = [s.totals for s in shards]
+        processed = sum(t.processed for t in totals)
+        span = max(s.shard.finished_at for s in shards) - min(s.shard.started_at for s in shards)
+        model_seconds = sum(t.model_seconds for t in totals)
+        stages: dict[str, float] = {}
+        for t in totals:
+            for stage, seconds in t.stage_seconds_summed.items():
+                stages[stage] = stages.get(stage, 0.0) + seconds
+        rates = [t.images_per_second for t in totals if t.images_per_second]
+        return cls(sum(t.images_found for t in totals), processed, sum(t.resumed for t in totals),
+                   sum(t.failed for t in totals), round(span, 3), round(model_seconds, 3),
+                   {k: round(v, 3) for k, v in stages.items()}, rate(processed, span), rate(processed, model_seconds),
+                   round(sum(rates), 3) if rates else None, round(sum(t.seconds for t in totals), 3))
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """An entry of the merged summary's "shards": a shard's summary file, what it ran with, its section, totals."""
+
+    name: str
+    summary: BatchSummary
+
+    def to_dict(self) -> dict:
+        return {"summary": self.name, **{k: as_json(getattr(self.summary, k)) for k in PER_SHARD},
+                **self.summary.shard.to_dict(), "totals": self.summary.totals.to_dict()}
+
+
+@dataclass(frozen=True)
+class MergedSummary:
+    """OUT/summary.json of a sharded batch: as an unsharded run's, but a PER_SHARD value that differs between
+    shards is None (each shard's is in "shards"), "merged_from" names the shard summaries, and the totals are
+    MergedTotals. The model is the same file in every shard (its sha256 was checked); its path is shard 0's."""
+
+    model: ModelSection
+    runtime: RuntimeSection | None
+    provider: str | None
+    providers: list[str] | None
+    settings: dict[str, object] | None
+    memory_budget_mb: int | None
+    sources: list[str] | None
+    ground_truth_file: str | None
+    out_dir: str
+    shards: list[ShardEntry]
+    images: list[ImageRecord]
+    failures: list[Failure]
+    totals: MergedTotals
+    ground_truth: GroundTruthReport | None
+
+    def to_dict(self) -> dict:
+        first = self.shards[0].summary.shard
+        doc = {"model": self.model.to_dict(), **{k: as_json(getattr(self, k)) for k in PER_SHARD},
+               "out_dir": self.out_dir, "merged_from": {"count": len(self.shards), "partition": first.partition,
+                                                        "summaries": [s.name for s in self.shards]},
+               "shards": as_json(self.shards), "images": as_json(self.images), "failures": as_json(self.failures),
+               "totals": self.totals.to_dict()}
+        if self.ground_truth is not None:
+            doc["ground_truth"] = self.ground_truth.to_dict()
+        return doc
+
+
 @dataclass
 class MergeResult:
-    summary: dict
+    summary: MergedSummary
     path: Path
-    metrics: SegMetrics | None
     predictions_path: Path | None = None
 
     @property
-    def failures(self) -> list[dict]:
-        return self.summary["failures"]
+    def failures(self) -> list[Failure]:
+        return self.summary.failures
 
     def describe(self) -> str:
         """What the shards did together, their speed, and the combined ground-truth scores."""
-        t, n = self.summary["totals"], self.summary["merged_from"]["count"]
-        lines = [f"merged {n} shard summaries: {t['processed']} images segmented, {t['resumed']} already done, "
-                 f"{t['failed']} failed"]
-        if t["processed"]:
-            lines.append(f"{t['seconds']:.1f} s from the first shard's start to the last one's end "
-                         f"({t['images_per_second']} images/s); the shards' own rates add up to "
-                         f"{t['images_per_second_summed_over_shards']} images/s")
+        t = self.summary.totals
+        lines = [f"merged {len(self.summary.shards)} shard summaries: {t.processed} images segmented, {t.resumed} "
+                 f"already done, {t.failed} failed"]
+        if t.processed:
+            lines.append(f"{t.seconds:.1f} s from the first shard's start to the last one's end "
+                         f"({t.images_per_second} images/s); the shards' own rates add up to "
+                         f"{t.images_per_second_summed_over_shards} images/s")
         lines.append(f"summary: {self.path}")
         if self.predictions_path is not None:
             lines.append(f"COCO results (RLE): {self.predictions_path}")
-        if self.metrics is not None:
-            gt = self.summary["ground_truth"]
-            lines.append(f"ground truth: {gt['images_scored']} images scored, "
-                         f"{gt['inputs_without_ground_truth']} inputs without ground truth")
-            lines.append(self.metrics.table())
+        gt = self.summary.ground_truth
+        if gt is not None:
+            lines.append(f"ground truth: {gt.scored} images scored, {gt.without_truth} inputs without ground truth")
+            lines.append(gt.metrics.table())
         return "\n".join(lines)
 
     def describe_failures(self) -> str:
-        lines = [f"{len(self.failures)} input(s) skipped:"]
-        return "\n".join(lines + [printable(f"  {f['input']}: {f['reason']}") for f in self.failures])
+        return describe_failures(self.failures)
 
 
 def merge_shard_summaries(out_dir: Path) -> MergeResult:
@@ -101,26 +148,23 @@ def merge_shard_summaries(out_dir: Path) -> MergeResult:
     (model, classes, alpha, shard count, input files, ground-truth scoring) or list an input twice.
     """
     paths = find_shard_summaries(out_dir)
-    docs = [_load(path, Shard(k, len(paths))) for k, path in enumerate(paths)]
-    _check_agreement(paths, docs)
-    images, failures = _combine_entries(paths, docs)
-    ground_truth, metrics = _merge_ground_truth(paths, docs)
-    doc = {**_common_run(docs), "out_dir": str(out_dir),
-           "merged_from": {"count": len(paths), "partition": docs[0]["shard"]["partition"],
-                           "summaries": [p.name for p in paths]},
-           "shards": [_shard_entry(p, d) for p, d in zip(paths, docs, strict=True)],
-           "images": images, "failures": failures, "totals": merge_totals(docs)}
-    if ground_truth is not None:
-        doc["ground_truth"] = ground_truth
-    predictions = _merge_predictions(out_dir, docs) if "rle" in (docs[0]["settings"].get("save") or ()) else None
-    return MergeResult(doc, write_summary(out_dir, doc), metrics, predictions)
+    shards = [_load(path, Shard(k, len(paths))) for k, path in enumerate(paths)]
+    _check_agreement(paths, shards)
+    images, failures = _combine_entries(paths, shards)
+    truth = [s.ground_truth for s in shards]
+    merged = MergedSummary(
+        model=shards[0].model, **_common_run(shards), out_dir=str(out_dir),
+        shards=[ShardEntry(p.name, s) for p, s in zip(paths, shards, strict=True)], images=images, failures=failures,
+        totals=MergedTotals.of_shards(shards), ground_truth=GroundTruthReport.combine(truth) if truth[0] else None)
+    predictions = _merge_predictions(out_dir, shards) if "rle" in shards[0].settings["save"] else None
+    return MergeResult(merged, write_json(Path(out_dir) / summary_name(), merged.to_dict()), predictions)
 
 
-def _merge_predictions(out_dir: Path, docs: list[dict]) -> Path:
+def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
     """The shards' predictions.shard-K-of-N.json joined into OUT/predictions.json."""
     entries: list[dict] = []
-    for doc in docs:
-        path = Path(out_dir) / predictions_name(Shard(doc["shard"]["index"], doc["shard"]["count"]))
+    for summary in shards:
+        path = Path(out_dir) / predictions_name(summary.shard.shard)
         try:
             part = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -141,10 +185,10 @@ def find_shard_summaries(out_dir: Path) -> list[Path]:
         raise MergeError(f"{out_dir}: no such folder")
     found: dict[int, dict[int, Path]] = {}
     for path in out_dir.iterdir():
-        if (m := _SUMMARY_FILE.match(path.name)) and path.is_file():
-            found.setdefault(int(m[2]), {})[int(m[1])] = path
+        if (shard := shard_of_run_file(path.name, SUMMARY)) and path.is_file():
+            found.setdefault(shard[1], {})[shard[0]] = path
     if not found:
-        raise MergeError(f"{out_dir}: no shard summaries (summary.shard-K-of-N.json); "
+        raise MergeError(f"{out_dir}: no shard summaries ({run_file_form(SUMMARY)}); "
                          "run `segdeploy batch SOURCE... --out OUT --shard K/N` for each shard first")
     if len(found) > 1:
         listing = "; ".join(f"N={n}: {', '.join(sorted(p.name for p in v.values()))}" for n, v in sorted(found.items()))
@@ -153,141 +197,70 @@ def find_shard_summaries(out_dir: Path) -> list[Path]:
     if extra := sorted(k for k in by_index if k >= count):
         raise MergeError(f"{by_index[extra[0]]}: shard index {extra[0]} is not below the shard count {count}")
     if missing := [k for k in range(count) if k not in by_index]:
-        names = ", ".join(Shard(k, count).summary_name for k in missing)
+        names = ", ".join(summary_name(Shard(k, count)) for k in missing)
         raise MergeError(f"{out_dir}: {len(missing)} of {count} shard summaries missing ({names}); "
                          "run those shards (or wait for them to finish), then merge again")
     return [by_index[k] for k in range(count)]
 
 
-def _load(path: Path, shard: Shard) -> dict:
+def _load(path: Path, shard: Shard) -> BatchSummary:
+    not_ours = f"{path}: not a summary written by `segdeploy batch --shard`"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        summary = BatchSummary.read(path, of_shard=True)
+    except ShapeError as e:
+        raise MergeError(f"{not_ours} ({e})") from None
+    except RecursionError as e:
+        raise MergeError(f"{not_ours} (nested too deeply)") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MergeError(f"{path}: cannot read it ({e})") from e
-    except RecursionError as e:
-        raise MergeError(f"{path}: not a summary written by `segdeploy batch --shard` (nested too deeply)") from e
-    try:
-        check(doc, _SHARD_SUMMARY)
-    except ShapeError as e:
-        raise MergeError(f"{path}: not a summary written by `segdeploy batch --shard` ({e})") from None
-    section = doc["shard"]
-    if (section["index"], section["count"]) != (shard.index, shard.count):
-        raise MergeError(f"{path}: it describes shard {section['index']}/{section['count']}, its name says {shard}")
-    return doc
+    if summary.shard.shard != shard:
+        raise MergeError(f"{path}: it describes shard {summary.shard.shard}, its name says {shard}")
+    return summary
 
 
 # What every shard must agree on, with how to show the values in the error message.
-_AGREEMENT: tuple[tuple[str, Callable[[dict], object]], ...] = (
-    ("model (sha256)", lambda d: d["model"].get("sha256")),
-    ("classes", lambda d: d["model"].get("classes")),
-    ("overlay alpha", lambda d: d["settings"].get("alpha")),
-    ("outputs (--save)", lambda d: d["settings"].get("save")),
-    ("overlay legend (--legend)", lambda d: d["settings"].get("legend")),
-    ("tiling (--tile, --tile-overlap)", lambda d: (d["settings"].get("tile"), d["settings"].get("tile_overlap"))),
-    ("partition", lambda d: d["shard"]["partition"]),
-    ("ground-truth scoring (--gt)", lambda d: "ground_truth" in d),
+_AGREEMENT: tuple[tuple[str, Callable[[BatchSummary], object]], ...] = (
+    ("model (sha256)", lambda s: s.model.sha256),
+    ("classes", lambda s: list(s.model.classes)),
+    ("overlay alpha", lambda s: s.settings["alpha"]),
+    ("outputs (--save)", lambda s: s.settings["save"]),
+    ("overlay legend (--legend)", lambda s: s.settings["legend"]),
+    ("tiling (--tile, --tile-overlap)", lambda s: (s.settings["tile"], s.settings["tile_overlap"])),
+    ("partition", lambda s: s.shard.partition),
+    ("ground-truth scoring (--gt)", lambda s: s.ground_truth is not None),
 )
 
 
-def _check_agreement(paths: list[Path], docs: list[dict]) -> None:
-    first, ref = paths[0].name, docs[0]
-    for path, doc in zip(paths[1:], docs[1:], strict=True):
+def _check_agreement(paths: list[Path], shards: list[BatchSummary]) -> None:
+    first, ref = paths[0].name, shards[0]
+    for path, summary in zip(paths[1:], shards[1:], strict=True):
         for what, value in _AGREEMENT:
-            if value(doc) != value(ref):
-                raise MergeError(f"{path.name} and {first} disagree on the {what}: {value(doc)} vs {value(ref)}")
-        if doc["shard"]["inputs_sha256"] != ref["shard"]["inputs_sha256"]:
-            raise MergeError(f"{path.name} and {first} saw different input files ({doc['shard']['inputs_total']} "
-                             f"vs {ref['shard']['inputs_total']} images): the inputs changed between shard runs; "
+            if value(summary) != value(ref):
+                raise MergeError(f"{path.name} and {first} disagree on the {what}: {value(summary)} vs {value(ref)}")
+        if summary.shard.inputs_sha256 != ref.shard.inputs_sha256:
+            raise MergeError(f"{path.name} and {first} saw different input files ({summary.shard.inputs_total} "
+                             f"vs {ref.shard.inputs_total} images): the inputs changed between shard runs; "
                              "rerun the shards that ran before the change (finished images are not redone)")
 
 
-def _combine_entries(paths: list[Path], docs: list[dict]) -> tuple[list[dict], list[dict]]:
+def _combine_entries(paths: list[Path], shards: list[BatchSummary]) -> tuple[list[ImageRecord], list[Failure]]:
     """All shards' image records and failures; MergeError when an input is listed twice or misplaced."""
     owner: dict[str, int] = {}
-    images: list[dict] = []
-    failures: list[dict] = []
-    for k, (path, doc) in enumerate(zip(paths, docs, strict=True)):
-        entries = [(r, images) for r in doc["images"]] + [(f, failures) for f in doc["failures"]]
-        for entry, into in entries:
-            key = entry["input"]
-            if key in owner:
-                raise MergeError(f"{key} is listed by both {paths[owner[key]].name} and {path.name}")
-            if shard_of(key, len(paths)) != k:
-                raise MergeError(f"{path.name} lists {key}, which belongs to shard {shard_of(key, len(paths))}")
-            owner[key] = k
-            into.append(entry)
-    total = docs[0]["shard"]["inputs_total"]
+    for k, (path, summary) in enumerate(zip(paths, shards, strict=True)):
+        for entry in [*summary.images, *summary.failures]:
+            if entry.input in owner:
+                raise MergeError(f"{entry.input} is listed by both {paths[owner[entry.input]].name} and {path.name}")
+            if shard_of(entry.input, len(paths)) != k:
+                raise MergeError(f"{path.name} lists {entry.input}, which belongs to shard "
+                                 f"{shard_of(entry.input, len(paths))}")
+            owner[entry.input] = k
+    total = shards[0].shard.inputs_total
     if len(owner) != total:
         raise MergeError(f"the shard summaries list {len(owner)} inputs but the sources held {total}")
-    return sorted(images, key=lambda r: r["input"]), sorted(failures, key=lambda f: f["input"])
+    return (by_input([r for s in shards for r in s.images]), by_input([f for s in shards for f in s.failures]))
 
 
-def _merge_ground_truth(paths: list[Path], docs: list[dict]) -> tuple[dict | None, SegMetrics | None]:
-    """Ground-truth scores of all shards from their summed confusion matrices."""
-    parts = [d.get("ground_truth") for d in docs]
-    if parts[0] is None:
-        return None, None
-    classes = docs[0]["model"]["classes"]
-    n = len(classes)
-    cm = ConfusionMatrix(n)
-    for path, part in zip(paths, parts, strict=True):
-        mat = np.asarray(part.get("confusion_matrix", []), dtype=np.int64)
-        if mat.shape != (n, n):
-            raise MergeError(f"{path}: its ground-truth section has no {n}x{n} confusion matrix; "
-                             "rerun that shard with this version of segdeploy")
-        cm.add(mat)
-    metrics = cm.result(classes)
-    problems = list(dict.fromkeys(p for part in parts for p in part.get("problems", [])))  # labels.json ones repeat
-    doc = {**metrics.to_dict(), "images_scored": sum(p["images_scored"] for p in parts),
-           "inputs_without_ground_truth": sum(p["inputs_without_ground_truth"] for p in parts),
-           "problems": problems, "confusion_matrix": cm.mat.tolist()}
-    return doc, metrics
-
-
-def merge_totals(docs: list[dict]) -> dict:
-    """The shards' totals together.
-
-    "seconds" is the wall span from the earliest shard start to the latest shard end (by the
-    machines' clocks) and "images_per_second" is the images processed over that span, the
-    elapsed-time rate an unsharded run reports; queueing between shards counts against it.
-    "images_per_second_summed_over_shards" adds each shard's own rate: the throughput of the
-    shards running all at once. "model_images_per_second" is per model instance (images over the
-    summed model seconds).
-    """
-    totals = [d["totals"] for d in docs]
-    processed = sum(t["processed"] for t in totals)
-    span = max(d["shard"]["finished_at"] for d in docs) - min(d["shard"]["started_at"] for d in docs)
-    model_seconds = sum(t["model_seconds"] for t in totals)
-    stages: dict[str, float] = {}
-    for t in totals:
-        for stage, seconds in t["stage_seconds_summed"].items():
-            stages[stage] = stages.get(stage, 0.0) + seconds
-    rates = [t["images_per_second"] for t in totals if t["images_per_second"]]
-
-    def rate(seconds: float) -> float | None:
-        return round(processed / seconds, 3) if processed and seconds > 0 else None
-
-    return {"images_found": sum(t["images_found"] for t in totals), "processed": processed,
-            "resumed": sum(t["resumed"] for t in totals), "failed": sum(t["failed"] for t in totals),
-            "seconds": round(span, 3), "model_seconds": round(model_seconds, 3),
-            "stage_seconds_summed": {k: round(v, 3) for k, v in stages.items()},
-            "images_per_second": rate(span), "model_images_per_second": rate(model_seconds),
-            "images_per_second_summed_over_shards": round(sum(rates), 3) if rates else None,
-            "shard_seconds_summed": round(sum(t["seconds"] for t in totals), 3)}
-
-
-_PER_SHARD = ("runtime", "provider", "providers", "settings", "memory_budget_mb", "sources",
-              "ground_truth_file")
-
-
-def _common_run(docs: list[dict]) -> dict:
-    """The run description of summary.json; a value that differs between shards is None (see "shards").
-
-    The model is the same file in every shard (its sha256 was checked); its path is shard 0's.
-    """
-    same = {k: docs[0].get(k) if all(d.get(k) == docs[0].get(k) for d in docs) else None for k in _PER_SHARD}
-    return {"model": docs[0]["model"], **same}
-
-
-def _shard_entry(path: Path, doc: dict) -> dict:
-    return {"summary": path.name, **{k: doc.get(k) for k in _PER_SHARD}, **doc["shard"], "totals": doc["totals"]}
+def _common_run(shards: list[BatchSummary]) -> dict:
+    """The PER_SHARD values of the merged summary: a value that differs between shards is None."""
+    return {k: getattr(shards[0], k) if all(getattr(s, k) == getattr(shards[0], k) for s in shards) else None
+            for k in PER_SHARD}

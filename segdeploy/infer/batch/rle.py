@@ -23,16 +23,15 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segdeploy.infer.batch.outputs import write_atomic
-from segdeploy.infer.batch.shards import Shard
+from segdeploy.infer.batch.shards import Shard, run_file_name
 from segtrain.common.files import json_text
 from segtrain.contract import ModelSpec
 
-PREDICTIONS_NAME = "predictions.json"
-PREDICTIONS_SHARD = "predictions.shard-{index}-of-{count}.json"
+PREDICTIONS = "predictions"  # OUT/predictions.json; a shard's is predictions.shard-K-of-N.json
 
 
-def predictions_name(shard: Shard | None) -> str:
-    return PREDICTIONS_NAME if shard is None else PREDICTIONS_SHARD.format(index=shard.index, count=shard.count)
+def predictions_name(shard: Shard | None = None) -> str:
+    return run_file_name(PREDICTIONS, shard)
 
 
 def rle_entries(mask: np.ndarray, scores: dict[int, float], spec: ModelSpec, image_id: int | str) -> list[dict]:

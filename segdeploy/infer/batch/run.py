@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,11 +23,20 @@ from segdeploy.infer.batch.decode import decode, reduced_decode
 from segdeploy.infer.batch.ground_truth import GroundTruth, GroundTruthReport
 from segdeploy.infer.batch.outputs import OutputWriteError
 from segdeploy.infer.batch.plan import Job, ground_truth_root, make_out_dir, plan_run
-from segdeploy.infer.batch.resume import replay_saved, resume, resumed_record
+from segdeploy.infer.batch.resume import Fingerprint, resume
 from segdeploy.infer.batch.rle import write_predictions
-from segdeploy.infer.batch.shards import shard_section
-from segdeploy.infer.batch.summary import SUMMARY_NAME, RunTotals, build_summary, write_summary
-from segdeploy.infer.batch.write import ImageResult, ImageWriter, write_legends
+from segdeploy.infer.batch.shards import ShardSection
+from segdeploy.infer.batch.summary import (
+    BatchSummary,
+    ImageRecord,
+    ModelSection,
+    RuntimeSection,
+    Totals,
+    by_input,
+    describe_failures,
+    summary_name,
+)
+from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import Predictor
 from segtrain.common.errors import RunError, printable
@@ -38,36 +47,44 @@ __all__ = ["BatchResult", "BatchStopped", "run_batch", "sigterm_as_interrupt"]
 
 @dataclass
 class BatchResult:
-    summary: dict
-    summary_path: Path
-    failures: list[Failure]
-    totals: RunTotals
-    ground_truth: GroundTruthReport | None
+    """A finished run: its summary (as written to `path`) and predictions.json when --save rle."""
+
+    summary: BatchSummary
+    path: Path
     predictions_path: Path | None = None
+
+    @property
+    def failures(self) -> list[Failure]:
+        return self.summary.failures
+
+    @property
+    def totals(self) -> Totals:
+        return self.summary.totals
+
+    @property
+    def ground_truth(self) -> GroundTruthReport | None:
+        return self.summary.ground_truth
 
     def describe(self) -> str:
         """What the run did, its speed, and the ground-truth scores when there are any."""
-        t = self.totals.to_dict()
-        speed = (f" ({t['images_per_second']:.2f} images/s end-to-end, {t['model_images_per_second']:.2f} "
-                 "images/s in the model)" if t["processed"] else "")
-        lines = [f"{t['processed']} images segmented, {t['resumed']} already done, {t['failed']} failed, "
-                 f"in {t['seconds']:.1f} s on {self.summary['provider']} [{self.summary['runtime']['reason']}]"
-                 f"{speed}", f"summary: {self.summary_path}"]
+        s, t = self.summary, self.summary.totals
+        speed = (f" ({t.images_per_second:.2f} images/s end-to-end, {t.model_images_per_second:.2f} "
+                 "images/s in the model)" if t.processed else "")
+        lines = [f"{t.processed} images segmented, {t.resumed} already done, {t.failed} failed, in {t.seconds:.1f} s "
+                 f"on {s.provider} [{s.runtime.reason}]{speed}", f"summary: {self.path}"]
         if self.predictions_path is not None:
             lines.append(f"COCO results (RLE): {self.predictions_path}")
-        if "shard" in self.summary:
-            s = self.summary["shard"]
-            lines.insert(0, f"shard {s['index']}/{s['count']}: {t['images_found']} of {s['inputs_total']} inputs")
-            lines.append(f"when all {s['count']} shards are done: segdeploy merge-summary {self.summary['out_dir']}")
-        if self.ground_truth is not None:
-            gt = self.ground_truth
+        if s.shard is not None:
+            lines.insert(0, f"shard {s.shard.shard}: {t.images_found} of {s.shard.inputs_total} inputs")
+            lines.append(f"when all {s.shard.count} shards are done: segdeploy merge-summary {s.out_dir}")
+        if s.ground_truth is not None:
+            gt = s.ground_truth
             lines.append(f"ground truth: {gt.scored} images scored, {gt.without_truth} inputs without ground truth")
             lines.append(gt.metrics.table())
         return "\n".join(lines)
 
     def describe_failures(self) -> str:
-        lines = [f"{len(self.failures)} input(s) skipped:"]
-        return "\n".join(lines + [printable(f"  {f.input}: {f.reason}") for f in self.failures])
+        return describe_failures(self.failures)
 
 
 class _Progress:
@@ -119,8 +136,8 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     truth = (GroundTruth(config.gt, ground_truth_root(plan.all_jobs), predictor.spec)
              if config.gt and plan.all_jobs else None)
     make_out_dir(config.out_dir)
-    fingerprint = {"model_sha256": file_sha256(predictor.path), "alpha": config.alpha, "save": list(config.save),
-                   "legend": config.legend, "tile": predictor.tiling.tile, "tile_overlap": predictor.tiling.overlap}
+    fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
+                              predictor.tiling.tile, predictor.tiling.overlap)
     todo, done = resume(config.out_dir, plan.jobs, fingerprint, config.overwrite, log)
     writer = ImageWriter(predictor.spec, Path(config.out_dir), config.save, config.alpha, config.legend, fingerprint,
                          truth)
@@ -129,27 +146,25 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     progress = _Progress({job.key: job.source for job in plan.jobs}, len(todo) + len(plan.unlisted), config.progress,
                          log)
     resumed_coco, stopped = _run_images(config, predictor, writer, todo, done, plan.unlisted, progress)
-    totals = RunTotals(found=len(plan.jobs) + len(plan.unlisted), resumed=len(done))
-    records = [r.record for r in progress.results]
-    totals.finish(progress.seconds, records, len(progress.failures))
-    records += [resumed_record(job, rec, writer.out_dir) for job, rec in done]
-    gt_report = truth.report([job.key for job in plan.jobs]) if truth is not None else None
-    doc = build_summary(_describe_run(config, predictor, fingerprint), records, progress.failures, totals,
-                        gt_report.to_dict() if gt_report else None)
-    if config.shard is not None:
-        doc["shard"] = shard_section(config.shard, plan.all_keys, started, time.time())
+    processed = [r.record for r in progress.results]
+    summary = BatchSummary(
+        **_what_ran(config, predictor, fingerprint.model_sha256), images=by_input(processed + [r for _, r in done]),
+        failures=by_input(progress.failures),
+        totals=Totals.of_run(len(plan.jobs) + len(plan.unlisted), len(done), len(progress.failures), progress.seconds,
+                             processed),
+        ground_truth=truth.report([job.key for job in plan.jobs]) if truth is not None else None,
+        shard=ShardSection.of_run(config.shard, plan.all_keys, started, time.time()) if config.shard else None)
     if stopped is not None:
-        _stop(config, doc, stopped, len(progress.results), len(todo))
+        _stop(config, summary, stopped, len(progress.results), len(todo))
     predictions = None
     if "rle" in config.save:
         coco = [e for r in progress.results for e in r.coco] + resumed_coco
         predictions = _written(lambda: write_predictions(config.out_dir, coco, config.shard))
-    path = _written(lambda: write_summary(config.out_dir, doc, _summary_name(config)))
-    return BatchResult(doc, path, progress.failures, totals, gt_report, predictions)
+    return BatchResult(summary, _written(lambda: summary.write(config.out_dir)), predictions)
 
 
 def _run_images(config: BatchConfig, predictor: Predictor, writer: ImageWriter, todo: list[Job],
-                done: list[tuple[Job, dict]], unlisted: list[Failure],
+                done: list[tuple[Job, ImageRecord]], unlisted: list[Failure],
                 progress: _Progress) -> tuple[list[dict], OutputWriteError | None]:
     """Replay the resumed images, then run the others through the pipeline; (the resumed images' COCO entries,
     the OutputWriteError that stopped the run or None)."""
@@ -158,7 +173,7 @@ def _run_images(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
     resumed_coco: list[dict] = []
     reduced = reduced_decode(config.save, predictor.tiling.tile)
     try:
-        resumed_coco = replay_saved(writer, done, config.workers) if done else []
+        resumed_coco = replay(writer, done, config.workers) if done else []
         results = run_pipeline(todo, lambda job, reserve: decode(job, predictor, reserve, config.save, reduced),
                                predictor.infer, writer, config.batch_size, config.workers,
                                MemoryBudget(config.memory_budget * 2**20))
@@ -172,10 +187,6 @@ def _run_images(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
     return resumed_coco, None
 
 
-def _summary_name(config: BatchConfig) -> str:
-    return config.shard.summary_name if config.shard else SUMMARY_NAME
-
-
 def _written(write: Callable[[], Path]) -> Path:
     """write(), a file of the run's own (summary, predictions); any OSError is an OutputWriteError."""
     try:
@@ -186,35 +197,29 @@ def _written(write: Callable[[], Path]) -> Path:
         raise OutputWriteError(Path(e.filename or "?"), e) from e
 
 
-def _stop(config: BatchConfig, doc: dict, error: OutputWriteError, finished: int, todo: int) -> None:
+def _stop(config: BatchConfig, summary: BatchSummary, error: OutputWriteError, finished: int, todo: int) -> None:
     """Write the summary of a run that --out stopped (when it can still be written) and raise BatchStopped."""
-    doc["stopped"] = printable(error)
+    name = summary_name(config.shard)
     try:
-        note = f"summary of what was finished: {write_summary(config.out_dir, doc, _summary_name(config))}"
+        note = f"summary of what was finished: {replace(summary, stopped=printable(error)).write(config.out_dir)}"
     except OutputWriteError as e:
-        note = f"no summary written ({_summary_name(config)}: {e.reason} too)"
+        note = f"no summary written ({name}: {e.reason} too)"
     except OSError as e:
-        note = f"no summary written ({_summary_name(config)}: {e.strerror or e} too)"
+        note = f"no summary written ({name}: {e.strerror or e} too)"
     raise BatchStopped(f"{error}: the run stopped after {finished} of {todo} image(s), whose outputs are kept; "
                        f"{note}; make room or fix --out, then run the same command again to do the rest") from error
 
 
-def _describe_run(config: BatchConfig, predictor: Predictor, fingerprint: dict) -> dict:
-    spec = predictor.spec
-    provenance = getattr(predictor.model, "provenance", None)
-    return {"model": {"path": str(predictor.path), "sha256": fingerprint["model_sha256"], "arch": spec.arch,
-                      "encoder": spec.encoder, "precision": provenance.precision if provenance else None,
-                      "classes": list(spec.classes), "input_size": list(spec.input_size)},
-            "runtime": {"requested": config.runtime, "used": predictor.model.runtime,
-                        "reason": predictor.model.runtime_reason},
-            "provider": predictor.providers[0], "providers": predictor.providers,
-            "settings": {"batch_size": config.batch_size, "runtime": config.runtime, "threads": config.threads,
-                         "workers": config.workers, "alpha": config.alpha, "overwrite": config.overwrite,
-                         "save": list(config.save), "legend": config.legend, "tile": predictor.tiling.tile,
-                         "tile_overlap": predictor.tiling.overlap},
-            "memory_budget_mb": config.memory_budget,  # by default from this machine's memory: not a setting
-            "sources": [str(s) for s in config.sources], "out_dir": str(config.out_dir),
-            "ground_truth_file": str(config.gt) if config.gt else None}
+def _what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> dict:
+    """The fields of a summary that say what ran: model, runtime, provider, settings, sources, --out, --gt."""
+    spec, provenance = predictor.spec, getattr(predictor.model, "provenance", None)
+    return {"model": ModelSection(str(predictor.path), model_sha256, spec.arch, spec.encoder,
+                                  provenance.precision if provenance else None, tuple(spec.classes),
+                                  tuple(spec.input_size)),
+            "runtime": RuntimeSection(config.runtime, predictor.model.runtime, predictor.model.runtime_reason),
+            "provider": predictor.providers[0], "providers": predictor.providers, "settings": config.recorded(),
+            "memory_budget_mb": config.memory_budget, "sources": [str(s) for s in config.sources],
+            "out_dir": str(config.out_dir), "ground_truth_file": str(config.gt) if config.gt else None}
 
 
 @contextlib.contextmanager
