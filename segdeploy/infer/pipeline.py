@@ -57,9 +57,12 @@ class Failure:
         return {"input": self.input, "reason": self.reason}
 
 
+MAX_DEFAULT_WORKERS = 4
+
+
 def default_workers() -> int:
-    """Decode and finish threads per pool: the usable cores, at most 4."""
-    return min(4, usable_cores())
+    """Decode and finish threads per pool: the usable cores, at most MAX_DEFAULT_WORKERS."""
+    return min(MAX_DEFAULT_WORKERS, usable_cores())
 
 
 class BudgetClosed(Exception):

@@ -41,12 +41,17 @@ def setting(default: Any = dataclasses.MISSING, *, rule: Rule | None = None,
 # Rules: what a field accepts beyond its type.
 
 
+def _shown(v: float) -> str:
+    """A number as messages show it: an int in full (1 << 24 as 16777216), a float in the shortest form."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def at_least(low: float) -> Rule:
-    return lambda v: None if v >= low else f"must be at least {low:g}, got {v:g}"
+    return lambda v: None if v >= low else f"must be at least {_shown(low)}, got {_shown(v)}"
 
 
 def between(low: float, high: float) -> Rule:
-    return lambda v: None if low <= v <= high else f"must be from {low:g} to {high:g}, got {v:g}"
+    return lambda v: None if low <= v <= high else f"must be from {_shown(low)} to {_shown(high)}, got {_shown(v)}"
 
 
 def one_of(choices: Iterable[str]) -> Rule:

@@ -1,20 +1,30 @@
-"""The settings of one `segdeploy batch` run: the CLI fills BatchConfig from its options and reads its defaults here."""
+"""The settings of one `segdeploy batch` run, through segtrain.common.settings: each field's default (the CLI reads
+it here), its conversion and its rule."""
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from segdeploy.infer.batch.outputs import DEFAULT_SAVE, resolve_save
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, SAVE_CHOICES, resolve_save
 from segdeploy.infer.batch.shards import Shard
-from segdeploy.infer.batch.sources import BatchInputError
 from segdeploy.infer.pipeline import default_workers
 from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE
-from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, Tiling
+from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES
+from segdeploy.infer.tiling import (
+    DEFAULT_TILE_OVERLAP,
+    MAX_TILE_OVERLAP,
+    TILE_AUTO,
+    TILE_OFF,
+    TILE_SIZE_RANGE,
+    TileError,
+    parse_tile,
+)
+from segtrain.common.settings import COMMAND_LINE, at_least, between, checked_values, one_of, setting
 from segtrain.common.system import available_memory
 
+MEMORY_SHARE = 4  # the default memory budget: a quarter of the memory available at start
 MIN_MEMORY_BUDGET_MB = 256
 FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
 MAX_MEMORY_BUDGET_MB = 1 << 24
@@ -24,50 +34,71 @@ RECORDED_SETTINGS = ("batch_size", "runtime", "threads", "workers", "alpha", "ov
 
 
 def default_memory_budget() -> int:
-    """MB: a quarter of the memory available at start (a container's limit included), at least
+    """MB: 1/MEMORY_SHARE of the memory available at start (a container's limit included), at least
     MIN_MEMORY_BUDGET_MB; FALLBACK_MEMORY_BUDGET_MB where it cannot be read."""
     available = available_memory()
     if available is None:
         return FALLBACK_MEMORY_BUDGET_MB
-    return max(MIN_MEMORY_BUDGET_MB, available // 4 // 2**20)
+    return max(MIN_MEMORY_BUDGET_MB, available // MEMORY_SHARE // 2**20)
+
+
+def _sources(value: tuple) -> str | None:
+    if not value:
+        return "must name at least one folder, image file or quoted glob pattern"
+    bad = [s for s in value if not isinstance(s, (str, os.PathLike)) or not str(s)]
+    return f"must be paths or glob patterns, got {bad[0]!r}" if bad else None
+
+
+def _save(value: tuple[str, ...]) -> str | None:
+    unknown = [v for v in value if v not in SAVE_CHOICES]
+    return f"must name outputs from {', '.join(SAVE_CHOICES)}, got {', '.join(unknown)}" if unknown else None
+
+
+def _tile(value: object) -> str | None:
+    try:
+        parse_tile(value)
+    except TileError:
+        lo, hi = TILE_SIZE_RANGE
+        return f"must be {TILE_AUTO}, {TILE_OFF} or a tile size in pixels from {lo} to {hi}, got {value!r}"
+    return None
+
+
+def _shard(value: object) -> str | None:
+    return None if isinstance(value, Shard) else f"must be a Shard (segdeploy.infer.batch.shards), got {value!r}"
 
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """Settings of one batch run; the CLI fills it from its options (and reads its defaults here)."""
+    """What to run over (`sources`: folders, image files, glob patterns; one may be given bare), where the
+    outputs go, with which model, and how (the flags of `segdeploy batch`, by the same names)."""
 
-    sources: tuple[Path | str, ...]  # folders, image files, glob patterns (a single one may be given bare)
-    out_dir: Path
-    model: Path
-    batch_size: int = DEFAULT_BATCH_SIZE
-    provider: str = "auto"
-    runtime: str = "auto"  # segdeploy.infer.runtime.RUNTIME_CHOICES
-    threads: int | None = None
-    workers: int = field(default_factory=default_workers)
-    alpha: float = 0.5
-    overwrite: bool = False
-    gt: Path | None = None
-    progress: bool | None = None  # None: a progress bar only when stderr is a terminal
-    shard: Shard | None = None  # do only this share of the inputs
-    save: tuple[str, ...] = DEFAULT_SAVE  # outputs (outputs.SAVE_CHOICES); the mask is always written
-    legend: bool = False  # draw a legend of the classes present onto each overlay
-    tile: str | int = TILE_AUTO  # auto, off or a window size in pixels (segdeploy.infer.tiling)
-    tile_overlap: float = DEFAULT_TILE_OVERLAP
-    memory_budget: int = field(default_factory=default_memory_budget)  # MB that the images in flight may hold
+    sources: tuple[str | Path, ...] = setting(rule=_sources)
+    out_dir: Path = setting()
+    model: Path = setting()
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, rule=at_least(1))
+    provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
+    runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))
+    threads: int | None = setting(None, rule=at_least(1))  # None: the runtime's own choice
+    workers: int = setting(factory=default_workers, rule=at_least(1))
+    alpha: float = setting(0.5, rule=between(0, 1))
+    overwrite: bool = setting(False)
+    gt: Path | None = setting(None)
+    progress: bool | None = setting(None)  # None: a progress bar only when stderr is a terminal
+    shard: Shard | None = setting(None, rule=_shard)  # do only this share of the inputs
+    save: tuple[str, ...] = setting(DEFAULT_SAVE, rule=_save)  # the mask is always written (resolve_save)
+    legend: bool = setting(False)
+    tile: str | int = setting(TILE_AUTO, rule=_tile)
+    tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))
+    memory_budget: int = setting(factory=default_memory_budget, rule=between(1, MAX_MEMORY_BUDGET_MB))  # MB
 
     def __post_init__(self) -> None:
-        sources = (self.sources,) if isinstance(self.sources, (str, os.PathLike)) else tuple(self.sources)
-        if not sources:
-            raise BatchInputError("no SOURCE given: name folders, image files or quoted glob patterns")
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and 0.0 <= self.alpha <= 1.0):
-            raise BatchInputError(f"--alpha {self.alpha}: the overlay opacity must be from 0 to 1")
-        if not (isinstance(self.memory_budget, int) and 1 <= self.memory_budget <= MAX_MEMORY_BUDGET_MB):
-            raise BatchInputError(f"--memory-budget {self.memory_budget}: expected MB from 1 to {MAX_MEMORY_BUDGET_MB}")
-        object.__setattr__(self, "sources", sources)
-        object.__setattr__(self, "save", resolve_save(self.save))
-        tiling = Tiling(self.tile, self.tile_overlap)  # checks them before any work
-        object.__setattr__(self, "tile", tiling.tile)
-        object.__setattr__(self, "tile_overlap", tiling.overlap)
+        if isinstance(self.sources, (str, os.PathLike)):
+            object.__setattr__(self, "sources", (self.sources,))
+        values = checked_values(self, COMMAND_LINE)  # errors name the flags
+        values.update(sources=tuple(values["sources"]), save=resolve_save(values["save"]),
+                      tile=parse_tile(values["tile"]))
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def recorded(self) -> dict[str, object]:
         """RECORDED_SETTINGS and their values, as summary.json lists them."""
