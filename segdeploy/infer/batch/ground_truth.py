@@ -71,6 +71,11 @@ class GroundTruthReport:
                 "inputs_without_ground_truth": self.without_truth, "problems": list(self.problems),
                 "confusion_matrix": np.asarray(self.confusion).tolist()}
 
+    def describe(self) -> str:
+        """How many images were scored, and the scores as a table."""
+        return (f"ground truth: {self.scored} images scored, {self.without_truth} inputs without ground truth\n"
+                f"{self.metrics.table()}")
+
     @classmethod
     def from_dict(cls, doc: dict, classes: tuple[str, ...]) -> GroundTruthReport:
         """From a document that fits SHAPE, scored with `classes`; ShapeError unless its matrix has a row and a

@@ -18,9 +18,9 @@ from segdeploy.infer.batch.summary import (
     ModelSection,
     RuntimeSection,
     Totals,
+    Written,
     as_json,
     by_input,
-    describe_failures,
     rate,
     summary_name,
     write_json,
@@ -110,14 +110,8 @@ class MergedSummary:
 
 
 @dataclass
-class MergeResult:
+class MergeResult(Written):
     summary: MergedSummary
-    path: Path
-    predictions_path: Path | None = None
-
-    @property
-    def failures(self) -> list[Failure]:
-        return self.summary.failures
 
     def describe(self) -> str:
         """What the shards did together, their speed, and the combined ground-truth scores."""
@@ -131,14 +125,9 @@ class MergeResult:
         lines.append(f"summary: {self.path}")
         if self.predictions_path is not None:
             lines.append(f"COCO results (RLE): {self.predictions_path}")
-        gt = self.summary.ground_truth
-        if gt is not None:
-            lines.append(f"ground truth: {gt.scored} images scored, {gt.without_truth} inputs without ground truth")
-            lines.append(gt.metrics.table())
+        if self.summary.ground_truth is not None:
+            lines.append(self.summary.ground_truth.describe())
         return "\n".join(lines)
-
-    def describe_failures(self) -> str:
-        return describe_failures(self.failures)
 
 
 def merge_shard_summaries(out_dir: Path) -> MergeResult:

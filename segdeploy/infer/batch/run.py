@@ -29,12 +29,11 @@ from segdeploy.infer.batch.shards import ShardSection
 from segdeploy.infer.batch.summary import (
     BatchSummary,
     ImageRecord,
-    ModelSection,
-    RuntimeSection,
     Totals,
+    Written,
     by_input,
-    describe_failures,
     summary_name,
+    what_ran,
 )
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
@@ -46,16 +45,10 @@ __all__ = ["BatchResult", "BatchStopped", "run_batch", "sigterm_as_interrupt"]
 
 
 @dataclass
-class BatchResult:
+class BatchResult(Written):
     """A finished run: its summary (as written to `path`) and predictions.json when --save rle."""
 
     summary: BatchSummary
-    path: Path
-    predictions_path: Path | None = None
-
-    @property
-    def failures(self) -> list[Failure]:
-        return self.summary.failures
 
     @property
     def totals(self) -> Totals:
@@ -78,13 +71,8 @@ class BatchResult:
             lines.insert(0, f"shard {s.shard.shard}: {t.images_found} of {s.shard.inputs_total} inputs")
             lines.append(f"when all {s.shard.count} shards are done: segdeploy merge-summary {s.out_dir}")
         if s.ground_truth is not None:
-            gt = s.ground_truth
-            lines.append(f"ground truth: {gt.scored} images scored, {gt.without_truth} inputs without ground truth")
-            lines.append(gt.metrics.table())
+            lines.append(s.ground_truth.describe())
         return "\n".join(lines)
-
-    def describe_failures(self) -> str:
-        return describe_failures(self.failures)
 
 
 class _Progress:
@@ -139,8 +127,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
                               predictor.tiling.tile, predictor.tiling.overlap)
     todo, done = resume(config.out_dir, plan.jobs, fingerprint, config.overwrite, log)
-    writer = ImageWriter(predictor.spec, Path(config.out_dir), config.save, config.alpha, config.legend, fingerprint,
-                         truth)
+    writer = ImageWriter(predictor.spec, Path(config.out_dir), fingerprint, truth)
     write_legends(config.out_dir, plan.jobs, predictor.spec)
     started = time.time()
     progress = _Progress({job.key: job.source for job in plan.jobs}, len(todo) + len(plan.unlisted), config.progress,
@@ -148,7 +135,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     resumed_coco, stopped = _run_images(config, predictor, writer, todo, done, plan.unlisted, progress)
     processed = [r.record for r in progress.results]
     summary = BatchSummary(
-        **_what_ran(config, predictor, fingerprint.model_sha256), images=by_input(processed + [r for _, r in done]),
+        **what_ran(config, predictor, fingerprint.model_sha256), images=by_input(processed + [r for _, r in done]),
         failures=by_input(progress.failures),
         totals=Totals.of_run(len(plan.jobs) + len(plan.unlisted), len(done), len(progress.failures), progress.seconds,
                              processed),
@@ -208,18 +195,6 @@ def _stop(config: BatchConfig, summary: BatchSummary, error: OutputWriteError, f
         note = f"no summary written ({name}: {e.strerror or e} too)"
     raise BatchStopped(f"{error}: the run stopped after {finished} of {todo} image(s), whose outputs are kept; "
                        f"{note}; make room or fix --out, then run the same command again to do the rest") from error
-
-
-def _what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> dict:
-    """The fields of a summary that say what ran: model, runtime, provider, settings, sources, --out, --gt."""
-    spec, provenance = predictor.spec, getattr(predictor.model, "provenance", None)
-    return {"model": ModelSection(str(predictor.path), model_sha256, spec.arch, spec.encoder,
-                                  provenance.precision if provenance else None, tuple(spec.classes),
-                                  tuple(spec.input_size)),
-            "runtime": RuntimeSection(config.runtime, predictor.model.runtime, predictor.model.runtime_reason),
-            "provider": predictor.providers[0], "providers": predictor.providers, "settings": config.recorded(),
-            "memory_budget_mb": config.memory_budget, "sources": [str(s) for s in config.sources],
-            "out_dir": str(config.out_dir), "ground_truth_file": str(config.gt) if config.gt else None}
 
 
 @contextlib.contextmanager

@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import ClassVar
 
+from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.ground_truth import GroundTruthReport
 from segdeploy.infer.batch.outputs import write_atomic
 from segdeploy.infer.batch.shards import Shard, ShardSection, run_file_name
 from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.predictor import Predictor
 from segtrain.common.errors import printable
 from segtrain.common.files import json_text
 from segtrain.common.json_shape import (
@@ -233,6 +235,18 @@ class BatchSummary:
         return write_json(Path(out_dir) / summary_name(self.shard.shard if self.shard else None), self.to_dict())
 
 
+def what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> dict:
+    """The fields of a summary that say what ran: model, runtime, provider, settings, sources, --out, --gt."""
+    spec, provenance = predictor.spec, getattr(predictor.model, "provenance", None)
+    return {"model": ModelSection(str(predictor.path), model_sha256, spec.arch, spec.encoder,
+                                  provenance.precision if provenance else None, tuple(spec.classes),
+                                  tuple(spec.input_size)),
+            "runtime": RuntimeSection(config.runtime, predictor.model.runtime, predictor.model.runtime_reason),
+            "provider": predictor.providers[0], "providers": predictor.providers, "settings": config.recorded(),
+            "memory_budget_mb": config.memory_budget, "sources": [str(s) for s in config.sources],
+            "out_dir": str(config.out_dir), "ground_truth_file": str(config.gt) if config.gt else None}
+
+
 def as_json(value: object) -> object:
     """A section (or a list of them) as JSON; other values as they are."""
     if hasattr(value, "to_dict"):
@@ -253,7 +267,20 @@ def write_json(path: Path, doc: dict) -> Path:
     return path
 
 
-def describe_failures(failures: list[Failure]) -> str:
-    """The skipped inputs as console lines, each with its reason."""
-    lines = [f"{len(failures)} input(s) skipped:"]
-    return "\n".join(lines + [printable(f"  {f.input}: {f.reason}") for f in failures])
+@dataclass
+class Written:
+    """A summary as written to `path` (by `segdeploy batch` or `merge-summary`), and predictions.json with
+    --save rle."""
+
+    summary: BatchSummary  # or merge.MergedSummary
+    path: Path
+    predictions_path: Path | None = None
+
+    @property
+    def failures(self) -> list[Failure]:
+        return self.summary.failures
+
+    def describe_failures(self) -> str:
+        """The skipped inputs as console lines, each with its reason."""
+        lines = [f"{len(self.failures)} input(s) skipped:"]
+        return "\n".join(lines + [printable(f"  {f.input}: {f.reason}") for f in self.failures])

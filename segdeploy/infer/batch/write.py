@@ -47,11 +47,12 @@ class ImageWriter:
 
     spec: ModelSpec
     out_dir: Path
-    save: tuple[str, ...]
-    alpha: float
-    legend: bool
-    fingerprint: Fingerprint
+    made_with: Fingerprint  # the outputs and the settings that change them
     truth: GroundTruth | None
+
+    @property
+    def save(self) -> tuple[str, ...]:
+        return self.made_with.save
 
     def __call__(self, prediction: Prediction) -> ImageResult | Failure:
         t0 = time.perf_counter()
@@ -73,7 +74,8 @@ class ImageWriter:
         if "confidence" in self.save or "rle" in self.save:
             prediction.confidence  # noqa: B018 (mask and confidence in one pass)
         if "overlay" in files:
-            write_atomic(files["overlay"], encode_rgb(prediction.overlay(self.alpha, self.legend), ".jpg"))
+            overlay = prediction.overlay(self.made_with.alpha, self.made_with.legend)
+            write_atomic(files["overlay"], encode_rgb(overlay, ".jpg"))
         if "color" in files:
             write_atomic(files["color"], encode_rgb(prediction.colorized(), ".png"))
         if "confidence" in files:
@@ -81,7 +83,7 @@ class ImageWriter:
         scores = {str(k): round(v, 6) for k, v in prediction.class_scores.items()} if "rle" in self.save else None
         record = ImageRecord(source.job.key, source.job.outputs.as_dict(self.out_dir), prediction.size,
                              prediction.tiles, stage_seconds(prediction.seconds, t0), prediction.class_shares, scores)
-        text = ResumeRecord(record, self.fingerprint.of(source.stamp)).png_text()
+        text = ResumeRecord(record, self.made_with.of(source.stamp)).png_text()
         write_atomic(files["mask"], encode_mask(prediction.mask, prediction.spec.palette, text))
         return record
 

@@ -24,20 +24,19 @@ from colour_models import (
 )
 
 from segdeploy.cli import EXIT_INTERRUPTED
+from segdeploy.infer.batch import resume
 from segdeploy.infer.batch.outputs import DEFAULT_SAVE, encode_mask, output_paths, write_atomic
 from segdeploy.infer.batch.plan import Job
-from segdeploy.infer.batch.resume import (
-    RECORD_KEY,
-    Fingerprint,
-    ResumeRecord,
-    completed,
-    source_stamp,
-    sweep_temp_files,
-)
+from segdeploy.infer.batch.resume import RECORD_KEY, Fingerprint, ResumeRecord, completed, source_stamp
 from segdeploy.infer.batch.summary import ImageRecord
 from segtrain.contract import default_palette
 
 N_IMAGES = 30
+# A record and a fingerprint as a run writes them into a mask.
+RECORD = ImageRecord("sub/a.jpg", {"mask": "sub/a.jpg.mask.png"}, (2, 3), 0,
+                     {"decode": 0.1, "infer": 0.2, "write": 0.05, "total": 0.35}, {"background": 0.5, "red": 0.5},
+                     scores={"0": 0.9, "1": 0.8})
+FINGERPRINT = Fingerprint("abc", 0.5, ("mask", "overlay", "confidence"), False, "auto", 0.25)
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +117,6 @@ def test_interrupted_run_rerun_finishes_the_rest_without_rewriting(slow_model: P
 # The record a finished mask carries
 
 
-RECORD = ImageRecord("sub/a.jpg", {"mask": "sub/a.jpg.mask.png"}, (2, 3), 0,
-                     {"decode": 0.1, "infer": 0.2, "write": 0.05, "total": 0.35}, {"background": 0.5, "red": 0.5},
-                     scores={"0": 0.9, "1": 0.8})
-FINGERPRINT = Fingerprint("abc", 0.5, ("mask", "overlay", "confidence"), False, "auto", 0.25)
-
-
 def _mask(path: Path, size: tuple[int, int], text: dict[str, str] | None) -> Path:
     write_atomic(path, encode_mask(np.zeros(size, np.uint8), default_palette(2), text))
     return path
@@ -201,6 +194,6 @@ def test_sweep_removes_only_temporaries_of_our_outputs(tmp_path: Path) -> None:
     for p in ours + theirs:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
-    assert sorted(sweep_temp_files(tmp_path)) == sorted(ours)
+    assert sorted(resume.sweep_temp_files(tmp_path)) == sorted(ours)
     assert all(p.exists() for p in theirs) and not any(p.exists() for p in ours)
-    assert sweep_temp_files(tmp_path / "missing") == []
+    assert resume.sweep_temp_files(tmp_path / "missing") == []
