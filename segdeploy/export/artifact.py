@@ -59,7 +59,7 @@ def output_name(checkpoint: Path) -> str:
 
 def model_path(out_dir: Path, name: str, precision: str = "fp32") -> Path:
     """<out>/<name>.onnx for FP32, <out>/<name>.<precision>.onnx for a variant (the naming `segdeploy batch`
-    picks models by: segdeploy.infer.batch.sources)."""
+    picks models by: segdeploy.infer.model_file)."""
     return variant_path(Path(out_dir) / f"{name}.onnx", precision)
 
 

@@ -28,7 +28,7 @@ OVERLAY_JPEG_QUALITY = 92
 
 
 class SaveError(InputError):
-    """A bad --save list; one line, exit 2."""
+    """A bad --save list."""
 
 
 def resolve_save(items: Iterable[str]) -> tuple[str, ...]:
@@ -111,7 +111,7 @@ DEVICE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 class OutputWriteError(RunError):
-    """--out can take no more (DEVICE_ERRNOS), or a file of the run's own cannot be written; exit code 1."""
+    """--out can take no more (DEVICE_ERRNOS), or a file of the run's own cannot be written: the run stops."""
 
     def __init__(self, path: Path, error: OSError) -> None:
         self.path, self.errno, self.reason = Path(path), error.errno, error.strerror or str(error)

@@ -1,19 +1,5 @@
-"""`segdeploy batch --save rle`: predictions.json, the masks in the COCO results format (torch-free).
-
-One entry per image and predicted class (background, class 0, is left out)::
-
-    {"image_id": <the image's id in --gt's labels.json; else its path relative to its folder>,
-     "category_id": <the class's COCO id, from the model spec>,
-     "segmentation": {"size": [height, width], "counts": "<compressed COCO RLE>"},
-     "score": <the mean softmax probability of the class over the pixels predicted as it>}
-
-`pycocotools.coco.COCO.loadRes` reads it (so do COCO evaluation and annotation tools that import COCO
-results), and `pycocotools.mask.decode` gives back exactly the pixels of mask.png == class. The
-masks are in mask.png's grid (EXIF orientation applied), except that with --gt an image whose
-labels.json describes the file's stored pixel grid is turned back to that grid, as the labels are.
-The file is written atomically when a run ends (a shard writes predictions.shard-K-of-N.json, and
-`segdeploy merge-summary` joins the shards' files into predictions.json).
-"""
+"""`segdeploy batch --save rle`: predictions.json, each image's mask per class in the COCO results format
+(README), in mask.png's grid, or with --gt in the pixel grid labels.json describes (torch-free)."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def _log_to_stderr(message: str) -> None:
 
 
 class BatchStopped(RunError):
-    """--out could take no more (OutputWriteError): the run stopped early; exit code 1."""
+    """--out could take no more (OutputWriteError): the run stopped early."""
 
 
 def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) -> BatchResult:

@@ -1,22 +1,11 @@
-"""What `segdeploy batch` runs on: the images its SOURCEs name (torch-free).
+"""The images `segdeploy batch`'s SOURCEs name (folders, image files, glob patterns), each keyed by the path its
+outputs mirror under --out (torch-free).
 
-A SOURCE is a folder (every image under it, at any depth), an image file, or a glob pattern
-(quoted, so the shell leaves it alone; ``**`` matches any depth). Each input gets a key, the path
-its outputs mirror under --out: relative to the folder given, to the glob's fixed leading folder,
-or just the file name for a file given directly.
-
-Listing (`list_sources`, the one place inputs are found) takes only regular files with an image
-suffix as inputs, and names what it cannot use instead of dropping it: an image-named entry that
-is not a regular file (a FIFO, which would block a reader forever; a device; a dangling symlink;
-a symlink loop) and a folder that cannot be listed (no permission, I/O error) become failures
-with the reason, reported like unreadable images. Symlinked folders are followed, each real folder
-listed once (a symlink loop back to a folder already listed adds nothing). Folder listings cost
-no stat per regular file; symlinks and folders cost one.
-
-Keys are text: a file-name byte that is not UTF-8 appears in a key as ``\\xNN``
-(segtrain.common.errors.undecodable_escaped), so summary.json stays valid UTF-8 JSON and the shard hash
-(segdeploy.infer.batch.shards) of a key is the same in `batch` and in `merge-summary`; the files
-themselves are read and written under their real names.
+`list_sources` is the one place inputs are found. It names what it cannot use instead of dropping it (an
+image-named FIFO, device, dangling symlink or loop; a folder it cannot list), follows symlinked folders once
+each, and stats only symlinks and folders. Keys are text: a file-name byte that is not UTF-8 is ``\\xNN``
+(segtrain.common.errors.undecodable_escaped), so summaries stay UTF-8 and `batch` and `merge-summary` hash the
+same key (shards.py); files are read and written under their real names.
 """
 
 from __future__ import annotations
