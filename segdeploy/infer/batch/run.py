@@ -143,10 +143,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
         shard=ShardSection.of_run(config.shard, plan.all_keys, started, time.time()) if config.shard else None)
     if stopped is not None:
         _stop(config, summary, stopped, len(progress.results), len(todo))
-    predictions = None
-    if "rle" in config.save:
-        coco = [e for r in progress.results for e in r.coco] + resumed_coco
-        predictions = _written(lambda: write_predictions(config.out_dir, coco, config.shard))
+    predictions = _write_predictions(config, [e for r in progress.results for e in r.coco] + resumed_coco)
     return BatchResult(summary, _written(lambda: summary.write(config.out_dir)), predictions)
 
 
@@ -172,6 +169,11 @@ def _run_images(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
     finally:
         progress.close()
     return resumed_coco, None
+
+
+def _write_predictions(config: BatchConfig, coco: list[dict]) -> Path | None:
+    """predictions.json (a shard's predictions.shard-K-of-N.json) with --save rle; its path."""
+    return _written(lambda: write_predictions(config.out_dir, coco, config.shard)) if "rle" in config.save else None
 
 
 def _written(write: Callable[[], Path]) -> Path:
