@@ -352,10 +352,10 @@ def outputs_command(args: argparse.Namespace) -> list[dict]:
     """CPU time per image (this thread's, so other processes' load barely counts) of each stage of
     `segdeploy batch` besides the model call: decoding, pre-processing, and making and encoding
     each output. On 2 cores every such millisecond is taken from the model's threads."""
-    from segdeploy.infer.inputs import find_images
-    from segdeploy.infer.outputs import confidence_to_grey, encode_grey, encode_mask, encode_rgb
+    from segdeploy.infer.batch.outputs import confidence_to_grey, encode_grey, encode_mask, encode_rgb
+    from segdeploy.infer.batch.rle import rle_entries
+    from segdeploy.infer.batch.sources import find_images
     from segdeploy.infer.predictor import Prediction, Predictor
-    from segdeploy.infer.rle import rle_entries
     from segtrain.data.images import load_image
 
     predictor = Predictor(args.model, threads=args.threads, tile="off")

@@ -6,7 +6,7 @@
 - photos: decoding a --photo-size JPEG at full size against the reduced decode `evaluate` uses
   for a model input of --input-size (segtrain.data.images.load_image(min_size=...)), and the pixels
   the model input differs by after the contract's resize.
-- listing: `segdeploy batch`'s input listing (segdeploy.infer.inputs.list_sources: only regular
+- listing: `segdeploy batch`'s input listing (segdeploy.infer.batch.sources.list_sources: only regular
   files, failures named, duplicates by real path) against the listing it replaced (os.walk, then
   Path.resolve of every file), on a tree of --files empty .jpg files in folders of 200.
 
@@ -33,7 +33,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segdeploy.infer.inputs import list_sources  # noqa: E402
+from segdeploy.infer.batch.sources import list_sources  # noqa: E402
 from segtrain.contract import resize_image  # noqa: E402
 from segtrain.data.coco_schema import validate_labels  # noqa: E402
 from segtrain.data.images import is_image_file, load_image  # noqa: E402

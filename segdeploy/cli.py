@@ -17,10 +17,14 @@ import click
 from segdeploy import __version__
 from segdeploy.bench.config import BenchConfig
 from segdeploy.export.config import ExportConfig
-from segdeploy.infer.batch import MAX_MEMORY_BUDGET_MB, MIN_MEMORY_BUDGET_MB, BatchConfig
-from segdeploy.infer.inputs import PRECISIONS
-from segdeploy.infer.outputs import SAVE_CHOICES
+from segdeploy.infer.batch.config import MAX_MEMORY_BUDGET_MB, MEMORY_SHARE, MIN_MEMORY_BUDGET_MB, BatchConfig
+from segdeploy.infer.batch.decode import BYTES_PER_PIXEL, image_bytes
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, SAVE_CHOICES
+from segdeploy.infer.evaluate import ModelEvaluateConfig
+from segdeploy.infer.model_file import DEFAULT_MODEL_DIR, PRECISIONS, VARIANTS
+from segdeploy.infer.pipeline import MAX_DEFAULT_WORKERS
 from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES
+from segdeploy.infer.tiling import AUTO_TILE_FACTOR, MAX_TILE_OVERLAP
 from segtrain.common.commandline import FiniteFloat, NameList, ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import (
     EXIT_FAILURE,
@@ -31,13 +35,13 @@ from segtrain.common.errors import (
     printable,
 )
 from segtrain.common.settings import COMMAND_LINE, build, default
-from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE
 
 if TYPE_CHECKING:
-    from segdeploy.infer.partition import Shard
+    from segdeploy.infer.batch.shards import Shard
 
 bench_option = functools.partial(setting_option, BenchConfig)
 export_option = functools.partial(setting_option, ExportConfig)
+evaluate_option = functools.partial(setting_option, ModelEvaluateConfig)
 RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
                 "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
                 "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
@@ -52,7 +56,7 @@ def main() -> None:
 def _shard_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
     if value is None:
         return None
-    from segdeploy.infer.partition import ShardError, parse_shard
+    from segdeploy.infer.batch.shards import ShardError, parse_shard
 
     try:
         return parse_shard(value)
@@ -78,16 +82,16 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
         raise click.BadParameter(str(e).split(": ", 1)[-1], ctx, param) from e
 
 
-@main.command("batch")
+@main.command("batch", epilog=exit_codes_epilog())
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder; mirrors the tree of each folder given (files given directly land at its top).")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
-              help="ONNX model from `segdeploy export` [default: the FP32 model in exported/, when there is one "
-                   "(its .int8/.fp16 variants may sit beside it)].")
+              help=f"ONNX model from `segdeploy export` [default: the FP32 model in {DEFAULT_MODEL_DIR}/, when there "
+                   f"is one (its {'/'.join(f'.{v}' for v in VARIANTS)} variants may sit beside it)].")
 @click.option("--precision", type=click.Choice(PRECISIONS),
-              help="Run this variant of the model (<name>.int8.onnx, <name>.fp16.onnx) [default: the model as named, "
-                   "or FP32].")
+              help=f"Run this variant of the model ({', '.join(f'<name>.{v}.onnx' for v in VARIANTS)}) [default: the "
+                   f"model as named, or {PRECISIONS[0].upper()}].")
 @click.option("--batch-size", default=default(BatchConfig, "batch_size"), show_default=True,
               type=click.IntRange(min=1), help="Images (or tiles of a large image) per model call.")
 @click.option("--provider", default=default(BatchConfig, "provider"), show_default=True,
@@ -96,7 +100,8 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--runtime", default=default(BatchConfig, "runtime"), show_default=True,
               type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of the runtime [default: its own].")
-@click.option("--workers", type=click.IntRange(min=1), help="Decode threads and write threads [default: cores, max 4].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help=f"Decode threads and write threads [default: cores, max {MAX_DEFAULT_WORKERS}].")
 @click.option("--save", default=",".join(default(BatchConfig, "save")), show_default=True,
               type=NameList(SAVE_CHOICES),
               help="Outputs per image: mask (class mask, shown in the palette), overlay, color (RGB colour mask), "
@@ -105,19 +110,19 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--legend", is_flag=True, help="Draw a legend of the classes present onto each overlay.")
 @click.option("--tile", default=str(default(BatchConfig, "tile")), show_default=True, metavar="auto|off|N",
               callback=_tile_option,
-              help="Large images: auto tiles those more than 2.5x the model's input size (long side) with windows "
-                   "of the input size at the photo's own resolution; N: windows of N pixels, each resized to the "
-                   "input; off: stretch every image into one input.")
+              help=f"Large images: auto tiles those more than {AUTO_TILE_FACTOR:g}x the model's input size (long "
+                   "side) with windows of the input size at the photo's own resolution; N: windows of N pixels, each "
+                   "resized to the input; off: stretch every image into one input.")
 @click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True, type=FiniteFloat(),
-              callback=_overlap_option, help="Fraction of a tile's side shared with its neighbours (0 to 0.75); "
-                                             "their logits are blended before the arg-max.")
+              callback=_overlap_option, help=f"Fraction of a tile's side shared with its neighbours (0 to "
+                                             f"{MAX_TILE_OVERLAP:g}); their logits are blended before the arg-max.")
 @click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=FiniteFloat(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
 @click.option("--memory-budget", type=click.IntRange(1, MAX_MEMORY_BUDGET_MB), metavar="MB",
               help="Memory the images in flight may hold, counted from each image's header before it is decoded "
-                   "(about 17 bytes per pixel with the default outputs); a larger image waits for the others, one "
-                   f"larger than the budget runs alone [default: a quarter of the available memory, at least "
-                   f"{MIN_MEMORY_BUDGET_MB}].")
+                   f"(about {image_bytes(DEFAULT_SAVE) + BYTES_PER_PIXEL['photo']} bytes per pixel with the default "
+                   "outputs); a larger image waits for the others, one larger than the budget runs alone [default: "
+                   f"1/{MEMORY_SHARE} of the available memory, at least {MIN_MEMORY_BUDGET_MB}].")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
 @click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO labels.json: score the masks against it (file names relative to the folder given).")
@@ -125,8 +130,7 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--shard", metavar="K/N", callback=_shard_option,
               help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
                    "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
-def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, precision: str | None,
-                  workers: int | None, **options) -> None:
+def batch_command(model: Path | None, precision: str | None, **options) -> None:
     """Segment the images SOURCE names: folders (recursively), image files, or quoted glob
     patterns ('photos/**/*.jpg').
 
@@ -143,25 +147,19 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
     failures, totals, images/s).
 
     Only regular image files are inputs: unreadable files, FIFOs, dangling symlinks and folders
-    that cannot be listed are skipped and named with the reason (exit 3). --out is checked to be
-    writable first; when it fills up (or turns read-only) the run stops, keeps what was finished,
-    lists it in summary.json and exits 1. A rerun of the same command skips images whose outputs
+    that cannot be listed are skipped and named with the reason. --out is checked to be
+    writable first; when it fills up (or turns read-only) the run stops with an error, keeps what
+    was finished and lists it in summary.json. A rerun of the same command skips images whose outputs
     are complete (--overwrite redoes them), so an interrupted or stopped run (Ctrl-C, kill, a full
     disk) is finished by running it again.
 
     With --shard K/N, N runs (on N machines) share the inputs, each file by a hash of its path
     relative to the folder given, and may write into the same OUT; each writes
     OUT/summary.shard-K-of-N.json, and `segdeploy merge-summary OUT` combines them.
-
-    Exit codes: see `segdeploy --help` (3: finished, but some inputs were skipped; 1: stopped, --out full;
-    130: interrupted).
     """
-    from segdeploy.infer.batch import default_workers, run_batch, sigterm_as_interrupt
+    from segdeploy.infer.batch.run import run_batch, sigterm_as_interrupt
 
-    if options["memory_budget"] is None:
-        del options["memory_budget"]  # BatchConfig's default: from the memory available now
-    config = BatchConfig(sources=sources, out_dir=out_dir, model=_chosen_model(model, precision),
-                         workers=workers or default_workers(), **options)
+    config = BatchConfig(model=_chosen_model(model, precision), **{k: v for k, v in options.items() if v is not None})
     try:
         with sigterm_as_interrupt():
             result = run_batch(config)
@@ -176,7 +174,7 @@ def batch_command(sources: tuple[str, ...], out_dir: Path, model: Path | None, p
 
 def _chosen_model(model: Path | None, precision: str | None) -> Path:
     """The model to run; says on stderr which one when it was picked rather than named."""
-    from segdeploy.infer.inputs import choose_model
+    from segdeploy.infer.model_file import choose_model
 
     path, note = choose_model(model, precision)
     if note:
@@ -248,7 +246,7 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
                     log=lambda m: click.echo(m, err=True))
 
 
-@main.command("merge-summary")
+@main.command("merge-summary", epilog=exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED)))
 @click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def merge_summary_command(out_dir: Path) -> None:
     """Combine the shard summaries of a sharded batch into OUT_DIR/summary.json.
@@ -258,12 +256,9 @@ def merge_summary_command(out_dir: Path) -> None:
     listed twice. summary.json then lists every image and failure, totals summed over the shards,
     images/s as the images over the wall span from the first shard's start to the last one's end
     (the sum of the shards' own rates is recorded too), and with --gt the IoU of the shards'
-    summed confusion matrices.
-
-    Exit codes: 2 when a shard summary is missing, unreadable or disagrees; 3 merged, but some
-    inputs were unreadable.
+    summed confusion matrices. A shard summary that is missing, unreadable or disagrees is named.
     """
-    from segdeploy.infer.merge import merge_shard_summaries
+    from segdeploy.infer.batch.merge import merge_shard_summaries
 
     result = merge_shard_summaries(out_dir)
     click.echo(result.describe())
@@ -334,29 +329,25 @@ def info_command(model: Path, as_json: bool) -> None:
 
 @main.command("evaluate")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", default="data", show_default=True, type=click.Path(path_type=Path), help="Dataset root.")
-@click.option("--split", default=DEFAULT_SPLIT, show_default=True, help="validation, test or train.")
-@click.option("--batch-size", default=EVALUATE_BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
-@click.option("--runtime", default="auto", show_default=True, type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
-@click.option("--provider", default="auto", show_default=True,
-              type=click.Choice(PROVIDER_CHOICES), help="onnxruntime execution provider.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads [default: all cores].")
+@evaluate_option("--data", type=click.Path(path_type=Path), help="Dataset root.")
+@evaluate_option("--split", help="validation, test or train.")
+@evaluate_option("--batch-size")
+@evaluate_option("--runtime", help=RUNTIME_HELP)
+@evaluate_option("--provider", help="onnxruntime execution provider.")
+@evaluate_option("--threads", help="Intra-op threads of the runtime [default: its own].")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate_command(model: Path, data: Path, split: str, batch_size: int, runtime: str, provider: str,
-                     threads: int | None, as_json: bool) -> None:
+def evaluate_command(model: Path, as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of an ONNX model on a split (no PyTorch needed).
 
     Same scoring and table as `segtrain evaluate`: each image at its original size.
     """
-    from segdeploy.infer.evaluate import evaluate_model
-    from segdeploy.infer.runtime import open_model
+    from segdeploy.infer.evaluate import evaluate_onnx
 
-    opened = open_model(model, runtime=runtime, provider=provider, threads=threads)
-    metrics, _ = evaluate_model(opened, data, split, batch_size=batch_size,
-                                progress=not as_json and sys.stderr.isatty())
-    where = f"{opened.providers[0]}, {opened.runtime_reason}"
-    click.echo(metrics.to_json() if as_json else f"{model} on {split} ({where}):\n{metrics.table()}")
+    config = ModelEvaluateConfig(model=model, **{k: v for k, v in options.items() if v is not None})
+    result = evaluate_onnx(config, progress=not as_json and sys.stderr.isatty())
+    where = f"{result.model.providers[0]}, {result.model.runtime_reason}"
+    click.echo(result.metrics.to_json() if as_json else
+               f"{model} on {config.split} ({where}):\n{result.metrics.table()}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import click
 from segtrain import __version__
 from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
-from segtrain.training.config import DEFAULT_LOSS, LOSSES, LR_SCHEDULES, PROGRESS_MODES, EvaluateConfig
+from segtrain.training.config import DEFAULT_LOSS, LOSSES, LR_SCHEDULES, PROGRESS_MODES, CheckpointEvaluateConfig
 from segtrain.training.runs import (
     BEST_MODEL,
     CONFIG_JSON,
@@ -170,9 +170,9 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path),
               help="Dataset root [default: the one the model was trained on].")
-@setting_option(EvaluateConfig, "--split", help="validation or test (or train).")
-@setting_option(EvaluateConfig, "--batch-size")
-@setting_option(EvaluateConfig, "--device", help="auto, cpu, cuda or cuda:N.")
+@setting_option(CheckpointEvaluateConfig, "--split", help="validation or test (or train).")
+@setting_option(CheckpointEvaluateConfig, "--batch-size")
+@setting_option(CheckpointEvaluateConfig, "--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,
               help="Score at the model's input size, as the per-epoch validation during training does.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
@@ -186,7 +186,7 @@ def evaluate_command(as_json: bool, **options) -> None:
     from segtrain.common.settings import COMMAND_LINE, build
     from segtrain.training.evaluate import evaluate_checkpoint
 
-    config = build(EvaluateConfig, [(COMMAND_LINE, {k: v for k, v in options.items() if v is not None})])
+    config = build(CheckpointEvaluateConfig, [(COMMAND_LINE, {k: v for k, v in options.items() if v is not None})])
     metrics = evaluate_checkpoint(config, progress=not as_json)
     click.echo(metrics.to_json() if as_json else f"{config.checkpoint} on {config.split}:\n{metrics.table()}")
 

@@ -1,6 +1,6 @@
-"""Scoring a predictor on a COCO split at each image's original size (torch-free).
+"""Scoring a model on a COCO split at each image's original size (torch-free): the one loop of every evaluation.
 
-`segtrain evaluate` passes a PyTorch predictor, `segdeploy evaluate` an onnxruntime one; both
+`segtrain evaluate` passes a PyTorch forward pass, `segdeploy evaluate` an onnxruntime or OpenVINO one; both
 go through the contract's preprocessing and logits_to_mask, and one confusion matrix.
 """
 
@@ -19,7 +19,7 @@ from segtrain.data.coco import CocoSplit, DataError
 from segtrain.data.images import ImageReadError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+LogitsFn = Callable[[np.ndarray], np.ndarray]  # float32 NCHW at the input size -> float32 logits NCHW
 DEFAULT_SPLIT = "validation"  # what `segtrain evaluate` and `segdeploy evaluate` score without --split
 EVALUATE_BATCH_SIZE = 4  # images per model call when a split is scored (both evaluate commands, the bench)
 
@@ -48,7 +48,7 @@ def _chunks(n: int, size: int) -> Iterator[list[int]]:
         yield list(range(start, min(n, start + size)))
 
 
-def evaluate_split(predict: Predictor, split: CocoSplit, spec: ModelSpec, batch_size: int = EVALUATE_BATCH_SIZE,
+def evaluate_split(predict: LogitsFn, split: CocoSplit, spec: ModelSpec, batch_size: int = EVALUATE_BATCH_SIZE,
                    limit: int | None = None, progress: bool = False) -> SegMetrics:
     """Per-class IoU, mIoU and pixel accuracy of `predict` over `split` at original sizes.
 

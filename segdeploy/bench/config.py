@@ -76,7 +76,7 @@ class BenchConfig(Checked):
     def check_folders(self) -> None:
         """BenchInputError when --photos or --data is not a usable folder (before any long work)."""
         if self.photos is not None:
-            from segdeploy.infer.inputs import find_images
+            from segdeploy.infer.batch.sources import find_images
 
             if (problem := folder_problem(self.photos, "photo folder")) is not None:
                 raise BenchInputError(f"{self.photos}: {problem}")

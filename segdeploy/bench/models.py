@@ -20,7 +20,7 @@ from pathlib import Path
 from segdeploy.bench.config import PRECISION, BenchConfig, BenchInputError, Echo
 from segdeploy.bench.report import ExportInfo
 from segdeploy.export.artifact import exported_from, model_path
-from segdeploy.infer.inputs import DEFAULT_MODEL_DIR, VARIANTS, fp32_name
+from segdeploy.infer.model_file import DEFAULT_MODEL_DIR, VARIANTS, fp32_name
 from segdeploy.infer.runtime import gpu_provider_available, read_model_metadata
 from segtrain.common.extras import installed
 from segtrain.common.files import ensure_writable_dir, not_a_result_file

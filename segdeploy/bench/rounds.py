@@ -28,7 +28,7 @@ REWARM_BELOW_SECONDS = 1.0  # in the rounds, calls shorter than this get an unti
 
 def sample_images(ref: ModelRef, config: BenchConfig, count: int) -> list[np.ndarray]:
     """Up to `count` real photos (--photos, else the dataset's validation images); none: random input."""
-    from segdeploy.infer.inputs import find_images
+    from segdeploy.infer.batch.sources import find_images
     from segtrain.data.coco import DataError, resolve_split
     from segtrain.data.images import ImageReadError, load_image
 

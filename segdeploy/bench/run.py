@@ -140,7 +140,9 @@ def end_to_end(ref: ModelRef, config: BenchConfig, entries: list[BackendEntry], 
 
 def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[BackendEntry],
              images: list[np.ndarray], echo: Echo) -> EndToEndRun:
-    from segdeploy.infer.batch import BatchConfig, default_workers, run_batch
+    from segdeploy.infer.batch.config import BatchConfig
+    from segdeploy.infer.batch.run import run_batch
+    from segdeploy.infer.pipeline import default_workers
 
     size, batch = tuple(ref.spec.input_size), config.e2e_batch_size
     workers = config.e2e_workers or default_workers()
@@ -152,25 +154,25 @@ def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[B
                                        batch_size=batch, runtime=config.runtime, provider=config.provider,
                                        threads=config.threads, workers=workers, progress=False, tile="off"),
                            log=lambda message: None)
-    used = result.summary["runtime"]["used"]
+    summary, totals = result.summary, result.summary.totals
+    used = summary.runtime.used
     backend, ort = backend_for(used, precision), backend_for("onnxruntime", precision)
     model_only = model_only_ips(backend, ref, config, size, batch, entries, images)
     ort_only = model_only if backend == ort else model_only_ips(ort, ref, config, size, batch, entries, images)
-    totals = result.totals.to_dict()
-    e2e = totals["images_per_second"] or 0.0
-    echo(f"  end-to-end {precision.upper()} on {result.summary['provider']}: {e2e:.2f} images/s vs model-only "
+    e2e = totals.images_per_second or 0.0
+    echo(f"  end-to-end {precision.upper()} on {summary.provider}: {e2e:.2f} images/s vs model-only "
          f"{model_only:.2f} ({backend}; ratio {e2e / model_only:.2f}) and {ort_only:.2f} ({ort}; ratio "
          f"{e2e / ort_only:.2f})")
-    return EndToEndRun(precision=precision, runtime=used, runtime_reason=result.summary["runtime"]["reason"],
-                       provider=result.summary["provider"], images=totals["processed"], failed=totals["failed"],
+    return EndToEndRun(precision=precision, runtime=used, runtime_reason=summary.runtime.reason,
+                       provider=summary.provider, images=totals.processed, failed=totals.failed,
                        image_size=size, batch_size=batch, threads=config.threads, workers=workers,
-                       outputs=list(result.summary["settings"]["save"]), seconds=totals["seconds"],
+                       outputs=list(summary.settings["save"]), seconds=totals.seconds,
                        images_per_second=e2e, model_only_backend=backend, model_only_images_per_second=model_only,
                        ratio=e2e / model_only, onnxruntime_model_only_images_per_second=ort_only,
                        ratio_vs_onnxruntime=e2e / ort_only,
-                       pipeline_model_images_per_second=totals["model_images_per_second"],
-                       stage_ms_per_image={k: 1e3 * v / max(totals["processed"], 1)
-                                           for k, v in result.totals.stage_seconds.items()})
+                       pipeline_model_images_per_second=totals.model_images_per_second,
+                       stage_ms_per_image={k: 1e3 * v / max(totals.processed, 1)
+                                           for k, v in totals.stage_seconds_summed.items()})
 
 
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> ModelReport:

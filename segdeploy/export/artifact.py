@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from segdeploy.export.verify import ParityReport
-from segdeploy.infer.inputs import variant_path
+from segdeploy.infer.model_file import variant_path
 from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
 from segtrain.common.errors import InputError
 from segtrain.common.files import (
@@ -46,7 +46,7 @@ class ExportError(InputError):
 
 def model_path(out_dir: Path, name: str, precision: str = "fp32") -> Path:
     """<out>/<name>.onnx for FP32, <out>/<name>.<precision>.onnx for a variant (the naming `segdeploy batch`
-    picks models by: segdeploy.infer.inputs)."""
+    picks models by: segdeploy.infer.model_file)."""
     return variant_path(Path(out_dir) / f"{name}.onnx", precision)
 
 

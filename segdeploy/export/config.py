@@ -7,7 +7,7 @@ from pathlib import Path
 
 from segdeploy.export.trace import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from segdeploy.export.verify import Thresholds
-from segdeploy.infer.inputs import DEFAULT_MODEL_DIR
+from segdeploy.infer.model_file import DEFAULT_MODEL_DIR
 from segtrain.common.settings import Checked, at_least, between, non_empty, setting
 from segtrain.evaluation import DEFAULT_SPLIT
 

@@ -29,7 +29,7 @@ from segdeploy.export.config import ExportConfig
 from segdeploy.export.trace import to_onnx, trace_size
 from segdeploy.export.variants import export_variants
 from segdeploy.export.verify import ParityReport, run_parity, verification_sizes
-from segdeploy.infer.inputs import VARIANTS
+from segdeploy.infer.model_file import VARIANTS
 from segtrain.common.errors import InputError, RunError, ToolError
 from segtrain.contract import ModelSpec
 from segtrain.data.coco import CocoSplit, DataError

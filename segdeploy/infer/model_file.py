@@ -1,4 +1,4 @@
-"""What an exported .onnx file says about itself, and whether its graph fits that (torch-free).
+"""Exported model files (torch-free): which file to run, what it says about itself, whether its graph fits that.
 
 `read_model_metadata` is the one place a file's metadata_props become a ModelSpec and a
 Provenance (or a ModelLoadError); every runtime behind `segdeploy.infer.runtime.open_model`
@@ -18,9 +18,13 @@ from segtrain.common.errors import InputError
 from segtrain.common.files import looks_like_torch_file
 from segtrain.contract import ModelSpec, Provenance
 
+DEFAULT_MODEL_DIR = Path("exported")  # where `segdeploy export` writes and `segdeploy batch` looks
+PRECISIONS = ("fp32", "int8", "fp16")
+VARIANTS = PRECISIONS[1:]  # <name>.<variant>.onnx beside <name>.onnx
+
 
 class ModelLoadError(InputError):
-    """A model file that is missing, not ONNX, or lacks the segtrain spec."""
+    """A model file that cannot be chosen (none, several, a missing variant), is not ONNX or lacks the spec."""
 
 
 @dataclass(frozen=True)
@@ -106,3 +110,65 @@ def _fixed(dim: object) -> int | None:
 
 def _dims(shape) -> str:
     return " x ".join(str(d) if _fixed(d) is not None else "?" for d in shape) or "a scalar"
+
+
+# --------------------------------------------------------------------------------------------
+# Which file: exported/<name>.onnx (FP32) and its variants <name>.int8.onnx, <name>.fp16.onnx beside it
+
+
+def variant_path(model: Path, precision: str) -> Path:
+    """<name>.onnx for fp32, <name>.<precision>.onnx for a variant, whichever of them `model` is."""
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    base = fp32_name(Path(model).name)
+    return Path(model).with_name(base if precision == "fp32" else base.removesuffix(".onnx") + f".{precision}.onnx")
+
+
+def fp32_name(name: str) -> str:
+    """The FP32 model's file name for a model or variant file name."""
+    for variant in VARIANTS:
+        if name.endswith(f".{variant}.onnx"):
+            return name.removesuffix(f".{variant}.onnx") + ".onnx"
+    return name
+
+
+def default_model(model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
+    """The one FP32 .onnx model in `model_dir` (its .int8/.fp16 variants may sit beside it); ModelLoadError
+    when there are none or several."""
+    models = sorted(Path(model_dir).glob("*.onnx")) if Path(model_dir).is_dir() else []
+    if not models:
+        raise ModelLoadError(f"no --model given and {model_dir}/ holds no .onnx model "
+                              "(run `segdeploy export` or pass --model)")
+    fp32 = sorted({fp32_name(m.name) for m in models})
+    if len(fp32) > 1:
+        variants = sorted(m.name for m in models if m.name not in fp32)
+        also = f"; variants: {', '.join(variants)}" if variants else ""
+        raise ModelLoadError(f"no --model given and {model_dir}/ holds {len(fp32)} models ({', '.join(fp32)}{also}); "
+                              f"choose one, e.g. --model {Path(model_dir) / fp32[0]}")
+    path = Path(model_dir) / fp32[0]
+    if not path.is_file():
+        raise ModelLoadError(f"no --model given and {model_dir}/ holds only variants of {fp32[0]} "
+                              f"({', '.join(m.name for m in models)}), not the model itself; pass --model")
+    return path
+
+
+def choose_model(model: Path | None, precision: str | None = None,
+                 model_dir: Path = DEFAULT_MODEL_DIR) -> tuple[Path, str | None]:
+    """(the model file to run, a note saying which was picked when it was not named exactly).
+
+    No `model`: the FP32 model in `model_dir`. `precision` (fp32, int8, fp16): that variant of the
+    model; ModelLoadError when it is missing.
+    """
+    chosen = Path(model) if model is not None else default_model(model_dir)
+    if precision is not None:
+        chosen = variant_path(chosen, precision)
+        if not chosen.is_file():
+            how = f" (`segdeploy export --{precision}` writes it)" if precision in VARIANTS else ""
+            raise ModelLoadError(f"{chosen}: file not found{how}")
+    if model is not None and chosen == Path(model):
+        return chosen, None
+    variants = sorted(p.name for p in chosen.parent.glob("*.onnx")
+                      if p != chosen and fp32_name(p.name) == fp32_name(chosen.name))
+    extra = f"; also there: {', '.join(variants)} (--precision picks one)" if variants else ""
+    how = "no --model given" if model is None else f"--model {model} --precision {precision}"
+    return chosen, f"{how}: using {chosen}{extra}"

@@ -1,16 +1,10 @@
-"""OpenVINO as the second runtime behind `segdeploy.infer.runtime.open_model` (torch-free).
+"""OpenVINO as the second runtime behind `segdeploy.infer.runtime.open_model` (torch-free; the `openvino` extra,
+imported when a model is opened with it). It runs the same .onnx files, the QDQ INT8 one with int8 kernels.
 
-OpenVINO reads the same self-describing .onnx file as onnxruntime, unchanged: the FP32 model, and
-the QDQ INT8 variant, whose QuantizeLinear/DequantizeLinear pairs its CPU plugin turns into int8
-kernels. The spec comes from `read_model_metadata` (the one reader), so pre- and post-processing
-are the contract's whatever the engine. It comes with the `openvino` extra
-(`pip install "segtrain[openvino]"`) and is imported only when a model is opened with it.
-
-Settings: the CPU device; float32 inference precision for the layers that are not quantized (on
-CPUs with bfloat16 units OpenVINO would otherwise run them in bf16, and FP32 masks would no longer
-match onnxruntime's); the latency hint (one stream: one request at a time uses every thread);
-`threads` as INFERENCE_NUM_THREADS. Dynamic batch, height and width are kept as the file has them:
-the plugin compiles a kernel set per input shape on first sight and reuses it.
+Settings, and why: the CPU device; float32 for the layers that are not quantized (with bfloat16 units OpenVINO
+would run them in bf16 and FP32 masks would no longer match onnxruntime's); the latency hint (one stream, every
+thread on one request); `threads` as INFERENCE_NUM_THREADS. Dynamic shapes stay dynamic: the plugin compiles a
+kernel set per input shape on first sight and reuses it.
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
-"""The overlapped decode -> batched inference -> finish pipeline (torch-free), shared by `Predictor.predict_iter`
-and `segdeploy batch`.
+"""The overlapped decode -> batched inference -> finish pipeline (torch-free) of `Predictor.predict_iter` and
+`segdeploy batch`::
 
-    decode pool (`workers` threads): load(item) -> a prepared input, or a Failure for an unreadable one
-      -> bounded window of prepared inputs, in input order
-    calling thread: groups `batch_size` prepared inputs, infer(group) -> results (one model call per group;
-      a tiled image runs its tiles there too)
-      -> bounded window of pending finishes
-    finish pool (`workers` threads): finish(result): post-processing at the original size, writing files
+    decode pool (`workers` threads): load(item) -> a prepared input, or a Failure
+    calling thread: infer(group of `batch_size` prepared inputs) -> results (a tiled image's windows too)
+    finish pool (`workers` threads): finish(result) -> post-processing at the original size, writing files
 
-At most about ``2 * batch_size + 3 * workers`` inputs are in flight. With a `MemoryBudget` their
-memory is bounded too: `load` gets a `reserve(nbytes)` to call before it decodes, which waits until
-the inputs in flight leave room, in input order (so a large input is never overtaken and starved by
-smaller ones behind it, and waiting cannot deadlock); the room is given back when the input's finish
-ends. An input larger than the whole budget waits until nothing else is in flight and runs alone.
-When the next input waits for room while a partial group waits for inputs, the group goes to the
-model as it is. Results come out in input order; a Failure comes out as soon as its input is decoded.
-When the consumer stops (Ctrl-C, an error, or closing the generator) queued work is dropped and
-started finishes complete, so no file is left half-written.
+At most about ``2 * batch_size + 3 * workers`` inputs are in flight, and with a `MemoryBudget` at most its bytes:
+`load` calls `reserve(nbytes)` before decoding, granted in input order (a large input is never starved by smaller
+ones behind it, and waiting cannot deadlock) and given back when its finish ends; an input larger than the budget
+runs alone, and a partial group goes to the model when the next input waits for room. Results come out in input
+order. When the consumer stops, queued work is dropped and started finishes complete: no file is half-written.
 """
 
 from __future__ import annotations
@@ -27,8 +20,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
+from segtrain.common.json_shape import Record, Shape, String
 from segtrain.common.system import usable_cores
 
 Item = TypeVar("Item")
@@ -40,15 +34,28 @@ Reserve = Callable[[int], None]  # reserve(nbytes): wait for room in the memory 
 
 @dataclass(frozen=True)
 class Failure:
-    """An input that produced no result, and why."""
+    """An input that produced no result, and why; an entry of "failures" in a batch summary."""
 
     input: str
     reason: str
 
+    SHAPE: ClassVar[Shape] = Record({"input": String(), "reason": String(nonempty=False)})
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Failure:
+        """From a document that fits SHAPE."""
+        return cls(doc["input"], doc["reason"])
+
+    def to_dict(self) -> dict[str, str]:
+        return {"input": self.input, "reason": self.reason}
+
+
+MAX_DEFAULT_WORKERS = 4
+
 
 def default_workers() -> int:
-    """Decode and finish threads per pool: the usable cores, at most 4."""
-    return min(4, usable_cores())
+    """Decode and finish threads per pool: the usable cores, at most MAX_DEFAULT_WORKERS."""
+    return min(MAX_DEFAULT_WORKERS, usable_cores())
 
 
 class BudgetClosed(Exception):

@@ -1,17 +1,7 @@
-"""`from segdeploy import Predictor`: segment images from Python with an exported model (torch-free).
-
-    predictor = Predictor("exported/deeplab.onnx")
-    result = predictor.predict("photo.jpg")       # a path, a PIL image or an HxWx3 uint8 RGB array
-    result.mask, result.confidence, result.overlay(0.5), result.class_shares
-
-The Predictor owns the model, its spec and the pre/post-processing (all from segtrain.contract, as
-in training-time evaluation): `prepare` turns an image into model input (stretched to the input
-size, or a tile plan for a large image, see segdeploy.infer.tiling) and `infer` runs a group of
-prepared images, one model call for the stretched ones. `predict_iter` drives the two through the
-same overlapped pipeline as `segdeploy batch` (segdeploy.infer.pipeline), which is built on this class.
-
-A Prediction keeps the model's logits (low resolution) and the image; the mask, confidence,
-probabilities, colour mask and overlay are made from them on demand, at the image's original size.
+"""`from segdeploy import Predictor` (README: Python API), torch-free: the model, its spec and the contract's pre-
+and post-processing. `prepare` turns an image into model input (stretched, or a tile plan: tiling.py) and
+`infer` runs a group of them; `predict_iter` drives both through the pipeline `segdeploy batch` uses. A Prediction
+keeps the low-resolution logits and makes every view at the original size on demand.
 """
 
 from __future__ import annotations
@@ -46,7 +36,7 @@ DEFAULT_BATCH_SIZE = 4
 
 
 class InferenceError(RunError):
-    """The model failed on a batch (for example a fixed batch size); exit code 1."""
+    """The model failed on a batch (for example a fixed batch size)."""
 
 
 def as_rgb_array(image: ImageLike) -> np.ndarray:
@@ -261,7 +251,7 @@ class Predictor:
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
             return self.model.run(batch)
-        except ToolError:  # the model's own check (check_logits): an unusable model, exit 2
+        except ToolError:  # the model's own check (check_logits): an unusable model, an input error
             raise
         except Exception as e:  # the runtimes raise their own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,18 +1,7 @@
-"""The runtimes behind one interface (torch-free): onnxruntime sessions here, OpenVINO beside it.
-
-An `OnnxModel` reads the model spec from the file's metadata_props, so nothing but the .onnx
-file is needed to preprocess inputs and interpret outputs. `read_model_metadata`
-(segdeploy.infer.model_file, re-exported here) is the one place a file's metadata becomes a
-ModelSpec and a Provenance (or a ModelLoadError). `open_model` is the factory the inference path
-uses; `resolve_runtime` is the one rule for `--runtime auto`: OpenVINO on the CPU when it is
-installed and no GPU provider is asked for or available, else onnxruntime.
-
-A model file is not trusted blindly: its spec's values are checked when it is read (ModelSpec),
-and its graph when it is opened (`check_graph_io`: one image input of 3 channels, a 4-D float
-output with one channel per class of the spec); what the graph leaves open (a dynamic channel
-count) is checked on the first run (`check_logits`). Every runtime calls both (model_file.py), so
-a model whose output has 7 channels while its metadata lists 5 classes is refused, not turned into
-masks with classes 5 and 6.
+"""The runtimes behind one interface (torch-free): `open_model` opens an .onnx file with onnxruntime (OnnxModel)
+or OpenVINO (openvino_runtime.py), each reading the spec through model_file.read_model_metadata and checking the
+graph (check_graph_io, check_logits), so pre- and post-processing never depend on the engine. `resolve_runtime`
+is the one rule of `--runtime auto`.
 """
 
 from __future__ import annotations

@@ -1,28 +1,12 @@
-"""Tiled inference for large images (torch-free): MMSegmentation's "slide" mode on the contract's pre-processing.
+"""Tiled inference for large images (torch-free): MMSegmentation's "slide" mode on the contract's pre-processing
+(README: --tile). Stretching a 6000x4000 photo into a 512x512 input shrinks it twelvefold and fine objects vanish.
 
-Stretching a 6000x4000 photo into a 512x512 input shrinks it twelvefold and fine objects vanish.
-A tiled image is instead:
-
-1. resized by ``s = input size / tile size`` with the contract's resize rule (``--tile auto``:
-   tiles of the model's input size, so s = 1 and the photo keeps its own pixels; ``--tile N``:
-   windows of N photo pixels on the long side, each shrunk to the input size);
-2. covered by windows of the model's input size that overlap by `overlap` (a fraction of the window
-   side): evenly spaced, the first at the top/left edge and the last ending at the bottom/right edge.
-   A window reaching past a small image's edge is padded with the mean colour (0 after normalisation);
-3. run through the model `batch_size` windows at a time; each window's logits are averaged onto a
-   canvas of cells (1, 2, 4, ... model-input pixels square: the finest whose canvas fits in
-   `CANVAS_BUDGET_BYTES`; photos keep cells of 1 pixel) with tent weights, highest in the window's
-   centre where the model sees the most context; overlapping windows are blended by the weighted
-   mean, *before* any arg-max;
-4. the blended canvas stands in for the model's output: the contract resizes it to the original size
-   and takes the arg-max, as for any logits.
-
-With ``auto`` an image is tiled when its long side exceeds `AUTO_TILE_FACTOR` times the model's
-input long side; smaller images are stretched as before. Memory is the tile batch plus the canvas
-(bounded by the budget), never a stack of all the tiles.
-
-Model-output pixels: a window's logits are at the input size (DeepLabV3 and SegNet upsample inside
-the model); the canvas holds their CELL x CELL means.
+A tiled image is resized by ``input size / tile size`` (1 for ``--tile auto``), covered by evenly spaced windows
+of the input size that overlap by `overlap` (edge windows padded with the mean colour), run `batch_size` windows
+at a time, and their logits averaged with tent weights (highest in a window's centre, where the model sees the
+most context) onto a canvas of cells of 1, 2, 4... input pixels, the finest within CANVAS_BUDGET_BYTES. The
+blended canvas stands in for the model's output: the contract resizes it and takes the arg-max. Memory is the
+window batch plus the canvas, never a stack of every tile.
 """
 
 from __future__ import annotations
@@ -46,7 +30,7 @@ CANVAS_BUDGET_BYTES = 256 << 20
 
 
 class TileError(InputError):
-    """A bad --tile or --tile-overlap value (or one the model cannot use); one line, exit 2."""
+    """A bad --tile or --tile-overlap value (or one the model cannot use)."""
 
 
 def parse_tile(value: str | int) -> str | int:

@@ -2,10 +2,11 @@
 
 A shape is declared as a value (`Record`, `ListOf`, `Integer`, ...) and `check(document, shape)`
 raises `ShapeError` naming the JSON path of the first value that does not fit and what was
-expected there, e.g. ``images[3].height: expected a positive integer, found null``. Records of
-dataclasses get their shape from their annotations (segtrain.common.json_record). Containers add
-their key or index to the path only while an error propagates, so a document that fits costs one
-type test per value.
+expected there, e.g. ``images[3].height: expected a positive integer, found null``. Readers of
+labels.json (segtrain.data.coco_schema) declare shapes here; records of dataclasses (the batch and
+shard summaries, the bench report) get theirs from their annotations (segtrain.common.json_record).
+Containers add their key or index to the path only while an error propagates, so a document that
+fits costs one type test per value.
 """
 
 from __future__ import annotations

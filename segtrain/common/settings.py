@@ -42,6 +42,11 @@ def setting(default: Any = dataclasses.MISSING, *, rule: Rule | None = None,
 # Rules: what a field accepts beyond its type.
 
 
+def _shown(v: float) -> str:
+    """A number as messages show it: an int in full (1 << 24 as 16777216), a float in the shortest form."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 @dataclass(frozen=True)
 class Range:
     """A number from `low` to `high` (either may be open); the command line builds its option type from it."""
@@ -51,10 +56,12 @@ class Range:
 
     def __call__(self, v: float) -> str | None:
         if self.high is None:
-            return None if v >= self.low else f"must be at least {self.low:g}, got {v:g}"
+            return None if v >= self.low else f"must be at least {_shown(self.low)}, got {_shown(v)}"
         if self.low is None:
-            return None if v <= self.high else f"must be at most {self.high:g}, got {v:g}"
-        return None if self.low <= v <= self.high else f"must be from {self.low:g} to {self.high:g}, got {v:g}"
+            return None if v <= self.high else f"must be at most {_shown(self.high)}, got {_shown(v)}"
+        if self.low <= v <= self.high:
+            return None
+        return f"must be from {_shown(self.low)} to {_shown(self.high)}, got {_shown(v)}"
 
 
 def at_least(low: float) -> Range:
@@ -290,6 +297,8 @@ class Checked:
     """Base of a settings dataclass whose every value is converted and checked when it is made (from the command
     line, Python or `dataclasses.replace`); a bad one is a SettingError naming the setting."""
 
+    NAMED_BY = ""  # how errors name a setting: "" by its key, COMMAND_LINE by its flag
+
     def __post_init__(self) -> None:
-        for key, value in checked_values(self).items():
+        for key, value in checked_values(self, self.NAMED_BY).items():
             object.__setattr__(self, key, value)

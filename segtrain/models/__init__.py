@@ -57,7 +57,7 @@ def load_model(source: str | Path | Checkpoint, device: str = "cpu") -> tuple[nn
 
 
 def torch_predictor(model: nn.Module, device: torch.device | str) -> Callable[[np.ndarray], np.ndarray]:
-    """float32 NCHW numpy -> float32 logits numpy, in full precision (a segtrain.evaluation.Predictor)."""
+    """float32 NCHW numpy -> float32 logits numpy, in full precision (a segtrain.evaluation.LogitsFn)."""
 
     @torch.no_grad()
     def predict(x: np.ndarray) -> np.ndarray:

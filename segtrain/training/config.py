@@ -95,7 +95,7 @@ class TrainConfig:
 
 
 @dataclass
-class EvaluateConfig(Checked):
+class CheckpointEvaluateConfig(Checked):
     """Settings of `segtrain evaluate`."""
 
     checkpoint: Path = setting()

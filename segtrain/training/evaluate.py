@@ -9,11 +9,11 @@ from segtrain.evaluation import evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
 from segtrain.models import load_model, torch_predictor
 from segtrain.training.checkpoint import Checkpoint
-from segtrain.training.config import EvaluateConfig
+from segtrain.training.config import CheckpointEvaluateConfig
 from segtrain.training.precision import resolve_device
 
 
-def evaluate_checkpoint(config: EvaluateConfig, progress: bool = False) -> SegMetrics:
+def evaluate_checkpoint(config: CheckpointEvaluateConfig, progress: bool = False) -> SegMetrics:
     """Metrics of a checkpoint on a split: at original image sizes, or at the input size."""
     dev = resolve_device(config.device)
     ckpt = Checkpoint.load(config.checkpoint, map_location=str(dev))

@@ -1,6 +1,6 @@
 """samples.png: a few fixed validation images as photo | ground truth | prediction, with a class legend.
 
-Torch-free: the prediction comes from a `Predictor` (NCHW float32 -> logits) through the contract's
+Torch-free: the prediction comes from a `LogitsFn` (NCHW float32 -> logits, segtrain.evaluation) through the contract's
 pre- and post-processing, so a sample's prediction is exactly what `segtrain evaluate` scores
 (each image at its original size). The picture is composed in NumPy/Pillow on a fixed grid
 (`cell_box`), so it looks the same on every machine and a test can find each cell.

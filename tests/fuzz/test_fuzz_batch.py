@@ -23,7 +23,7 @@ from json_edit import strict_json
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.partition import shard_of
+from segdeploy.infer.batch.shards import shard_of
 from segtrain.data.images import IMAGE_SUFFIXES
 
 

@@ -123,8 +123,8 @@ def test_segdeploy_evaluate_and_ground_truth_on_broken_labels(dataset, opened_im
     from onnx_models import conv_model
 
     from segdeploy.cli import main
+    from segdeploy.infer.batch.ground_truth import GroundTruth
     from segdeploy.infer.runtime import OnnxModel
-    from segdeploy.infer.scoring import GroundTruth
     from segtrain.common.errors import InputError
 
     root, secret = dataset

@@ -57,7 +57,7 @@ def test_segtrain_evaluate_skips_it_too(damaged, tmp_path: Path) -> None:
 
 
 def test_no_readable_image_at_all_is_an_input_error(damaged, tmp_path: Path) -> None:
-    from segdeploy.infer.evaluate import evaluate_onnx
+    from segdeploy.infer.evaluate import ModelEvaluateConfig, evaluate_onnx
     from segtrain.data.coco import DataError
 
     root, bad = damaged
@@ -65,17 +65,19 @@ def test_no_readable_image_at_all_is_an_input_error(damaged, tmp_path: Path) -> 
         if f != bad:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(DataError, match=r"labels\.json: none of the \d+ images could be read \(first: "):
-        evaluate_onnx(conv_model(tmp_path / "m.onnx"), root, "validation", provider="cpu")
+        evaluate_onnx(ModelEvaluateConfig(model=conv_model(tmp_path / "m.onnx"), data=root, split="validation",
+                                     provider="cpu"))
 
 
 def test_images_left_out_by_the_split_are_listed_with_the_undecodable_ones(damaged, tmp_path: Path) -> None:
-    from segdeploy.infer.evaluate import evaluate_onnx
+    from segdeploy.infer.evaluate import ModelEvaluateConfig, evaluate_onnx
 
     root, bad = damaged
     labels = json.loads((root / "validation" / "labels.json").read_text())
     gone = root / "validation" / "data" / labels["images"][1]["file_name"]
     gone.unlink()
-    metrics, _ = evaluate_onnx(conv_model(tmp_path / "m.onnx"), root, "validation", provider="cpu")
+    metrics = evaluate_onnx(ModelEvaluateConfig(model=conv_model(tmp_path / "m.onnx"), data=root, split="validation",
+                                           provider="cpu")).metrics
     assert metrics.images == 10
     assert [p for p, _ in metrics.skipped] == [str(gone), str(bad)]
     assert dict(metrics.skipped)[str(gone)] == "image file missing"

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from colour_models import build_colour_model, half_image, read_png, save
 
 from segdeploy.cli import main
+from segdeploy.infer.batch.outputs import output_paths
 from segdeploy.infer.legend import legend_image, legend_lines, swatch_box
-from segdeploy.infer.outputs import output_paths
 from segtrain.contract import build_spec
 
 

@@ -13,8 +13,10 @@ import pytest
 from colour_models import CLASSES, half_image, save, save_exif_rotated, subprocess_env
 from PIL import Image
 
-from segdeploy.infer.batch import BatchConfig, run_batch
-from segdeploy.infer.outputs import encode_mask, output_paths, read_record
+from segdeploy.infer.batch.config import BatchConfig
+from segdeploy.infer.batch.outputs import encode_mask, output_paths
+from segdeploy.infer.batch.resume import ResumeRecord
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.predictor import Predictor
 from segdeploy.infer.runtime import ModelLoadError
@@ -37,7 +39,7 @@ def test_a_path_a_pil_image_and_an_array_give_the_mask_png_of_segdeploy_batch(mo
     for name in ("plain.png", "turned.jpg"):
         path = tmp_path / "in" / name
         written = output_paths(tmp_path / "out", Path(name)).mask
-        record = read_record(written)  # the same text chunk, so the whole PNG must match byte for byte
+        text = ResumeRecord.read(written).png_text()  # the same text chunk, so the whole PNG must match byte for byte
         with Image.open(path) as im:
             from_pil = predictor.predict(im)
         results = [predictor.predict(path), predictor.predict(str(path)), from_pil,
@@ -45,7 +47,7 @@ def test_a_path_a_pil_image_and_an_array_give_the_mask_png_of_segdeploy_batch(mo
         assert len(np.unique(results[0].mask)) == 3, name
         for result in results:
             assert result.mask.shape == load_image(path).shape[:2]
-            assert encode_mask(result.mask, predictor.spec.palette, record) == written.read_bytes(), name
+            assert encode_mask(result.mask, predictor.spec.palette, text) == written.read_bytes(), name
 
 
 def test_every_view_is_at_the_original_size_and_they_agree(model: Path) -> None:

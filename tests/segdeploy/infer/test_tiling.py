@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from colour_models import BRIGHT, DARK, build_colour_model, expected_mask, save
 
 from segdeploy.cli import main
-from segdeploy.infer.outputs import output_paths, read_mask
+from segdeploy.infer.batch.outputs import output_paths, read_mask
 from segdeploy.infer.predictor import Predictor
 from segdeploy.infer.tiling import (
     AUTO_TILE_FACTOR,

@@ -84,7 +84,7 @@ def test_each_checks_a_list_item_by_item() -> None:
     ("BenchConfig", "backends", ("torch", "tpu"), "backends must be one of torch, ort-fp32, ort-int8, ort-fp16, "
                                                   "ov-fp32, ov-int8, got 'tpu'"),
     ("BenchConfig", "sgemm_size", 8, "sgemm_size must be from 16 to 16384, got 8"),
-    ("EvaluateConfig", "batch_size", 0, "batch_size must be at least 1, got 0"),
+    ("CheckpointEvaluateConfig", "batch_size", 0, "batch_size must be at least 1, got 0"),
 ])
 def test_command_settings_and_their_options_share_one_rule(cls: str, name: str, bad: object, message: str) -> None:
     import click
@@ -92,10 +92,11 @@ def test_command_settings_and_their_options_share_one_rule(cls: str, name: str, 
     from segdeploy.bench.config import BenchConfig
     from segdeploy.export.config import ExportConfig
     from segtrain.common.commandline import IntList, NameList, option_type
-    from segtrain.training.config import EvaluateConfig
+    from segtrain.training.config import CheckpointEvaluateConfig
 
-    config = {"ExportConfig": ExportConfig, "BenchConfig": BenchConfig, "EvaluateConfig": EvaluateConfig}[cls]
-    required = {"checkpoint": "x.pth"} if config is EvaluateConfig else {}
+    config = {"ExportConfig": ExportConfig, "BenchConfig": BenchConfig,
+              "CheckpointEvaluateConfig": CheckpointEvaluateConfig}[cls]
+    required = {"checkpoint": "x.pth"} if config is CheckpointEvaluateConfig else {}
     with pytest.raises(SettingError) as err:
         config(**required, **{name: bad})
     assert str(err.value) == message

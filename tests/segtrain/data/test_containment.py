@@ -71,8 +71,8 @@ def test_segdeploy_evaluate_and_batch_gt_score_only_images_inside(hostile, opene
     from colour_models import build_colour_model
 
     from segdeploy.cli import main as segdeploy
+    from segdeploy.infer.batch.ground_truth import GroundTruth
     from segdeploy.infer.runtime import OnnxModel
-    from segdeploy.infer.scoring import GroundTruth
 
     root, secret = hostile
     model = build_colour_model(tmp_path / "colour.onnx")

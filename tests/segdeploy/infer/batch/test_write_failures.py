@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from colour_models import half_image, half_truth, read_png, run_batch_subprocess, save
 
-import segdeploy.infer.outputs as outputs
+import segdeploy.infer.batch.outputs as outputs
 from segdeploy.cli import main
-from segdeploy.infer.outputs import output_paths
+from segdeploy.infer.batch.outputs import output_paths
 from segdeploy.infer.predictor import Predictor
 
 N_IMAGES = 8

@@ -15,8 +15,8 @@ from colour_models import batch_cli, half_image, half_truth, read_png, run_batch
 from json_edit import strict_json
 
 from segdeploy.cli import main
-from segdeploy.infer.inputs import BatchInputError, list_sources
-from segdeploy.infer.outputs import output_paths
+from segdeploy.infer.batch.outputs import output_paths
+from segdeploy.infer.batch.sources import BatchInputError, list_sources
 
 
 def _hostile_folder(root: Path) -> None:

@@ -1,25 +1,11 @@
-"""What `segdeploy batch` runs on: the images its SOURCEs name, and the model when none is named (torch-free).
+"""The images `segdeploy batch`'s SOURCEs name (folders, image files, glob patterns), each keyed by the path its
+outputs mirror under --out (torch-free).
 
-A SOURCE is a folder (every image under it, at any depth), an image file, or a glob pattern
-(quoted, so the shell leaves it alone; ``**`` matches any depth). Each input gets a key, the path
-its outputs mirror under --out: relative to the folder given, to the glob's fixed leading folder,
-or just the file name for a file given directly.
-
-Listing (`list_sources`, the one place inputs are found) takes only regular files with an image
-suffix as inputs, and names what it cannot use instead of dropping it: an image-named entry that
-is not a regular file (a FIFO, which would block a reader forever; a device; a dangling symlink;
-a symlink loop) and a folder that cannot be listed (no permission, I/O error) become failures
-with the reason, reported like unreadable images. Symlinked folders are followed, each real folder
-listed once (a symlink loop back to a folder already listed adds nothing). Folder listings cost
-no stat per regular file; symlinks and folders cost one.
-
-Keys are text: a file-name byte that is not UTF-8 appears in a key as ``\\xNN``
-(segtrain.common.errors.undecodable_escaped), so summary.json stays valid UTF-8 JSON and the shard hash
-(segdeploy.infer.partition) of a key is the same in `batch` and in `merge-summary`; the files
-themselves are read and written under their real names.
-
-Exported models are ``<name>.onnx`` (FP32) with optional variants ``<name>.int8.onnx`` and
-``<name>.fp16.onnx`` beside it (`segdeploy export --int8 --fp16`).
+`list_sources` is the one place inputs are found. It names what it cannot use instead of dropping it (an
+image-named FIFO, device, dangling symlink or loop; a folder it cannot list), follows symlinked folders once
+each, and stats only symlinks and folders. Keys are text: a file-name byte that is not UTF-8 is ``\\xNN``
+(segtrain.common.errors.undecodable_escaped), so summaries stay UTF-8 and `batch` and `merge-summary` hash the
+same key (shards.py); files are read and written under their real names.
 """
 
 from __future__ import annotations
@@ -38,14 +24,11 @@ from segtrain.common.errors import InputError, undecodable_escaped
 from segtrain.common.files import file_kind
 from segtrain.data.images import IMAGE_SUFFIXES, is_image_file, is_image_name
 
-DEFAULT_MODEL_DIR = Path("exported")
-PRECISIONS = ("fp32", "int8", "fp16")
-VARIANTS = PRECISIONS[1:]  # <name>.<variant>.onnx beside <name>.onnx
 _KINDS = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 
 class BatchInputError(InputError):
-    """A problem with the batch's arguments (model choice, sources); the message says which."""
+    """A problem with the batch's arguments (sources, --out, --gt); the message says which."""
 
 
 @dataclass(frozen=True)
@@ -310,65 +293,3 @@ def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
 
 def _sorted(listing: Listing) -> Listing:
     return Listing(sorted(listing.files, key=lambda f: f.key), sorted(listing.failures, key=lambda f: f.input))
-
-
-# --------------------------------------------------------------------------------------------
-# The model
-
-
-def variant_path(model: Path, precision: str) -> Path:
-    """<name>.onnx for fp32, <name>.<precision>.onnx for a variant, whichever of them `model` is."""
-    if precision not in PRECISIONS:
-        raise BatchInputError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    base = fp32_name(Path(model).name)
-    return Path(model).with_name(base if precision == "fp32" else base.removesuffix(".onnx") + f".{precision}.onnx")
-
-
-def fp32_name(name: str) -> str:
-    """The FP32 model's file name for a model or variant file name."""
-    for variant in VARIANTS:
-        if name.endswith(f".{variant}.onnx"):
-            return name.removesuffix(f".{variant}.onnx") + ".onnx"
-    return name
-
-
-def default_model(model_dir: Path = DEFAULT_MODEL_DIR) -> Path:
-    """The one FP32 .onnx model in `model_dir` (its .int8/.fp16 variants may sit beside it); BatchInputError
-    when there are none or several."""
-    models = sorted(Path(model_dir).glob("*.onnx")) if Path(model_dir).is_dir() else []
-    if not models:
-        raise BatchInputError(f"no --model given and {model_dir}/ holds no .onnx model "
-                              "(run `segdeploy export` or pass --model)")
-    fp32 = sorted({fp32_name(m.name) for m in models})
-    if len(fp32) > 1:
-        variants = sorted(m.name for m in models if m.name not in fp32)
-        also = f"; variants: {', '.join(variants)}" if variants else ""
-        raise BatchInputError(f"no --model given and {model_dir}/ holds {len(fp32)} models ({', '.join(fp32)}{also}); "
-                              f"choose one, e.g. --model {Path(model_dir) / fp32[0]}")
-    path = Path(model_dir) / fp32[0]
-    if not path.is_file():
-        raise BatchInputError(f"no --model given and {model_dir}/ holds only variants of {fp32[0]} "
-                              f"({', '.join(m.name for m in models)}), not the model itself; pass --model")
-    return path
-
-
-def choose_model(model: Path | None, precision: str | None = None,
-                 model_dir: Path = DEFAULT_MODEL_DIR) -> tuple[Path, str | None]:
-    """(the model file to run, a note saying which was picked when it was not named exactly).
-
-    No `model`: the FP32 model in `model_dir`. `precision` (fp32, int8, fp16): that variant of the
-    model; BatchInputError when it is missing.
-    """
-    chosen = Path(model) if model is not None else default_model(model_dir)
-    if precision is not None:
-        chosen = variant_path(chosen, precision)
-        if not chosen.is_file():
-            how = f" (`segdeploy export --{precision}` writes it)" if precision in VARIANTS else ""
-            raise BatchInputError(f"{chosen}: file not found{how}")
-    if model is not None and chosen == Path(model):
-        return chosen, None
-    variants = sorted(p.name for p in chosen.parent.glob("*.onnx")
-                      if p != chosen and fp32_name(p.name) == fp32_name(chosen.name))
-    extra = f"; also there: {', '.join(variants)} (--precision picks one)" if variants else ""
-    how = "no --model given" if model is None else f"--model {model} --precision {precision}"
-    return chosen, f"{how}: using {chosen}{extra}"

@@ -11,30 +11,37 @@ from click.testing import CliRunner
 from json_edit import DELETE, edit
 
 from segdeploy.cli import main
-from segdeploy.infer.partition import shard_of
+from segdeploy.infer.batch.shards import shard_of
 
 INPUTS = ["a.png", "b.png", "c.png", "d.png", "sub/e.png"]
 N = 2
 
 
 def shard_docs() -> list[dict]:
-    """Two shard summaries as `segdeploy batch --shard K/2` writes them (the keys merge-summary reads)."""
+    """Two shard summaries as `segdeploy batch --shard K/2` writes them, written out by hand."""
     docs = []
     for k in range(N):
         mine = [key for key in INPUTS if shard_of(key, N) == k]
-        images = [{"input": key, "size": [4, 6]} for key in mine[1:]]
+        images = [{"input": key, "outputs": {"mask": f"{key}.mask.png"}, "size": [4, 6], "tiles": 0,
+                   "seconds": {"decode": 0.1, "infer": 0.2, "write": 0.1, "total": 0.4},
+                   "class_share": {"background": 0.5, "red": 0.5, "green": 0.0}} for key in mine[1:]]
         failures = [{"input": key, "reason": "not an image"} for key in mine[:1]]
         docs.append({
-            "model": {"path": "m.onnx", "sha256": "0" * 64, "classes": ["background", "red", "green"]},
-            "provider": "CPUExecutionProvider", "settings": {"alpha": 0.5}, "input_dir": "in",
-            "shard": {"index": k, "count": N, "partition": "blake2b", "inputs_total": len(INPUTS),
-                      "inputs_sha256": "f" * 64, "started_at": 100.0 + k, "finished_at": 110.0 + k},
+            "model": {"path": "m.onnx", "sha256": "0" * 64, "arch": "tiny", "encoder": "conv1x1", "precision": None,
+                      "classes": ["background", "red", "green"], "input_size": [32, 32]},
+            "runtime": {"requested": "auto", "used": "onnxruntime", "reason": "auto: OpenVINO is not installed"},
+            "provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
+            "settings": {"batch_size": 4, "runtime": "auto", "threads": None, "workers": 2, "alpha": 0.5,
+                         "overwrite": False, "save": ["mask"], "legend": False, "tile": "auto", "tile_overlap": 0.25},
+            "memory_budget_mb": 2048, "sources": ["in"], "out_dir": "out", "ground_truth_file": "labels.json",
             "images": images, "failures": failures,
             "totals": {"images_found": len(mine), "processed": len(images), "resumed": 0, "failed": len(failures),
                        "seconds": 10.0, "model_seconds": 1.0, "stage_seconds_summed": {"decode": 0.1, "infer": 1.0},
                        "images_per_second": 0.3, "model_images_per_second": 3.0},
             "ground_truth": {"images_scored": len(images), "inputs_without_ground_truth": 0, "problems": [],
                              "confusion_matrix": [[5, 0, 0], [0, 3, 1], [0, 0, 2]]},
+            "shard": {"index": k, "count": N, "partition": "blake2b", "inputs_total": len(INPUTS),
+                      "inputs_sha256": "f" * 64, "started_at": 100.0 + k, "finished_at": 110.0 + k},
         })
     return docs
 
@@ -72,6 +79,13 @@ CASES = [
     (setter("ground_truth", "confusion_matrix", value=[["x"]]),
      'ground_truth.confusion_matrix[0][0]: expected an integer >= 0, found "x"'),
     (setter("ground_truth", "images_scored", value=-1), "ground_truth.images_scored: expected an integer >= 0"),
+    (setter("ground_truth", "confusion_matrix", value=[[1, 0], [0, 1]]),
+     "ground_truth.confusion_matrix: expected a 3x3 matrix (a row and a column per class of the model), found a "
+     "list of 2 item(s)"),
+    (setter("shard", value=DELETE), "shard: missing (expected an object)"),
+    (setter("images", 0, "class_share", value=DELETE), "images[0].class_share: missing (expected an object of"),
+    (setter("settings", "save", value=DELETE), "settings.save: missing (expected a list of items"),
+    (setter("runtime", value="onnxruntime"), 'runtime: expected an object, found "onnxruntime"'),
 ]
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from segdeploy.infer.outputs import output_paths, read_mask
+from segdeploy.infer.batch.outputs import output_paths, read_mask
 from segdeploy.infer.predictor import Predictor
 from segtrain.data.synthetic import rle_encode
 

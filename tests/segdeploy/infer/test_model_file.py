@@ -1,18 +1,23 @@
-"""A model file is not trusted blindly: its metadata values and its graph's output are checked when it is opened."""
+"""Model files: which one runs (exported/ and its variants), a checkpoint given instead, and a file not trusted
+blindly: its metadata values and its graph's output are checked when it is opened."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
+from colour_models import batch_cli, half_image, save
 from onnx_models import DEFAULT_SPEC, conv_model
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.runtime import ModelLoadError, OnnxModel
+from segdeploy.infer.model_file import ModelLoadError, choose_model, default_model, variant_path
+from segdeploy.infer.runtime import OnnxModel
 
 
 class Raw(str):
@@ -138,3 +143,84 @@ def test_provenance_types_cover_every_field() -> None:
     from segtrain.contract import _PROVENANCE_TYPES, Provenance
 
     assert set(_PROVENANCE_TYPES) == {f.name for f in dataclasses.fields(Provenance)}
+
+
+# --------------------------------------------------------------------------------------------
+# Which file runs; a checkpoint given instead
+
+
+@pytest.fixture(params=["zip", "legacy"])
+def checkpoint(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    path = tmp_path / "best_model.pth"
+    torch.save({"model": {"w": torch.zeros(2)}}, path, _use_new_zipfile_serialization=request.param == "zip")
+    return path
+
+
+@pytest.mark.parametrize("command", ["info", "evaluate", "batch"])
+def test_inference_commands_say_to_export_a_checkpoint_first(command: str, checkpoint: Path, tmp_path: Path,
+                                                             sample_root: Path) -> None:
+    args = {"info": ["info", str(checkpoint)],
+            "evaluate": ["evaluate", str(checkpoint), "--data", str(sample_root)],
+            "batch": ["batch", str(sample_root / "test" / "data"), "--out", str(tmp_path / "preds"),
+                      "--model", str(checkpoint)]}[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"Error: {checkpoint}: a PyTorch checkpoint, not an ONNX model; export it first: "
+        f"`segdeploy export {checkpoint}`"], result.output
+
+
+@pytest.mark.parametrize("command", ["info", "batch"])
+def test_an_empty_model_file_is_named_as_empty(command: str, tmp_path: Path, sample_root: Path) -> None:
+    empty = tmp_path / "zero.onnx"
+    empty.write_bytes(b"")
+    args = {"info": ["info", str(empty)],
+            "batch": ["batch", str(sample_root / "test" / "data"), "--out", str(tmp_path / "preds"),
+                      "--model", str(empty)]}
+    result = CliRunner().invoke(main, args[command])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"Error: {empty}: empty file (0 bytes), not an ONNX model"], result.output
+    assert not (tmp_path / "preds").exists()
+
+
+def _exported(root: Path, model: Path, names: list[str]) -> Path:
+    (root / "exported").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(model, root / "exported" / name)
+    return root / "exported"
+
+
+def test_no_model_picks_the_fp32_model_beside_its_variants_and_says_so(model: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    save(half_image(24, 32, 1), tmp_path / "in" / "a.png")
+    monkeypatch.chdir(tmp_path)
+    _exported(tmp_path, model, ["deeplab.onnx", "deeplab.int8.onnx", "deeplab.fp16.onnx"])
+    res = batch_cli("in", "--out", "out")
+    assert res.exit_code == 0, res.output
+    assert ("no --model given: using exported/deeplab.onnx; also there: deeplab.fp16.onnx, deeplab.int8.onnx"
+            in res.output)
+    assert json.loads(Path("out/summary.json").read_text())["model"]["path"] == "exported/deeplab.onnx"
+    res = batch_cli("in", "--out", "out8", "--precision", "int8")
+    assert res.exit_code == 0 and "using exported/deeplab.int8.onnx" in res.output, res.output
+    assert json.loads(Path("out8/summary.json").read_text())["model"]["path"] == "exported/deeplab.int8.onnx"
+    res = batch_cli("in", "--out", "out16", "--model", "exported/deeplab.int8.onnx", "--precision", "fp16")
+    assert res.exit_code == 0 and "using exported/deeplab.fp16.onnx" in res.output, res.output
+    res = batch_cli("in", "--out", "named", "--model", "exported/deeplab.int8.onnx")
+    assert res.exit_code == 0 and "using" not in res.output  # named exactly: nothing to say
+
+
+def test_model_choice_errors(model: Path, tmp_path: Path) -> None:
+    exported = _exported(tmp_path / "a", model, ["deeplab.onnx", "deeplab.int8.onnx", "segnet.onnx"])
+    with pytest.raises(ModelLoadError) as e:
+        default_model(exported)
+    assert str(e.value) == (f"no --model given and {exported}/ holds 2 models (deeplab.onnx, segnet.onnx; variants: "
+                            f"deeplab.int8.onnx); choose one, e.g. --model {exported / 'deeplab.onnx'}")
+    only_variant = _exported(tmp_path / "b", model, ["deeplab.int8.onnx"])
+    with pytest.raises(ModelLoadError, match="only variants of deeplab.onnx"):
+        default_model(only_variant)
+    fp32_only = _exported(tmp_path / "c", model, ["deeplab.onnx"])
+    with pytest.raises(ModelLoadError, match=r"deeplab.fp16.onnx: file not found \(`segdeploy export --fp16`"):
+        choose_model(None, "fp16", fp32_only)
+    assert choose_model(None, None, fp32_only) == (fp32_only / "deeplab.onnx",
+                                                    f"no --model given: using {fp32_only / 'deeplab.onnx'}")
+    assert variant_path(Path("x/m.fp16.onnx"), "int8") == Path("x/m.int8.onnx")
+    assert variant_path(Path("x/m.int8.onnx"), "fp32") == Path("x/m.onnx")

@@ -29,10 +29,10 @@ from colour_models import (
 from PIL import Image
 
 from segdeploy.cli import EXIT_SOME_INPUTS_FAILED, main
-from segdeploy.infer.batch import BatchConfig, run_batch
-from segdeploy.infer.inputs import find_images
-from segdeploy.infer.outputs import output_paths
-from segdeploy.infer.pipeline import prefetch
+from segdeploy.infer.batch.config import BatchConfig
+from segdeploy.infer.batch.outputs import output_paths
+from segdeploy.infer.batch.run import run_batch
+from segdeploy.infer.batch.sources import find_images
 from segdeploy.infer.runtime import resolve_runtime
 from segtrain.contract import colorize, default_palette
 
@@ -80,8 +80,8 @@ def test_outputs_have_each_inputs_size_and_only_class_indices(model: Path, tmp_p
     for h, w in sizes:
         assert_outputs(tmp_path / "out", f"r{h}x{w}.png", (h, w))
     assert_outputs(tmp_path / "out", "rotated.jpg", (40, 70))
-    by_input = {r["input"]: r for r in result.summary["images"]}
-    assert by_input["rotated.jpg"]["size"] == [40, 70] and by_input["r3x250.png"]["size"] == [3, 250]
+    by_input = {r.input: r for r in result.summary.images}
+    assert by_input["rotated.jpg"].size == (40, 70) and by_input["r3x250.png"].size == (3, 250)
     assert result.totals.processed == len(sizes) + 1 and not result.failures
 
 
@@ -134,7 +134,7 @@ def test_24_megapixel_photo_gets_exact_full_size_outputs(model: Path, tmp_path: 
     # At 6000 px the boundary logits are +/-0.0015, within JPEG's ringing: allow the two middle columns.
     wrong = np.flatnonzero((mask != half_truth(h, w, 1)).any(axis=0))
     assert set(wrong) <= {w // 2 - 1, w // 2}, wrong
-    share = result.summary["images"][0]["class_share"]
+    share = result.summary.images[0].class_share
     assert abs(share["red"] - 0.5) <= 2 / w and share["green"] == 0.0
 
 
@@ -171,7 +171,7 @@ def test_every_kind_of_image_gets_its_outputs(model: Path, tmp_path: Path) -> No
     kinds = _kinds(tmp_path / "in")
     result = run(model, tmp_path / "in", tmp_path / "out")
     assert not result.failures
-    assert sorted(r["input"] for r in result.summary["images"]) == sorted(kinds)
+    assert sorted(r.input for r in result.summary.images) == sorted(kinds)
     for rel, (size, truth) in kinds.items():
         mask = assert_outputs(tmp_path / "out", rel, size)
         if truth is not None:
@@ -261,10 +261,10 @@ def test_rerun_skips_complete_outputs_and_redoes_only_what_is_missing(model: Pat
     changed = {p.name for p in after if before.get(p) != after[p]}
     assert changed == {"im2.png.mask.png", "im2.png.overlay.jpg", "summary.json"}
     # The resumed run's summary still describes every image, with the first run's records.
-    records = {r["input"]: r for r in second.summary["images"]}
+    records = {r["input"]: r for r in second.summary.to_dict()["images"]}
     assert sorted(records) == [f"im{i}.png" for i in range(4)]
     assert records["im0.png"]["resumed"] is True and "resumed" not in records["im2.png"]
-    assert records["im0.png"]["class_share"] == first.summary["images"][0]["class_share"]
+    assert records["im0.png"]["class_share"] == first.summary.images[0].class_share
 
 
 def test_overwrite_another_alpha_or_model_and_a_replaced_photo_are_redone(model: Path, tmp_path: Path) -> None:
@@ -288,7 +288,7 @@ def test_default_writes_two_files_per_image_and_other_outputs_are_redone(model: 
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["a.png.mask.png", "a.png.overlay.jpg", "legend.png", "summary.json"]
     with_colour = run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color"))
-    assert with_colour.totals.processed == 1 and with_colour.summary["settings"]["save"] == ["mask", "overlay", "color"]
+    assert with_colour.totals.processed == 1 and with_colour.summary.settings["save"] == ["mask", "overlay", "color"]
     assert assert_outputs(tmp_path / "out", "a.png", (40, 40)).any()  # checks color.png = palette[mask] too
     assert run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color")).totals.resumed == 1
     for changed in ({"save": ("mask",)}, {"legend": True}, {"tile": "off"}, {"tile_overlap": 0.5}):
@@ -299,24 +299,7 @@ def test_output_folder_inside_input_folder_is_not_read_as_input(model: Path, tmp
     save(half_image(40, 40, 1), tmp_path / "in" / "a.png")
     run(model, tmp_path / "in", tmp_path / "in" / "preds")
     again = run(model, tmp_path / "in", tmp_path / "in" / "preds")
-    assert again.totals.found == 1 and again.totals.resumed == 1
-
-
-def test_prefetch_keeps_a_bounded_number_of_items_in_flight() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    pulled = []
-
-    def source():
-        for i in range(100):
-            pulled.append(i)
-            yield i
-
-    with ThreadPoolExecutor(2) as pool:
-        results = prefetch(pool, lambda x: x * 2, source(), depth=5)
-        assert [next(results) for _ in range(3)] == [0, 2, 4]
-        assert len(pulled) <= 3 + 5
-        assert list(results) == [2 * i for i in range(3, 100)]
+    assert again.totals.images_found == 1 and again.totals.resumed == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +362,7 @@ def test_model_with_fixed_batch_size_fails_with_advice(tmp_path: Path) -> None:
 
 def test_batch_path_never_imports_torch(model: Path, tmp_path: Path) -> None:
     save(half_image(8, 8, 1), tmp_path / "in" / "a.png")
-    code = ("import sys, segdeploy.infer.batch\n"
+    code = ("import sys, segdeploy.infer.batch.run\n"
             "from segdeploy.cli import main\n"
             "try:\n"
             f"    main(['batch', {str(tmp_path / 'in')!r}, '--out', {str(tmp_path / 'out')!r},"

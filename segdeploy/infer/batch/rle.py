@@ -1,19 +1,5 @@
-"""`segdeploy batch --save rle`: predictions.json, the masks in the COCO results format (torch-free).
-
-One entry per image and predicted class (background, class 0, is left out)::
-
-    {"image_id": <the image's id in --gt's labels.json; else its path relative to its folder>,
-     "category_id": <the class's COCO id, from the model spec>,
-     "segmentation": {"size": [height, width], "counts": "<compressed COCO RLE>"},
-     "score": <the mean softmax probability of the class over the pixels predicted as it>}
-
-`pycocotools.coco.COCO.loadRes` reads it (so do COCO evaluation and annotation tools that import COCO
-results), and `pycocotools.mask.decode` gives back exactly the pixels of mask.png == class. The
-masks are in mask.png's grid (EXIF orientation applied), except that with --gt an image whose
-labels.json describes the file's stored pixel grid is turned back to that grid, as the labels are.
-The file is written atomically when a run ends (a shard writes predictions.shard-K-of-N.json, and
-`segdeploy merge-summary` joins the shards' files into predictions.json).
-"""
+"""`segdeploy batch --save rle`: predictions.json, each image's mask per class in the COCO results format
+(README), in mask.png's grid, or with --gt in the pixel grid labels.json describes (torch-free)."""
 
 from __future__ import annotations
 
@@ -22,17 +8,16 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segdeploy.infer.outputs import write_atomic
-from segdeploy.infer.partition import Shard
+from segdeploy.infer.batch.outputs import write_atomic
+from segdeploy.infer.batch.shards import Shard, run_file_name
 from segtrain.common.files import json_text
 from segtrain.contract import ModelSpec
 
-PREDICTIONS_NAME = "predictions.json"
-PREDICTIONS_SHARD = "predictions.shard-{index}-of-{count}.json"
+PREDICTIONS = "predictions"  # OUT/predictions.json; a shard's is predictions.shard-K-of-N.json
 
 
-def predictions_name(shard: Shard | None) -> str:
-    return PREDICTIONS_NAME if shard is None else PREDICTIONS_SHARD.format(index=shard.index, count=shard.count)
+def predictions_name(shard: Shard | None = None) -> str:
+    return run_file_name(PREDICTIONS, shard)
 
 
 def rle_entries(mask: np.ndarray, scores: dict[int, float], spec: ModelSpec, image_id: int | str) -> list[dict]:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,12 @@ from colour_models import build_colour_model, half_image, half_truth, save, subp
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.batch import BatchConfig, run_batch
-from segdeploy.infer.merge import MergeError, merge_shard_summaries
-from segdeploy.infer.outputs import STALE_TEMP_SECONDS, owner_tag, read_record, sweep_temp_files
-from segdeploy.infer.partition import Shard, ShardError, parse_shard, shard_of
+from segdeploy.infer.batch.config import BatchConfig
+from segdeploy.infer.batch.merge import MergeError, merge_shard_summaries
+from segdeploy.infer.batch.outputs import owner_tag
+from segdeploy.infer.batch.resume import STALE_TEMP_SECONDS, ResumeRecord, sweep_temp_files
+from segdeploy.infer.batch.run import run_batch
+from segdeploy.infer.batch.shards import Shard, ShardError, parse_shard, shard_of
 from segtrain.data.synthetic import rle_encode
 
 N = 3
@@ -48,7 +51,7 @@ def _inputs(root: Path) -> set[str]:
 def _run(input_dir: Path, out_dir: Path, model: Path, shard: Shard | None = None, **kw: object) -> dict:
     config = BatchConfig(sources=input_dir, out_dir=out_dir, model=model, workers=2, progress=False, shard=shard,
                          **kw)
-    return run_batch(config, log=lambda m: None).summary
+    return run_batch(config, log=lambda m: None).summary.to_dict()
 
 
 def _listed(summary: dict) -> list[str]:
@@ -85,8 +88,9 @@ def test_shards_together_write_exactly_the_unsharded_outputs(runs: dict) -> None
         if rel.endswith(".mask.png"):  # the text chunk holds per-run timings: compare pixels, palette, record
             with Image.open(a) as ma, Image.open(b) as mb:
                 assert ma.tobytes() == mb.tobytes() and ma.getpalette() == mb.getpalette(), rel
-            ra, rb = read_record(a), read_record(b)
-            assert {**ra, "seconds": None} == {**rb, "seconds": None}, rel
+            ra, rb = ResumeRecord.read(a), ResumeRecord.read(b)
+            assert replace(ra.record, seconds=None) == replace(rb.record, seconds=None), rel
+            assert ra.fingerprint == rb.fingerprint, rel
         else:
             assert a.read_bytes() == b.read_bytes(), rel
 
@@ -363,7 +367,7 @@ def test_merged_ground_truth_scores_equal_the_unsharded_ones(runs: dict, tmp_pat
 _WRITER = """
 import sys, time
 from pathlib import Path
-from segdeploy.infer.outputs import owner_tag
+from segdeploy.infer.batch.outputs import owner_tag
 from segtrain.common.files import atomic_write_bytes
 
 def write(f):

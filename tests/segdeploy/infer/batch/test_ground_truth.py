@@ -14,7 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.batch import BatchConfig, run_batch
+from segdeploy.infer.batch.config import BatchConfig
+from segdeploy.infer.batch.ground_truth import undo_exif_orientation
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.runtime import OnnxModel
 from segtrain.contract import build_spec
 from segtrain.data.coco import CocoSplit
@@ -74,7 +76,7 @@ def test_gt_scores_matched_images_at_original_size(tmp_path: Path) -> None:
     # A rerun scores the saved masks of resumed images the same way.
     again = run_batch(config, log=lambda m: None)
     assert again.totals.resumed == 4 and again.ground_truth.metrics.to_dict() == report.metrics.to_dict()
-    assert again.summary["ground_truth"]["miou"] == pytest.approx(report.metrics.miou, abs=1e-6)
+    assert again.summary.to_dict()["ground_truth"]["miou"] == pytest.approx(report.metrics.miou, abs=1e-6)
 
 
 def test_gt_prints_the_iou_table_and_rejects_labels_with_other_classes(tmp_path: Path) -> None:
@@ -125,3 +127,18 @@ def test_gt_on_coco_mini_validation_matches_evaluate(coco_mini: Path, tmp_path: 
     assert 0.0 < expected.miou < 1.0
     assert abs(got.miou - expected.miou) <= 0.01, (got.miou, expected.miou)
     assert got.pixels == expected.pixels
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_undo_exif_orientation_inverts_pillows_exif_transpose(tmp_path: Path, orientation: int) -> None:
+    from PIL import ImageOps
+
+    raw = np.random.default_rng(orientation).integers(0, 5, size=(3, 5), dtype=np.uint8)
+    im = Image.fromarray(raw)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    im.save(path, exif=exif)
+    with Image.open(path) as loaded:
+        displayed = np.asarray(ImageOps.exif_transpose(loaded))
+    np.testing.assert_array_equal(undo_exif_orientation(displayed, orientation), raw)

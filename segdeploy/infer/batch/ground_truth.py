@@ -9,12 +9,14 @@ folder). Masks are compared at each image's original size with the same confusio
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
+from segtrain.common.json_shape import Integer, ListOf, Record, Shape, ShapeError, String
 from segtrain.contract import ModelSpec
 from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import check_classes, split_categories
@@ -40,21 +42,58 @@ def exif_orientation(path: Path) -> int | None:
         return im.getexif().get(0x0112)
 
 
-@dataclass
+_COUNT = Integer(lo=0)
+
+
+@dataclass(frozen=True, eq=False)
 class GroundTruthReport:
-    metrics: SegMetrics
+    """The "ground_truth" section of a summary: the scores of the matched images, from their confusion matrix
+    (rows ground truth, columns prediction), which is kept so that shard summaries combine exactly."""
+
+    classes: tuple[str, ...]
+    confusion: np.ndarray
     scored: int
     without_truth: int
-    problems: list[str] = field(default_factory=list)
-    # Rows ground truth, columns prediction: kept so shard summaries can be combined exactly.
-    confusion: np.ndarray | None = None
+    problems: tuple[str, ...] = ()
+
+    SHAPE: ClassVar[Shape] = Record({"images_scored": _COUNT, "inputs_without_ground_truth": _COUNT,
+                                     "problems": ListOf(String(nonempty=False)),
+                                     "confusion_matrix": ListOf(ListOf(_COUNT))})
+
+    @property
+    def metrics(self) -> SegMetrics:
+        cm = ConfusionMatrix(len(self.classes))
+        cm.add(self.confusion)
+        return cm.result(self.classes)
 
     def to_dict(self) -> dict:
-        doc = {**self.metrics.to_dict(), "images_scored": self.scored,
-               "inputs_without_ground_truth": self.without_truth, "problems": self.problems}
-        if self.confusion is not None:
-            doc["confusion_matrix"] = np.asarray(self.confusion).tolist()
-        return doc
+        return {**self.metrics.to_dict(), "images_scored": self.scored,
+                "inputs_without_ground_truth": self.without_truth, "problems": list(self.problems),
+                "confusion_matrix": np.asarray(self.confusion).tolist()}
+
+    def describe(self) -> str:
+        """How many images were scored, and the scores as a table."""
+        return (f"ground truth: {self.scored} images scored, {self.without_truth} inputs without ground truth\n"
+                f"{self.metrics.table()}")
+
+    @classmethod
+    def from_dict(cls, doc: dict, classes: tuple[str, ...]) -> GroundTruthReport:
+        """From a document that fits SHAPE, scored with `classes`; ShapeError unless its matrix has a row and a
+        column per class."""
+        n = len(classes)
+        confusion = np.asarray(doc["confusion_matrix"], dtype=np.int64)
+        if confusion.shape != (n, n):
+            raise ShapeError(f"a {n}x{n} matrix (a row and a column per class of the model)",
+                             doc["confusion_matrix"]).inside(".confusion_matrix")
+        return cls(tuple(classes), confusion, doc["images_scored"], doc["inputs_without_ground_truth"],
+                   tuple(doc["problems"]))
+
+    @classmethod
+    def combine(cls, reports: list[GroundTruthReport]) -> GroundTruthReport:
+        """The reports of disjoint sets of images (shards) as one: summed matrices and counts."""
+        problems = dict.fromkeys(p for r in reports for p in r.problems)  # labels.json's own repeat in every shard
+        return cls(reports[0].classes, sum(r.confusion for r in reports), sum(r.scored for r in reports),
+                   sum(r.without_truth for r in reports), tuple(problems))
 
 
 class GroundTruth:
@@ -106,5 +145,5 @@ class GroundTruth:
 
     def report(self, input_keys: list[str]) -> GroundTruthReport:
         without = sum(1 for k in input_keys if k not in self._index)
-        return GroundTruthReport(self._cm.result(self.spec.classes), len(self._scored), without,
-                                 [*self.split.problems, *self._problems], self._cm.mat.copy())
+        return GroundTruthReport(tuple(self.spec.classes), self._cm.mat.copy(), len(self._scored), without,
+                                 (*self.split.problems, *self._problems))

@@ -1,18 +1,11 @@
-"""Sharded `segdeploy batch`: which of N machines does which input (torch-free).
+"""Sharded `segdeploy batch`: which of N machines does which input, the shard section of a shard's summary, and
+the file names of a shard's run files (torch-free).
 
-Partition: the input ``SOURCE/sub/a.jpg`` belongs to shard ``h mod N``, where ``h`` is the
-64-bit BLAKE2b hash (big-endian) of its key (path relative to the folder given) in POSIX form, Unicode
-NFC-normalised ("sub/a.jpg"; NFC so that a filesystem storing decomposed names agrees). A key shows a
-file-name byte that is not UTF-8 as ``\\xNN`` (segdeploy.infer.inputs), so every key is text and the
-hash is the same whether `batch` computes it from the file or `merge-summary` from a summary. A file's
-shard depends only on its relative path and N: not on the machine, the order the filesystem lists
-files, or which other files exist or fail. Adding or removing a file moves no other file, so the
-outputs of earlier shard runs stay valid for a rerun. The price is that shares are balanced only
-on average; round-robin over the sorted paths would balance exactly but reassign most files when
-one is added.
-
-Each shard (``--shard K/N``, K = 0..N-1) writes its outputs into the shared output tree and its
-summary as ``OUT/summary.shard-K-of-N.json``; `segdeploy.infer.merge` combines them.
+The input ``SOURCE/sub/a.jpg`` belongs to shard ``h mod N``, ``h`` the 64-bit BLAKE2b hash (big-endian) of its
+key in Unicode NFC (NFC so that a filesystem storing decomposed names agrees). A key is text (a byte that is not
+UTF-8 is ``\\xNN``, segdeploy.infer.batch.sources), so `batch` and `merge-summary` hash the same string. The shard
+depends only on the key and N: adding or removing a file moves no other file, so the outputs of earlier shard
+runs stay valid for a rerun; the price is that shares are balanced only on average.
 """
 
 from __future__ import annotations
@@ -22,16 +15,19 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from segtrain.common.errors import InputError
+from segtrain.common.json_shape import Integer, Number, Record, Shape, String
 
 PARTITION = "blake2b-64 of the NFC relative POSIX path, mod N"
 SHARD_FORMS = "K/N with 0 <= K < N (for example 0/3), auto (SLURM job array) or auto/N (Kubernetes Indexed Job)"
 _EXPLICIT = re.compile(r"^(\d+)/(\d+)$")
 _AUTO = re.compile(r"^auto(?:/(\d+))?$")
-SHARD_SUMMARY = "summary.shard-{index}-of-{count}.json"
-SHARD_KEYS = ("index", "count", "partition", "inputs_total", "inputs_sha256", "started_at", "finished_at")
+_SHARD_PART = ".shard-{index}-of-{count}"  # between a run file's stem and .json: summary.shard-0-of-3.json
+_SHARD_PART_REGEX = re.escape(_SHARD_PART).replace(re.escape("{index}"), r"(\d+)").replace(re.escape("{count}"),
+                                                                                              r"(\d+)")
 
 
 class ShardError(InputError):
@@ -54,10 +50,6 @@ class Shard:
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 
-    @property
-    def summary_name(self) -> str:
-        return SHARD_SUMMARY.format(index=self.index, count=self.count)
-
     def owns(self, key: str) -> bool:
         return shard_of(key, self.count) == self.index
 
@@ -68,11 +60,63 @@ def inputs_digest(keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
 
 
-def shard_section(shard: Shard, keys: list[str], started_at: float, finished_at: float) -> dict:
-    """The "shard" part of a shard's summary: which share it did of which input set, and when."""
-    return {"index": shard.index, "count": shard.count, "partition": PARTITION, "inputs_total": len(keys),
-            "inputs_sha256": inputs_digest(keys), "started_at": round(started_at, 3),
-            "finished_at": round(finished_at, 3)}
+@dataclass(frozen=True)
+class ShardSection:
+    """The "shard" section of a shard's summary: which share it did of which input set, and when."""
+
+    index: int
+    count: int
+    partition: str
+    inputs_total: int
+    inputs_sha256: str  # inputs_digest of every input of every shard: shards that saw the same files agree
+    started_at: float
+    finished_at: float
+
+    SHAPE: ClassVar[Shape] = Record({
+        "index": Integer(lo=0), "count": Integer(lo=1), "partition": String(), "inputs_total": Integer(lo=0),
+        "inputs_sha256": String(), "started_at": Number(), "finished_at": Number()})
+
+    @classmethod
+    def of_run(cls, shard: Shard, keys: list[str], started_at: float, finished_at: float) -> ShardSection:
+        return cls(shard.index, shard.count, PARTITION, len(keys), inputs_digest(keys), round(started_at, 3),
+                   round(finished_at, 3))
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> ShardSection:
+        """From a document that fits SHAPE."""
+        return cls(**{key: doc[key] for key in cls.SHAPE.required})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.index, self.count)
+
+
+# --------------------------------------------------------------------------------------------
+# Run files: OUT/<stem>.json, or OUT/<stem>.shard-K-of-N.json for a shard's run
+
+
+def run_file_name(stem: str, shard: Shard | None) -> str:
+    """The file name of a run file (summary, predictions): <stem>.json, <stem>.shard-K-of-N.json for a shard."""
+    return stem + ("" if shard is None else _SHARD_PART.format(index=shard.index, count=shard.count)) + ".json"
+
+
+def run_file_form(stem: str) -> str:
+    """How a shard's run file is named, for messages: <stem>.shard-K-of-N.json."""
+    return stem + _SHARD_PART.format(index="K", count="N") + ".json"
+
+
+def run_file_regex(*stems: str) -> str:
+    """A regex of the run files with these stems, of a whole run or of any shard (K and N as groups 1 and 2)."""
+    return f"(?:{'|'.join(map(re.escape, stems))})(?:{_SHARD_PART_REGEX})?\\.json"
+
+
+def shard_of_run_file(name: str, stem: str) -> tuple[int, int] | None:
+    """(K, N) of a file named <stem>.shard-K-of-N.json (K may be out of range), or None."""
+    match = re.fullmatch(f"{re.escape(stem)}{_SHARD_PART_REGEX}\\.json", name)
+    return (int(match[1]), int(match[2])) if match else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""The settings of one `segdeploy batch` run, through segtrain.common.settings: each field's default (the CLI reads
+it here), its conversion and its rule."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, SAVE_CHOICES, resolve_save
+from segdeploy.infer.batch.shards import Shard
+from segdeploy.infer.pipeline import default_workers
+from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE
+from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES
+from segdeploy.infer.tiling import (
+    DEFAULT_TILE_OVERLAP,
+    MAX_TILE_OVERLAP,
+    TILE_AUTO,
+    TILE_OFF,
+    TILE_SIZE_RANGE,
+    TileError,
+    parse_tile,
+)
+from segtrain.common.settings import COMMAND_LINE, Checked, at_least, between, one_of, setting
+from segtrain.common.system import available_memory
+
+MEMORY_SHARE = 4  # the default memory budget: a quarter of the memory available at start
+MIN_MEMORY_BUDGET_MB = 256
+FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
+MAX_MEMORY_BUDGET_MB = 1 << 24
+# The settings summary.json records (its "settings"): those that shape the outputs and the speed.
+RECORDED_SETTINGS = ("batch_size", "runtime", "threads", "workers", "alpha", "overwrite", "save", "legend", "tile",
+                     "tile_overlap")
+
+
+def default_memory_budget() -> int:
+    """MB: 1/MEMORY_SHARE of the memory available at start (a container's limit included), at least
+    MIN_MEMORY_BUDGET_MB; FALLBACK_MEMORY_BUDGET_MB where it cannot be read."""
+    available = available_memory()
+    if available is None:
+        return FALLBACK_MEMORY_BUDGET_MB
+    return max(MIN_MEMORY_BUDGET_MB, available // MEMORY_SHARE // 2**20)
+
+
+def _sources(value: tuple) -> str | None:
+    if not value:
+        return "must name at least one folder, image file or quoted glob pattern"
+    bad = [s for s in value if not isinstance(s, (str, os.PathLike)) or not str(s)]
+    return f"must be paths or glob patterns, got {bad[0]!r}" if bad else None
+
+
+def _save(value: tuple[str, ...]) -> str | None:
+    unknown = [v for v in value if v not in SAVE_CHOICES]
+    return f"must name outputs from {', '.join(SAVE_CHOICES)}, got {', '.join(unknown)}" if unknown else None
+
+
+def _tile(value: object) -> str | None:
+    try:
+        parse_tile(value)
+    except TileError:
+        lo, hi = TILE_SIZE_RANGE
+        return f"must be {TILE_AUTO}, {TILE_OFF} or a tile size in pixels from {lo} to {hi}, got {value!r}"
+    return None
+
+
+def _shard(value: object) -> str | None:
+    return None if isinstance(value, Shard) else f"must be a Shard (segdeploy.infer.batch.shards), got {value!r}"
+
+
+@dataclass(frozen=True)
+class BatchConfig(Checked):
+    """What to run over (`sources`: folders, image files, glob patterns; one may be given bare), where the
+    outputs go, with which model, and how (the flags of `segdeploy batch`, by the same names)."""
+
+    sources: tuple[str | Path, ...] = setting(rule=_sources)
+    out_dir: Path = setting()
+    model: Path = setting()
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, rule=at_least(1))
+    provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
+    runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))
+    threads: int | None = setting(None, rule=at_least(1))  # None: the runtime's own choice
+    workers: int = setting(factory=default_workers, rule=at_least(1))
+    alpha: float = setting(0.5, rule=between(0, 1))
+    overwrite: bool = setting(False)
+    gt: Path | None = setting(None)
+    progress: bool | None = setting(None)  # None: a progress bar only when stderr is a terminal
+    shard: Shard | None = setting(None, rule=_shard)  # do only this share of the inputs
+    save: tuple[str, ...] = setting(DEFAULT_SAVE, rule=_save)  # the mask is always written (resolve_save)
+    legend: bool = setting(False)
+    tile: str | int = setting(TILE_AUTO, rule=_tile)
+    tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))
+    memory_budget: int = setting(factory=default_memory_budget, rule=between(1, MAX_MEMORY_BUDGET_MB))  # MB
+
+    NAMED_BY = COMMAND_LINE
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sources, (str, os.PathLike)):
+            object.__setattr__(self, "sources", (self.sources,))
+        super().__post_init__()
+        for name, value in dict(sources=tuple(self.sources), save=resolve_save(self.save),
+                                tile=parse_tile(self.tile)).items():
+            object.__setattr__(self, name, value)
+
+    def recorded(self) -> dict[str, object]:
+        """RECORDED_SETTINGS and their values, as summary.json lists them."""
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name in RECORDED_SETTINGS for value in [getattr(self, name)]}

@@ -1,0 +1,74 @@
+"""The decode stage of a batch run: read an input, reserve its memory, prepare it for the model (decode threads)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, resolve_save
+from segdeploy.infer.batch.plan import Job
+from segdeploy.infer.batch.resume import NotAFileError, source_stamp
+from segdeploy.infer.pipeline import Failure, Reserve
+from segdeploy.infer.predictor import Predictor, Prepared
+from segtrain.data.images import ImageReadError, load_image
+
+# Memory an image holds while in flight, in bytes per pixel of its original size: the photo (Pillow's
+# 4-byte pixels while it decodes, then the 3-byte array; fewer pixels with a reduced decode) and the
+# arrays of each chosen output (tracemalloc on a 6-megapixel image). Each write thread also holds a
+# fixed working set of some tens of MB. With the default outputs, 17 bytes per pixel: one 12-megapixel
+# PNG in flight raised a run's peak RSS by 198 MB (16.5 bytes per pixel).
+BYTES_PER_PIXEL = {"photo": 7, "mask": 2, "overlay": 8, "color": 6, "confidence": 6, "rle": 10}
+
+
+@dataclass(frozen=True)
+class StampedJob:
+    """A job as the decode stage read it: its source_stamp taken before reading, so a file changed meanwhile
+    is redone on a rerun."""
+
+    job: Job
+    stamp: dict[str, int]
+
+
+def image_bytes(save: Sequence[str]) -> int:
+    """Bytes per pixel of its original size that an image's outputs hold in flight (without the photo)."""
+    return sum(BYTES_PER_PIXEL[kind] for kind in resolve_save(save))
+
+
+def reduced_decode(save: Sequence[str], tile: str | int) -> bool:
+    """Whether a JPEG may be decoded at a reduced size: no chosen output needs the photo (the overlay
+    is drawn on it) and tiling is off (tiles run at the photo's own resolution)."""
+    return "overlay" not in save and tile == "off"
+
+
+def decode(job: Job, predictor: Predictor, reserve: Reserve | None = None, save: Sequence[str] = DEFAULT_SAVE,
+           reduced: bool = False) -> Prepared | Failure:
+    """Read and prepare one input; an unreadable file becomes a Failure with the reason.
+
+    `reserve(nbytes)`, when given, is called with the image's estimated memory once its header is read
+    (the memory budget); `reduced`: decode a JPEG at a reduced size (see `reduced_decode`).
+    """
+    t0 = time.perf_counter()
+    size: tuple[int, int] | None = None
+
+    def before_decode(full: tuple[int, int], pixels: int) -> None:
+        nonlocal size
+        size = full
+        if reserve is not None:
+            reserve(full[0] * full[1] * image_bytes(save) + pixels * BYTES_PER_PIXEL["photo"])
+
+    try:
+        stamp = source_stamp(job.source)
+        image = load_image(job.source, min_size=predictor.spec.input_size if reduced else None,
+                           before_decode=before_decode)
+        prepared = predictor.prepare(image, source=StampedJob(job, stamp), size=size)
+    except FileNotFoundError:
+        return Failure(job.key, "file not found (removed during the run?)")
+    except NotAFileError:
+        return Failure(job.key, "not a regular file")
+    except ImageReadError as e:
+        return Failure(job.key, str(e).removeprefix(f"{job.source}: "))
+    except MemoryError:
+        return Failure(job.key, "not enough memory to decode it")
+    prepared.seconds = {"decode": time.perf_counter() - t0}
+    return prepared

@@ -1,0 +1,139 @@
+"""The files `segdeploy batch` writes per image (README: "Run over folders and files"): their names under --out,
+their encodings, and atomic writes that tell a full --out (OutputWriteError: the run stops) from a problem of one
+file (OSError: that image fails). A file that exists is whole: each is written to a temporary name beside its
+target, tagged with its writer (segtrain.common.files.owner_tag), and renamed into place."""
+
+from __future__ import annotations
+
+import errno
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segtrain.common.errors import InputError, RunError
+from segtrain.common.files import atomic_write_bytes, owner_tag
+
+# Per-image outputs, by --save name; the mask is always written (it carries the record).
+OUTPUT_SUFFIXES = {"mask": ".mask.png", "overlay": ".overlay.jpg", "color": ".color.png",
+                   "confidence": ".confidence.png"}
+SAVE_CHOICES = ("mask", "overlay", "color", "confidence", "rle")
+DEFAULT_SAVE = ("mask", "overlay")
+LEGEND_NAME = "legend.png"
+OVERLAY_JPEG_QUALITY = 92
+
+
+class SaveError(InputError):
+    """A bad --save list."""
+
+
+def resolve_save(items: Iterable[str]) -> tuple[str, ...]:
+    """The --save names in SAVE_CHOICES order, with the mask added (it is always written)."""
+    chosen = {str(item).strip() for item in items if str(item).strip()}
+    unknown = sorted(chosen - set(SAVE_CHOICES))
+    if unknown:
+        raise SaveError(f"--save: unknown {', '.join(unknown)}; choose from {', '.join(SAVE_CHOICES)}")
+    return tuple(k for k in SAVE_CHOICES if k in chosen | {"mask"})
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The per-image output files of one input: kind (mask, overlay, color, confidence) -> path."""
+
+    files: dict[str, Path]
+
+    @property
+    def mask(self) -> Path:
+        return self.files["mask"]
+
+    def as_dict(self, root: Path) -> dict[str, str]:
+        return {kind: path.relative_to(root).as_posix() for kind, path in self.files.items()}
+
+
+def output_paths(out_dir: Path, rel: Path, save: Sequence[str] = tuple(OUTPUT_SUFFIXES)) -> OutputPaths:
+    """Per-image output files of the input at `rel` (relative to its folder), mirrored under `out_dir`."""
+    base = Path(out_dir) / rel
+    return OutputPaths({kind: base.with_name(base.name + suffix) for kind, suffix in OUTPUT_SUFFIXES.items()
+                        if kind in save or kind == "mask"})
+
+
+def encode_mask(mask: np.ndarray, palette: Sequence[Sequence[int]], text: Mapping[str, str] | None = None) -> bytes:
+    """HxW uint8 class mask -> indexed PNG bytes with `palette`; `text`: PNG text chunks (key -> Latin-1 text)."""
+    from PIL import PngImagePlugin
+
+    h, w = mask.shape
+    im = Image.frombytes("P", (w, h), np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    im.putpalette([v for colour in palette for v in colour])
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buf = io.BytesIO()
+    # Level 1: class masks compress well at any level and 24-megapixel masks encode fast.
+    im.save(buf, format="PNG", pnginfo=info, compress_level=1)
+    return buf.getvalue()
+
+
+def encode_grey(plane: np.ndarray) -> bytes:
+    """HxW uint8 -> greyscale PNG bytes (fast zlib level)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(plane, dtype=np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def confidence_to_grey(confidence: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 0..255 (rounded), as confidence.png stores them."""
+    return cv2.convertScaleAbs(confidence, alpha=255.0)
+
+
+def encode_rgb(image: np.ndarray, suffix: str) -> bytes:
+    """HxWx3 RGB uint8 -> PNG (Pillow, fast zlib level) or JPEG (OpenCV) bytes, chosen by `suffix`.
+
+    Each encoder is the faster of the two libraries for its format here (measured per image on
+    coco-mini photos: `python benchmarks/experiments.py outputs`).
+    """
+    if suffix == ".png":
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, OVERLAY_JPEG_QUALITY])
+    if not ok:
+        raise OSError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as JPEG")
+    return data.tobytes()
+
+
+# Errors that say the output folder's device takes no more writes, whichever file is written next.
+DEVICE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+class OutputWriteError(RunError):
+    """--out can take no more (DEVICE_ERRNOS), or a file of the run's own cannot be written: the run stops."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.path, self.errno, self.reason = Path(path), error.errno, error.strerror or str(error)
+        super().__init__(f"{path}: cannot write it ({self.reason})")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary name tagged with this process and rename it into place.
+
+    OutputWriteError when the device takes no more writes (see the module docstring); OSError otherwise.
+    """
+    try:
+        atomic_write_bytes(path, lambda f: f.write(data), tag=owner_tag())
+    except OSError as e:
+        if e.errno in DEVICE_ERRNOS:
+            raise OutputWriteError(path, e) from e
+        raise
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Class indices of a mask PNG written by `encode_mask`."""
+    with Image.open(path) as im:
+        if im.mode != "P":
+            raise ValueError(f"{path}: expected an indexed (P) PNG, found mode {im.mode}")
+        return np.asarray(im)

@@ -1,0 +1,87 @@
+"""Planning a batch run before any work: a job per input image (its outputs mirrored under --out), the shard's
+share of them, and the checks of --out and --gt."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, OutputPaths, output_paths
+from segdeploy.infer.batch.shards import Shard
+from segdeploy.infer.batch.sources import BatchInputError, list_sources
+from segdeploy.infer.pipeline import Failure
+from segtrain.common.files import ensure_writable_dir
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image: its key (path relative to the folder it was found in, POSIX form), file, outputs."""
+
+    key: str
+    source: Path
+    root: Path
+    outputs: OutputPaths
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run does: its jobs and the inputs it could not list or use (the shard's share of them), and
+    the keys of every input of every shard."""
+
+    jobs: list[Job]
+    unlisted: list[Failure]
+    all_jobs: list[Job]
+    all_keys: list[str]
+
+
+def plan_jobs(sources: Sequence[Path | str], out_dir: Path,
+              save: Sequence[str] = DEFAULT_SAVE) -> tuple[list[Job], list[Failure]]:
+    """(a job per image the sources name, outputs mirrored under `out_dir`; what could not be listed or used)."""
+    out_dir = Path(out_dir)
+    for source in sources:
+        if Path(source).is_dir() and os.path.realpath(source) == os.path.realpath(out_dir):
+            raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
+    listing = list_sources(sources, exclude=[out_dir])
+    return [Job(f.key, f.path, f.root, output_paths(out_dir, f.rel, save)) for f in listing.files], listing.failures
+
+
+def plan_run(sources: Sequence[Path | str], out_dir: Path, save: Sequence[str], shard: Shard | None) -> Plan:
+    """The jobs of this run (a shard's share of the inputs); BatchInputError for bad sources or an unusable --out."""
+    all_jobs, all_unlisted = plan_jobs(sources, out_dir, save)
+    owned = shard.owns if shard else (lambda key: True)
+    check_out_dir(out_dir)
+    return Plan([j for j in all_jobs if owned(j.key)], [f for f in all_unlisted if owned(f.input)], all_jobs,
+                [job.key for job in all_jobs] + [f.input for f in all_unlisted])
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """BatchInputError unless --out is, or can be made as, a writable folder; nothing is created (make_out_dir)."""
+    folder = Path(out_dir)
+    while not os.path.lexists(folder) and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder == Path(out_dir) else f"cannot be made: {folder} is not a folder"
+        raise BatchInputError(f"--out {out_dir}: {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        where = "" if folder == Path(out_dir) else f" ({folder})"
+        why = "read-only file system" if os.statvfs(folder).f_flag & os.ST_RDONLY else "permission denied"
+        raise BatchInputError(f"--out {out_dir}: cannot write there{where}: {why}")
+
+
+def make_out_dir(out_dir: Path) -> None:
+    """Create --out once the arguments are known to be good; BatchInputError when it cannot be written."""
+    try:
+        ensure_writable_dir(out_dir)
+    except OSError as e:
+        raise BatchInputError(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
+
+
+def ground_truth_root(jobs: list[Job]) -> Path:
+    """The one folder --gt's file names are relative to; BatchInputError when the inputs come from several."""
+    roots = {job.root.resolve(): job.root for job in jobs}
+    if len(roots) != 1:
+        raise BatchInputError(f"--gt matches file names relative to one folder, but the inputs come from {len(roots)} "
+                              f"({', '.join(sorted(str(r) for r in roots.values()))}); score each folder separately")
+    return next(iter(roots.values()))

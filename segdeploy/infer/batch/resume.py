@@ -1,0 +1,127 @@
+"""Resuming a batch run: the record a finished mask.png carries, which images it shows are complete, and the
+temporary files a killed run left behind.
+
+An image is complete when every chosen output exists and its mask's fingerprint (the model file, the outputs
+and the settings that change them, the input file's size and modification time) is the one this run would
+write: a replaced photo, another model or other outputs are redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+from PIL import Image
+
+from segdeploy.infer.batch.outputs import LEGEND_NAME, OUTPUT_SUFFIXES
+from segdeploy.infer.batch.plan import Job
+from segdeploy.infer.batch.rle import PREDICTIONS
+from segdeploy.infer.batch.shards import run_file_regex
+from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
+from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
+from segtrain.common.json_shape import Record, Shape, ShapeError, check
+
+RECORD_KEY = "segdeploy.infer.batch"  # the mask's PNG text chunk that holds the record (a file format: keep it)
+# A temporary file older than this is an orphan whoever wrote it: writes take seconds.
+STALE_TEMP_SECONDS = 30 * 60
+# Temporary names made by write_atomic beside the run's files.
+_TEMP_NAME = temp_name_pattern("|".join([*(r".+" + re.escape(s) for s in OUTPUT_SUFFIXES.values()),
+                                         re.escape(LEGEND_NAME), run_file_regex(SUMMARY, PREDICTIONS)]))
+
+
+class NotAFileError(OSError):
+    """An input that is not a regular file (a FIFO or device would block or never end)."""
+
+
+def source_stamp(path: Path) -> dict[str, int]:
+    """The input file's identity for the fingerprint: a changed photo has a new stamp."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAFileError(f"{path}: not a regular file")
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a run makes each image's outputs with; `of(stamp)` adds the input file's stamp."""
+
+    model_sha256: str
+    alpha: float
+    save: tuple[str, ...]
+    legend: bool
+    tile: str | int
+    tile_overlap: float
+
+    def of(self, stamp: dict[str, int]) -> dict:
+        return {**asdict(self), "save": list(self.save), "source": stamp}
+
+
+@dataclass(frozen=True)
+class ResumeRecord:
+    """What a finished mask.png carries in its text chunk: the image's summary record and its fingerprint."""
+
+    record: ImageRecord
+    fingerprint: dict
+
+    SHAPE: ClassVar[Shape] = Record({**ImageRecord.SHAPE.required, "fingerprint": Record()},
+                                    optional=ImageRecord.SHAPE.optional)
+
+    def png_text(self) -> dict[str, str]:
+        return {RECORD_KEY: json_text({**self.record.to_dict(), "fingerprint": self.fingerprint}, ascii_only=True)}
+
+    @classmethod
+    def read(cls, mask: Path) -> ResumeRecord | None:
+        """The record in a mask PNG (its header and text chunks only, not the pixels); None when there is none,
+        or one that is unreadable, malformed or not of this mask's size."""
+        try:
+            with Image.open(mask) as im:
+                text, (width, height) = im.info.get(RECORD_KEY), im.size
+            doc = json.loads(text) if text else None
+            check(doc, cls.SHAPE)
+        except (OSError, ValueError, SyntaxError, ShapeError, RecursionError):
+            return None
+        record = ImageRecord.from_dict(doc)
+        return cls(record, doc["fingerprint"]) if record.size == (height, width) else None
+
+
+def completed(job: Job, fingerprint: Fingerprint) -> ImageRecord | None:
+    """The record of `job` when every chosen output exists and was made with `fingerprint`, else None."""
+    try:
+        if not all(path.is_file() for path in job.outputs.files.values()):
+            return None
+        expected = fingerprint.of(source_stamp(job.source))
+    except OSError:  # gone, not a regular file, a name too long: the later stages name the reason
+        return None
+    stored = ResumeRecord.read(job.outputs.mask)
+    return stored.record if stored is not None and stored.fingerprint == expected else None
+
+
+def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: bool,
+           log: Callable[[str], None]) -> tuple[list[Job], list[tuple[Job, ImageRecord]]]:
+    """Remove orphaned temporary files, then split `jobs` into (to run, (job, its record) already complete)."""
+    swept = sweep_temp_files(out_dir)
+    if swept:
+        log(f"removed {len(swept)} temporary file(s) left by an interrupted run")
+    todo, done = [], []
+    for job in jobs:
+        record = None if overwrite else completed(job, fingerprint)
+        if record is None:
+            todo.append(job)
+        else:
+            done.append((job, replace(record, input=job.key, outputs=job.outputs.as_dict(out_dir), resumed=True)))
+    if done:
+        log(f"{len(done)} of {len(jobs)} images already have complete outputs in {out_dir}; "
+            "skipping them (--overwrite redoes them)")
+    return todo, done
+
+
+def sweep_temp_files(out_dir: Path) -> list[Path]:
+    """Delete the temporary files under `out_dir` that are certainly orphaned (segtrain.common.files.sweep_orphans);
+    those of a run still writing, here or on another machine, are left alone. Returns the files deleted."""
+    return sweep_orphans(out_dir, _TEMP_NAME, STALE_TEMP_SECONDS, recursive=True)
