@@ -20,9 +20,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 
-from segtrain.common.json_shape import Record, Shape, String
+from segtrain.common.json_record import JsonRecord, required
+from segtrain.common.json_shape import String
 from segtrain.common.system import usable_cores
 
 Item = TypeVar("Item")
@@ -33,21 +34,11 @@ Reserve = Callable[[int], None]  # reserve(nbytes): wait for room in the memory 
 
 
 @dataclass(frozen=True)
-class Failure:
+class Failure(JsonRecord):
     """An input that produced no result, and why; an entry of "failures" in a batch summary."""
 
-    input: str
+    input: str = required(String())
     reason: str
-
-    SHAPE: ClassVar[Shape] = Record({"input": String(), "reason": String(nonempty=False)})
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> Failure:
-        """From a document that fits SHAPE."""
-        return cls(doc["input"], doc["reason"])
-
-    def to_dict(self) -> dict[str, str]:
-        return {"input": self.input, "reason": self.reason}
 
 
 MAX_DEFAULT_WORKERS = 4

@@ -11,12 +11,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
-from segtrain.common.json_shape import Integer, ListOf, Record, Shape, ShapeError, String
+from segtrain.common.json_shape import Integer, ListOf, MapOf, Nullable, Number, Record, ShapeError, String
 from segtrain.contract import ModelSpec
 from segtrain.data.coco import CocoSplit
 from segtrain.evaluation import check_classes, split_categories
@@ -56,9 +55,12 @@ class GroundTruthReport:
     without_truth: int
     problems: tuple[str, ...] = ()
 
-    SHAPE: ClassVar[Shape] = Record({"images_scored": _COUNT, "inputs_without_ground_truth": _COUNT,
-                                     "problems": ListOf(String(nonempty=False)),
-                                     "confusion_matrix": ListOf(ListOf(_COUNT))})
+    @classmethod
+    def json_shape(cls) -> Record:
+        """What is read back: the class names (the keys of "iou", in order), counts, problems, the matrix."""
+        return Record({"iou": MapOf(Nullable(Number())), "images_scored": _COUNT,
+                       "inputs_without_ground_truth": _COUNT, "problems": ListOf(String(nonempty=False)),
+                       "confusion_matrix": ListOf(ListOf(_COUNT))}, expected="a ground-truth report")
 
     @property
     def metrics(self) -> SegMetrics:
@@ -77,9 +79,9 @@ class GroundTruthReport:
                 f"{self.metrics.table()}")
 
     @classmethod
-    def from_dict(cls, doc: dict, classes: tuple[str, ...]) -> GroundTruthReport:
-        """From a document that fits SHAPE, scored with `classes`; ShapeError unless its matrix has a row and a
-        column per class."""
+    def from_dict(cls, doc: dict) -> GroundTruthReport:
+        """From a document that fits json_shape(); ShapeError unless its matrix has a row and a column per class."""
+        classes = tuple(doc["iou"])
         n = len(classes)
         confusion = np.asarray(doc["confusion_matrix"], dtype=np.int64)
         if confusion.shape != (n, n):

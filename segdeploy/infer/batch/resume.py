@@ -15,7 +15,6 @@ import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import ClassVar
 
 from PIL import Image
 
@@ -25,7 +24,7 @@ from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import run_file_regex
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
 from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
-from segtrain.common.json_shape import Record, Shape, ShapeError, check
+from segtrain.common.json_shape import Record, ShapeError, check
 
 RECORD_KEY = "segdeploy.infer.batch"  # the mask's PNG text chunk that holds the record (a file format: keep it)
 # A temporary file older than this is an orphan whoever wrote it: writes take seconds.
@@ -69,8 +68,11 @@ class ResumeRecord:
     record: ImageRecord
     fingerprint: dict
 
-    SHAPE: ClassVar[Shape] = Record({**ImageRecord.SHAPE.required, "fingerprint": Record()},
-                                    optional=ImageRecord.SHAPE.optional)
+    @classmethod
+    def json_shape(cls) -> Record:
+        """The image's record with a "fingerprint" object beside its keys."""
+        image = ImageRecord.json_shape()
+        return Record({**image.required, "fingerprint": Record()}, optional=image.optional)
 
     def png_text(self) -> dict[str, str]:
         return {RECORD_KEY: json_text({**self.record.to_dict(), "fingerprint": self.fingerprint}, ascii_only=True)}
@@ -83,7 +85,7 @@ class ResumeRecord:
             with Image.open(mask) as im:
                 text, (width, height) = im.info.get(RECORD_KEY), im.size
             doc = json.loads(text) if text else None
-            check(doc, cls.SHAPE)
+            check(doc, cls.json_shape())
         except (OSError, ValueError, SyntaxError, ShapeError, RecursionError):
             return None
         record = ImageRecord.from_dict(doc)

@@ -15,11 +15,11 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
-from typing import ClassVar
+from dataclasses import dataclass
 
 from segtrain.common.errors import InputError
-from segtrain.common.json_shape import Integer, Number, Record, Shape, String
+from segtrain.common.json_record import JsonRecord, required
+from segtrain.common.json_shape import Integer, Number, String
 
 PARTITION = "blake2b-64 of the NFC relative POSIX path, mod N"
 SHARD_FORMS = "K/N with 0 <= K < N (for example 0/3), auto (SLURM job array) or auto/N (Kubernetes Indexed Job)"
@@ -61,33 +61,21 @@ def inputs_digest(keys: Iterable[str]) -> str:
 
 
 @dataclass(frozen=True)
-class ShardSection:
+class ShardSection(JsonRecord):
     """The "shard" section of a shard's summary: which share it did of which input set, and when."""
 
-    index: int
-    count: int
-    partition: str
-    inputs_total: int
-    inputs_sha256: str  # inputs_digest of every input of every shard: shards that saw the same files agree
-    started_at: float
-    finished_at: float
-
-    SHAPE: ClassVar[Shape] = Record({
-        "index": Integer(lo=0), "count": Integer(lo=1), "partition": String(), "inputs_total": Integer(lo=0),
-        "inputs_sha256": String(), "started_at": Number(), "finished_at": Number()})
+    index: int = required(Integer(lo=0))
+    count: int = required(Integer(lo=1))
+    partition: str = required(String())
+    inputs_total: int = required(Integer(lo=0))
+    inputs_sha256: str = required(String())  # inputs_digest of every input of every shard: the same files agree
+    started_at: float = required(Number())
+    finished_at: float = required(Number())
 
     @classmethod
     def of_run(cls, shard: Shard, keys: list[str], started_at: float, finished_at: float) -> ShardSection:
         return cls(shard.index, shard.count, PARTITION, len(keys), inputs_digest(keys), round(started_at, 3),
                    round(finished_at, 3))
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> ShardSection:
-        """From a document that fits SHAPE."""
-        return cls(**{key: doc[key] for key in cls.SHAPE.required})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def shard(self) -> Shard:

@@ -4,9 +4,9 @@ writes its part of the JSON and reads it back, checking what it reads (`BatchSum
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any
 
 from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.ground_truth import GroundTruthReport
@@ -16,9 +16,9 @@ from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.predictor import Predictor
 from segtrain.common.errors import printable
 from segtrain.common.files import json_text
+from segtrain.common.json_record import JsonRecord, key, required
 from segtrain.common.json_shape import (
     Anything,
-    Boolean,
     Integer,
     ListOf,
     MapOf,
@@ -27,13 +27,13 @@ from segtrain.common.json_shape import (
     Record,
     ShapeError,
     String,
-    check,
 )
 
 SUMMARY = "summary"  # OUT/summary.json; a shard's is summary.shard-K-of-N.json (shards.run_file_name)
 STAGES = ("decode", "infer", "write")  # the stages an image's seconds are summed over in the totals
 _COUNT = Integer(lo=0)
 _RATE = Nullable(Number(lo=0))  # images/s; null when no image was processed
+_TEXT = String()  # not empty
 
 
 def summary_name(shard: Shard | None = None) -> str:
@@ -41,60 +41,35 @@ def summary_name(shard: Shard | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class ImageRecord:
+class ImageRecord(JsonRecord):
     """An image's entry in "images": its outputs (relative to --out), size (height, width), model windows (0: not
     tiled), seconds per stage, share of the pixels per class, and with --save rle the mean confidence per class
     index; `resumed` when an earlier run made its outputs (the record is the one its mask carries)."""
 
-    input: str
-    outputs: dict[str, str]
-    size: tuple[int, int]
-    tiles: int
-    seconds: dict[str, float]
-    class_share: dict[str, float]
-    scores: dict[str, float] | None = None
-    resumed: bool = False
-
-    SHAPE: ClassVar[Record] = Record(
-        {"input": String(), "outputs": MapOf(String()), "size": ListOf(Integer(lo=1), length=2),
-         "tiles": _COUNT, "seconds": MapOf(Number(lo=0)), "class_share": MapOf(Number(lo=0))},
-        optional={"scores": MapOf(Number()), "resumed": Boolean()})
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> ImageRecord:
-        """From a document that fits SHAPE."""
-        return cls(doc["input"], doc["outputs"], tuple(doc["size"]), doc["tiles"], doc["seconds"], doc["class_share"],
-                   doc.get("scores"), doc.get("resumed", False))
-
-    def to_dict(self) -> dict:
-        doc = {"input": self.input, "outputs": self.outputs, "size": list(self.size), "tiles": self.tiles,
-               "seconds": self.seconds, "class_share": self.class_share}
-        if self.scores is not None:
-            doc["scores"] = self.scores
-        if self.resumed:
-            doc["resumed"] = True
-        return doc
+    input: str = required(_TEXT)
+    outputs: dict[str, str] = required(MapOf(_TEXT))
+    size: tuple[int, int] = required(ListOf(Integer(lo=1), length=2))
+    tiles: int = required(_COUNT)
+    seconds: dict[str, float] = required(MapOf(Number(lo=0)))
+    class_share: dict[str, float] = required(MapOf(Number(lo=0)))
+    scores: dict[str, float] | None = key(omit_none=True)
+    resumed: bool | None = key(omit_none=True)  # True, or left out
 
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(JsonRecord):
     """ "totals": counts, and the speed of the images processed in this run. Stages overlap in threads, so the
     per-stage seconds summed over images exceed the wall-clock "seconds"."""
 
-    images_found: int
-    processed: int
-    resumed: int
-    failed: int
-    seconds: float
-    model_seconds: float
-    stage_seconds_summed: dict[str, float]
-    images_per_second: float | None
-    model_images_per_second: float | None
-
-    SHAPE: ClassVar[Record] = Record({
-        "images_found": _COUNT, "processed": _COUNT, "resumed": _COUNT, "failed": _COUNT, "seconds": Number(lo=0),
-        "model_seconds": Number(lo=0), "stage_seconds_summed": MapOf(Number()), "images_per_second": _RATE,
-        "model_images_per_second": _RATE})
+    images_found: int = required(_COUNT)
+    processed: int = required(_COUNT)
+    resumed: int = required(_COUNT)
+    failed: int = required(_COUNT)
+    seconds: float = required(Number(lo=0))
+    model_seconds: float = required(Number(lo=0))
+    stage_seconds_summed: dict[str, float] = required(MapOf(Number()))
+    images_per_second: float | None = required(_RATE)
+    model_images_per_second: float | None = required(_RATE)
 
     @classmethod
     def of_run(cls, found: int, resumed: int, failed: int, wall_seconds: float,
@@ -106,13 +81,6 @@ class Totals:
                    {k: round(v, 3) for k, v in stages.items()}, rate(len(processed), wall_seconds),
                    rate(len(processed), model_seconds))
 
-    @classmethod
-    def from_dict(cls, doc: dict) -> Totals:
-        """From a document that fits SHAPE."""
-        return cls(**{f.name: doc[f.name] for f in fields(cls)})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def rate(images: int, seconds: float) -> float | None:
@@ -121,48 +89,25 @@ def rate(images: int, seconds: float) -> float | None:
 
 
 @dataclass(frozen=True)
-class ModelSection:
+class ModelSection(JsonRecord):
     """ "model": the file that ran (its sha256 names it), its architecture, precision, classes and input size."""
 
-    path: str
-    sha256: str
-    arch: str
-    encoder: str
-    precision: str | None
-    classes: tuple[str, ...]
-    input_size: tuple[int, int]
-
-    SHAPE: ClassVar[Record] = Record({
-        "path": String(), "sha256": String(), "arch": String(), "encoder": String(), "precision": Nullable(String()),
-        "classes": ListOf(String()), "input_size": ListOf(Integer(lo=1), length=2)})
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> ModelSection:
-        """From a document that fits SHAPE."""
-        return cls(doc["path"], doc["sha256"], doc["arch"], doc["encoder"], doc["precision"], tuple(doc["classes"]),
-                   tuple(doc["input_size"]))
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "classes": list(self.classes), "input_size": list(self.input_size)}
+    path: str = required(_TEXT)
+    sha256: str = required(_TEXT)
+    arch: str = required(_TEXT)
+    encoder: str = required(_TEXT)
+    precision: str | None = required(_TEXT)
+    classes: tuple[str, ...] = required(ListOf(_TEXT))
+    input_size: tuple[int, int] = required(ListOf(Integer(lo=1), length=2))
 
 
 @dataclass(frozen=True)
-class RuntimeSection:
+class RuntimeSection(JsonRecord):
     """ "runtime": the --runtime asked for, the engine that ran, and why that one."""
 
-    requested: str
-    used: str
+    requested: str = required(_TEXT)
+    used: str = required(_TEXT)
     reason: str
-
-    SHAPE: ClassVar[Record] = Record({"requested": String(), "used": String(), "reason": String(nonempty=False)})
-
-    @classmethod
-    def from_dict(cls, doc: dict) -> RuntimeSection:
-        """From a document that fits SHAPE."""
-        return cls(doc["requested"], doc["used"], doc["reason"])
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # The settings a summary records, as BatchConfig names them (config.RECORDED_SETTINGS); values are compared
@@ -172,63 +117,44 @@ SETTINGS_SHAPE = Record({"alpha": Anything(), "save": ListOf(String()), "legend"
 
 
 @dataclass(frozen=True)
-class BatchSummary:
+class BatchSummary(JsonRecord):
     """summary.json: what ran (model, runtime, provider, settings, memory budget, sources, --out, --gt), an
     ImageRecord per image and a Failure per input skipped (both sorted by input), the totals, and when they apply
     the ground-truth scores, the shard section and why the run stopped early."""
 
     model: ModelSection
     runtime: RuntimeSection
-    provider: str
-    providers: list[str]
-    settings: dict[str, object]
-    memory_budget_mb: int  # by default from the machine's memory, so recorded beside the settings
-    sources: list[str]
-    out_dir: str
-    ground_truth_file: str | None
+    provider: str = required(_TEXT)
+    providers: list[str] = required(ListOf(_TEXT))
+    settings: dict[str, Any] = required(SETTINGS_SHAPE)
+    memory_budget_mb: int = required(Integer(lo=1))  # by default from the machine's memory, so recorded
+    sources: list[str] = required(ListOf(_TEXT))
+    out_dir: str = required(_TEXT)
+    ground_truth_file: str | None = required(_TEXT)
     images: list[ImageRecord]
     failures: list[Failure]
     totals: Totals
-    ground_truth: GroundTruthReport | None = None
-    shard: ShardSection | None = None
-    stopped: str | None = None
-
-    SHAPE: ClassVar[Record] = Record({
-        "model": ModelSection.SHAPE, "runtime": RuntimeSection.SHAPE, "provider": String(),
-        "providers": ListOf(String()), "settings": SETTINGS_SHAPE, "memory_budget_mb": Integer(lo=1),
-        "sources": ListOf(String()), "out_dir": String(), "ground_truth_file": Nullable(String()),
-        "images": ListOf(ImageRecord.SHAPE), "failures": ListOf(Failure.SHAPE), "totals": Totals.SHAPE},
-        optional={"ground_truth": GroundTruthReport.SHAPE, "shard": ShardSection.SHAPE, "stopped": String()},
-        expected="a summary object")
+    ground_truth: GroundTruthReport | None = key(omit_none=True)
+    shard: ShardSection | None = key(omit_none=True)
+    stopped: str | None = key(omit_none=True)
 
     @classmethod
-    def from_dict(cls, doc: object) -> BatchSummary:
-        """The summary in a JSON document; ShapeError (with the JSON path) when it does not fit."""
-        check(doc, cls.SHAPE)
-        model = ModelSection.from_dict(doc["model"])
-        truth = doc.get("ground_truth")
-        try:
-            ground_truth = None if truth is None else GroundTruthReport.from_dict(truth, model.classes)
-        except ShapeError as e:
-            raise e.inside(".ground_truth") from None
-        return cls(model, RuntimeSection.from_dict(doc["runtime"]), doc["provider"], doc["providers"],
-                   doc["settings"], doc["memory_budget_mb"], doc["sources"], doc["out_dir"], doc["ground_truth_file"],
-                   [ImageRecord.from_dict(r) for r in doc["images"]], [Failure.from_dict(f) for f in doc["failures"]],
-                   Totals.from_dict(doc["totals"]), ground_truth,
-                   None if "shard" not in doc else ShardSection.from_dict(doc["shard"]), doc.get("stopped"))
+    def from_dict(cls, value: dict) -> BatchSummary:
+        summary = super().from_dict(value)
+        truth = summary.ground_truth
+        if truth is not None and truth.classes != summary.model.classes:
+            raise ShapeError(f"the classes of the model ({', '.join(summary.model.classes)})",
+                             list(truth.classes)).inside(".ground_truth.iou")
+        return summary
 
     @classmethod
     def read(cls, path: Path, of_shard: bool = False) -> BatchSummary:
         """The summary in file `path` (`of_shard`: a shard's, with its "shard" section). Raises what reading and
         json.loads raise, and ShapeError when it is not a batch summary."""
-        summary = cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        summary = cls.decode(json.loads(Path(path).read_text(encoding="utf-8")))
         if of_shard and summary.shard is None:
-            raise ShapeError(ShardSection.SHAPE.expected, missing=True).inside(".shard")
+            raise ShapeError(ShardSection.json_shape().expected, missing=True).inside(".shard")
         return summary
-
-    def to_dict(self) -> dict:
-        doc = {f.name: as_json(getattr(self, f.name)) for f in fields(self)}
-        return {k: v for k, v in doc.items() if v is not None or k not in ("ground_truth", "shard", "stopped")}
 
     def write(self, out_dir: Path) -> Path:
         """Write it atomically as OUT/summary.json (a shard's: summary.shard-K-of-N.json); returns the path."""

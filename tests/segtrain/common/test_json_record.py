@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from segtrain.common.json_record import decode, encode, key
-from segtrain.common.json_shape import ShapeError
+from segtrain.common.json_record import JsonRecord, decode, encode, key, required
+from segtrain.common.json_shape import Integer, ShapeError, String
 
 
 @dataclass(kw_only=True)
@@ -59,3 +59,44 @@ def test_a_document_that_does_not_fit_names_the_json_path(change, message: str) 
     with pytest.raises(ShapeError) as err:
         decode(Doc, document)
     assert str(err.value) == message
+
+
+@dataclass(frozen=True)
+class Counted(JsonRecord):
+    count: int = required(Integer(lo=0))
+    label: str | None = key(omit_none=True, shape=String())
+
+
+@dataclass(frozen=True)
+class Square(JsonRecord):
+    """A type that checks more than its shape when it is built: the error still names where it was."""
+
+    rows: list[list[int]]
+
+    @classmethod
+    def from_dict(cls, value: dict) -> Square:
+        if any(len(row) != len(value["rows"]) for row in value["rows"]):
+            raise ShapeError("a square matrix", value["rows"]).inside(".rows")
+        return super().from_dict(value)
+
+
+@dataclass(frozen=True)
+class Holder(JsonRecord):
+    counted: Counted
+    square: Square
+
+
+def test_a_field_shape_narrows_what_the_annotation_allows() -> None:
+    assert Counted.decode({"count": 3}) == Counted(3) and Counted(3).to_dict() == {"count": 3}
+    with pytest.raises(ShapeError, match=r"^count: expected an integer >= 0, found -1$"):
+        Counted.decode({"count": -1})
+    with pytest.raises(ShapeError, match=r"^label: expected a non-empty string"):
+        Counted.decode({"count": 1, "label": ""})
+    assert Counted.decode({"count": 1, "label": None}).label is None  # an optional field may be null
+
+
+def test_a_check_made_while_building_names_its_path() -> None:
+    doc = {"counted": {"count": 0}, "square": {"rows": [[1, 2], [3, 4]]}}
+    assert Holder.decode(doc).to_dict() == doc
+    with pytest.raises(ShapeError, match=r"^square\.rows: expected a square matrix"):
+        Holder.decode({"counted": {"count": 0}, "square": {"rows": [[1, 2]]}})

@@ -100,6 +100,6 @@ def test_ground_truth_sections_of_shards_combine_to_the_scores_of_all_images() -
     assert (combined.scored, combined.without_truth) == (10, 2)
     assert combined.problems == ("labels.json: x", "40", "60")
     doc = combined.to_dict()
-    assert GroundTruthReport.from_dict(doc, classes).to_dict() == doc
+    assert GroundTruthReport.from_dict(doc).to_dict() == doc
     with pytest.raises(ShapeError, match=r"^confusion_matrix: expected a 2x2 matrix"):
-        GroundTruthReport.from_dict(doc, classes[:2])
+        GroundTruthReport.from_dict({**doc, "iou": dict(list(doc["iou"].items())[:2])})
