@@ -24,8 +24,15 @@ from segdeploy.infer.evaluate import ModelEvaluateConfig
 from segdeploy.infer.model_file import DEFAULT_MODEL_DIR, PRECISIONS, VARIANTS
 from segdeploy.infer.pipeline import MAX_DEFAULT_WORKERS
 from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES
-from segdeploy.infer.tiling import AUTO_TILE_FACTOR, MAX_TILE_OVERLAP
-from segtrain.common.commandline import FiniteFloat, NameList, ToolGroup, exit_codes_epilog, setting_option
+from segdeploy.infer.tiling import MAX_TILE_OVERLAP
+from segtrain.common.commandline import (
+    FiniteFloat,
+    NameList,
+    ToolGroup,
+    exit_codes_epilog,
+    option_type,
+    setting_option,
+)
 from segtrain.common.errors import (
     EXIT_FAILURE,
     EXIT_INPUT,
@@ -42,6 +49,12 @@ if TYPE_CHECKING:
 bench_option = functools.partial(setting_option, BenchConfig)
 export_option = functools.partial(setting_option, ExportConfig)
 evaluate_option = functools.partial(setting_option, ModelEvaluateConfig)
+TILE_HELP = ("auto: as the model was trained (each photo stretched into one input, for a model trained on whole "
+             "photos, as segtrain's are; windows at the photo's own scale for one trained on crops); N: windows of "
+             "N photo pixels, each resized to the input, one model call per window (fine detail of large photos, "
+             "slower); off: stretch every photo into one input.")
+TILE_OVERLAP_HELP = (f"Fraction of a window's side shared with its neighbours (0 to {MAX_TILE_OVERLAP:g}); their "
+                     "logits are blended before the arg-max.")
 RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
                 "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
                 "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
@@ -105,17 +118,14 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--save", default=",".join(default(BatchConfig, "save")), show_default=True,
               type=NameList(SAVE_CHOICES),
               help="Outputs per image: mask (class mask, shown in the palette), overlay, color (RGB colour mask), "
-                   "confidence (8-bit winning-class probability); rle: OUT/predictions.json in the COCO results "
-                   "format. The mask is always written (a rerun resumes from it).")
+                   "confidence (255 x the winning class's probability, shown in a colour map); rle: "
+                   "OUT/predictions.json in the COCO results format; frames: a video's outputs as per-frame files "
+                   "instead of videos. The mask is always written (a rerun resumes from it).")
 @click.option("--legend", is_flag=True, help="Draw a legend of the classes present onto each overlay.")
 @click.option("--tile", default=str(default(BatchConfig, "tile")), show_default=True, metavar="auto|off|N",
-              callback=_tile_option,
-              help=f"Large images: auto tiles those more than {AUTO_TILE_FACTOR:g}x the model's input size (long "
-                   "side) with windows of the input size at the photo's own resolution; N: windows of N pixels, each "
-                   "resized to the input; off: stretch every image into one input.")
-@click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True, type=FiniteFloat(),
-              callback=_overlap_option, help=f"Fraction of a tile's side shared with its neighbours (0 to "
-                                             f"{MAX_TILE_OVERLAP:g}); their logits are blended before the arg-max.")
+              callback=_tile_option, help=TILE_HELP)
+@click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True,
+              type=option_type(BatchConfig, "tile_overlap"), callback=_overlap_option, help=TILE_OVERLAP_HELP)
 @click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=FiniteFloat(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
 @click.option("--memory-budget", type=click.IntRange(1, MAX_MEMORY_BUDGET_MB), metavar="MB",
@@ -125,14 +135,19 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
                    f"1/{MEMORY_SHARE} of the available memory, at least {MIN_MEMORY_BUDGET_MB}].")
 @click.option("--overwrite", is_flag=True, help="Redo images whose outputs already exist.")
 @click.option("--gt", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="COCO labels.json: score the masks against it (file names relative to the folder given).")
+              help="COCO labels.json: score the masks against it (file names relative to the folder given); "
+                   "predictions.json takes its image ids.")
+@click.option("--image-ids", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="LABELS.json",
+              help="A COCO file (its \"images\" only) whose image ids predictions.json takes, matched by file name "
+                   "relative to the folder given, so pycocotools' COCO.loadRes takes it [default: --gt's].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 @click.option("--shard", metavar="K/N", callback=_shard_option,
               help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
                    "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
 def batch_command(model: Path | None, precision: str | None, **options) -> None:
-    """Segment the images SOURCE names: folders (recursively), image files, or quoted glob
-    patterns ('photos/**/*.jpg').
+    """Segment the images and videos SOURCE names: folders (recursively), image or video files,
+    quoted glob patterns ('photos/**/*.jpg'), video URLs (rtsp://..., http(s)://.../clip.mp4) or a
+    camera index (0).
 
     \b
     By default (--save mask,overlay) it writes two files per image, at the image's size after
@@ -145,6 +160,17 @@ def batch_command(model: Path | None, precision: str | None, **options) -> None:
     class). Every output folder gets legend.png (swatch, index, name and COCO id of each class),
     and OUT gets summary.json (model, provider, per-image size, seconds and class shares,
     failures, totals, images/s).
+
+    \b
+    A video SOURCE/clip.mp4 gives, at its size and frame rate:
+      OUT/clip.mp4.mask.mkv      the colour mask, lossless (FFV1)
+      OUT/clip.mp4.overlay.mp4   the overlay
+    (--save confidence adds clip.mp4.confidence.mkv; --save frames writes each frame's image
+    outputs into OUT/clip.mp4.frames/ instead), then OUT/clip.mp4.record.json. A stream or
+    camera runs until it ends or Ctrl-C, which keeps what was recorded.
+
+    An OUT that holds the outputs of another model or other output settings is refused (use a
+    new --out, or --overwrite to replace them); summary.json lists every image in OUT.
 
     Only regular image files are inputs: unreadable files, FIFOs, dangling symlinks and folders
     that cannot be listed are skipped and named with the reason. --out is checked to be
@@ -335,11 +361,16 @@ def info_command(model: Path, as_json: bool) -> None:
 @evaluate_option("--runtime", help=RUNTIME_HELP)
 @evaluate_option("--provider", help="onnxruntime execution provider.")
 @evaluate_option("--threads", help="Intra-op threads of the runtime [default: its own].")
+@evaluate_option("--tile", metavar="auto|off|N", callback=_tile_option, help=TILE_HELP)
+@evaluate_option("--tile-overlap", type=option_type(ModelEvaluateConfig, "tile_overlap"), callback=_overlap_option,
+                 help=TILE_OVERLAP_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(model: Path, as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of an ONNX model on a split (no PyTorch needed).
 
-    Same scoring and table as `segtrain evaluate`: each image at its original size.
+    Same scoring and table as `segtrain evaluate`: each image at its original size. The model
+    runs as `segdeploy batch` runs it, with the same --tile, so `segdeploy batch --gt` on the
+    split's photos scores the same.
     """
     from segdeploy.infer.evaluate import evaluate_onnx
 

@@ -5,8 +5,8 @@ This module is the single definition of pre- and post-processing. Training-time 
 spec travels inside checkpoints and ONNX files. It must stay importable without torch
 (`segdeploy batch` runs on machines that have none), so only NumPy and OpenCV are used here.
 
-Resize rule ("stretch"): the image is resized to the model's input size ignoring aspect ratio,
-with area interpolation when both sides shrink and bilinear otherwise. Logits are resized back
+Resize rule ("stretch", what segtrain trains with): the image is resized to the model's input size ignoring
+aspect ratio, with area interpolation when both sides shrink and bilinear otherwise. Logits are resized back
 to the original size with bilinear interpolation (half-pixel centres, as torch's
 ``align_corners=False``) *before* the arg-max, in horizontal strips so memory stays bounded for
 very large images.
@@ -31,7 +31,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKGROUND = "background"
 # Default target categories: (COCO id, name); background is index 0 and has COCO id 0.
 DEFAULT_CATEGORIES: tuple[tuple[int, str], ...] = ((1, "person"), (17, "cat"), (37, "sports ball"), (84, "book"))
-RESIZE_RULES = ("stretch",)
+# How training fed photos to the model (the spec's `resize`): "stretch" (whole photos resized to the input size,
+# ignoring aspect ratio: every segtrain model) or "crop" (windows of the input size cut from photos at their own
+# scale, as MMSegmentation's crop training does). Inference follows the rule by default (`--tile auto`).
+RESIZE_RULES = ("stretch", "crop")
 METADATA_PREFIX = "segtrain."  # ONNX metadata_props keys of the ModelSpec
 PROVENANCE_PREFIX = "segdeploy."  # ONNX metadata_props keys of the Provenance
 

@@ -20,6 +20,8 @@ from segtrain.data.images import ImageReadError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]  # float32 NCHW at the input size -> float32 logits NCHW
+# RGB images (decoded at a reduced size when allowed) and their original (height, width) -> class masks of that size
+MasksFn = Callable[[list[np.ndarray], list[tuple[int, int]]], list[np.ndarray]]
 DEFAULT_SPLIT = "validation"  # what `segtrain evaluate` and `segdeploy evaluate` score without --split
 EVALUATE_BATCH_SIZE = 4  # images per model call when a split is scored (both evaluate commands, the bench)
 
@@ -48,11 +50,14 @@ def _chunks(n: int, size: int) -> Iterator[list[int]]:
         yield list(range(start, min(n, start + size)))
 
 
-def evaluate_split(predict: LogitsFn, split: CocoSplit, spec: ModelSpec, batch_size: int = EVALUATE_BATCH_SIZE,
-                   limit: int | None = None, progress: bool = False) -> SegMetrics:
+def evaluate_split(predict: LogitsFn | None, split: CocoSplit, spec: ModelSpec, batch_size: int = EVALUATE_BATCH_SIZE,
+                   limit: int | None = None, progress: bool = False, masks: MasksFn | None = None,
+                   reduced: bool = True) -> SegMetrics:
     """Per-class IoU, mIoU and pixel accuracy of `predict` over `split` at original sizes.
 
-    `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW. An image that
+    `predict` maps float32 NCHW (the spec's input size) to float32 logits NCHW, each image stretched into
+    one input; `masks`, when given instead, makes the masks itself (segdeploy's Predictor, which may tile,
+    passes it; `reduced=False` then when it needs the photos at their full size). An image that
     cannot be decoded is skipped and named in the result's `skipped` (the read policy of
     segtrain.data.images), after the images the split itself left out (missing, outside the image
     folder, too large: `split.skipped`); DataError when none can be read. Images only feed the model here, so a JPEG is
@@ -66,9 +71,14 @@ def evaluate_split(predict: LogitsFn, split: CocoSplit, spec: ModelSpec, batch_s
 
     def load(i: int) -> tuple[np.ndarray, np.ndarray] | ImageReadError:
         try:
-            return split.load_image(i, min_size=spec.input_size), split.load_mask(i)
+            return split.load_image(i, min_size=spec.input_size if reduced else None), split.load_mask(i)
         except ImageReadError as e:
             return e
+
+    def stretched(images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        return [logits_to_mask(out, size) for out, size in zip(predict(preprocess(images, spec)), sizes, strict=True)]
+
+    make_masks = masks or stretched
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         bar = tqdm(total=n, desc=f"evaluate {split.name}", unit="img", disable=None if progress else True)
@@ -83,9 +93,9 @@ def evaluate_split(predict: LogitsFn, split: CocoSplit, spec: ModelSpec, batch_s
                 else:
                     samples.append((split.records[i], *sample))
             if samples:
-                logits = predict(preprocess([im for _, im, _ in samples], spec))
-                for (rec, _, truth), out in zip(samples, logits, strict=True):
-                    cm.update(truth, logits_to_mask(out, (rec.height, rec.width)))
+                found = make_masks([im for _, im, _ in samples], [(rec.height, rec.width) for rec, _, _ in samples])
+                for (_, _, truth), mask in zip(samples, found, strict=True):
+                    cm.update(truth, mask)
             bar.update(len(idx))
         bar.close()
     if len(skipped) == n:

@@ -1,20 +1,31 @@
 """`from segdeploy import Predictor` (README: Python API), torch-free: the model, its spec and the contract's pre-
-and post-processing. `prepare` turns an image into model input (stretched, or a tile plan: tiling.py) and
-`infer` runs a group of them; `predict_iter` drives both through the pipeline `segdeploy batch` uses. A Prediction
-keeps the low-resolution logits and makes every view at the original size on demand.
+and post-processing. Its methods take any source (items.py: paths, folders, globs, videos, arrays, PIL images,
+bytes, lists). `prepare` turns an image into model input (stretched, or a tile plan: tiling.py) and `infer` runs a
+group of them; `predict_iter` drives both through the pipeline `segdeploy batch` uses. A Prediction keeps the
+low-resolution logits and makes every view at the original size on demand.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from segdeploy.infer.items import (
+    CHANNELS,
+    Item,
+    check_type,
+    describe,
+    expand,
+    name_of,
+    one_image,
+    source_of,
+    to_rgb_array,
+)
 from segdeploy.infer.legend import draw_legend
 from segdeploy.infer.pipeline import Failure, default_workers, run_pipeline
 from segdeploy.infer.runtime import open_model
@@ -29,32 +40,13 @@ from segtrain.contract import (
     overlay,
     preprocess,
 )
-from segtrain.data.images import ImageReadError, load_image, to_rgb
+from segtrain.data.images import ImageReadError
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
 DEFAULT_BATCH_SIZE = 4
 
 
 class InferenceError(RunError):
     """The model failed on a batch (for example a fixed batch size)."""
-
-
-def as_rgb_array(image: ImageLike) -> np.ndarray:
-    """A path (EXIF orientation applied), a PIL image (likewise) or an HxW / HxWx3 uint8 array -> HxWx3 uint8 RGB."""
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read forever
-            raise ImageReadError(f"{path}: not a regular file")
-        return load_image(path)
-    if isinstance(image, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(image))
-    if isinstance(image, np.ndarray):
-        if image.dtype == np.uint8 and image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
-            raise ValueError(f"expected an HxWx3 uint8 RGB array, got {image.dtype} {image.shape}")
-        return np.ascontiguousarray(image)
-    raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
 
 
 @dataclass
@@ -82,7 +74,8 @@ class Prediction:
     class; `probabilities()`: CxHxW float32; `colorized()`, `overlay(alpha)`: HxWx3 uint8 RGB;
     `class_shares`: fraction of the pixels per class name; `class_scores`: mean confidence over the
     pixels of each predicted class index. `tiles` is the number of windows of a tiled image (0: the
-    image was stretched into one input); `source` is what was given (a path, or None).
+    image was stretched into one input); `source` is what was given: a path, a video frame's
+    segdeploy.infer.video.Frame (video, index, seconds), or None for an image given in memory.
     """
 
     def __init__(self, image: np.ndarray, logits: np.ndarray, spec: ModelSpec, source: object = None,
@@ -127,23 +120,25 @@ class Prediction:
                              f"not at its size {self.size[1]}x{self.size[0]}")
         out = overlay(self.image, self.mask, self.spec.palette, alpha)
         if legend:
-            draw_legend(out, self.spec, [k for k, share in enumerate(self._pixel_counts()) if share])
+            draw_legend(out, self.spec, [k for k, share in enumerate(self.class_pixels) if share])
         return out
 
     @property
     def class_shares(self) -> dict[str, float]:
         total = max(self.mask.size, 1)
-        return {name: round(int(n) / total, 6) for name, n in zip(self.spec.classes, self._pixel_counts(),
+        return {name: round(int(n) / total, 6) for name, n in zip(self.spec.classes, self.class_pixels,
                                                                    strict=True)}
 
     @property
     def class_scores(self) -> dict[int, float]:
         """Mean confidence over the pixels of each class present in the mask."""
-        counts = self._pixel_counts()
+        counts = self.class_pixels
         sums = np.bincount(self.mask.ravel(), weights=self.confidence.ravel(), minlength=self.spec.num_classes)
         return {k: float(sums[k] / n) for k, n in enumerate(counts) if n}
 
-    def _pixel_counts(self) -> list[int]:
+    @property
+    def class_pixels(self) -> list[int]:
+        """The number of mask pixels of each class index."""
         if self._counts is None:
             # One comparison per class: several times faster than np.bincount on 24-megapixel uint8 masks.
             self._counts = [int(np.count_nonzero(self.mask == k)) for k in range(self.spec.num_classes)]
@@ -155,26 +150,31 @@ class Predictor:
 
     `provider`: auto (TensorRT or CUDA when present), cpu, cuda, tensorrt; `threads`: intra-op
     threads (None: the runtime's choice); `runtime`: the engine behind segdeploy.infer.runtime.open_model;
-    `tile`: "auto" (tile images larger than 2.5x the input's long side), "off" or a window size in
-    pixels, with `tile_overlap` (fraction of the window side); `batch_size`: images (or tiles) per
-    model call.
+    `tile`: "auto" (as the model was trained: stretched into one input, or windows for a model trained on
+    crops), "off" (stretched) or a window size in photo pixels, with `tile_overlap` (fraction of the window
+    side); `batch_size`: images (or windows) per model call; `channels`: the order of arrays' channels, "bgr"
+    (OpenCV's, the default) or "rgb".
     """
 
     def __init__(self, model: str | os.PathLike, provider: str = "auto", threads: int | None = None,
                  runtime: str = "auto", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0]) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if channels not in CHANNELS:
+            raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
         self.tiling = Tiling(tile, tile_overlap)
         self.model = open_model(Path(model), runtime=runtime, provider=provider, threads=threads)
         self.spec: ModelSpec = self.model.spec
         self.tiling.check(self.spec)
         self.batch_size = int(batch_size)
+        self.channels = channels
 
     def __repr__(self) -> str:
         h, w = self.spec.input_size
         return (f"Predictor({str(self.path)!r}, {self.spec.arch}/{self.spec.encoder}, {w}x{h}, "
-                f"classes={list(self.spec.classes)}, provider={self.providers[0]}, tile={self.tiling.tile!r})")
+                f"classes={list(self.spec.classes)}, provider={self.providers[0]}, tile={self.tiling.tile!r}, "
+                f"channels={self.channels!r})")
 
     @property
     def path(self) -> Path:
@@ -184,20 +184,37 @@ class Predictor:
     def providers(self) -> list[str]:
         return self.model.providers
 
-    def predict(self, image: ImageLike) -> Prediction:
-        """Segment one image (see `as_rgb_array` for what it may be)."""
-        return self.predict_batch([image])[0]
+    @property
+    def tiles(self) -> bool:
+        """Whether photos run as windows (tiling.Tiling.tiles) rather than stretched into one input."""
+        return self.tiling.tiles(self.spec)
 
-    def predict_batch(self, images: Iterable[ImageLike]) -> list[Prediction]:
-        """Segment several images, `batch_size` per model call; results in the same order."""
-        prepared = [self.prepare(as_rgb_array(im), source=_source_of(im)) for im in images]
+    def predict(self, image: object) -> Prediction:
+        """Segment one image: a path, an array, a PIL image or encoded bytes (items.py). A source that names
+        several images (a folder, glob, video, list) is a ValueError: predict_batch or predict_iter take those."""
+        check_type(image)
+        if not one_image(image):
+            raise ValueError(f"predict() segments one image, but {describe(image)}: use predict_batch() for a "
+                             "list of results or predict_iter() for a stream")
+        return self.predict_batch(image)[0]
+
+    def predict_batch(self, source: object) -> list[Prediction]:
+        """Segment every image `source` names (any source: items.py), `batch_size` per model call; results in
+        order. Raises ImageReadError for an image that cannot be read."""
         out: list[Prediction] = []
-        for i in range(0, len(prepared), self.batch_size):
-            out += self.infer(prepared[i:i + self.batch_size])
-        return out
+        group: list[Prepared] = []
+        for item in expand(source):
+            if isinstance(item, Failure):
+                raise ImageReadError(f"{item.input}: {item.reason}")
+            group.append(self.prepare(to_rgb_array(item, self.channels), source=source_of(item)))
+            if len(group) == self.batch_size:
+                out += self.infer(group)
+                group = []
+        return out + (self.infer(group) if group else [])
 
-    def predict_iter(self, images: Iterable[ImageLike], workers: int | None = None) -> Iterator[Prediction | Failure]:
-        """Segment a stream of images with decoding and post-processing overlapping inference.
+    def predict_iter(self, source: object, workers: int | None = None) -> Iterator[Prediction | Failure]:
+        """Segment a stream of images (any source: items.py; a video's frames one by one) with decoding and
+        post-processing overlapping inference.
 
         Yields a Prediction per image in input order (its mask already made), or a Failure
         (`.input`, `.reason`) for a file that cannot be read. Memory stays bounded for any number of images.
@@ -206,13 +223,16 @@ class Predictor:
             prediction.mask  # noqa: B018 (made here, on a worker thread)
             return prediction
 
-        return run_pipeline(images, self._load, self.infer, finish, self.batch_size, workers or default_workers())
+        return run_pipeline(expand(source), self._load, self.infer, finish, self.batch_size,
+                            workers or default_workers())
 
-    def _load(self, image: ImageLike) -> Prepared | Failure:
+    def _load(self, item: Item) -> Prepared | Failure:
+        if isinstance(item, Failure):
+            return item
         try:
-            return self.prepare(as_rgb_array(image), source=_source_of(image))
+            return self.prepare(to_rgb_array(item, self.channels), source=source_of(item))
         except ImageReadError as e:
-            return Failure(str(image), str(e).removeprefix(f"{image}: "))
+            return Failure(name_of(item), str(e).removeprefix(f"{name_of(item)}: "))
 
     def prepare(self, image: np.ndarray, source: object = None, size: tuple[int, int] | None = None) -> Prepared:
         """Model input for an HxWx3 uint8 RGB image: stretched to the input size, or its tile plan (thread-safe).
@@ -220,8 +240,8 @@ class Predictor:
         `size`: the original (height, width) when `image` was decoded smaller (stretched only, not tiled).
         """
         t0 = time.perf_counter()
-        if size is not None and tuple(size) != image.shape[:2] and self.tiling.tile != "off":
-            raise ValueError("a reduced image can only be stretched into the input (tile='off')")
+        if size is not None and tuple(size) != image.shape[:2] and self.tiles:
+            raise ValueError("a reduced image can only be stretched into the input (no tiling)")
         plan = self.tiling.plan(image.shape[:2], self.spec)
         if plan is None:
             prepared = Prepared(image, source, tensor=preprocess(image, self.spec)[0], size=size)
@@ -230,8 +250,10 @@ class Predictor:
         prepared.seconds["preprocess"] = time.perf_counter() - t0
         return prepared
 
-    def infer(self, items: list[Prepared]) -> list[Prediction]:
-        """Run prepared images: the stretched ones in one model call, each tiled one window batch by window batch."""
+    def infer(self, items: list[Prepared],
+              on_windows: Callable[[Prepared, int], None] | None = None) -> list[Prediction]:
+        """Run prepared images: the stretched ones in one model call, each tiled one window batch by window batch
+        (`on_windows(prepared, n)` after each model call of its windows: a progress bar)."""
         logits: dict[int, np.ndarray] = {}
         stretched = [i for i, p in enumerate(items) if p.plan is None]
         if stretched:
@@ -243,7 +265,8 @@ class Predictor:
         for i, p in enumerate(items):
             if p.plan is not None:
                 t0 = time.perf_counter()
-                logits[i] = run_tiles(self._run, p.work, p.plan, self.spec, self.batch_size)
+                done = None if on_windows is None else (lambda n, p=p: on_windows(p, n))
+                logits[i] = run_tiles(self._run, p.work, p.plan, self.spec, self.batch_size, done)
                 p.seconds["infer"], p.work = time.perf_counter() - t0, None
         return [Prediction(p.image, logits[i], self.spec, p.source, p.plan, p.seconds, p.size)
                 for i, p in enumerate(items)]
@@ -257,7 +280,3 @@ class Predictor:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise InferenceError(f"{self.model.path}: inference failed on a batch of {len(batch)} ({first}); "
                                  "if the model has a fixed batch size, use a batch size of 1 (--batch-size 1)") from e
-
-
-def _source_of(image: ImageLike) -> object:
-    return image if isinstance(image, (str, os.PathLike)) else None

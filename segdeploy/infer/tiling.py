@@ -1,5 +1,10 @@
-"""Tiled inference for large images (torch-free): MMSegmentation's "slide" mode on the contract's pre-processing
-(README: --tile). Stretching a 6000x4000 photo into a 512x512 input shrinks it twelvefold and fine objects vanish.
+"""Tiled inference (torch-free): MMSegmentation's "slide" mode on the contract's pre-processing (README: --tile).
+
+A photo is run as the model was trained (`--tile auto`, the default): a model whose spec records training on whole
+photos stretched to its input (every segtrain model) sees each photo stretched into one input; a model trained on
+crops at the photo's own scale sees windows of its input at that scale. Tiling a stretch-trained model is an
+explicit choice (`--tile N`): it keeps fine objects of a 6000x4000 photo that stretching would shrink away, at the
+cost of one model call per window.
 
 A tiled image is resized by ``input size / tile size`` (1 for ``--tile auto``), covered by evenly spaced windows
 of the input size that overlap by `overlap` (edge windows padded with the mean colour), run `batch_size` windows
@@ -22,7 +27,9 @@ from segtrain.common.errors import InputError
 from segtrain.contract import ModelSpec, normalize, resize_image
 
 TILE_AUTO, TILE_OFF = "auto", "off"
-AUTO_TILE_FACTOR = 2.5  # auto tiles images whose long side is more than this times the input's long side
+# Whether --tile auto tiles a model, by the resize rule of its spec (segtrain.contract.RESIZE_RULES): how it was
+# trained to see photos.
+AUTO_TILES = {"stretch": False, "crop": True}
 DEFAULT_TILE_OVERLAP = 0.25  # fraction of the window side shared by neighbouring windows
 MAX_TILE_OVERLAP = 0.75
 TILE_SIZE_RANGE = (16, 65536)  # --tile N, in photo pixels
@@ -99,13 +106,34 @@ class Tiling:
             raise TileError(f"--tile {self.tile}: smaller than the model's input size "
                             f"({spec.input_size[1]}x{spec.input_size[0]}); tiles are never enlarged")
 
+    def scale(self, spec: ModelSpec) -> float | None:
+        """How much photos are resized before they are cut into windows of the model's input (1: at their own
+        scale), or None when each photo is stretched into one input."""
+        if self.tile == TILE_OFF or (self.tile == TILE_AUTO and not AUTO_TILES[spec.resize]):
+            return None
+        return 1.0 if self.tile == TILE_AUTO else max(spec.input_size) / self.tile
+
+    def tiles(self, spec: ModelSpec) -> bool:
+        """Whether photos are run as windows with this model (rather than stretched into one input)."""
+        return self.scale(spec) is not None
+
     def plan(self, image_size: tuple[int, int], spec: ModelSpec) -> TilePlan | None:
         """The windows for an image of `image_size`, or None when it is stretched into one input."""
-        long_side = max(spec.input_size)
-        if self.tile == TILE_OFF or (self.tile == TILE_AUTO and max(image_size) <= AUTO_TILE_FACTOR * long_side):
-            return None
-        scale = 1.0 if self.tile == TILE_AUTO else long_side / self.tile
-        return make_plan(image_size, spec, scale, self.overlap)
+        scale = self.scale(spec)
+        return None if scale is None else make_plan(image_size, spec, scale, self.overlap)
+
+    def describe(self, spec: ModelSpec) -> str:
+        """How photos are run with this model, in one line for the console."""
+        h, w = spec.input_size
+        if not self.tiles(spec):
+            why = "--tile off" if self.tile == TILE_OFF else f"as trained: its resize rule is {spec.resize!r}"
+            return f"each photo is stretched into one {w}x{h} input ({why})"
+        overlap = f"overlapping by {self.overlap:.0%}"
+        if self.tile == TILE_AUTO:
+            return (f"each photo runs as {w}x{h} windows at its own scale, {overlap} (--tile auto: the model was "
+                    f"trained on crops, resize rule {spec.resize!r}); one model input per window")
+        return (f"each photo runs as {self.tile}x{self.tile}-pixel windows, each resized to the {w}x{h} input, "
+                f"{overlap} (--tile {self.tile}); one model input per window")
 
 
 def make_plan(image_size: tuple[int, int], spec: ModelSpec, scale: float, overlap: float) -> TilePlan:
@@ -180,8 +208,11 @@ def working_image(image: np.ndarray, plan: TilePlan) -> np.ndarray:
 
 
 def run_tiles(run: Callable[[np.ndarray], np.ndarray], work: np.ndarray, plan: TilePlan, spec: ModelSpec,
-              batch_size: int) -> np.ndarray:
-    """The blended CxHxW canvas logits of the working image `work` (covering `plan.span` original pixels)."""
+              batch_size: int, on_windows: Callable[[int], None] | None = None) -> np.ndarray:
+    """The blended CxHxW canvas logits of the working image `work` (covering `plan.span` original pixels).
+
+    `on_windows(n)` is called after each model call with the number of windows it ran (a progress bar).
+    """
     canvas = TileCanvas(plan, spec.num_classes)
     windows = plan.windows
     for i in range(0, len(windows), batch_size):
@@ -189,4 +220,6 @@ def run_tiles(run: Callable[[np.ndarray], np.ndarray], work: np.ndarray, plan: T
         logits = run(np.stack([window_tensor(work, top, left, plan, spec) for top, left in chunk]))
         for (top, left), out in zip(chunk, logits, strict=True):
             canvas.add(top, left, out)
+        if on_windows is not None:
+            on_windows(len(chunk))
     return canvas.logits()

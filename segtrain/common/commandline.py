@@ -90,6 +90,10 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        """click's range text ("0<=x<=0.75"); nothing without bounds (click would show "x<=None")."""
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
 
 class IntList(click.ParamType):
     """Comma-separated integers from 1 to `maximum`, e.g. 1,4,8 (repeats dropped)."""

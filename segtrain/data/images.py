@@ -13,6 +13,7 @@ scaling) while both sides stay at least (h, w): for callers that use the pixels 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import stat
@@ -109,23 +110,35 @@ def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | 
     """
     path = Path(path)
     with _opened(path) as im:
-        try:
-            swap = exif and (min_size is not None or before_decode is not None) and \
-                im.getexif().get(0x0112) in _TRANSPOSING
-            w, h = im.size
-            if min_size is not None:
-                need_h, need_w = min_size
-                im.draft(None, (need_h, need_w) if swap else (need_w, need_h))
-            if before_decode is not None:
-                before_decode((w, h) if swap else (h, w), im.size[0] * im.size[1])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                im.load()
-                if exif:
-                    im = ImageOps.exif_transpose(im)
-                return to_rgb(im)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ImageReadError(f"{path}: cannot decode ({e})") from e
+        return _decoded(im, path, exif, min_size, before_decode)
+
+
+def load_image_bytes(data: bytes | bytearray | memoryview, name: str = "<bytes>", exif: bool = True) -> np.ndarray:
+    """The encoded image `data` (the bytes of a JPEG, PNG, ... file) as HxWx3 uint8 RGB, by the rules of
+    `load_image` (pixel limit, EXIF orientation); ImageReadError naming `name` otherwise."""
+    with _opened_file(io.BytesIO(bytes(data)), name, None, lambda: len(data) == 0) as im:
+        return _decoded(im, name, exif, None, None)
+
+
+def _decoded(im: Image.Image, name: str | Path, exif: bool, min_size: tuple[int, int] | None,
+             before_decode: Callable[[tuple[int, int], int], object] | None) -> np.ndarray:
+    try:
+        swap = exif and (min_size is not None or before_decode is not None) and \
+            im.getexif().get(0x0112) in _TRANSPOSING
+        w, h = im.size
+        if min_size is not None:
+            need_h, need_w = min_size
+            im.draft(None, (need_h, need_w) if swap else (need_w, need_h))
+        if before_decode is not None:
+            before_decode((w, h) if swap else (h, w), im.size[0] * im.size[1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im.load()
+            if exif:
+                im = ImageOps.exif_transpose(im)
+            return to_rgb(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"{name}: cannot decode ({e})") from e
 
 
 def image_size(path: str | Path, exif: bool = True) -> tuple[int, int]:
@@ -146,26 +159,34 @@ def _opened(path: str | Path, header: str | None = None) -> Iterator[Image.Image
 
     `header` is how a failure to open is described when only the header is wanted.
     """
-    path, limit = Path(path), max_image_pixels()
-    with regular_file(path) as file:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                image = Image.open(file)
-        except Image.DecompressionBombError as e:  # Pillow's guard, at twice the limit: the size is in its message
-            size = re.search(r"\((\d+) pixels\)", str(e))
-            pixels = f"{int(size[1]):,} pixels" if size else "twice the limit or more"
-            raise ImageTooLargeError(f"{path}: {pixels}, {_beyond(limit)}") from e
-        except UnidentifiedImageError as e:
-            reason = "empty file" if _is_empty(path) else "not an image Pillow can identify"
-            raise ImageReadError(f"{path}: {reason}" if header is None else f"{path}: {header} ({reason})") from e
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ImageReadError(f"{path}: {header or 'cannot decode'} ({e})") from e
-        with image:
-            w, h = image.size
-            if w * h > limit:
-                raise ImageTooLargeError(f"{path}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
-            yield image
+    path = Path(path)
+    with regular_file(path) as file, _opened_file(file, path, header, lambda: _is_empty(path)) as image:
+        yield image
+
+
+@contextlib.contextmanager
+def _opened_file(file: BinaryIO, name: str | Path, header: str | None,
+                 empty: Callable[[], bool]) -> Iterator[Image.Image]:
+    """Image.open of an open file (`name` in messages) within the pixel limit; ImageReadError otherwise."""
+    limit = max_image_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(file)
+    except Image.DecompressionBombError as e:  # Pillow's guard, at twice the limit: the size is in its message
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(size[1]):,} pixels" if size else "twice the limit or more"
+        raise ImageTooLargeError(f"{name}: {pixels}, {_beyond(limit)}") from e
+    except UnidentifiedImageError as e:
+        reason = "empty file" if empty() else "not an image Pillow can identify"
+        raise ImageReadError(f"{name}: {reason}" if header is None else f"{name}: {header} ({reason})") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"{name}: {header or 'cannot decode'} ({e})") from e
+    with image:
+        w, h = image.size
+        if w * h > limit:
+            raise ImageTooLargeError(f"{name}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
+        yield image
 
 
 @contextlib.contextmanager

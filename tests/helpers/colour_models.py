@@ -162,3 +162,43 @@ def batch_cli(*args: str | Path) -> object:
     from segdeploy.cli import main
 
     return CliRunner().invoke(main, ["batch", *(str(a) for a in args), "--no-progress"])
+
+
+def moving_frames(n: int = 5, h: int = 24, w: int = 32) -> list[np.ndarray]:
+    """RGB frames of a BRIGHT ("red") square moving right over DARK: each frame's mask is known (expected_mask)."""
+    frames = []
+    for i in range(n):
+        frame = np.empty((h, w, 3), np.uint8)
+        frame[:] = DARK
+        frame[4:4 + h // 2, 2 + 3 * i:2 + 3 * i + w // 3] = BRIGHT
+        frames.append(frame)
+    return frames
+
+
+def save_video(frames: list[np.ndarray], path: Path, fps: float = 5.0) -> Path:
+    """Write RGB frames as a video with OpenCV: lossless FFV1 for .mkv (frames read back exactly), mp4v for .mp4."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = "FFV1" if path.suffix == ".mkv" else "mp4v"
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc}"
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def read_video_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as RGB."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames

@@ -44,7 +44,7 @@ def default_memory_budget() -> int:
 
 def _sources(value: tuple) -> str | None:
     if not value:
-        return "must name at least one folder, image file or quoted glob pattern"
+        return "must name at least one folder, image or video file, quoted glob pattern, video URL or camera"
     bad = [s for s in value if not isinstance(s, (str, os.PathLike)) or not str(s)]
     return f"must be paths or glob patterns, got {bad[0]!r}" if bad else None
 
@@ -69,8 +69,9 @@ def _shard(value: object) -> str | None:
 
 @dataclass(frozen=True)
 class BatchConfig(Checked):
-    """What to run over (`sources`: folders, image files, glob patterns; one may be given bare), where the
-    outputs go, with which model, and how (the flags of `segdeploy batch`, by the same names)."""
+    """What to run over (`sources`: folders, image and video files, glob patterns, video URLs, camera indices; one
+    may be given bare), where the outputs go, with which model, and how (the flags of `segdeploy batch`, by the
+    same names)."""
 
     sources: tuple[str | Path, ...] = setting(rule=_sources)
     out_dir: Path = setting()
@@ -83,6 +84,7 @@ class BatchConfig(Checked):
     alpha: float = setting(0.5, rule=between(0, 1))
     overwrite: bool = setting(False)
     gt: Path | None = setting(None)
+    image_ids: Path | None = setting(None)  # a COCO file whose image ids predictions.json takes (--gt gives them too)
     progress: bool | None = setting(None)  # None: a progress bar only when stderr is a terminal
     shard: Shard | None = setting(None, rule=_shard)  # do only this share of the inputs
     save: tuple[str, ...] = setting(DEFAULT_SAVE, rule=_save)  # the mask is always written (resolve_save)

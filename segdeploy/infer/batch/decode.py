@@ -18,7 +18,7 @@ from segtrain.data.images import ImageReadError, load_image
 # arrays of each chosen output (tracemalloc on a 6-megapixel image). Each write thread also holds a
 # fixed working set of some tens of MB. With the default outputs, 17 bytes per pixel: one 12-megapixel
 # PNG in flight raised a run's peak RSS by 198 MB (16.5 bytes per pixel).
-BYTES_PER_PIXEL = {"photo": 7, "mask": 2, "overlay": 8, "color": 6, "confidence": 6, "rle": 10}
+BYTES_PER_PIXEL = {"photo": 7, "mask": 2, "overlay": 8, "color": 6, "confidence": 6, "rle": 10, "frames": 0}
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ def image_bytes(save: Sequence[str]) -> int:
     return sum(BYTES_PER_PIXEL[kind] for kind in resolve_save(save))
 
 
-def reduced_decode(save: Sequence[str], tile: str | int) -> bool:
+def reduced_decode(save: Sequence[str], tiles: bool) -> bool:
     """Whether a JPEG may be decoded at a reduced size: no chosen output needs the photo (the overlay
-    is drawn on it) and tiling is off (tiles run at the photo's own resolution)."""
-    return "overlay" not in save and tile == "off"
+    is drawn on it) and photos are not tiled (tiles run at the photo's own resolution)."""
+    return "overlay" not in save and not tiles
 
 
 def decode(job: Job, predictor: Predictor, reserve: Reserve | None = None, save: Sequence[str] = DEFAULT_SAVE,

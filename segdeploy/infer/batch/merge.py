@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.infer.batch.ground_truth import GroundTruthReport
@@ -44,8 +44,8 @@ class MergedTotals(Totals):
     unsharded run reports, queueing between shards included. "images_per_second_summed_over_shards" adds each
     shard's own rate (the shards running all at once); "model_images_per_second" is per model instance."""
 
-    images_per_second_summed_over_shards: float | None
-    shard_seconds_summed: float
+    images_per_second_summed_over_shards: float | None = field(kw_only=True)
+    shard_seconds_summed: float = field(kw_only=True)
 
     @classmethod
     def of_shards(cls, shards: list[BatchSummary]) -> MergedTotals:
@@ -58,10 +58,13 @@ class MergedTotals(Totals):
             for stage, seconds in t.stage_seconds_summed.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
         rates = [t.images_per_second for t in totals if t.images_per_second]
+        frames = sum(t.frames or 0 for t in totals)
+        pictures = processed + frames - sum(1 for s in shards for r in s.images if r.frames and not r.resumed)
         return cls(sum(t.images_found for t in totals), processed, sum(t.resumed for t in totals),
                    sum(t.failed for t in totals), round(span, 3), round(model_seconds, 3),
-                   {k: round(v, 3) for k, v in stages.items()}, rate(processed, span), rate(processed, model_seconds),
-                   round(sum(rates), 3) if rates else None, round(sum(t.seconds for t in totals), 3))
+                   {k: round(v, 3) for k, v in stages.items()}, rate(pictures, span), rate(pictures, model_seconds),
+                   frames or None, images_per_second_summed_over_shards=round(sum(rates), 3) if rates else None,
+                   shard_seconds_summed=round(sum(t.seconds for t in totals), 3))
 
 
 @dataclass(frozen=True)

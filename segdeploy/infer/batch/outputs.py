@@ -1,7 +1,8 @@
-"""The files `segdeploy batch` writes per image (README: "Run over folders and files"): their names under --out,
-their encodings, and atomic writes that tell a full --out (OutputWriteError: the run stops) from a problem of one
-file (OSError: that image fails). A file that exists is whole: each is written to a temporary name beside its
-target, tagged with its writer (segtrain.common.files.owner_tag), and renamed into place."""
+"""The files `segdeploy batch` writes per image and per video (README: "Run over folders and files", "Videos"):
+their names under --out, their encodings, and atomic writes that tell a full --out (OutputWriteError: the run
+stops) from a problem of one file (OSError: that image fails). A file that exists is whole: each is written to a
+temporary name beside its target, tagged with its writer (segtrain.common.files.owner_tag), and renamed into
+place."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ from segtrain.common.files import atomic_write_bytes, owner_tag
 # Per-image outputs, by --save name; the mask is always written (it carries the record).
 OUTPUT_SUFFIXES = {"mask": ".mask.png", "overlay": ".overlay.jpg", "color": ".color.png",
                    "confidence": ".confidence.png"}
-SAVE_CHOICES = ("mask", "overlay", "color", "confidence", "rle")
+# Per-video outputs: the mask video is the colour mask (lossless), so "color" adds no file; "frames" writes each
+# frame's image outputs into a folder instead; the record (what a rerun resumes from) is written last.
+VIDEO_SUFFIXES = {"mask": ".mask.mkv", "overlay": ".overlay.mp4", "confidence": ".confidence.mkv"}
+FRAMES_SUFFIX, RECORD_SUFFIX = ".frames", ".record.json"
+SAVE_CHOICES = ("mask", "overlay", "color", "confidence", "rle", "frames")
 DEFAULT_SAVE = ("mask", "overlay")
 LEGEND_NAME = "legend.png"
 OVERLAY_JPEG_QUALITY = 92
@@ -42,13 +47,23 @@ def resolve_save(items: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class OutputPaths:
-    """The per-image output files of one input: kind (mask, overlay, color, confidence) -> path."""
+    """The output files of one input: kind -> path. An image's: mask, overlay, color, confidence (its mask holds
+    the record); a video's: mask, overlay, confidence videos or a frames folder, and its record file."""
 
     files: dict[str, Path]
 
     @property
     def mask(self) -> Path:
         return self.files["mask"]
+
+    @property
+    def record(self) -> Path:
+        """The file whose record says the outputs are complete (an image's mask, a video's record file)."""
+        return self.files.get("record", self.files.get("mask"))
+
+    @property
+    def folder(self) -> Path:
+        return self.record.parent
 
     def as_dict(self, root: Path) -> dict[str, str]:
         return {kind: path.relative_to(root).as_posix() for kind, path in self.files.items()}
@@ -59,6 +74,21 @@ def output_paths(out_dir: Path, rel: Path, save: Sequence[str] = tuple(OUTPUT_SU
     base = Path(out_dir) / rel
     return OutputPaths({kind: base.with_name(base.name + suffix) for kind, suffix in OUTPUT_SUFFIXES.items()
                         if kind in save or kind == "mask"})
+
+
+def video_output_paths(out_dir: Path, rel: Path, save: Sequence[str] = DEFAULT_SAVE) -> OutputPaths:
+    """A video's outputs at `rel` under `out_dir`: a video per chosen kind (the mask always), or with "frames" a
+    folder of per-frame files; the record file last."""
+    base = Path(out_dir) / rel
+    files = ({"frames": base.with_name(base.name + FRAMES_SUFFIX)} if "frames" in save else
+             {kind: base.with_name(base.name + suffix) for kind, suffix in VIDEO_SUFFIXES.items()
+              if kind in save or kind == "mask"})
+    return OutputPaths({**files, "record": base.with_name(base.name + RECORD_SUFFIX)})
+
+
+def frame_paths(frames_dir: Path, index: int, save: Sequence[str]) -> OutputPaths:
+    """The image outputs of frame `index` in a video's frames folder: 000000.mask.png, 000000.overlay.jpg, ..."""
+    return output_paths(frames_dir, Path(f"{index:06d}"), save)
 
 
 def encode_mask(mask: np.ndarray, palette: Sequence[Sequence[int]], text: Mapping[str, str] | None = None) -> bytes:
@@ -87,6 +117,28 @@ def encode_grey(plane: np.ndarray) -> bytes:
 def confidence_to_grey(confidence: np.ndarray) -> np.ndarray:
     """Probabilities in [0, 1] -> uint8 0..255 (rounded), as confidence.png stores them."""
     return cv2.convertScaleAbs(confidence, alpha=255.0)
+
+
+def confidence_palette(classes: int) -> np.ndarray:
+    """256x3 uint8 RGB colours of confidence values 0..255 for a model of `classes` classes: OpenCV's perceptual
+    'viridis' map stretched over the values a winner can have (255/classes, a tie of all, up to 255), so the
+    confidence of a few classes is not a near-white grey; values below that range take the lowest colour."""
+    values = np.arange(256, dtype=np.float64) / 255.0
+    low = 1.0 / max(classes, 1)
+    ramp = np.clip((values - low) / max(1.0 - low, 1e-9), 0.0, 1.0)
+    bgr = cv2.applyColorMap(np.round(ramp * 255).astype(np.uint8).reshape(256, 1), cv2.COLORMAP_VIRIDIS)
+    return bgr.reshape(256, 3)[:, ::-1].copy()
+
+
+def encode_confidence(confidence: np.ndarray, classes: int) -> bytes:
+    """HxW probabilities -> indexed PNG: pixel value = round(255 x probability), shown through confidence_palette."""
+    grey = confidence_to_grey(confidence)
+    h, w = grey.shape
+    im = Image.frombytes("P", (w, h), np.ascontiguousarray(grey).tobytes())
+    im.putpalette(confidence_palette(classes).ravel().tolist())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def encode_rgb(image: np.ndarray, suffix: str) -> bytes:

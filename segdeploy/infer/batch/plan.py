@@ -1,5 +1,5 @@
-"""Planning a batch run before any work: a job per input image (its outputs mirrored under --out), the shard's
-share of them, and the checks of --out and --gt."""
+"""Planning a batch run before any work: a job per input image, video or stream (its outputs mirrored under
+--out), the shard's share of them, and the checks of --out and --gt."""
 
 from __future__ import annotations
 
@@ -8,21 +8,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from segdeploy.infer.batch.outputs import DEFAULT_SAVE, OutputPaths, output_paths
+from segdeploy.infer.batch.outputs import DEFAULT_SAVE, OutputPaths, output_paths, video_output_paths
 from segdeploy.infer.batch.shards import Shard
 from segdeploy.infer.batch.sources import BatchInputError, list_sources
 from segdeploy.infer.pipeline import Failure
 from segtrain.common.files import ensure_writable_dir
 
+IMAGE, VIDEO, STREAM = "image", "video", "stream"  # the kinds of job
+
 
 @dataclass(frozen=True)
 class Job:
-    """One input image: its key (path relative to the folder it was found in, POSIX form), file, outputs."""
+    """One input: its key (path relative to the folder it was found in, POSIX form; a stream's name), source
+    (a file; a stream's URL or camera index as given), the folder the key is relative to, outputs and kind."""
 
     key: str
-    source: Path
+    source: Path | str
     root: Path
     outputs: OutputPaths
+    kind: str = IMAGE
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,11 @@ def plan_jobs(sources: Sequence[Path | str], out_dir: Path,
         if Path(source).is_dir() and os.path.realpath(source) == os.path.realpath(out_dir):
             raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
     listing = list_sources(sources, exclude=[out_dir])
-    return [Job(f.key, f.path, f.root, output_paths(out_dir, f.rel, save)) for f in listing.files], listing.failures
+    jobs = [Job(f.key, f.path, f.root, video_output_paths(out_dir, f.rel, save), VIDEO) if f.video else
+            Job(f.key, f.path, f.root, output_paths(out_dir, f.rel, save)) for f in listing.files]
+    streams = [Job(s.key, s.source, out_dir, video_output_paths(out_dir, Path(s.key), save), STREAM)
+               for s in listing.streams]
+    return sorted(jobs + streams, key=lambda job: job.key), listing.failures
 
 
 def plan_run(sources: Sequence[Path | str], out_dir: Path, save: Sequence[str], shard: Shard | None) -> Plan:
@@ -78,10 +86,12 @@ def make_out_dir(out_dir: Path) -> None:
         raise BatchInputError(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
 
 
-def ground_truth_root(jobs: list[Job]) -> Path:
-    """The one folder --gt's file names are relative to; BatchInputError when the inputs come from several."""
-    roots = {job.root.resolve(): job.root for job in jobs}
+def ground_truth_root(jobs: list[Job], flag: str = "--gt") -> Path:
+    """The one folder the file names of --gt (or --image-ids) are relative to; BatchInputError when the input
+    images come from several."""
+    roots = {job.root.resolve(): job.root for job in jobs if job.kind == IMAGE}
     if len(roots) != 1:
-        raise BatchInputError(f"--gt matches file names relative to one folder, but the inputs come from {len(roots)} "
-                              f"({', '.join(sorted(str(r) for r in roots.values()))}); score each folder separately")
+        raise BatchInputError(f"{flag} matches file names relative to one folder, but the input images come from "
+                              f"{len(roots)} ({', '.join(sorted(str(r) for r in roots.values()))}); run each folder "
+                              "separately")
     return next(iter(roots.values()))

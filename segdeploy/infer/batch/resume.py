@@ -1,9 +1,10 @@
-"""Resuming a batch run: the record a finished mask.png carries, which images it shows are complete, and the
-temporary files a killed run left behind.
+"""Resuming a batch run: the record a finished mask.png (a video's record file) carries, which inputs it shows
+are complete, which outputs another run made, and the temporary files a killed run left behind.
 
-An image is complete when every chosen output exists and its mask's fingerprint (the model file, the outputs
+An input is complete when every chosen output exists and its record's fingerprint (the model file, the outputs
 and the settings that change them, the input file's size and modification time) is the one this run would
-write: a replaced photo, another model or other outputs are redone.
+write: a replaced photo is redone. Outputs whose record names another model or other output settings belong to
+another run (earlier.py decides what happens to them). A stream is never complete: it has no file to compare.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from segdeploy.infer.batch.outputs import LEGEND_NAME, OUTPUT_SUFFIXES
-from segdeploy.infer.batch.plan import Job
+from segdeploy.infer.batch.outputs import LEGEND_NAME, OUTPUT_SUFFIXES, RECORD_SUFFIX, VIDEO_SUFFIXES
+from segdeploy.infer.batch.plan import STREAM, Job
 from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import run_file_regex
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
@@ -30,8 +31,11 @@ RECORD_KEY = "segdeploy.infer.batch"  # the mask's PNG text chunk that holds the
 # A temporary file older than this is an orphan whoever wrote it: writes take seconds.
 STALE_TEMP_SECONDS = 30 * 60
 # Temporary names made by write_atomic beside the run's files.
-_TEMP_NAME = temp_name_pattern("|".join([*(r".+" + re.escape(s) for s in OUTPUT_SUFFIXES.values()),
+_TEMP_NAME = temp_name_pattern("|".join([*(r".+" + re.escape(s) for s in (*OUTPUT_SUFFIXES.values(), RECORD_SUFFIX)),
                                          re.escape(LEGEND_NAME), run_file_regex(SUMMARY, PREDICTIONS)]))
+# Videos are written under their own container's extension (segdeploy.infer.video.VideoWriter).
+_VIDEO_TEMP_NAME = temp_name_pattern("|".join(r".+" + re.escape(s) for s in VIDEO_SUFFIXES.values()),
+                                     suffix=r"\.tmp\.(?:mkv|mp4)")
 
 
 class NotAFileError(OSError):
@@ -74,34 +78,65 @@ class ResumeRecord:
         image = ImageRecord.json_shape()
         return Record({**image.required, "fingerprint": Record()}, optional=image.optional)
 
+    def json(self) -> str:
+        return json_text({**self.record.to_dict(), "fingerprint": self.fingerprint}, ascii_only=True)
+
     def png_text(self) -> dict[str, str]:
-        return {RECORD_KEY: json_text({**self.record.to_dict(), "fingerprint": self.fingerprint}, ascii_only=True)}
+        return {RECORD_KEY: self.json()}
 
     @classmethod
-    def read(cls, mask: Path) -> ResumeRecord | None:
-        """The record in a mask PNG (its header and text chunks only, not the pixels); None when there is none,
-        or one that is unreadable, malformed or not of this mask's size."""
+    def read(cls, path: Path) -> ResumeRecord | None:
+        """The record in a mask PNG (its header and text chunks only, not the pixels) or a video's record file;
+        None when there is none, or one that is unreadable, malformed or not of this mask's size."""
         try:
-            with Image.open(mask) as im:
-                text, (width, height) = im.info.get(RECORD_KEY), im.size
+            if path.name.endswith(RECORD_SUFFIX):
+                with open(path, "rb") as f:
+                    text, size = f.read(1 << 20).decode("utf-8"), None
+            else:
+                with Image.open(path) as im:
+                    text, (width, height) = im.info.get(RECORD_KEY), im.size
+                    size = (height, width)
             doc = json.loads(text) if text else None
             check(doc, cls.json_shape())
         except (OSError, ValueError, SyntaxError, ShapeError, RecursionError):
             return None
         record = ImageRecord.from_dict(doc)
-        return cls(record, doc["fingerprint"]) if record.size == (height, width) else None
+        return cls(record, doc["fingerprint"]) if size is None or record.size == size else None
+
+
+def same_settings(stored: dict, fingerprint: Fingerprint) -> bool:
+    """Whether a stored fingerprint was made with this run's model and output settings (whatever the input's stamp)."""
+    return {k: v for k, v in stored.items() if k != "source"} == \
+        {k: v for k, v in fingerprint.of({}).items() if k != "source"}
+
+
+def _outputs_exist(job: Job) -> bool:
+    return all(path.is_dir() if kind == "frames" else path.is_file() for kind, path in job.outputs.files.items())
 
 
 def completed(job: Job, fingerprint: Fingerprint) -> ImageRecord | None:
     """The record of `job` when every chosen output exists and was made with `fingerprint`, else None."""
+    if job.kind == STREAM:
+        return None
     try:
-        if not all(path.is_file() for path in job.outputs.files.values()):
+        if not _outputs_exist(job):
             return None
         expected = fingerprint.of(source_stamp(job.source))
     except OSError:  # gone, not a regular file, a name too long: the later stages name the reason
         return None
-    stored = ResumeRecord.read(job.outputs.mask)
+    stored = ResumeRecord.read(job.outputs.record)
     return stored.record if stored is not None and stored.fingerprint == expected else None
+
+
+def made_elsewhere(job: Job, fingerprint: Fingerprint) -> dict | None:
+    """The fingerprint of `job`'s record when another model or other output settings made it, else None."""
+    try:
+        if not job.outputs.record.is_file():
+            return None
+    except OSError:
+        return None
+    stored = ResumeRecord.read(job.outputs.record)
+    return None if stored is None or same_settings(stored.fingerprint, fingerprint) else stored.fingerprint
 
 
 def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: bool,
@@ -118,7 +153,7 @@ def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: 
         else:
             done.append((job, replace(record, input=job.key, outputs=job.outputs.as_dict(out_dir), resumed=True)))
     if done:
-        log(f"{len(done)} of {len(jobs)} images already have complete outputs in {out_dir}; "
+        log(f"{len(done)} of {len(jobs)} inputs already have complete outputs in {out_dir}; "
             "skipping them (--overwrite redoes them)")
     return todo, done
 
@@ -126,4 +161,5 @@ def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: 
 def sweep_temp_files(out_dir: Path) -> list[Path]:
     """Delete the temporary files under `out_dir` that are certainly orphaned (segtrain.common.files.sweep_orphans);
     those of a run still writing, here or on another machine, are left alone. Returns the files deleted."""
-    return sweep_orphans(out_dir, _TEMP_NAME, STALE_TEMP_SECONDS, recursive=True)
+    return [*sweep_orphans(out_dir, _TEMP_NAME, STALE_TEMP_SECONDS, recursive=True),
+            *sweep_orphans(out_dir, _VIDEO_TEMP_NAME, STALE_TEMP_SECONDS, recursive=True)]

@@ -1,5 +1,11 @@
 """`segdeploy batch --save rle`: predictions.json, each image's mask per class in the COCO results format
-(README), in mask.png's grid, or with --gt in the pixel grid labels.json describes (torch-free)."""
+(README), in mask.png's grid, or with --gt or --image-ids in the pixel grid labels.json describes (torch-free).
+
+Every region is an entry, background (category_id 0) included, as in COCO-Stuff's results: an image's entries
+cover each of its pixels once, so a scorer rebuilds the whole mask (score.py), and a run whose masks are all
+background still gives a list pycocotools can load (it fails on an empty one). COCOeval leaves category 0 out,
+since no labels.json category has that id.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +27,8 @@ def predictions_name(shard: Shard | None = None) -> str:
 
 
 def rle_entries(mask: np.ndarray, scores: dict[int, float], spec: ModelSpec, image_id: int | str) -> list[dict]:
-    """COCO result entries for each non-background class in `mask`; `scores` by class index."""
-    classes = [k for k in sorted(scores) if 0 < k < spec.num_classes]
+    """COCO result entries for each class in `mask` (background too); `scores` by class index."""
+    classes = [k for k in sorted(scores) if 0 <= k < spec.num_classes]
     if not classes:
         return []
     # One class at a time: a few bytes per pixel whatever the number of classes present.

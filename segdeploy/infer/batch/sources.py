@@ -1,5 +1,6 @@
-"""The images `segdeploy batch`'s SOURCEs name (folders, image files, glob patterns), each keyed by the path its
-outputs mirror under --out (torch-free).
+"""The images and videos `segdeploy batch`'s SOURCEs name (folders, image and video files, glob patterns, video
+streams and cameras: what a text SOURCE is, is segdeploy.infer.media's rule), each keyed by the path its outputs
+mirror under --out (torch-free).
 
 `list_sources` is the one place inputs are found. It names what it cannot use instead of dropping it (an
 image-named FIFO, device, dangling symlink or loop; a folder it cannot list), follows symlinked folders once
@@ -19,12 +20,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdeploy.infer.media import MEDIA_KINDS, Kind, classify, is_media_name, is_video_name, stream_key
+from segdeploy.infer.media import url_unsupported as _url_unsupported
 from segdeploy.infer.pipeline import Failure
 from segtrain.common.errors import InputError, undecodable_escaped
 from segtrain.common.files import file_kind
-from segtrain.data.images import IMAGE_SUFFIXES, is_image_file, is_image_name
 
-_KINDS = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
+_KINDS = MEDIA_KINDS
 
 
 class BatchInputError(InputError):
@@ -45,13 +47,28 @@ class InputFile:
         """The path relative to `root` under its real name (where its outputs go)."""
         return self.path.relative_to(self.root)
 
+    @property
+    def video(self) -> bool:
+        return is_video_name(self.path.name)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A video stream or camera SOURCE (segdeploy.infer.media.Kind.STREAM): its key (the name its outputs take at
+    the top of --out) and the SOURCE as given."""
+
+    key: str
+    source: str
+
 
 @dataclass
 class Listing:
-    """What the SOURCEs name: the input images (sorted by key) and what could not be listed or used."""
+    """What the SOURCEs name: the input images and videos (sorted by key), the streams and cameras, and what
+    could not be listed or used."""
 
     files: list[InputFile] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    streams: list[Stream] = field(default_factory=list)
 
 
 def file_problem(path: Path) -> str | None:
@@ -129,7 +146,7 @@ class _Lister:
                 if _is_dir(entry):
                     if self.enter(entry):
                         stack.append((Path(entry.path), prefix + entry.name + "/"))
-                elif is_image_name(entry.name):
+                elif is_media_name(entry.name):
                     plain = _is_plain_file(entry)  # most files: no stat needed
                     if plain:
                         real_folder = real_folder or os.path.realpath(folder)
@@ -148,7 +165,7 @@ class _Lister:
             matches += 1
             if match.is_dir():
                 self.walk(match, base)
-            elif is_image_file(match):
+            elif is_media_name(match.name):
                 self.add_file(match, base)
         return matches
 
@@ -235,14 +252,14 @@ def find_images(input_dir: Path, exclude: Sequence[Path] = ()) -> list[Path]:
 
 
 def list_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) -> Listing:
-    """The images the SOURCEs name (sorted by key) and the failures met listing them.
+    """The images and videos the SOURCEs name (sorted by key), their streams, and the failures met listing them.
 
     BatchInputError for a source that names nothing usable (a missing path, a pattern without
-    matches, a folder without images or problems, a file that is not a regular image file), and
-    for two different files that would write the same outputs. A file named twice (a folder and a
-    glob inside it) is done once, under the key it got first.
+    matches, a folder without images or problems, a file that is not a regular image or video file, a
+    URL that is not a video stream), and for two different inputs that would write the same outputs. A
+    file named twice (a folder and a glob inside it) is done once, under the key it got first.
     """
-    by_key: dict[str, InputFile] = {}
+    by_key: dict[str, InputFile | Stream] = {}
     failures: dict[str, Failure] = {}
     seen: set[str] = set()
     for source in sources:
@@ -251,14 +268,25 @@ def list_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) ->
             real = item.real or os.path.realpath(item.path)
             if real in seen:
                 continue
-            other = by_key.get(item.key)
-            if other is not None:
-                raise BatchInputError(f"{other.path} and {item.path} would both write the outputs of '{item.key}'; "
-                                      "run them into separate --out folders")
-            by_key[item.key] = item
+            _claim(by_key, item.key, item)
             seen.add(real)
+        for stream in listing.streams:
+            if stream.source not in seen:
+                _claim(by_key, stream.key, stream)
+                seen.add(stream.source)
         failures.update((f.input, f) for f in listing.failures if f.input not in by_key)
-    return Listing([by_key[key] for key in sorted(by_key)], [failures[key] for key in sorted(failures)])
+    return Listing([by_key[key] for key in sorted(by_key) if isinstance(by_key[key], InputFile)],
+                   [failures[key] for key in sorted(failures)],
+                   [by_key[key] for key in sorted(by_key) if isinstance(by_key[key], Stream)])
+
+
+def _claim(by_key: dict[str, InputFile | Stream], key: str, item: InputFile | Stream) -> None:
+    other = by_key.get(key)
+    if other is not None:
+        named = [x.path if isinstance(x, InputFile) else x.source for x in (other, item)]
+        raise BatchInputError(f"{named[0]} and {named[1]} would both write the outputs of '{key}'; "
+                              "run them into separate --out folders")
+    by_key[key] = item
 
 
 def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) -> list[InputFile]:
@@ -269,27 +297,34 @@ def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ())
 def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
     path = Path(source)
     lister = _Lister(exclude)
-    if path.is_dir():
+    kind = classify(source)
+    if kind is Kind.FOLDER:
         lister.walk(path, path, top=source)
         if not lister.listing.files and not lister.listing.failures:
-            raise BatchInputError(f"{source}: no images ({_KINDS}) found")
-    elif os.path.lexists(path):
+            raise BatchInputError(f"{source}: no images or videos ({_KINDS}) found")
+    elif kind in (Kind.IMAGE, Kind.VIDEO, Kind.OTHER_FILE):
         problem = file_problem(path)
-        if problem is None and not is_image_file(path):
-            problem = f"not an image file (expected {_KINDS})"
+        if problem is None and kind is Kind.OTHER_FILE:
+            problem = f"not an image or video file (expected {_KINDS})"
         if problem is not None:
             raise BatchInputError(f"{source}: {problem}")
         lister.add_file(path, path.parent, known_regular=True)
-    elif glob.has_magic(source):
+    elif kind is Kind.GLOB:
         matches = lister.glob(source)
         if not matches and not lister.listing.failures:
             raise BatchInputError(f"{source}: no file or folder matches this pattern")
         if not lister.listing.files and not lister.listing.failures:
-            raise BatchInputError(f"{source}: matches {matches} path(s) but no images ({_KINDS})")
+            raise BatchInputError(f"{source}: matches {matches} path(s) but no images or videos ({_KINDS})")
+    elif kind is Kind.STREAM:
+        lister.listing.streams.append(Stream(stream_key(source), source))
+    elif kind is Kind.URL:
+        raise _url_unsupported(source)
     else:
-        raise BatchInputError(f"{source}: does not exist (not a file, a folder or a glob pattern)")
+        raise BatchInputError(f"{source}: does not exist (not a file, a folder, a glob pattern, a video URL "
+                              "or a camera index)")
     return _sorted(lister.listing)
 
 
 def _sorted(listing: Listing) -> Listing:
-    return Listing(sorted(listing.files, key=lambda f: f.key), sorted(listing.failures, key=lambda f: f.input))
+    return Listing(sorted(listing.files, key=lambda f: f.key), sorted(listing.failures, key=lambda f: f.input),
+                   listing.streams)

@@ -44,7 +44,9 @@ def summary_name(shard: Shard | None = None) -> str:
 class ImageRecord(JsonRecord):
     """An image's entry in "images": its outputs (relative to --out), size (height, width), model windows (0: not
     tiled), seconds per stage, share of the pixels per class, and with --save rle the mean confidence per class
-    index; `resumed` when an earlier run made its outputs (the record is the one its mask carries)."""
+    index; `resumed` when an earlier run made its outputs (the record is the one its mask carries). A video's
+    entry has the same keys (size and windows per frame, seconds and shares over all frames) and its `frames`
+    and `fps`."""
 
     input: str = required(_TEXT)
     outputs: dict[str, str] = required(MapOf(_TEXT))
@@ -54,11 +56,14 @@ class ImageRecord(JsonRecord):
     class_share: dict[str, float] = required(MapOf(Number(lo=0)))
     scores: dict[str, float] | None = key(omit_none=True)
     resumed: bool | None = key(omit_none=True)  # True, or left out
+    frames: int | None = key(omit_none=True, shape=Integer(lo=1))  # a video's
+    fps: float | None = key(omit_none=True, shape=Number(lo=0))
 
 
 @dataclass(frozen=True)
 class Totals(JsonRecord):
-    """ "totals": counts, and the speed of the images processed in this run. Stages overlap in threads, so the
+    """ "totals": counts of inputs (an image or a video each), and the speed of those processed in this run, in
+    images (a video's frames count one each: "frames" is their number). Stages overlap in threads, so the
     per-stage seconds summed over images exceed the wall-clock "seconds"."""
 
     images_found: int = required(_COUNT)
@@ -70,16 +75,19 @@ class Totals(JsonRecord):
     stage_seconds_summed: dict[str, float] = required(MapOf(Number()))
     images_per_second: float | None = required(_RATE)
     model_images_per_second: float | None = required(_RATE)
+    frames: int | None = key(omit_none=True, shape=_COUNT)  # video frames segmented in this run
 
     @classmethod
     def of_run(cls, found: int, resumed: int, failed: int, wall_seconds: float,
                processed: list[ImageRecord]) -> Totals:
-        """The totals of a run that processed these images (the resumed ones not among them)."""
+        """The totals of a run that processed these inputs (the resumed ones not among them)."""
         stages = {stage: sum(r.seconds.get(stage, 0.0) for r in processed) for stage in STAGES}
         model_seconds = stages["infer"]  # each image's share of its model calls
+        frames = sum(r.frames or 0 for r in processed)
+        pictures = frames + sum(1 for r in processed if r.frames is None)
         return cls(found, len(processed), resumed, failed, round(wall_seconds, 3), round(model_seconds, 3),
-                   {k: round(v, 3) for k, v in stages.items()}, rate(len(processed), wall_seconds),
-                   rate(len(processed), model_seconds))
+                   {k: round(v, 3) for k, v in stages.items()}, rate(pictures, wall_seconds),
+                   rate(pictures, model_seconds), frames or None)
 
 
 
@@ -99,6 +107,7 @@ class ModelSection(JsonRecord):
     precision: str | None = required(_TEXT)
     classes: tuple[str, ...] = required(ListOf(_TEXT))
     input_size: tuple[int, int] = required(ListOf(Integer(lo=1), length=2))
+    coco_ids: tuple[int, ...] | None = key(omit_none=True, shape=ListOf(_COUNT))  # of the classes, in order
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ def what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> di
     spec, provenance = predictor.spec, getattr(predictor.model, "provenance", None)
     return {"model": ModelSection(str(predictor.path), model_sha256, spec.arch, spec.encoder,
                                   provenance.precision if provenance else None, tuple(spec.classes),
-                                  tuple(spec.input_size)),
+                                  tuple(spec.input_size), tuple(spec.coco_ids)),
             "runtime": RuntimeSection(config.runtime, predictor.model.runtime, predictor.model.runtime_reason),
             "provider": predictor.providers[0], "providers": predictor.providers, "settings": config.recorded(),
             "memory_budget_mb": config.memory_budget, "sources": [str(s) for s in config.sources],

@@ -13,17 +13,17 @@ import numpy as np
 
 from segdeploy.infer.batch.decode import StampedJob
 from segdeploy.infer.batch.ground_truth import GroundTruth
+from segdeploy.infer.batch.image_ids import ImageIds
 from segdeploy.infer.batch.outputs import (
     LEGEND_NAME,
     OutputWriteError,
-    confidence_to_grey,
-    encode_grey,
+    encode_confidence,
     encode_mask,
     encode_rgb,
     read_mask,
     write_atomic,
 )
-from segdeploy.infer.batch.plan import Job
+from segdeploy.infer.batch.plan import IMAGE, Job
 from segdeploy.infer.batch.resume import Fingerprint, ResumeRecord
 from segdeploy.infer.batch.rle import rle_entries
 from segdeploy.infer.batch.summary import ImageRecord
@@ -49,6 +49,7 @@ class ImageWriter:
     out_dir: Path
     made_with: Fingerprint  # the outputs and the settings that change them
     truth: GroundTruth | None
+    ids: GroundTruth | ImageIds | None = None  # predictions.json's image ids (--gt or --image-ids)
 
     @property
     def save(self) -> tuple[str, ...]:
@@ -79,7 +80,7 @@ class ImageWriter:
         if "color" in files:
             write_atomic(files["color"], encode_rgb(prediction.colorized(), ".png"))
         if "confidence" in files:
-            write_atomic(files["confidence"], encode_grey(confidence_to_grey(prediction.confidence)))
+            write_atomic(files["confidence"], encode_confidence(prediction.confidence, self.spec.num_classes))
         scores = {str(k): round(v, 6) for k, v in prediction.class_scores.items()} if "rle" in self.save else None
         record = ImageRecord(source.job.key, source.job.outputs.as_dict(self.out_dir), prediction.size,
                              prediction.tiles, stage_seconds(prediction.seconds, t0), prediction.class_shares, scores)
@@ -88,11 +89,13 @@ class ImageWriter:
         return record
 
     def coco_entries(self, key: str, mask: np.ndarray, scores: dict[int, float]) -> list[dict]:
-        """predictions.json entries of one image: --gt's image id and pixel grid when it has the image."""
-        image_id = key
-        if self.truth is not None and self.truth.has(key):
-            image_id, mask = self.truth.image_id(key), self.truth.truth_grid(key, mask)
-        return rle_entries(mask, scores, self.spec, image_id)
+        """predictions.json entries of one image, with the image id and in the pixel grid of --gt or --image-ids
+        (none for an image that file does not list); without either, the image's key stands for its id."""
+        if self.ids is None:
+            return rle_entries(mask, scores, self.spec, key)
+        if not self.ids.has(key):
+            return []
+        return rle_entries(self.ids.truth_grid(key, mask), scores, self.spec, self.ids.image_id(key))
 
 
 def stage_seconds(seconds: dict[str, float], write_start: float) -> dict[str, float]:
@@ -106,7 +109,7 @@ def write_legends(out_dir: Path, jobs: list[Job], spec: ModelSpec) -> None:
     Before any image is run: a folder that cannot take it is an OutputWriteError.
     """
     data = encode_rgb(legend_image(spec), ".png")
-    for folder in sorted({Path(out_dir)} | {job.outputs.mask.parent for job in jobs}):
+    for folder in sorted({Path(out_dir)} | {job.outputs.folder for job in jobs}):
         path = folder / LEGEND_NAME
         with contextlib.suppress(OSError):
             if path.read_bytes() == data:
@@ -121,7 +124,8 @@ def replay(writer: ImageWriter, done: list[tuple[Job, ImageRecord]], workers: in
     """The write stage of images an earlier run finished: score their masks against --gt and rebuild their
     COCO entries; returns the entries."""
     truth, rle = writer.truth, "rle" in writer.save
-    jobs = [(job, record) for job, record in done if rle or (truth is not None and truth.has(job.key))]
+    jobs = [(job, record) for job, record in done
+            if job.kind == IMAGE and (rle or (truth is not None and truth.has(job.key)))]
 
     def replay_one(item: tuple[Job, ImageRecord]) -> list[dict]:
         job, record = item

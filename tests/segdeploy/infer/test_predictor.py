@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from colour_models import CLASSES, half_image, save, save_exif_rotated, subprocess_env
+from colour_models import (
+    CLASSES,
+    half_image,
+    moving_frames,
+    save,
+    save_exif_rotated,
+    save_video,
+    subprocess_env,
+)
 from PIL import Image
 
 from segdeploy.infer.batch.config import BatchConfig
@@ -21,6 +29,7 @@ from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.predictor import Predictor
 from segdeploy.infer.runtime import ModelLoadError
 from segdeploy.infer.tiling import TileError
+from segtrain.common.errors import InputError
 from segtrain.contract import colorize, overlay, resize_logits
 from segtrain.data.images import ImageReadError, load_image
 
@@ -35,7 +44,7 @@ def test_a_path_a_pil_image_and_an_array_give_the_mask_png_of_segdeploy_batch(mo
     save_exif_rotated(noisy(40, 58, 4), tmp_path / "in" / "turned.jpg")  # EXIF orientation 6
     run_batch(BatchConfig(sources=tmp_path / "in", out_dir=tmp_path / "out", model=model, workers=2,
                           progress=False), log=lambda m: None)
-    predictor = Predictor(model)
+    predictor = Predictor(model, channels="rgb")
     for name in ("plain.png", "turned.jpg"):
         path = tmp_path / "in" / name
         written = output_paths(tmp_path / "out", Path(name)).mask
@@ -52,7 +61,7 @@ def test_a_path_a_pil_image_and_an_array_give_the_mask_png_of_segdeploy_batch(mo
 
 def test_every_view_is_at_the_original_size_and_they_agree(model: Path) -> None:
     image = noisy(37, 53, 5)
-    result = Predictor(model).predict(image)
+    result = Predictor(model, channels="rgb").predict(image)
     probabilities = result.probabilities()
     assert probabilities.shape == (3, 37, 53) and probabilities.dtype == np.float32
     # Independently: NumPy bilinear resize of the logits, then softmax.
@@ -75,7 +84,7 @@ def test_every_view_is_at_the_original_size_and_they_agree(model: Path) -> None:
 
 def test_overlay_legend_draws_the_present_classes_in_a_corner_only(model: Path) -> None:
     image = half_image(120, 160, axis=1)  # red on the left, background on the right
-    result = Predictor(model).predict(image)
+    result = Predictor(model, channels="rgb").predict(image)
     plain, legend = result.overlay(0.5), result.overlay(0.5, legend=True)
     changed = np.argwhere((plain != legend).any(axis=2))
     assert len(changed) and changed[:, 0].max() < 40 and changed[:, 1].max() < 80  # top-left box
@@ -126,12 +135,14 @@ def test_importing_segdeploy_is_light_and_the_predictor_never_imports_torch(mode
 
 def test_bad_inputs_raise_clear_errors(model: Path, tmp_path: Path) -> None:
     predictor = Predictor(model)
-    with pytest.raises(ValueError, match=r"expected an HxWx3 uint8 RGB array, got float64 \(4, 4, 3\)"):
+    with pytest.raises(ValueError, match=r"expected an HxWx3 uint8 BGR array \(or HxW grey, HxWx4\), got float64"):
         predictor.predict(np.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         predictor.predict(np.zeros((0, 4, 3), np.uint8))
-    with pytest.raises(TypeError, match="got int"):
+    with pytest.raises(TypeError, match="expected a path, folder, glob, video, URL, NumPy array, PIL image, bytes"):
         predictor.predict(3)
+    with pytest.raises(ValueError, match="channels must be one of bgr, rgb"):
+        Predictor(model, channels="RGB")
     with pytest.raises(ImageReadError, match="missing.jpg: file not found"):
         predictor.predict(tmp_path / "missing.jpg")
     os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block forever
@@ -150,3 +161,71 @@ def test_bad_inputs_raise_clear_errors(model: Path, tmp_path: Path) -> None:
         Predictor(model, tile_overlap=float("nan"))
     with pytest.raises(ValueError, match="batch_size"):
         Predictor(model, batch_size=0)
+
+
+# --------------------------------------------------------------------------------------------
+# One source rule: what predict, predict_batch and predict_iter take
+
+
+def test_an_opencv_array_and_its_file_give_the_same_mask(model: Path, tmp_path: Path) -> None:
+    import cv2
+
+    path = save(noisy(45, 70, 11), tmp_path / "photo.png")
+    predictor = Predictor(model)  # arrays in OpenCV's order by default, as cv2.imread gives them
+    from_file = predictor.predict(path)
+    assert len(np.unique(from_file.mask)) == 3  # the colour model reads the red channel: a swap would show
+    np.testing.assert_array_equal(predictor.predict(cv2.imread(str(path))).mask, from_file.mask)
+    with Image.open(path) as im:
+        rgb = np.asarray(im)
+        np.testing.assert_array_equal(predictor.predict(im).mask, from_file.mask)  # PIL knows its own mode
+    np.testing.assert_array_equal(Predictor(model, channels="rgb").predict(rgb).mask, from_file.mask)
+    assert (predictor.predict(rgb).mask != from_file.mask).any()  # RGB taken as BGR: red and blue swapped
+    bgra = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2BGRA)
+    np.testing.assert_array_equal(predictor.predict(bgra).mask, from_file.mask)
+    np.testing.assert_array_equal(predictor.predict(path.read_bytes()).mask, from_file.mask)  # encoded bytes
+
+
+def test_a_string_is_one_source_and_folders_globs_and_lists_are_expanded(model: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = [save(noisy(20 + i, 24, i), tmp_path / "photos" / f"im{i}.png") for i in range(3)]
+    save(noisy(22, 26, 9), tmp_path / "photos" / "sub" / "deep.jpg")
+    predictor = Predictor(model, batch_size=2)
+    monkeypatch.chdir(tmp_path)
+    (one,) = predictor.predict_iter("photos/im0.png")  # not one failure per character
+    np.testing.assert_array_equal(one.mask, predictor.predict(paths[0]).mask)
+    (missing,) = predictor.predict_iter("nothing.jpg")
+    assert isinstance(missing, Failure) and missing.input == "nothing.jpg" and missing.reason == "file not found"
+    folder = predictor.predict_batch("photos")  # every image under it, in the order batch lists them
+    assert [r.source.as_posix() for r in folder] == ["photos/im0.png", "photos/im1.png", "photos/im2.png",
+                                                     "photos/sub/deep.jpg"]
+    assert [r.source for r in predictor.predict_batch("photos/*.png")] == [Path("photos") / p.name for p in paths]
+    mixed = list(predictor.predict_iter(["photos/im1.png", noisy(10, 12, 1), "photos/sub", paths[2].read_bytes()]))
+    assert [r.source for r in mixed] == ["photos/im1.png", None, Path("photos/sub/deep.jpg"), None]
+    np.testing.assert_array_equal(mixed[3].mask, predictor.predict(paths[2]).mask)
+    with pytest.raises(ValueError, match=r"predict\(\) segments one image, but 'photos' is a folder: use "
+                                         r"predict_batch\(\) for a list of results or predict_iter\(\)"):
+        predictor.predict("photos")
+    with pytest.raises(ValueError, match="a list may name several images"):
+        predictor.predict([paths[0]])
+    with pytest.raises(InputError, match="photos/\\*.gif: no file or folder matches this pattern"):
+        predictor.predict_batch("photos/*.gif")
+    with pytest.raises(InputError, match="s3:// sources other than video streams need the object-storage"):
+        predictor.predict_batch("s3://bucket/photos/")
+
+
+def test_a_video_streams_frame_by_frame(model: Path, tmp_path: Path) -> None:
+    frames = moving_frames(6)
+    video = save_video(frames, tmp_path / "clip.mkv", fps=4)
+    predictor = Predictor(model, batch_size=4)
+    results = list(predictor.predict_iter(video, workers=2))
+    assert [(r.source.video, r.source.index, r.source.seconds) for r in results] == [
+        (str(video), i, i / 4) for i in range(6)]
+    for i, (result, frame) in enumerate(zip(results, frames, strict=True)):
+        np.testing.assert_array_equal(result.mask, Predictor(model, channels="rgb").predict(frame).mask)
+        assert result.mask[10, 3 + 3 * i] == 1 and result.mask[0, 0] == 0  # the square, where it is now
+    assert len(predictor.predict_batch([video, video])) == 12
+    with pytest.raises(ValueError, match="is a video file"):
+        predictor.predict(video)
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(InputError, match="broken.mp4: OpenCV cannot open this video"):
+        predictor.predict_batch(tmp_path / "broken.mp4")

@@ -56,11 +56,13 @@ def test_jpegs_are_decoded_smaller_only_when_no_output_needs_the_photo(model: Pa
     monkeypatch.setattr(decode, "load_image", lambda path, **kw: asked.append(kw["min_size"]) or real_load(path, **kw))
     reduced = _run(model, tmp_path / "in", tmp_path / "reduced", monkeypatch, save=("mask",), tile="off")
     full = _run(model, tmp_path / "in", tmp_path / "full", monkeypatch, save=("mask", "overlay"), tile="off")
-    auto = _run(model, tmp_path / "in", tmp_path / "auto", monkeypatch, save=("mask", "color"))
-    assert asked == [(32, 32), None, None]  # the model's input size; the overlay needs the photo; tiles too
+    auto = _run(model, tmp_path / "in", tmp_path / "auto", monkeypatch, save=("mask", "color"))  # as trained
+    tiled = _run(model, tmp_path / "in", tmp_path / "tiled", monkeypatch, save=("mask", "color"), tile=64)
+    # the model's input size; the overlay needs the photo; stretched as trained; tiles need it too
+    assert asked == [(32, 32), None, (32, 32), None]
     # 1/8 scale is still at least 32 x 32: 100 x 75 pixels decoded instead of 800 x 600
     assert reduced[0][0] == 800 * 600 * BYTES_PER_PIXEL["mask"] + 100 * 75 * BYTES_PER_PIXEL["photo"]
-    assert full[0][0] > reduced[0][0] and auto
+    assert full[0][0] > reduced[0][0] and auto[0][0] < tiled[0][0]
     small, whole = (read_png(output_paths(tmp_path / d, Path("photo.jpg")).mask) for d in ("reduced", "full"))
     assert small.shape == whole.shape == (600, 800)  # the mask is made at the photo's size all the same
     assert (small == whole).mean() > 0.99 and (small == half_truth(600, 800, 1)).mean() > 0.99

@@ -1,4 +1,5 @@
-"""`--save rle` and `--save confidence`: COCO results that pycocotools loads and that decode to the written masks."""
+"""`--save rle` and `--save confidence`: COCO results that pycocotools loads and that decode to the written masks,
+with COCO's image ids from --gt or --image-ids."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from segdeploy.infer.batch.outputs import output_paths, read_mask
+from segdeploy.infer.batch.outputs import confidence_palette, output_paths, read_mask
 from segdeploy.infer.predictor import Predictor
 from segtrain.data.synthetic import rle_encode
 
@@ -22,7 +23,7 @@ def _inputs(root: Path) -> list[str]:
     rng = np.random.default_rng(7)
     save(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), root / "noise.png")  # all three classes
     save(half_image(40, 60, axis=1), root / "sub" / "half.png")
-    save(np.full((20, 30, 3), 40, np.uint8), root / "dark.png")  # background only: no entry
+    save(np.full((20, 30, 3), 40, np.uint8), root / "dark.png")  # background only: its one entry
     return ["dark.png", "noise.png", "sub/half.png"]
 
 
@@ -62,8 +63,8 @@ def test_rle_loads_with_coco_loadres_and_decodes_to_the_written_masks(model: Pat
     for name in names:
         mask = read_mask(output_paths(tmp_path / "out", Path(name)).mask)
         mine = [e for e in entries if e["image_id"] == ids[name]]
-        present = [k for k in (1, 2) if (mask == k).any()]
-        assert sorted(e["category_id"] for e in mine) == present, name  # COCO ids of the spec: 1 red, 2 green
+        present = [k for k in (0, 1, 2) if (mask == k).any()]
+        assert sorted(e["category_id"] for e in mine) == present, name  # COCO ids of the spec: 0 background, 1, 2
         for e in mine:
             np.testing.assert_array_equal(mask_utils.decode(e["segmentation"]), mask == e["category_id"])
             ann = results.loadAnns(results.getAnnIds(imgIds=ids[name], catIds=e["category_id"]))[0]
@@ -71,19 +72,68 @@ def test_rle_loads_with_coco_loadres_and_decodes_to_the_written_masks(model: Pat
             # score: mean winning-class probability over the class's pixels
             confidence = predictor.predict(tmp_path / "in" / name).confidence
             assert e["score"] == pytest.approx(float(confidence[mask == e["category_id"]].mean()), abs=1e-5)
-        # confidence.png: 255 x that probability, rounded
+        # confidence.png: 255 x that probability, rounded, shown through a colour map
         with Image.open(output_paths(tmp_path / "out", Path(name), ("confidence",)).files["confidence"]) as im:
-            assert im.mode == "L" and im.size == mask.shape[::-1]
+            assert im.mode == "P" and im.size == mask.shape[::-1]
             expected = np.rint(predictor.predict(tmp_path / "in" / name).confidence * 255)
             assert np.abs(np.asarray(im).astype(int) - expected).max() <= 1
-    assert not [e for e in entries if e["image_id"] == ids["dark.png"]]
+            palette = np.asarray(im.getpalette()[:768]).reshape(256, 3)
+            np.testing.assert_array_equal(palette, confidence_palette(3))
+    (background,) = [e for e in entries if e["image_id"] == ids["dark.png"]]
+    assert background["category_id"] == 0 and mask_utils.area(background["segmentation"]) == 20 * 30
 
 
-def test_without_gt_image_ids_are_file_names_and_a_rerun_rebuilds_the_file(model: Path, tmp_path: Path) -> None:
+def test_the_confidence_colours_span_what_a_winner_can_have() -> None:
+    """With 3 classes a winner has at least 1/3: 85..255 must run the whole colour map, not 188..255 of grey."""
+    colours = confidence_palette(3).astype(int)
+    assert (colours[:86] == colours[0]).all()  # below 1/3: cannot happen, the lowest colour
+    brightness = colours.sum(axis=1)
+    assert brightness[255] - brightness[85] > 300  # dark purple to yellow
+    assert len({tuple(c) for c in colours[85:]}) > 100
+    assert np.abs(np.diff(brightness[85:])).max() < 20  # smooth
+
+
+def test_all_background_still_gives_a_result_list_pycocotools_loads(model: Path, tmp_path: Path) -> None:
+    save(np.full((20, 30, 3), 40, np.uint8), tmp_path / "in" / "dark.png")
+    labels = _labels(tmp_path / "in", ["dark.png"])
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--image-ids", labels,
+                    "--save", "rle")
+    assert res.exit_code == 0, res.output
+    results = COCO(str(labels)).loadRes(str(tmp_path / "out" / "predictions.json"))
+    (ann,) = results.loadAnns(results.getAnnIds())
+    assert ann["image_id"] == 101 and ann["category_id"] == 0 and ann["area"] == 600
+
+
+def test_image_ids_come_from_an_image_info_file_and_unlisted_images_are_left_out(model: Path,
+                                                                               tmp_path: Path) -> None:
     names = _inputs(tmp_path / "in")
-    assert batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle").exit_code == 0
+    info = {"images": [{"id": 5000 + i, "file_name": n, "height": read_mask_shape(tmp_path / "in" / n)[0],
+                        "width": read_mask_shape(tmp_path / "in" / n)[1]} for i, n in enumerate(names[1:])],
+            "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}]}  # test-dev style: no annotations
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--image-ids",
+                    tmp_path / "info.json", "--save", "rle")
+    assert res.exit_code == 0, res.output
+    assert f"predictions.json: 1 of 3 images are not in --image-ids {tmp_path / 'info.json'}: no entries" in res.output
+    entries = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert {e["image_id"] for e in entries} == {5000, 5001}
+    coco = COCO()
+    coco.dataset = {**info, "annotations": []}
+    coco.createIndex()
+    assert len(coco.loadRes(str(tmp_path / "out" / "predictions.json")).getAnnIds()) == len(entries)
+    both = batch_cli(tmp_path / "in", "--out", tmp_path / "o2", "--model", model, "--image-ids", tmp_path / "info.json",
+                     "--gt", tmp_path / "info.json", "--save", "rle")
+    assert both.exit_code == 2 and "--gt gives the image ids already" in both.output
+
+
+def test_without_ids_image_ids_are_file_names_it_says_so_and_a_rerun_rebuilds_the_file(model: Path,
+                                                                                      tmp_path: Path) -> None:
+    names = _inputs(tmp_path / "in")
+    res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle")
+    assert res.exit_code == 0
+    assert "image_id is each file's path (no --gt or --image-ids), which pycocotools' COCO.loadRes" in res.output
     first = json.loads((tmp_path / "out" / "predictions.json").read_text())
-    assert {e["image_id"] for e in first} == {"noise.png", "sub/half.png"}
+    assert {e["image_id"] for e in first} == set(names)
     assert not output_paths(tmp_path / "out", Path(names[1]), ("overlay",)).files["overlay"].exists()
     # COCO accepts any hashable id: a dataset whose images are named by file name loads the results
     coco = COCO()
@@ -105,7 +155,7 @@ def test_rle_of_an_exif_turned_photo_follows_the_grid_labels_json_describes(mode
     res = batch_cli(tmp_path / "in", "--out", tmp_path / "out", "--model", model, "--save", "rle", "--gt",
                  tmp_path / "labels.json")
     assert res.exit_code == 0, res.output
-    (entry,) = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    (entry,) = [e for e in json.loads((tmp_path / "out" / "predictions.json").read_text()) if e["category_id"] == 1]
     written = read_mask(output_paths(tmp_path / "out", Path("turned.jpg")).mask)  # displayed: 40 high, 64 wide
     assert written.shape == (40, 64) and entry["segmentation"]["size"] == [64, 40]
     stored_grid = np.asarray(Image.fromarray(written).transpose(Image.Transpose.ROTATE_90))

@@ -32,7 +32,7 @@ from segdeploy.cli import EXIT_SOME_INPUTS_FAILED, main
 from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.outputs import output_paths
 from segdeploy.infer.batch.run import run_batch
-from segdeploy.infer.batch.sources import find_images
+from segdeploy.infer.batch.sources import BatchInputError, find_images
 from segdeploy.infer.runtime import resolve_runtime
 from segtrain.contract import colorize, default_palette
 
@@ -273,9 +273,13 @@ def test_overwrite_another_alpha_or_model_and_a_replaced_photo_are_redone(model:
     run(model, tmp_path / "in", tmp_path / "out")
     assert run(model, tmp_path / "in", tmp_path / "out").totals.processed == 0
     assert run(model, tmp_path / "in", tmp_path / "out", overwrite=True).totals.processed == 2
-    assert run(model, tmp_path / "in", tmp_path / "out", alpha=0.8).totals.processed == 2
+    with pytest.raises(BatchInputError, match=r"another run \(--alpha 0.5 there, 0.8 now; see summary.json\)"):
+        run(model, tmp_path / "in", tmp_path / "out", alpha=0.8)  # never mixed with the first run's overlays
+    assert run(model, tmp_path / "in", tmp_path / "out", alpha=0.8, overwrite=True).totals.processed == 2
     other = build_colour_model(tmp_path / "other.onnx", input_size=(40, 40))
-    assert run(other, tmp_path / "in", tmp_path / "out", alpha=0.8).totals.processed == 2
+    with pytest.raises(BatchInputError, match=r"another run \(another model \(sha256 "):
+        run(other, tmp_path / "in", tmp_path / "out", alpha=0.8)
+    assert run(other, tmp_path / "in", tmp_path / "out", alpha=0.8, overwrite=True).totals.processed == 2
     save(half_image(50, 60, 0), tmp_path / "in" / "b.png")  # the user replaces a photo
     again = run(other, tmp_path / "in", tmp_path / "out", alpha=0.8)
     assert again.totals.processed == 1 and again.totals.resumed == 1
@@ -287,12 +291,16 @@ def test_default_writes_two_files_per_image_and_other_outputs_are_redone(model: 
     run(model, tmp_path / "in", tmp_path / "out")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["a.png.mask.png", "a.png.overlay.jpg", "legend.png", "summary.json"]
-    with_colour = run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color"))
+    with_colour = run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color"), overwrite=True)
     assert with_colour.totals.processed == 1 and with_colour.summary.settings["save"] == ["mask", "overlay", "color"]
     assert assert_outputs(tmp_path / "out", "a.png", (40, 40)).any()  # checks color.png = palette[mask] too
     assert run(model, tmp_path / "in", tmp_path / "out", save=("overlay", "color")).totals.resumed == 1
-    for changed in ({"save": ("mask",)}, {"legend": True}, {"tile": "off"}, {"tile_overlap": 0.5}):
-        assert run(model, tmp_path / "in", tmp_path / "out", **changed).totals.processed == 1, changed
+    for changed in ({"legend": True}, {"tile": "off"}, {"tile_overlap": 0.5}, {"save": ("mask",)}):
+        with pytest.raises(BatchInputError, match="choose a new --out folder, or add --overwrite to replace them"):
+            run(model, tmp_path / "in", tmp_path / "out", **changed)
+        assert run(model, tmp_path / "in", tmp_path / "out", overwrite=True, **changed).totals.processed == 1, changed
+    # the last: --save mask, and nothing of the earlier runs is left beside it
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png.mask.png", "legend.png", "summary.json"]
 
 
 def test_output_folder_inside_input_folder_is_not_read_as_input(model: Path, tmp_path: Path) -> None:

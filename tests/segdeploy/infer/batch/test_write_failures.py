@@ -53,7 +53,8 @@ def full_after(monkeypatch: pytest.MonkeyPatch, images: int, summary_too: bool =
     monkeypatch.setattr(outputs, "atomic_write_bytes", write)
     calls: list[int] = []
     real_infer = Predictor.infer
-    monkeypatch.setattr(Predictor, "infer", lambda self, items: calls.append(len(items)) or real_infer(self, items))
+    monkeypatch.setattr(Predictor, "infer",
+                        lambda self, items, **kw: calls.append(len(items)) or real_infer(self, items, **kw))
     return calls
 
 
