@@ -92,7 +92,9 @@ def _what_was_segmented(summary: BatchSummary) -> str:
     if not t.frames:
         return f"{t.processed} images segmented"
     videos = sum(1 for r in summary.images if r.frames is not None and not r.resumed)
-    return f"{t.processed - videos} images and {videos} videos ({t.frames} frames) segmented"
+    images = t.processed - videos
+    return (f"{images} image{'s' * (images != 1)} and {videos} video{'s' * (videos != 1)} ({t.frames} frames) "
+            "segmented")
 
 
 class _Progress:
