@@ -208,6 +208,33 @@ def _chosen_model(model: Path | None, precision: str | None) -> Path:
     return path
 
 
+@main.command("score", epilog=exit_codes_epilog((EXIT_OK, EXIT_INPUT)))
+@click.argument("predictions", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--gt", "labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="LABELS.json", help="COCO labels.json whose images PREDICTIONS are of.")
+@click.option("--categories", metavar="NAME|ID,...",
+              help="The model's classes besides background, by name or COCO id [default: those of the model in the "
+                   "summary.json beside PREDICTIONS].")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores (and the confusion matrix) as JSON.")
+def score_command(predictions: Path, labels: Path, categories: str | None, as_json: bool) -> None:
+    """Score COCO results of one region per class and image (`segdeploy batch --save rle`'s
+    predictions.json) against labels.json as COCO-Stuff scores semantic segmentation: IoU per
+    class, mIoU, frequency-weighted IoU, mean accuracy and pixel accuracy, from one confusion
+    matrix (the same one `segdeploy batch --gt` builds on the same run).
+
+    Pixels no result covers count as background. COCOeval's instance AP is the wrong measure for
+    semantic masks (each class is one region); this is the right one.
+    """
+    import json
+
+    from segdeploy.infer.score import score_results
+
+    chosen = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    scores = score_results(predictions, labels, chosen)
+    click.echo(json.dumps(scores.to_dict(), indent=2) if as_json else f"{predictions} against {labels}:\n"
+               f"{scores.table()}")
+
+
 @main.command("bench")
 @click.argument("models", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @bench_option("--image-size", "image_sizes",

@@ -48,6 +48,22 @@ class ConfusionMatrix:
         iou = self.iou()
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
+    def frequency_weighted_iou(self) -> float:
+        """IoU per class weighted by the class's share of the ground-truth pixels (COCO-Stuff's FW IoU)."""
+        total, iou = self.mat.sum(), self.iou()
+        if not total:
+            return float("nan")
+        freq = self.mat.sum(1) / total
+        seen = np.isfinite(iou)
+        return float((freq[seen] * iou[seen]).sum())
+
+    def mean_accuracy(self) -> float:
+        """The mean over classes present in the ground truth of the share of their pixels found."""
+        rows = self.mat.sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            accuracy = np.where(rows > 0, np.diag(self.mat) / np.maximum(rows, 1), np.nan)
+        return float(np.nanmean(accuracy)) if np.isfinite(accuracy).any() else float("nan")
+
     def pixel_accuracy(self) -> float:
         total = self.mat.sum()
         return float(np.diag(self.mat).sum() / total) if total else float("nan")

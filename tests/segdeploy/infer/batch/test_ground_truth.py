@@ -17,11 +17,11 @@ from segdeploy.cli import main
 from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.ground_truth import undo_exif_orientation
 from segdeploy.infer.batch.run import run_batch
-from segdeploy.infer.runtime import OnnxModel
+from segdeploy.infer.evaluate import evaluate_predictor
+from segdeploy.infer.predictor import Predictor
+from segdeploy.infer.score import score_results
 from segtrain.contract import build_spec
-from segtrain.data.coco import CocoSplit
 from segtrain.data.synthetic import rle_encode
-from segtrain.evaluation import evaluate_split, split_categories
 
 
 def _entry(image_id: int, name: str, truth: np.ndarray, category: int = 1) -> tuple[dict, dict]:
@@ -114,19 +114,27 @@ def _coco_model(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_gt_on_coco_mini_validation_matches_evaluate(coco_mini: Path, tmp_path: Path) -> None:
+def test_gt_on_coco_mini_validation_matches_evaluate_and_the_results_scorer(coco_mini: Path, tmp_path: Path) -> None:
     model_path = _coco_model(tmp_path / "coco.onnx")
-    model = OnnxModel(model_path, "cpu")
-    split = CocoSplit.open(coco_mini, "validation", categories=split_categories(model.spec))
-    expected = evaluate_split(model.run, split, model.spec, batch_size=4)
-    config = BatchConfig(sources=coco_mini / "validation" / "data", out_dir=tmp_path / "out", model=model_path,
-                         gt=coco_mini / "validation" / "labels.json", batch_size=4, progress=False)
-    result = run_batch(config, log=lambda m: None)
-    got = result.ground_truth.metrics
-    assert result.ground_truth.scored == len(split) and not result.failures
-    assert 0.0 < expected.miou < 1.0
-    assert abs(got.miou - expected.miou) <= 0.01, (got.miou, expected.miou)
-    assert got.pixels == expected.pixels
+    labels = coco_mini / "validation" / "labels.json"
+    for tile in ("auto", 128):  # as trained (stretched, JPEGs decoded reduced), and tiled (decoded whole)
+        predictor = Predictor(model_path, provider="cpu", runtime="onnxruntime", tile=tile)
+        expected, split = evaluate_predictor(predictor, coco_mini, "validation")
+        config = BatchConfig(sources=coco_mini / "validation" / "data", out_dir=tmp_path / f"out-{tile}",
+                             model=model_path, gt=labels, runtime="onnxruntime", provider="cpu", tile=tile,
+                             save=("mask", "rle"), progress=False)
+        result = run_batch(config, log=lambda m: None)
+        got = result.ground_truth
+        assert got.scored == len(split) and not result.failures and 0.0 < expected.miou < 1.0
+        same = ("miou", "pixel_accuracy", "iou", "pixels")  # exactly: the same masks
+        assert {k: got.metrics.to_dict()[k] for k in same} == {k: expected.to_dict()[k] for k in same}, tile
+        scores = score_results(tmp_path / f"out-{tile}" / "predictions.json", labels)
+        np.testing.assert_array_equal(scores.confusion, got.confusion)  # COCO-Stuff's way, on the RLE results
+        assert scores.images_scored == len(split) and scores.metrics.miou == got.metrics.miou
+        freq = got.confusion.sum(1) / got.confusion.sum()
+        iou = np.asarray(got.metrics.iou)
+        assert scores.frequency_weighted_iou == pytest.approx(float(np.nansum(freq * iou)), abs=1e-12)
+    assert (tmp_path / "out-128" / "summary.json").read_text() != (tmp_path / "out-auto" / "summary.json").read_text()
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
