@@ -60,7 +60,21 @@ RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is ins
                 "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
 
 
-@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog())
+# Habits from Ultralytics (`yolo predict source=... device=...`) and MMSegmentation, and what to type here instead.
+_PREDICT = "`segdeploy batch SOURCE... --out DIR` segments images, folders, globs and videos"
+HINTS = {"predict": _PREDICT, "segment": _PREDICT, "infer": _PREDICT, "inference": _PREDICT,
+         "val": "`segdeploy evaluate MODEL.onnx --data DIR` scores a model on a dataset split",
+         "--source": "SOURCE is an argument, not an option: `segdeploy batch SOURCE... --out DIR`",
+         "--device": "--provider auto|cpu|cuda|tensorrt chooses where the model runs (auto takes a GPU when "
+                     "onnxruntime has one)",
+         "--weights": "--model MODEL.onnx names the model", "--save-dir": "--out DIR names the output folder",
+         "--project": "--out DIR names the output folder",
+         "--imgsz": "the input size is the model's own (`segdeploy info MODEL.onnx`); --tile N runs large photos as "
+                    "windows of N pixels"}
+
+
+@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog(),
+             hints=HINTS)
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
     """Ship segtrain models as ONNX and run them with onnxruntime or OpenVINO."""

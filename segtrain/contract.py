@@ -14,6 +14,7 @@ very large images.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,18 +40,33 @@ METADATA_PREFIX = "segtrain."  # ONNX metadata_props keys of the ModelSpec
 PROVENANCE_PREFIX = "segdeploy."  # ONNX metadata_props keys of the Provenance
 
 
+# Each class colour of the default palette has at least this relative luminance (WCAG's), so it stands out when
+# blended over a photo; the PASCAL VOC map it replaces gave class 4 navy (0.02) and class 1 maroon (0.05).
+MIN_PALETTE_LUMINANCE = 0.3
+_GOLDEN = 0.618033988749895
+
+
+def relative_luminance(colour: Sequence[int]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour, 0 (black) to 1 (white)."""
+    def linear(v: int) -> float:
+        v = v / 255.0
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(v) for v in colour)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
 def default_palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    """The PASCAL VOC colour map: class 0 black, then well-separated colours."""
-    colours = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colours.append((r, g, b))
+    """Class 0 black, then bright colours whose hues are a golden-ratio turn apart (red first), each lightened
+    towards white until its luminance is at least MIN_PALETTE_LUMINANCE."""
+    colours = [(0, 0, 0)]
+    for k in range(1, n):
+        base = colorsys.hsv_to_rgb(((k - 1) * _GOLDEN) % 1.0, 0.8, 1.0)
+        for step in range(51):
+            colour = tuple(round(255 * (v + (1 - v) * step / 50)) for v in base)
+            if relative_luminance(colour) >= MIN_PALETTE_LUMINANCE:
+                break
+        colours.append(colour)
     return tuple(colours)
 
 

@@ -131,3 +131,36 @@ def test_the_opset_range_is_torchs() -> None:
     from segdeploy.export.trace import MAX_OPSET, MIN_OPSET
 
     assert (MIN_OPSET, MAX_OPSET) == (torch_constants.TORCHLIB_OPSET, _constants.ONNX_MAX_OPSET)
+
+
+def test_no_help_text_shows_an_empty_bound() -> None:
+    for cli_name, group in (("segtrain", segtrain), ("segdeploy", segdeploy)):
+        for command_name in group.commands:
+            res = CliRunner().invoke(group, [command_name, "--help"], terminal_width=200)
+            assert res.exit_code == 0, (cli_name, command_name)
+            assert "None]" not in res.output and "x<=None" not in res.output, (cli_name, command_name)
+    help_text = CliRunner().invoke(segdeploy, ["batch", "--help"], terminal_width=200).output
+    assert "[default: 0.25; 0<=x<=0.75]" in help_text  # --tile-overlap: its range, from its setting
+
+
+@pytest.mark.parametrize(("args", "hint"), [
+    (["predict", "photos/"], "No such command 'predict'; `segdeploy batch SOURCE... --out DIR` segments images"),
+    (["batch", "--source", "photos/", "--out", "o"], "No such option '--source'; SOURCE is an argument, not an "
+                                                     "option: `segdeploy batch SOURCE... --out DIR`"),
+    (["batch", "photos/", "--out", "o", "--device", "0"], "No such option '--device'; --provider auto|cpu|cuda|"
+                                                          "tensorrt chooses where the model runs"),
+    (["val", "m.onnx"], "`segdeploy evaluate MODEL.onnx --data DIR` scores a model"),
+])
+def test_habits_from_ultralytics_get_a_hint(args: list[str], hint: str) -> None:
+    res = CliRunner().invoke(segdeploy, args)
+    assert res.exit_code == 2 and hint in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_evaluate_without_a_dataset_names_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from colour_models import build_colour_model
+
+    model = build_colour_model(tmp_path / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(segdeploy, ["evaluate", str(model)])
+    assert res.exit_code == 2
+    assert res.output.strip() == "Error: data: dataset folder not found; --data names the dataset root (default: data)"

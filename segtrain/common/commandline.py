@@ -8,7 +8,8 @@ dataclass, and a value outside it is a one-line usage error before any work star
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import click
@@ -29,13 +30,23 @@ class _Reported(click.ClickException):
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: help for a bare command
 
 
+_UNKNOWN = re.compile(r"^No such (?:command '(?P<command>[^']+)'|option:? '?(?P<option>-[^'\s.]+)'?)")
+
+
 class _OneLineUsage(click.UsageError):
     """A usage error (bad option value, unknown option or command) in one line, with where help is,
-    instead of click's usage block: "Error: Invalid value for '--alpha': ... (see `segdeploy batch --help`)"."""
+    instead of click's usage block: "Error: Invalid value for '--alpha': ... (see `segdeploy batch --help`)".
+    An unknown command or option that `hints` knows (a habit from another tool) says what to use instead."""
 
-    def __init__(self, error: click.UsageError, command_path: str) -> None:
+    def __init__(self, error: click.UsageError, command_path: str, hints: Mapping[str, str] | None = None) -> None:
         where = error.ctx.command_path if error.ctx is not None else command_path
-        super().__init__(f"{printable(error.format_message()).rstrip('.')} (see `{where} --help`)", error.ctx)
+        message = printable(error.format_message()).rstrip(".")
+        unknown = _UNKNOWN.match(error.format_message())
+        hint = (hints or {}).get(unknown["command"] or unknown["option"]) if unknown else None
+        if hint:  # click's own guess ("Did you mean '--out'?") gives way to the hint
+            super().__init__(f"{printable(unknown[0]).rstrip('.')}; {hint}", error.ctx)
+        else:
+            super().__init__(f"{message} (see `{where} --help`)", error.ctx)
 
     def show(self, file: Any = None) -> None:
         click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
@@ -44,7 +55,12 @@ class _OneLineUsage(click.UsageError):
 class ToolGroup(click.Group):
     """A command group that turns every ToolError raised by a command into one line and its exit code,
     and so does an ImportError of a package that an extra which is not installed would bring, and a
-    usage error (exit 2) of one of its commands."""
+    usage error (exit 2) of one of its commands. `hints`: for a command or option name this tool does not
+    have but users of other tools type ("predict", "--device"), what to use instead."""
+
+    def __init__(self, *args: Any, hints: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hints = dict(hints or {})
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
@@ -53,7 +69,7 @@ class ToolGroup(click.Group):
         except _NO_ARGS_IS_HELP:
             raise
         except click.UsageError as e:  # an option of the group itself
-            raise _OneLineUsage(e, info_name or self.name or "") from None
+            raise _OneLineUsage(e, info_name or self.name or "", self.hints) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -61,7 +77,8 @@ class ToolGroup(click.Group):
         except _NO_ARGS_IS_HELP:
             raise
         except click.UsageError as e:
-            raise _OneLineUsage(e, " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))) from None
+            where = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            raise _OneLineUsage(e, where, self.hints) from None
         except ToolError as e:
             raise _Reported(e) from None
         except ImportError as e:

@@ -8,6 +8,7 @@ image folder; a problem in one image or annotation skips it and is recorded in
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -84,8 +85,7 @@ def resolve_categories(selection: Sequence[str | int] | None,
         else:
             cid = by_name.get(key.lower(), default_by_name.get(key.lower()))
             if cid is None:
-                known = ", ".join(sorted(by_id.values()))
-                raise DataError(f"{source}: unknown category '{key}'; labels.json has: {known}")
+                raise DataError(f"{source}: unknown category '{key}'{_suggestion(key, list(by_id.values()))}")
             name = by_id.get(cid, key)
         if cid not in by_id:
             notes.append(f"{source}: target category '{name}' (id {cid}) is absent from labels.json")
@@ -95,6 +95,18 @@ def resolve_categories(selection: Sequence[str | int] | None,
     if not chosen:
         raise DataError(f"{source}: no target categories selected")
     return chosen, notes
+
+
+def _suggestion(name: str, known: list[str], listed: int = 12) -> str:
+    """"; did you mean 'person'?" for a near miss, else the names labels.json has (the first `listed`)."""
+    lowered = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.75)
+    if close:
+        return f"; did you mean {' or '.join(repr(lowered[c]) for c in close)}?"
+    names = sorted(known)
+    shown = ", ".join(names[:listed]) + (f", ... ({len(names)} in all; `segtrain data DIR` lists them)"
+                                         if len(names) > listed else "")
+    return f"; labels.json has: {shown}"
 
 
 def _read_labels(ann_file: Path) -> dict:

@@ -14,12 +14,14 @@ from segtrain.contract import (
     argmax_planes,
     build_spec,
     colorize,
+    default_palette,
     logits_to_mask,
     logits_to_mask_and_confidence,
     logits_to_probabilities,
     normalize,
     overlay,
     preprocess,
+    relative_luminance,
     resize_logits,
 )
 
@@ -137,3 +139,18 @@ def test_argmax_ties_go_to_the_lower_class_like_numpy():
     index, best = argmax_planes(planes)
     np.testing.assert_array_equal(index, np.stack(planes).argmax(0))
     np.testing.assert_array_equal(best, [[1, 5, 3]])
+
+
+def test_the_default_palette_stands_out_on_photos() -> None:
+    palette = default_palette(21)
+    assert palette[0] == (0, 0, 0) and palette == default_palette(21)  # deterministic
+    assert min(relative_luminance(c) for c in palette[1:]) >= 0.3  # no navy (0.02), no maroon (0.05)
+    assert relative_luminance((0, 0, 128)) < 0.03 and relative_luminance((255, 255, 255)) == pytest.approx(1.0)
+    first = palette[1:9]
+    distances = [np.abs(np.subtract(a, b)).max() for i, a in enumerate(first) for b in first[i + 1:]]
+    assert min(distances) >= 60  # the first eight are told apart at a glance
+    # Blended over a dark photo at alpha 0.5, every class colour is still clearly visible.
+    dark = np.full((1, 1, 3), 30, np.uint8)
+    for k, colour in enumerate(palette[1:9], start=1):
+        blended = overlay(dark, np.full((1, 1), k, np.uint8), palette, alpha=0.5)[0, 0]
+        assert relative_luminance(blended) > 3 * relative_luminance(dark[0, 0]), colour

@@ -84,3 +84,12 @@ def test_table_and_json_report_absent_classes():
     assert "n/a: absent from truth and prediction, left out of the mean: cat, ball, book" in res.table()
     d = res.to_dict()
     assert d["iou"]["cat"] is None and d["miou"] == 1.0
+
+
+def test_frequency_weighted_iou_and_mean_accuracy_as_coco_stuff_defines_them():
+    cm = ConfusionMatrix(3)
+    cm.add(np.array([[50, 10, 0], [20, 20, 0], [0, 0, 0]]))  # class 2 absent from truth and prediction
+    iou = [50 / 80, 20 / 50]
+    assert cm.frequency_weighted_iou() == pytest.approx(0.6 * iou[0] + 0.4 * iou[1])
+    assert cm.mean_accuracy() == pytest.approx((50 / 60 + 20 / 40) / 2)
+    assert np.isnan(ConfusionMatrix(2).frequency_weighted_iou()) and np.isnan(ConfusionMatrix(2).mean_accuracy())

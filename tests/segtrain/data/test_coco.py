@@ -88,8 +88,20 @@ def test_category_selection_by_name_and_id_sets_the_order(tmp_path):
     assert split.classes == ("background", "dog", "person") and split.coco_ids == (0, 18, 1)
     mask = split.load_mask(0)
     assert (mask[0:4, 0:4] == 1).all() and (mask[10:12, 10:12] == 2).all() and mask.sum() == 16 + 2 * 4
-    with pytest.raises(DataError, match="unknown category 'unicorn'"):
+    with pytest.raises(DataError, match=r"unknown category 'unicorn'; labels.json has: "):
         CocoSplit.open(tmp_path, "train", categories=["unicorn"])
+    with pytest.raises(DataError, match=r"unknown category 'persn'; did you mean 'person'\?$"):
+        CocoSplit.open(tmp_path, "train", categories=["persn"])
+
+
+def test_an_unknown_category_among_eighty_is_a_suggestion_not_a_list_of_eighty(coco_mini):
+    with pytest.raises(DataError) as error:
+        CocoSplit.open(coco_mini, "validation", categories=["persn", "cat"])
+    assert str(error.value).endswith("unknown category 'persn'; did you mean 'person'?")
+    with pytest.raises(DataError) as error:
+        CocoSplit.open(coco_mini, "validation", categories=["xylophone"])
+    assert "..., (80 in all; `segtrain data DIR` lists them)" not in str(error.value)
+    assert str(error.value).endswith(", ... (80 in all; `segtrain data DIR` lists them)")
 
 
 def test_short_polygon_ignores_its_bbox_and_is_reported(tmp_path):
