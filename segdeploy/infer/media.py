@@ -81,11 +81,24 @@ def classify(source: str | os.PathLike) -> Kind:
     return Kind.GLOB if glob.has_magic(text) else Kind.MISSING
 
 
+def redacted(source: str | os.PathLike) -> str:
+    """A SOURCE as messages and summaries show it: a URL without its user name and password."""
+    text = os.fspath(source) if not isinstance(source, bytes) else os.fsdecode(source)
+    if not is_url(text):
+        return text
+    parts = urlsplit(text)
+    if parts.password is None and parts.username is None:
+        return text
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
 def url_unsupported(source: str) -> SourceError:
     """The error for a URL that is not a video stream."""
     scheme = urlsplit(source).scheme.lower()
-    return SourceError(f"{source}: {scheme}:// sources other than video streams need the object-storage support "
-                       "this version does not have; copy the files to a local folder first")
+    return SourceError(f"{redacted(source)}: {scheme}:// sources other than video streams need the object-storage "
+                       "support this version does not have; copy the files to a local folder first")
 
 
 def stream_key(source: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segdeploy.infer.media import camera_index
+from segdeploy.infer.media import camera_index, redacted
 from segtrain.common.errors import InputError
 from segtrain.common.files import NEW_FILE_MODE
 from segtrain.common.limits import MAX_IMAGE_PIXELS
@@ -64,16 +64,16 @@ class VideoReader:
         if not self.capture.isOpened():
             self.capture.release()
             what = f"camera {index}" if index is not None else "this video"
-            raise VideoError(f"{self.source}: OpenCV cannot open {what}")
+            raise VideoError(f"{redacted(self.source)}: OpenCV cannot open {what}")
         w, h = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         if w < 1 or h < 1:
             self.close()
-            raise VideoError(f"{self.source}: no frame size (not a video OpenCV can decode)")
+            raise VideoError(f"{redacted(self.source)}: no frame size (not a video OpenCV can decode)")
         if w * h > MAX_IMAGE_PIXELS:
             self.close()
-            raise VideoError(f"{self.source}: {w}x{h} frames are more than {MAX_IMAGE_PIXELS:,} pixels")
+            raise VideoError(f"{redacted(self.source)}: {w}x{h} frames are more than {MAX_IMAGE_PIXELS:,} pixels")
         self.info = VideoInfo((h, w), fps if 0 < fps <= 1000 else DEFAULT_FPS, None if live or count < 1 else count)
         self.stopped = False  # set from another thread (or a signal handler) to end a stream early
 
@@ -87,7 +87,7 @@ class VideoReader:
                     return
                 if bgr.shape[:2] != self.info.size:  # a stream that changes size mid-way: keep the first size
                     bgr = cv2.resize(bgr, self.info.size[::-1], interpolation=cv2.INTER_AREA)
-                yield Frame(self.source, index, index / self.info.fps), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield Frame(redacted(self.source), index, index / self.info.fps), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 index += 1
         finally:
             self.close()

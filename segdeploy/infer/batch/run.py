@@ -41,6 +41,7 @@ from segdeploy.infer.batch.summary import (
 )
 from segdeploy.infer.batch.videos import run_video
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
+from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import Predictor, Prepared
 from segtrain.common.errors import RunError, printable
@@ -186,8 +187,8 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     write_legends(config.out_dir, plan.jobs, predictor.spec)
     notes = _announce(config, predictor, plan, ids, log)
     started = time.time()
-    progress = _Progress({job.key: job.source for job in plan.jobs}, len(todo) + len(plan.unlisted), config.progress,
-                         log, fractional=predictor.tiles or any(job.kind != IMAGE for job in todo))
+    progress = _Progress({job.key: redacted(job.source) for job in plan.jobs}, len(todo) + len(plan.unlisted),
+                         config.progress, log, fractional=predictor.tiles or any(job.kind != IMAGE for job in todo))
     replayed = done + earlier_jobs(config.out_dir, earlier.images)
     resumed_coco, stopped = _run_inputs(config, predictor, writer, todo, replayed, plan.unlisted, progress)
     processed = [r.record for r in progress.results]

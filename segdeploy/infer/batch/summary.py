@@ -12,6 +12,7 @@ from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.ground_truth import GroundTruthReport
 from segdeploy.infer.batch.outputs import write_atomic
 from segdeploy.infer.batch.shards import Shard, ShardSection, run_file_name
+from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.predictor import Predictor
 from segtrain.common.errors import printable
@@ -178,7 +179,7 @@ def what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> di
                                   tuple(spec.input_size), tuple(spec.coco_ids)),
             "runtime": RuntimeSection(config.runtime, predictor.model.runtime, predictor.model.runtime_reason),
             "provider": predictor.providers[0], "providers": predictor.providers, "settings": config.recorded(),
-            "memory_budget_mb": config.memory_budget, "sources": [str(s) for s in config.sources],
+            "memory_budget_mb": config.memory_budget, "sources": [redacted(s) for s in config.sources],
             "out_dir": str(config.out_dir), "ground_truth_file": str(config.gt) if config.gt else None}
 
 

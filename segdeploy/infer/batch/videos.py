@@ -35,6 +35,7 @@ from segdeploy.infer.batch.plan import STREAM, Job
 from segdeploy.infer.batch.resume import ResumeRecord, source_stamp
 from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, stage_seconds
+from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure, MemoryBudget, Reserve, run_pipeline
 from segdeploy.infer.predictor import Prediction, Predictor, Prepared
 from segdeploy.infer.video import Frame, VideoError, VideoInfo, VideoReader, VideoWriter
@@ -150,7 +151,7 @@ def run_video(job: Job, predictor: Predictor, writer: ImageWriter, workers: int,
         stamp = {} if live else source_stamp(Path(job.source))
         reader = VideoReader(job.source, live=live)
     except VideoError as e:
-        return Failure(job.key, str(e).removeprefix(f"{job.source}: "))
+        return Failure(job.key, str(e).removeprefix(f"{redacted(job.source)}: "))
     except OSError as e:
         return Failure(job.key, f"cannot read it ({e.strerror or e})")
     info, totals = reader.info, _Totals()
