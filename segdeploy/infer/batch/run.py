@@ -73,10 +73,12 @@ class BatchResult(Written):
                  "images/s in the model)" if t.processed else "")
         lines = [f"{_what_was_segmented(s)}, {t.resumed} already done, {t.failed} failed, in {t.seconds:.1f} s "
                  f"on {s.provider} [{s.runtime.reason}]{speed}", f"summary: {self.path}"]
-        tiled = [r.tiles for r in s.images if r.tiles and not r.resumed]
+        tiled = [r for r in s.images if r.tiles and not r.resumed]
         if tiled:
-            lines.insert(1, f"tiled: {len(tiled)} inputs as {sum(tiled)} model windows ({min(tiled)} to {max(tiled)} "
-                            "per photo or frame); summary.json lists each one's")
+            per = [r.tiles for r in tiled]
+            lines.insert(1, f"tiled: {len(tiled)} inputs, {sum(r.tiles * (r.frames or 1) for r in tiled)} model "
+                            f"windows in all ({min(per)} to {max(per)} per photo or frame); summary.json lists each "
+                            "one's")
         if self.predictions_path is not None:
             lines.append(f"COCO results (RLE): {self.predictions_path}")
             lines += self.notes
@@ -122,7 +124,7 @@ class _Progress:
             self.log(printable(f"skipped {self.paths.get(result.input, result.input)}: {result.reason}"))
         else:
             self.results.append(result)
-        self.bar.update(1 - self.credit.pop(key, 0.0))
+        self.bar.update(min(1 - self.credit.pop(key, 0.0), self.bar.total - self.bar.n))
 
     def partial(self, key: str, fraction: float | None) -> None:
         """Input `key` is `fraction` done (None: unknown, as a stream's)."""

@@ -187,7 +187,7 @@ def test_batch_runs_photos_as_trained_unless_told_to_tile_and_says_so(model: Pat
     assert f"each photo runs as {INPUT}x{INPUT}-pixel windows, each resized to the {INPUT}x{INPUT} input" in said
     assert f"large.png: 640x480 runs as {large} windows" in said
     assert f"small.png: 120x100 runs as {small} windows" in said
-    assert f"tiled: 2 inputs as {large + small} model windows ({small} to {large} per photo or frame)" in said
+    assert f"tiled: 2 inputs, {large + small} model windows in all ({small} to {large} per photo or frame)" in said
 
 
 def test_the_progress_bar_moves_window_by_window(model: Path, tmp_path: Path,
