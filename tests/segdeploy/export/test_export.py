@@ -21,7 +21,7 @@ from segdeploy.export.exporter import ExportConfig, export_checkpoint
 from segdeploy.infer.runtime import OnnxModel
 from segtrain.cli import main as segtrain
 from segtrain.common.files import NEW_FILE_MODE, file_sha256
-from segtrain.contract import ModelSpec, preprocess
+from segtrain.contract import ModelSpec, default_palette, preprocess
 from segtrain.evaluation import open_split_for
 from segtrain.models import load_model
 from segtrain.training.checkpoint import Checkpoint
@@ -103,7 +103,7 @@ def test_info_shows_the_checkpoint_spec(exported: dict) -> None:
 
     text = CliRunner().invoke(segdeploy, ["info", str(path)]).output
     assert "deeplab / resnet18, fp32" in text and "input size   64x64" in text
-    assert "3  sports ball  (37)  (128, 128, 0)" in text and "validation mIoU 25.00%" in text
+    assert f"3  sports ball  (37)  {default_palette(5)[3]}" in text and "validation mIoU 25.00%" in text
 
 
 @pytest.mark.slow
