@@ -20,6 +20,7 @@ from typing import Any
 from segdeploy.export.verify import ParityReport
 from segdeploy.infer.model_file import variant_path
 from segdeploy.infer.runtime import ModelLoadError, read_model_metadata
+from segtrain.common.contained import contained_folder
 from segtrain.common.errors import InputError
 from segtrain.common.files import (
     NEW_FILE_MODE,
@@ -109,7 +110,8 @@ def set_metadata(proto: Any, metadata: dict[str, str]) -> None:
 @contextlib.contextmanager
 def staging(final: Path) -> Iterator[Path]:
     """A temporary path beside `final` (gone afterwards unless the caller renamed it into place)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{owner_tag()}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{owner_tag()}.", suffix=".tmp",
+                               dir=contained_folder(final.parent))
     os.close(fd)
     os.chmod(tmp, NEW_FILE_MODE)  # mkstemp makes 0600; a model is a file like any other
     try:
@@ -132,7 +134,7 @@ def prepare_out_dir(out_dir: Path) -> list[Path]:
 
 def quantize_workdir(out: Path) -> tempfile.TemporaryDirectory:
     """A working folder for INT8 quantization beside `out`, named so a later export can sweep it if this one dies."""
-    return tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{QUANTIZE_WORK}.{owner_tag()}.")
+    return tempfile.TemporaryDirectory(dir=contained_folder(out.parent), prefix=f".{QUANTIZE_WORK}.{owner_tag()}.")
 
 
 def write_report(report: ParityReport, path: Path) -> None:

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from segdeploy.infer.media import camera_index, redacted
+from segtrain.common.contained import contained_folder
 from segtrain.common.errors import InputError
 from segtrain.common.files import NEW_FILE_MODE
 from segtrain.common.limits import MAX_IMAGE_PIXELS
@@ -102,7 +103,7 @@ class VideoWriter:
     def __init__(self, path: Path, fps: float, size: tuple[int, int], lossless: bool, tag: str = "") -> None:
         fourcc, container = LOSSLESS if lossless else LOSSY
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        contained_folder(self.path.parent)
         prefix = f".{self.path.name}.{tag}." if tag else f".{self.path.name}."
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + container, dir=self.path.parent)
         os.close(fd)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from segtrain.common.contained import claim_output_root, contained_folder
 from segtrain.common.errors import undecodable_escaped
 
 
@@ -45,11 +46,14 @@ NEW_FILE_MODE = _new_file_mode()  # read once: os.umask is process-wide, so not 
 def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], object], tag: str = "") -> None:
     """Call write(file_object) on a temporary file beside `path`, then rename it into place.
 
+    Its folder is created if needed, never through a symlink out of a claimed output folder
+    (segtrain.common.contained.EscapesOutputError).
+
     The temporary name is ".<name>.<tag>.<random>.tmp" (".<name>.<random>.tmp" without a tag);
     a tag lets a later sweep tell whose temporary file it is.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    contained_folder(path.parent)
     prefix = f".{path.name}.{tag}." if tag else f".{path.name}."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
@@ -292,9 +296,10 @@ def not_a_result_file(path: str | Path) -> str | None:
 
 def ensure_writable_dir(folder: str | Path) -> None:
     """Create `folder` if needed and prove a file can be made and written in it (OSError otherwise, ENOSPC for
-    a full device), before long work."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    a full device), before long work. It becomes a claimed output folder: writes under it stay inside it
+    (segtrain.common.contained)."""
+    folder = contained_folder(folder)
+    claim_output_root(folder)
     with tempfile.TemporaryFile(dir=folder) as probe:
         probe.write(bytes(4096))  # a page: a device with no room left refuses it
         probe.flush()

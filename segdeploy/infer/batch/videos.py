@@ -39,6 +39,7 @@ from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure, MemoryBudget, Reserve, run_pipeline
 from segdeploy.infer.predictor import Prediction, Predictor, Prepared
 from segdeploy.infer.video import Frame, VideoError, VideoInfo, VideoReader, VideoWriter
+from segtrain.common.contained import contained_folder
 from segtrain.common.files import owner_tag
 
 _FRAME_FILE = re.compile(r"^\d{6}\.")
@@ -82,7 +83,7 @@ class _Outputs:
         self.writers: dict[str, VideoWriter] = {}
         if "frames" in self.files:
             folder = self.files["frames"]
-            folder.mkdir(parents=True, exist_ok=True)
+            contained_folder(folder)
             for old in folder.iterdir():  # frames of an earlier, interrupted or replaced run of this video
                 if _FRAME_FILE.match(old.name) and old.is_file():
                     old.unlink()
