@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from segtrain.common.limits import MAX_CLASSES, MAX_INPUT_SIDE
+from segtrain.common.outside_text import parse_json
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -171,12 +172,7 @@ class ModelSpec:
         d = {}
         for key, text in props.items():
             if key.startswith(METADATA_PREFIX):
-                try:
-                    d[key[len(METADATA_PREFIX):]] = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{key} is not JSON ({e.msg})") from e
-                except RecursionError as e:
-                    raise ValueError(f"{key} is nested too deeply") from e
+                d[key[len(METADATA_PREFIX):]] = parse_json(text, key)  # OutsideTextError is a ValueError
         return cls.from_dict(d)
 
 

@@ -26,7 +26,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segtrain.common.errors import InputError
-from segtrain.common.limits import MAX_IMAGE_PIXELS
+from segtrain.common.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_RANGE
+from segtrain.common.outside_text import env_value
+from segtrain.common.settings import between
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS_ENV = "SEGTRAIN_MAX_IMAGE_PIXELS"
@@ -34,22 +36,16 @@ _TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def max_image_pixels() -> int:
-    """The pixel limit in effect: $SEGTRAIN_MAX_IMAGE_PIXELS when set, else MAX_IMAGE_PIXELS."""
-    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not text:
-        return MAX_IMAGE_PIXELS
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InputError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels")
-    return value
+    """The pixel limit in effect: $SEGTRAIN_MAX_IMAGE_PIXELS when set (within MAX_IMAGE_PIXELS_RANGE), else
+    MAX_IMAGE_PIXELS; OutsideTextError (an InputError) naming the variable when it is not a number in range."""
+    return env_value(MAX_PIXELS_ENV, int, between(*MAX_IMAGE_PIXELS_RANGE), MAX_IMAGE_PIXELS)
 
 
 def _pillow_limit() -> int:
+    """Pillow's own bomb check: never below the default, since the tools' fonts and legends are Pillow images
+    too (a lower $SEGTRAIN_MAX_IMAGE_PIXELS is enforced from each input's header)."""
     try:
-        return max_image_pixels()
+        return max(max_image_pixels(), MAX_IMAGE_PIXELS)
     except InputError:  # reported when an image is read; Pillow keeps the default meanwhile
         return MAX_IMAGE_PIXELS
 

@@ -7,13 +7,13 @@ The resolved config is written next to the outputs (`config.json`) and into ever
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from segtrain.common.limits import MAX_INPUT_SIDE
+from segtrain.common.limits import MAX_CONFIG_BYTES, MAX_INPUT_SIDE
+from segtrain.common.outside_text import parse_json, parse_yaml, read_text
 from segtrain.common.settings import (
     Checked,
     SettingError,
@@ -109,22 +109,12 @@ class CheckpointEvaluateConfig(Checked):
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Settings from a JSON or YAML file with the flags' names (- or _); keys are checked here."""
     path = Path(path)
-    if not path.is_file():  # a folder, a FIFO (reading would block) or nothing at all
-        raise SettingError(f"{path}: {'not a regular file' if path.exists() else 'config file not found'}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SettingError(f"{path}: cannot read config file ({getattr(e, 'strerror', None) or e})") from e
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-            data = {} if data is None else data
-        else:
-            data = json.loads(text)
-    except Exception as e:  # JSON and YAML parsers raise their own error types
-        raise SettingError(f"{path}: malformed config file ({str(e).splitlines()[0]})") from e
+    text = read_text(path, MAX_CONFIG_BYTES, "config file")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        data = parse_yaml(text, str(path), "config file")
+        data = {} if data is None else data
+    else:
+        data = parse_json(text, str(path), "config file")
     if not isinstance(data, dict):
         raise SettingError(f"{path}: config file must hold a mapping of settings")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -8,8 +8,7 @@ code path.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,6 +19,9 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from segtrain.common.errors import ToolError
+from segtrain.common.limits import MAX_WORLD_SIZE
+from segtrain.common.outside_text import OutsideTextError, env_value
+from segtrain.common.settings import between
 
 T = TypeVar("T")
 
@@ -86,14 +88,24 @@ class DistContext:
                 dist.broadcast(buffer, src=0)
 
 
+def torchrun_environment(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's variables, each checked (segtrain.common.outside_text):
+    WORLD_SIZE from 1 to MAX_WORLD_SIZE, RANK below it (required when it is above 1), LOCAL_RANK at least 0."""
+    world = env_value("WORLD_SIZE", int, between(1, MAX_WORLD_SIZE), 1, environ)
+    rank = env_value("RANK", int, between(0, world - 1), None, environ)
+    local = env_value("LOCAL_RANK", int, between(0, MAX_WORLD_SIZE - 1), 0, environ)
+    if world > 1 and rank is None:
+        raise OutsideTextError(f"$WORLD_SIZE={world} but $RANK is not set; start the processes with torchrun")
+    return rank or 0, world, local
+
+
 def init_distributed(device_name: str) -> DistContext:
     """Join the torchrun process group when launched by torchrun; else a single-process context."""
+    rank, world, local = torchrun_environment()
     if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+        return DistContext(dist.get_rank(), dist.get_world_size(), local)
     if world <= 1:
         return DistContext()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local)

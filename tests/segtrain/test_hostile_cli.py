@@ -30,7 +30,7 @@ def test_fit_refuses_a_fifo_as_config_file(tmp_path: Path) -> None:
     fifo = tmp_path / "settings.yaml"
     os.mkfifo(fifo)
     res = invoke_with_deadline(["fit", "deeplab", "--config", str(fifo), "--data", str(tmp_path)], fifo)
-    assert res.exit_code == 2 and res.stderr.strip() == f"Error: {fifo}: not a regular file"
+    assert res.exit_code == 2 and res.stderr.strip() == f"Error: {fifo}: not a regular file (a FIFO)"
 
 
 @pytest.mark.parametrize(("cli", "args"), [("segtrain", ["evaluate", "{fifo}"]), ("segdeploy", ["info", "{fifo}"]),

@@ -11,7 +11,6 @@ describes everything in the folder.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from segdeploy.infer.batch.sources import BatchInputError
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord, summary_name
 from segtrain.common.errors import printable
 from segtrain.common.json_shape import ShapeError
+from segtrain.common.outside_text import read_json
 
 _RUN_FILE = re.compile(run_file_regex(SUMMARY))
 _PREDICTIONS_FILE = re.compile(run_file_regex(PREDICTIONS))
@@ -46,7 +46,7 @@ class EarlierRun:
     @classmethod
     def read(cls, path: Path) -> EarlierRun:
         """Raises OSError, ValueError (json) or ShapeError for a file that is not a batch summary (or a merged one)."""
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = read_json(path, "summary")
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise ShapeError("a segdeploy batch summary", doc)
         settings = [doc.get("settings")] if doc.get("settings") is not None else \

@@ -28,6 +28,7 @@ from segdeploy.infer.batch.summary import (
 from segdeploy.infer.pipeline import Failure
 from segtrain.common.errors import InputError
 from segtrain.common.json_shape import ShapeError
+from segtrain.common.outside_text import OutsideTextError, read_json
 
 # What each shard ran with that may differ between shards (each machine its own); the rest must agree.
 PER_SHARD = ("runtime", "provider", "providers", "settings", "memory_budget_mb", "sources", "ground_truth_file")
@@ -158,11 +159,13 @@ def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
     for summary in shards:
         path = Path(out_dir) / predictions_name(summary.shard.shard)
         try:
-            part = json.loads(path.read_text(encoding="utf-8"))
+            part = read_json(path, "predictions shard")
         except FileNotFoundError:
             raise MergeError(f"{path}: missing, though its shard saved COCO RLE (--save rle); "
                              "rerun that shard") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except OutsideTextError as e:
+            raise MergeError(str(e)) from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise MergeError(f"{path}: cannot read it ({e})") from e
         if not isinstance(part, list):
             raise MergeError(f"{path}: not a COCO results list")

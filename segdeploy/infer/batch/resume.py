@@ -9,7 +9,6 @@ another run (earlier.py decides what happens to them). A stream is never complet
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -26,6 +25,7 @@ from segdeploy.infer.batch.shards import run_file_regex
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
 from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
 from segtrain.common.json_shape import Record, ShapeError, check
+from segtrain.common.outside_text import parse_json
 
 RECORD_KEY = "segdeploy.infer.batch"  # the mask's PNG text chunk that holds the record (a file format: keep it)
 # A temporary file older than this is an orphan whoever wrote it: writes take seconds.
@@ -96,7 +96,7 @@ class ResumeRecord:
                 with Image.open(path) as im:
                     text, (width, height) = im.info.get(RECORD_KEY), im.size
                     size = (height, width)
-            doc = json.loads(text) if text else None
+            doc = parse_json(text, str(path)) if text else None
             check(doc, cls.json_shape())
         except (OSError, ValueError, SyntaxError, ShapeError, RecursionError):
             return None

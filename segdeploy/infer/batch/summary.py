@@ -3,7 +3,6 @@ writes its part of the JSON and reads it back, checking what it reads (`BatchSum
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from segtrain.common.json_shape import (
     ShapeError,
     String,
 )
+from segtrain.common.outside_text import read_json
 
 SUMMARY = "summary"  # OUT/summary.json; a shard's is summary.shard-K-of-N.json (shards.run_file_name)
 STAGES = ("decode", "infer", "write")  # the stages an image's seconds are summed over in the totals
@@ -161,7 +161,7 @@ class BatchSummary(JsonRecord):
     def read(cls, path: Path, of_shard: bool = False) -> BatchSummary:
         """The summary in file `path` (`of_shard`: a shard's, with its "shard" section). Raises what reading and
         json.loads raise, and ShapeError when it is not a batch summary."""
-        summary = cls.decode(json.loads(Path(path).read_text(encoding="utf-8")))
+        summary = cls.decode(read_json(path, "summary"))
         if of_shard and summary.shard is None:
             raise ShapeError(ShardSection.json_shape().expected, missing=True).inside(".shard")
         return summary

@@ -102,7 +102,7 @@ BAD_METADATA = [
     (dict(std=[0, 1, 1]), "std: expected positive finite numbers, got 0"),
     (dict(std=Raw("[NaN, 1, 1]")), "std: expected positive finite numbers, got nan"),
     (dict(mean=Raw("[1e999, 0, 0]")), "mean: expected finite numbers, got inf"),
-    (dict(std=Raw("not json")), "segtrain.std is not JSON"),
+    (dict(std=Raw("not json")), "segtrain.std: malformed JSON"),
     (dict(mean="abc"), "mean must be a list, got 'abc'"),
     (dict(mean=["a", "b", "c"]), "mean: expected finite numbers, got 'a'"),
     (dict(classes="background"), "classes must be a list"),
@@ -110,7 +110,7 @@ BAD_METADATA = [
     (dict(coco_ids=[0, 1, 2, 3, -4]), "coco_ids[4]: expected integers >= 0, got -4"),
     (dict(resize="letterbox"), "unknown resize rule 'letterbox'"),
     (dict(ignore_index=3), "5 classes; a model has 1 to 255"),
-    (dict(classes=Raw("[" * 100_000 + "]" * 100_000)), "segtrain.classes is nested too deeply"),
+    (dict(classes=Raw("[" * 100_000 + "]" * 100_000)), "segtrain.classes: nested more than 64 levels deep"),
     (dict(arch=None), "model spec lacks arch"),
 ]
 

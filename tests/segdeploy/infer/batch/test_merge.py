@@ -108,4 +108,6 @@ def test_not_an_object_at_all(tmp_path: Path, text: str) -> None:
     out = write(tmp_path / "out", [shard_docs()[0], text])
     res = CliRunner().invoke(main, ["merge-summary", str(out)])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
-    assert "summary.shard-1-of-2.json: not a summary written by `segdeploy batch --shard`" in res.output
+    problem = "nested more than 64 levels deep" if text.startswith("[[") else \
+        "not a summary written by `segdeploy batch --shard`"
+    assert f"summary.shard-1-of-2.json: {problem}" in res.output
