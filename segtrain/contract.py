@@ -24,7 +24,7 @@ from numbers import Integral, Real
 import cv2
 import numpy as np
 
-from segtrain.common.limits import MAX_CLASSES, MAX_INPUT_SIDE
+from segtrain.common.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, MAX_INPUT_SIDE, MIN_INPUT_SIDE
 from segtrain.common.outside_text import parse_json
 
 IGNORE_INDEX = 255
@@ -124,10 +124,17 @@ class ModelSpec:
         classes = _sequence("classes", self.classes)
         if not all(isinstance(c, str) and c for c in classes):
             raise ValueError("classes must be non-empty names")
+        if len(classes) > MAX_CLASSES:  # before anything walks them
+            raise ValueError(f"{len(classes)} classes; a model has 1 to {MAX_CLASSES} (class indices are uint8 "
+                             f"mask values below the ignore index {self.ignore_index})")
+        long = next((i for i, c in enumerate(classes) if len(c) > MAX_CLASS_NAME_CHARS), None)
+        if long is not None:
+            raise ValueError(f"classes[{long}]: a name of {len(classes[long])} characters (at most "
+                             f"{MAX_CLASS_NAME_CHARS})")
         set_(self, "classes", classes)
         set_(self, "coco_ids", tuple(_integer(f"coco_ids[{i}]", c, 0) for i, c in
                                      enumerate(_sequence("coco_ids", self.coco_ids))))
-        set_(self, "input_size", tuple(_integer("input_size", s, 1, MAX_INPUT_SIDE) for s in
+        set_(self, "input_size", tuple(_integer("input_size", s, MIN_INPUT_SIDE, MAX_INPUT_SIDE) for s in
                                        _sequence("input_size", self.input_size, 2)))
         set_(self, "mean", tuple(_real("mean", m) for m in _sequence("mean", self.mean, 3)))
         set_(self, "std", tuple(_real("std", v, positive=True) for v in _sequence("std", self.std, 3)))

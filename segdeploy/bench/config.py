@@ -14,7 +14,18 @@ from segdeploy.infer.runtime import GRAPH_OPTIMIZATION_LEVELS, PROVIDER_CHOICES,
 from segtrain.common.errors import InputError, RunError
 from segtrain.common.files import folder_problem
 from segtrain.common.limits import MAX_INPUT_SIDE
-from segtrain.common.settings import Checked, Each, at_least, between, default, one_of, setting
+from segtrain.common.settings import (
+    RUN_BATCH_SIZE,
+    THREADS,
+    WORKERS,
+    Checked,
+    Each,
+    at_least,
+    between,
+    default,
+    one_of,
+    setting,
+)
 from segtrain.common.system import usable_cores
 
 BACKENDS = ("torch", "ort-fp32", "ort-int8", "ort-fp16", "ov-fp32", "ov-int8")
@@ -49,7 +60,7 @@ class BenchConfig(Checked):
     batch_sizes: tuple[int, ...] = setting((1, 4, 8), rule=Each(between(1, MAX_BATCH_SIZE)))
     runs: int = setting(10, rule=at_least(1))
     warmup: int = setting(2, rule=at_least(1))
-    threads: int = setting(factory=usable_cores, rule=at_least(1))
+    threads: int = setting(factory=usable_cores, rule=THREADS)
     backends: tuple[str, ...] = setting(BACKENDS, rule=Each(one_of(BACKENDS)))
     provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
     onnx_dir: Path | None = setting(None)  # where checkpoints are exported (reused when up to date); None: temporary
@@ -58,9 +69,9 @@ class BenchConfig(Checked):
     accuracy: bool = setting(True)
     accuracy_images: int | None = setting(None, rule=at_least(1))  # None: the whole validation split
     photos: Path | None = setting(None)  # a folder of photos: enables the end-to-end `segdeploy batch` figure
-    e2e_batch_size: int = setting(4, rule=at_least(1))
+    e2e_batch_size: int = setting(4, rule=RUN_BATCH_SIZE)
     runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))  # the end-to-end run's --runtime
-    e2e_workers: int | None = setting(None, rule=at_least(1))  # None: segdeploy batch's default
+    e2e_workers: int | None = setting(None, rule=WORKERS)  # None: segdeploy batch's default
     graph_optimization: str = setting("all", rule=one_of(GRAPH_OPTIMIZATION_LEVELS))
     iobinding: bool = setting(False)
     channels_last: bool = setting(False)

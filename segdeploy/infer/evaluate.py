@@ -13,7 +13,17 @@ from segdeploy.infer.predictor import Predictor
 from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES, Model
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, MAX_TILE_OVERLAP, TILE_AUTO, TILE_OFF, TileError, parse_tile
 from segtrain.common.files import folder_problem
-from segtrain.common.settings import COMMAND_LINE, Checked, at_least, between, non_empty, one_of, setting
+from segtrain.common.settings import (
+    COMMAND_LINE,
+    RUN_BATCH_SIZE,
+    THREADS,
+    Checked,
+    at_least,
+    between,
+    non_empty,
+    one_of,
+    setting,
+)
 from segtrain.data.coco import CocoSplit, DataError
 from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE, evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
@@ -36,10 +46,10 @@ class ModelEvaluateConfig(Checked):
     model: Path = setting()
     data: Path = setting(DEFAULT_DATA)  # the dataset root
     split: str = setting(DEFAULT_SPLIT, rule=non_empty)
-    batch_size: int = setting(EVALUATE_BATCH_SIZE, rule=at_least(1))
+    batch_size: int = setting(EVALUATE_BATCH_SIZE, rule=RUN_BATCH_SIZE)
     runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))
     provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
-    threads: int | None = setting(None, rule=at_least(1))  # None: the runtime's own choice
+    threads: int | None = setting(None, rule=THREADS)  # None: the runtime's own choice
     limit: int | None = setting(None, rule=at_least(1))  # images scored; None: all of the split
     tile: str | int = setting(TILE_AUTO, rule=_tile)  # as `segdeploy batch --tile`
     tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))

@@ -25,7 +25,7 @@ from segdeploy.infer.batch.sources import list_sources
 from segdeploy.infer.media import Kind, classify, url_unsupported
 from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.video import Frame, VideoError, VideoReader
-from segtrain.data.images import ImageReadError, load_image, load_image_bytes, to_rgb
+from segtrain.data.images import ImageReadError, check_pixels, load_image, load_image_bytes, to_rgb
 
 CHANNELS = ("bgr", "rgb")  # the channel orders an array may be given in; the first is the default
 BYTES = (bytes, bytearray, memoryview)
@@ -127,8 +127,13 @@ def to_rgb_array(item: Item, channels: str) -> np.ndarray:
     if isinstance(item, Given):
         value = item.value
         if isinstance(value, np.ndarray):
+            if value.ndim >= 2:
+                check_pixels(str(item), value.shape[1], value.shape[0])
             return array_to_rgb(value, channels)
-        if isinstance(value, Image.Image):
+        if isinstance(value, Image.Image):  # perhaps opened lazily: its size is checked before its pixels load
+            if 0 in value.size:
+                raise ValueError(f"an empty image ({value.size[0]}x{value.size[1]} pixels)")
+            check_pixels(str(item), *value.size)
             return to_rgb(ImageOps.exif_transpose(value))
         return load_image_bytes(value, name=str(item))
     path = Path(item)

@@ -97,11 +97,14 @@ def check_graph_io(path: str | Path, spec: ModelSpec, inputs: list[list], output
 
 
 def check_logits(path: str | Path, spec: ModelSpec, batch: np.ndarray, logits: np.ndarray) -> None:
-    """ModelLoadError unless a run's output is N x classes x h x w for an input of N images."""
+    """ModelLoadError unless a run's output is N x classes x h x w (h, w > 0) for an input of N images."""
     if logits.ndim != 4 or logits.shape[0] != batch.shape[0] or logits.shape[1] != spec.num_classes:
         raise ModelLoadError(f"{path}: the model gave {_dims(logits.shape)} for {batch.shape[0]} image(s); its "
                              f"metadata lists {spec.num_classes} classes, so {batch.shape[0]} x "
                              f"{spec.num_classes} x H x W was expected")
+    if 0 in logits.shape[2:]:
+        raise ModelLoadError(f"{path}: the model gave {' x '.join(map(str, logits.shape))} for {batch.shape[0]} "
+                             "image(s): an output without pixels")
 
 
 def _fixed(dim: object) -> int | None:

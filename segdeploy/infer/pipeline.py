@@ -163,24 +163,30 @@ def prefetch(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, depth: int
         yield from next_result()
 
 
-def batches(loaded: Iterable, size: int) -> Iterator[list | Failure]:
-    """Groups of `size` loaded inputs (the last may be smaller, and a group is cut short at a FLUSH);
-    Failures pass through on their own."""
+def batches(loaded: Iterable, size: int) -> Iterator[list]:
+    """Groups of `size` loaded inputs (the last may be smaller, and a group is cut short at a FLUSH); a Failure
+    rides in the group where it came, in input order, without counting towards its size."""
     batch: list = []
+    filled = 0
     for item in loaded:
-        if item is FLUSH or isinstance(item, Failure):
-            if item is not FLUSH:
-                yield item
-            elif batch:
+        if item is FLUSH:
+            if filled:
                 yield batch
-                batch = []
+                batch, filled = [], 0
             continue
         batch.append(item)
-        if len(batch) == size:
+        filled += not isinstance(item, Failure)
+        if filled == size:
             yield batch
-            batch = []
+            batch, filled = [], 0
     if batch:
         yield batch
+
+
+def _done(value: object) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
 
 
 def _budgeted(load: Callable, budget: MemoryBudget) -> Callable:
@@ -229,13 +235,14 @@ def run_pipeline(items: Iterable[Item], load: Callable[..., Loaded | Failure],
             loaded = prefetch(readers, _budgeted(load, budget) if budget is not None else _unbudgeted(load),
                               items, batch_size + workers, budget)
             for group in batches(loaded, batch_size):
-                if isinstance(group, Failure):
-                    yield group
-                    continue
-                for result, nbytes in zip(infer([item for item, _ in group]), [n for _, n in group], strict=True):
+                good = [entry for entry in group if not isinstance(entry, Failure)]
+                results = iter(zip(infer([item for item, _ in good]), [n for _, n in good], strict=True)
+                               if good else ())
+                for entry in group:  # a Failure keeps its place among the results (input order)
                     while len(finishing) >= 2 * workers:
                         yield finishing.popleft().result()
-                    finishing.append(finishers.submit(finish_and_release, result, nbytes))
+                    finishing.append(_done(entry) if isinstance(entry, Failure) else
+                                     finishers.submit(finish_and_release, *next(results)))
             while finishing:
                 yield finishing.popleft().result()
         except BaseException:

@@ -31,6 +31,7 @@ from segdeploy.infer.pipeline import Failure, default_workers, run_pipeline
 from segdeploy.infer.runtime import open_model
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, TilePlan, Tiling, run_tiles, working_image
 from segtrain.common.errors import RunError, ToolError
+from segtrain.common.settings import ALPHA, RUN_BATCH_SIZE, check_argument
 from segtrain.contract import (
     ModelSpec,
     colorize,
@@ -49,6 +50,13 @@ class InferenceError(RunError):
     """The model failed on a batch (for example a fixed batch size)."""
 
 
+class OutputError(ValueError):
+    """The model's output for one image cannot be a prediction (NaN or infinite scores): that image fails."""
+
+
+NON_FINITE = "the model gave NaN or infinite scores for it (no mask)"
+
+
 @dataclass
 class Prepared:
     """An image ready for the model: stretched to the input (`tensor`) or tiled (`plan`, `work`).
@@ -64,6 +72,7 @@ class Prepared:
     work: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     size: tuple[int, int] | None = None
+    name: str = ""  # how a Failure names it (a stream's item)
 
 
 class Prediction:
@@ -80,12 +89,13 @@ class Prediction:
 
     def __init__(self, image: np.ndarray, logits: np.ndarray, spec: ModelSpec, source: object = None,
                  plan: TilePlan | None = None, seconds: dict[str, float] | None = None,
-                 size: tuple[int, int] | None = None) -> None:
-        self.image, self.logits, self.spec, self.source = image, logits, spec, source
+                 size: tuple[int, int] | None = None, name: str = "") -> None:
+        self.image, self.logits, self.spec, self.source, self.name = image, logits, spec, source, name
         self.tiles = len(plan.windows) if plan is not None else 0
         self.seconds = seconds or {}
         self.size: tuple[int, int] = tuple(size) if size is not None else image.shape[:2]
         self._span = plan.span if plan is not None else self.size  # the original pixels the logits cover
+        self.problem = None if np.isfinite(logits).all() else NON_FINITE  # why it has no views (OutputError)
         self._mask: np.ndarray | None = None
         self._confidence: np.ndarray | None = None
         self._counts: list[int] | None = None
@@ -94,20 +104,27 @@ class Prediction:
         h, w = self.size
         return f"Prediction(source={self.source!r}, size={w}x{h}, tiles={self.tiles})"
 
+    def _usable(self) -> None:
+        if self.problem is not None:
+            raise OutputError(self.problem)
+
     @property
     def mask(self) -> np.ndarray:
+        self._usable()
         if self._mask is None:
             self._mask = logits_to_mask(self.logits, self._span, keep=self.size)
         return self._mask
 
     @property
     def confidence(self) -> np.ndarray:
+        self._usable()
         if self._confidence is None:
             self._mask, self._confidence = logits_to_mask_and_confidence(self.logits, self._span, keep=self.size)
         return self._confidence
 
     def probabilities(self) -> np.ndarray:
         """CxHxW float32 softmax probabilities (C x 4 bytes per pixel: large for large images)."""
+        self._usable()
         return logits_to_probabilities(self.logits, self._span, keep=self.size)
 
     def colorized(self) -> np.ndarray:
@@ -118,7 +135,7 @@ class Prediction:
         if self.image.shape[:2] != self.size:
             raise ValueError(f"no overlay: the photo was decoded at {self.image.shape[1]}x{self.image.shape[0]}, "
                              f"not at its size {self.size[1]}x{self.size[0]}")
-        out = overlay(self.image, self.mask, self.spec.palette, alpha)
+        out = overlay(self.image, self.mask, self.spec.palette, check_argument("alpha", alpha, float, ALPHA))
         if legend:
             draw_legend(out, self.spec, [k for k, share in enumerate(self.class_pixels) if share])
         return out
@@ -159,8 +176,7 @@ class Predictor:
     def __init__(self, model: str | os.PathLike, provider: str = "auto", threads: int | None = None,
                  runtime: str = "auto", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0]) -> None:
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        batch_size = check_argument("batch_size", batch_size, int, RUN_BATCH_SIZE)
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
         self.tiling = Tiling(tile, tile_overlap)
@@ -216,11 +232,16 @@ class Predictor:
         """Segment a stream of images (any source: items.py; a video's frames one by one) with decoding and
         post-processing overlapping inference.
 
-        Yields a Prediction per image in input order (its mask already made), or a Failure
-        (`.input`, `.reason`) for a file that cannot be read. Memory stays bounded for any number of images.
+        Yields a Prediction per image in input order (its mask already made), or, in its place, a Failure
+        (`.input`, `.reason`) for an image that cannot be read or used (a file that is not an image, an empty or
+        wrongly typed array, NaN scores from the model); the stream goes on. Memory stays bounded for any number
+        of images.
         """
-        def finish(prediction: Prediction) -> Prediction:
-            prediction.mask  # noqa: B018 (made here, on a worker thread)
+        def finish(prediction: Prediction) -> Prediction | Failure:
+            try:
+                prediction.mask  # noqa: B018 (made here, on a worker thread)
+            except OutputError as e:
+                return Failure(prediction.name, str(e))
             return prediction
 
         return run_pipeline(expand(source), self._load, self.infer, finish, self.batch_size,
@@ -230,9 +251,11 @@ class Predictor:
         if isinstance(item, Failure):
             return item
         try:
-            return self.prepare(to_rgb_array(item, self.channels), source=source_of(item))
-        except ImageReadError as e:
+            prepared = self.prepare(to_rgb_array(item, self.channels), source=source_of(item))
+        except (ImageReadError, ValueError, TypeError) as e:  # a file that cannot be read, an unusable array
             return Failure(name_of(item), str(e).removeprefix(f"{name_of(item)}: "))
+        prepared.name = name_of(item)
+        return prepared
 
     def prepare(self, image: np.ndarray, source: object = None, size: tuple[int, int] | None = None) -> Prepared:
         """Model input for an HxWx3 uint8 RGB image: stretched to the input size, or its tile plan (thread-safe).
@@ -268,7 +291,7 @@ class Predictor:
                 done = None if on_windows is None else (lambda n, p=p: on_windows(p, n))
                 logits[i] = run_tiles(self._run, p.work, p.plan, self.spec, self.batch_size, done)
                 p.seconds["infer"], p.work = time.perf_counter() - t0, None
-        return [Prediction(p.image, logits[i], self.spec, p.source, p.plan, p.seconds, p.size)
+        return [Prediction(p.image, logits[i], self.spec, p.source, p.plan, p.seconds, p.size, p.name)
                 for i, p in enumerate(items)]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from segdeploy.infer.model_file import (
 )
 from segdeploy.infer.openvino_runtime import OpenVinoModel
 from segtrain.common.extras import installed
+from segtrain.common.settings import THREADS, check_argument
 
 __all__ = ["RUNTIME_CHOICES", "Model", "ModelLoadError", "ModelMetadata", "OnnxModel", "OpenVinoModel", "RuntimeChoice",
            "load_graph", "open_model", "read_model_metadata", "resolve_runtime"]
@@ -142,6 +143,8 @@ def open_model(path: str | Path, runtime: str = "auto", provider: str = "auto", 
     `.metadata`, `.path`, `.run(batch)`, `.providers`, `.session_seconds`, `.runtime`, and
     `.runtime_reason` (why that engine). `runtime` is one of RUNTIME_CHOICES (see resolve_runtime);
     `provider` and `graph_optimization` are onnxruntime settings."""
+    if threads is not None:
+        threads = check_argument("threads", threads, int, THREADS)
     choice = resolve_runtime(runtime, provider)
     if choice.runtime == "openvino":
         model: Model = OpenVinoModel(path, threads=threads)

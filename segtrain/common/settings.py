@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from segtrain.common.errors import InputError
+from segtrain.common.limits import MAX_RUN_BATCH_SIZE, MAX_THREADS, MAX_WORKERS
 
 COMMAND_LINE = "--"  # the source name of flag values: errors then name the flag (--image-size)
 Rule = Callable[[Any], "str | None"]  # the problem with a converted value, or None
@@ -104,6 +105,26 @@ class Each:
 
 def non_empty(v: Any) -> str | None:
     return None if len(v) else "must not be empty"
+
+
+# The rules of numbers several entry points take (the command lines, the Python API): each range once.
+THREADS = between(1, MAX_THREADS)
+RUN_BATCH_SIZE = between(1, MAX_RUN_BATCH_SIZE)
+WORKERS = between(1, MAX_WORKERS)
+ALPHA = between(0, 1)  # an overlay's opacity (nan fails every comparison, so it is refused too)
+
+
+def check_argument(name: str, value: Any, kind: type, rule: Rule) -> Any:
+    """`value` of a Python API argument converted to `kind` and checked by `rule` (the rule of the option it
+    matches); ValueError "name must be ..." otherwise."""
+    try:
+        converted = CONVERTERS[kind](value)
+    except _Bad as e:
+        raise ValueError(f"{name} {e}") from None
+    problem = rule(converted)
+    if problem:
+        raise ValueError(f"{name} {problem}")
+    return converted
 
 
 # --------------------------------------------------------------------------------------------

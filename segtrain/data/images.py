@@ -179,10 +179,15 @@ def _opened_file(file: BinaryIO, name: str | Path, header: str | None,
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"{name}: {header or 'cannot decode'} ({e})") from e
     with image:
-        w, h = image.size
-        if w * h > limit:
-            raise ImageTooLargeError(f"{name}: {w}x{h} is {w * h:,} pixels, {_beyond(limit)}")
+        check_pixels(name, *image.size, limit=limit)
         yield image
+
+
+def check_pixels(name: str, width: int, height: int, limit: int | None = None) -> None:
+    """ImageTooLargeError when a `width` x `height` image is beyond the pixel limit (max_image_pixels())."""
+    limit = max_image_pixels() if limit is None else limit
+    if width * height > limit:
+        raise ImageTooLargeError(f"{name}: {width}x{height} is {width * height:,} pixels, {_beyond(limit)}")
 
 
 @contextlib.contextmanager

@@ -20,12 +20,14 @@ DEFAULT_SPEC = build_spec("tiny", "conv1x1", image_size=32)  # background + the 
 
 def conv_model(path: Path, spec: ModelSpec = DEFAULT_SPEC, channels: int | None = None,
                output_shape: list | None = None, metadata: dict[str, str] | None = None,
-               flatten: bool = False, hide_channels: bool = False, seed: int = 0) -> Path:
+               flatten: bool = False, hide_channels: bool = False, seed: int = 0, log_input: bool = False,
+               no_rows: bool = False) -> Path:
     """Write the model.
 
     `flatten` makes the output 2-D (N x everything), as a broken export might; `hide_channels`
     reshapes the logits to N x -1 x H x W with a computed shape, so the channel count is unknown
-    until the model runs.
+    until the model runs; `log_input` takes the log of the input first (NaN logits for a photo darker than the
+    mean, finite ones for a bright photo); `no_rows` slices the output to N x C x 0 x W.
     """
     channels = spec.num_classes if channels is None else channels
     rng = np.random.default_rng(seed)
@@ -33,7 +35,16 @@ def conv_model(path: Path, spec: ModelSpec = DEFAULT_SPEC, channels: int | None 
     b = np.zeros(channels, np.float32)
     b[0] = 1.0  # mostly background, like a real model
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["conv" if flatten or hide_channels else "logits"])]
+    source = "input"
+    nodes = []
+    if log_input:
+        nodes.append(helper.make_node("Log", ["input"], ["logged"]))
+        source = "logged"
+    nodes.append(helper.make_node("Conv", [source, "w", "b"],
+                                  ["conv" if flatten or hide_channels or no_rows else "logits"]))
+    if no_rows:
+        inits += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("r0", [0]), ("axis2", [2]))]
+        nodes.append(helper.make_node("Slice", ["conv", "r0", "r0", "axis2"], ["logits"]))
     if flatten:
         nodes.append(helper.make_node("Flatten", ["conv"], ["logits"], axis=1))
     if hide_channels:

@@ -53,19 +53,19 @@ def test_spec_rejects_inconsistent_fields():
 
 
 def test_preprocess_normalises_with_the_spec():
-    spec = build_spec("deeplab", "resnet18", image_size=(4, 6))
-    image = np.full((8, 12, 3), 255, np.uint8)
+    spec = build_spec("deeplab", "resnet18", image_size=(8, 12))
+    image = np.full((16, 24, 3), 255, np.uint8)
     x = preprocess(image, spec)
-    assert x.shape == (1, 3, 4, 6) and x.dtype == np.float32
+    assert x.shape == (1, 3, 8, 12) and x.dtype == np.float32
     expected = (1.0 - np.array(spec.mean)) / np.array(spec.std)
     np.testing.assert_allclose(x[0, :, 0, 0], expected, rtol=1e-6)
     batch = preprocess([image, image[:5, :7]], spec)
-    assert batch.shape == (2, 3, 4, 6)
+    assert batch.shape == (2, 3, 8, 12)
 
 
 def test_preprocess_rejects_non_rgb():
     with pytest.raises(ValueError, match="HxWx3 uint8"):
-        preprocess(np.zeros((4, 4), np.uint8), build_spec("deeplab", "resnet18", image_size=4))
+        preprocess(np.zeros((4, 4), np.uint8), build_spec("deeplab", "resnet18", image_size=8))
 
 
 def test_resize_logits_matches_opencv_bilinear():

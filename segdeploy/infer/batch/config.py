@@ -21,7 +21,17 @@ from segdeploy.infer.tiling import (
     TileError,
     parse_tile,
 )
-from segtrain.common.settings import COMMAND_LINE, Checked, at_least, between, one_of, setting
+from segtrain.common.settings import (
+    ALPHA,
+    COMMAND_LINE,
+    RUN_BATCH_SIZE,
+    THREADS,
+    WORKERS,
+    Checked,
+    between,
+    one_of,
+    setting,
+)
 from segtrain.common.system import available_memory
 
 MEMORY_SHARE = 4  # the default memory budget: a quarter of the memory available at start
@@ -76,12 +86,12 @@ class BatchConfig(Checked):
     sources: tuple[str | Path, ...] = setting(rule=_sources)
     out_dir: Path = setting()
     model: Path = setting()
-    batch_size: int = setting(DEFAULT_BATCH_SIZE, rule=at_least(1))
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, rule=RUN_BATCH_SIZE)
     provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
     runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))
-    threads: int | None = setting(None, rule=at_least(1))  # None: the runtime's own choice
-    workers: int = setting(factory=default_workers, rule=at_least(1))
-    alpha: float = setting(0.5, rule=between(0, 1))
+    threads: int | None = setting(None, rule=THREADS)  # None: the runtime's own choice
+    workers: int = setting(factory=default_workers, rule=WORKERS)
+    alpha: float = setting(0.5, rule=ALPHA)
     overwrite: bool = setting(False)
     gt: Path | None = setting(None)
     image_ids: Path | None = setting(None)  # a COCO file whose image ids predictions.json takes (--gt gives them too)

@@ -204,8 +204,8 @@ def _load(path: Path, shard: Shard) -> BatchSummary:
         summary = BatchSummary.read(path, of_shard=True)
     except ShapeError as e:
         raise MergeError(f"{not_ours} ({e})") from None
-    except RecursionError as e:
-        raise MergeError(f"{not_ours} (nested too deeply)") from e
+    except OutsideTextError as e:  # too big, too deep, malformed, not a regular file: the reader said which
+        raise MergeError(str(e)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MergeError(f"{path}: cannot read it ({e})") from e
     if summary.shard.shard != shard:

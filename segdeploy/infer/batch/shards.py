@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from segtrain.common.errors import InputError
 from segtrain.common.json_record import JsonRecord, required
 from segtrain.common.json_shape import Integer, Number, String
+from segtrain.common.limits import MAX_SHARDS
 
 PARTITION = "blake2b-64 of the NFC relative POSIX path, mod N"
 SHARD_FORMS = "K/N with 0 <= K < N (for example 0/3), auto (SLURM job array) or auto/N (Kubernetes Indexed Job)"
@@ -65,7 +66,7 @@ class ShardSection(JsonRecord):
     """The "shard" section of a shard's summary: which share it did of which input set, and when."""
 
     index: int = required(Integer(lo=0))
-    count: int = required(Integer(lo=1))
+    count: int = required(Integer(lo=1, hi=MAX_SHARDS))
     partition: str = required(String())
     inputs_total: int = required(Integer(lo=0))
     inputs_sha256: str = required(String())  # inputs_digest of every input of every shard: the same files agree
@@ -127,8 +128,8 @@ def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> Shard:
 
 
 def _checked(index: int, count: int, source: str) -> Shard:
-    if count < 1:
-        raise ShardError(f"{source}: the shard count N must be at least 1")
+    if not 1 <= count <= MAX_SHARDS:
+        raise ShardError(f"{source}: the shard count N must be from 1 to {MAX_SHARDS}")
     if index >= count:
         raise ShardError(f"{source}: the shard index K must be below N (shards are numbered 0 to {count - 1})")
     return Shard(index, count)

@@ -37,7 +37,7 @@ from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, stage_seconds
 from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure, MemoryBudget, Reserve, run_pipeline
-from segdeploy.infer.predictor import Prediction, Predictor, Prepared
+from segdeploy.infer.predictor import OutputError, Prediction, Predictor, Prepared
 from segdeploy.infer.video import Frame, VideoError, VideoInfo, VideoReader, VideoWriter
 from segtrain.common.contained import contained_folder
 from segtrain.common.files import owner_tag
@@ -184,6 +184,9 @@ def run_video(job: Job, predictor: Predictor, writer: ImageWriter, workers: int,
     except OSError as e:  # this video's own files (a name too long...)
         _abort(outputs)
         return Failure(job.key, f"cannot write its outputs ({e.strerror or e})")
+    except OutputError as e:  # NaN scores for a frame: the video has no complete outputs
+        _abort(outputs)
+        return Failure(job.key, f"frame {totals.frames}: {e}")
     except BaseException:
         _abort(outputs)
         raise

@@ -29,7 +29,7 @@ from segdeploy.infer.batch.rle import rle_entries
 from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.legend import legend_image
 from segdeploy.infer.pipeline import Failure, prefetch
-from segdeploy.infer.predictor import Prediction
+from segdeploy.infer.predictor import OutputError, Prediction
 from segtrain.contract import ModelSpec
 
 
@@ -65,6 +65,8 @@ class ImageWriter:
             return Failure(key, f"cannot write its outputs ({e.strerror or e})")
         except MemoryError:
             return Failure(key, "not enough memory to write its outputs")
+        except OutputError as e:  # NaN scores: no mask to write
+            return Failure(key, str(e))
         if self.truth is not None:
             self.truth.update(key, prediction.mask)
         return ImageResult(replace(record, seconds=stage_seconds(prediction.seconds, t0)), coco)

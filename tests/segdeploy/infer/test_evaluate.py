@@ -30,7 +30,7 @@ def test_cli_defaults_are_the_config_defaults() -> None:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ({"batch_size": 0}, "--batch-size must be from 1 to 256, got 0"),
     ({"runtime": "tensorrt"}, "--runtime must be one of auto, onnxruntime, openvino, got 'tensorrt'"),
     ({"threads": "two"}, "--threads must be a whole number, got 'two'"),
     ({"split": ""}, "--split must not be empty"),

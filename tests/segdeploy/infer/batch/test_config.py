@@ -34,9 +34,9 @@ def test_values_are_converted_and_normalised(model: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize(("settings", "message"), [
     ({"alpha": 2}, "--alpha must be from 0 to 1, got 2"),
     ({"alpha": float("nan")}, "--alpha must be a finite number, got nan"),
-    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
-    ({"workers": 0}, "--workers must be at least 1, got 0"),
-    ({"threads": 0}, "--threads must be at least 1, got 0"),
+    ({"batch_size": 0}, "--batch-size must be from 1 to 256, got 0"),
+    ({"workers": 0}, "--workers must be from 1 to 64, got 0"),
+    ({"threads": 0}, "--threads must be from 1 to 256, got 0"),
     ({"memory_budget": 0}, "--memory-budget must be from 1 to 16777216, got 0"),
     ({"runtime": "openvion"}, "--runtime must be one of auto, onnxruntime, openvino, got 'openvion' (did you mean"),
     ({"provider": "gpu"}, "--provider must be one of auto, cpu, cuda, tensorrt, got 'gpu'"),

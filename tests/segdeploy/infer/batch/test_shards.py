@@ -242,7 +242,7 @@ def _none(out: Path) -> None:
     (_other_tiling, "disagree on the tiling (--tile, --tile-overlap): ('off', 0.25) vs ('auto', 0.25)"),
     (_duplicate, "is listed by both summary.shard-0-of-3.json and summary.shard-1-of-3.json"),
     (_other_inputs, "saw different input files (16 vs 15 images)"),
-    (_corrupt, "summary.shard-2-of-3.json: cannot read it"),
+    (_corrupt, "summary.shard-2-of-3.json: malformed JSON"),
 ], ids=lambda v: getattr(v, "__name__", "")[1:] or None)
 def test_merge_summary_refuses_missing_or_disagreeing_shards(runs: dict, tmp_path: Path, damage: object,
                                                              message: str) -> None:
@@ -264,7 +264,7 @@ def test_merge_summary_refuses_missing_or_disagreeing_shards(runs: dict, tmp_pat
 
 @pytest.mark.parametrize(("value", "message"), [
     ("3/3", "the shard index K must be below N (shards are numbered 0 to 2)"),
-    ("0/0", "the shard count N must be at least 1"),
+    ("0/0", "the shard count N must be from 1 to 100000"),
     ("-1/3", "expected K/N with 0 <= K < N"),
     ("1", "expected K/N"),
     ("a/b", "expected K/N"),
