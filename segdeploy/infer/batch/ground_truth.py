@@ -42,6 +42,7 @@ def exif_orientation(path: Path) -> int | None:
 
 
 _COUNT = Integer(lo=0)
+MAX_CONFUSION_TOTAL = 2**62  # pixels in a confusion matrix (shards' together): int64 sums never overflow below it
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,10 +84,16 @@ class GroundTruthReport:
         """From a document that fits json_shape(); ShapeError unless its matrix has a row and a column per class."""
         classes = tuple(doc["iou"])
         n = len(classes)
-        confusion = np.asarray(doc["confusion_matrix"], dtype=np.int64)
-        if confusion.shape != (n, n):
+        rows = doc["confusion_matrix"]
+        if len(rows) != n or any(len(row) != n for row in rows):  # ragged rows are no matrix
             raise ShapeError(f"a {n}x{n} matrix (a row and a column per class of the model)",
-                             doc["confusion_matrix"]).inside(".confusion_matrix")
+                             rows).inside(".confusion_matrix")
+        if sum(map(sum, rows)) > MAX_CONFUSION_TOTAL:  # Python ints: the check itself cannot overflow
+            raise ShapeError(f"a matrix of at most {MAX_CONFUSION_TOTAL} pixels in all", rows).inside(
+                ".confusion_matrix")
+        if doc["images_scored"] == 0 and any(map(any, rows)):
+            raise ShapeError("an empty matrix, since no image was scored", rows).inside(".confusion_matrix")
+        confusion = np.asarray(rows, dtype=np.int64)
         return cls(tuple(classes), confusion, doc["images_scored"], doc["inputs_without_ground_truth"],
                    tuple(doc["problems"]))
 
@@ -94,6 +101,8 @@ class GroundTruthReport:
     def combine(cls, reports: list[GroundTruthReport]) -> GroundTruthReport:
         """The reports of disjoint sets of images (shards) as one: summed matrices and counts."""
         problems = dict.fromkeys(p for r in reports for p in r.problems)  # labels.json's own repeat in every shard
+        if sum(int(r.confusion.sum()) for r in reports) > MAX_CONFUSION_TOTAL:
+            raise ValueError(f"the confusion matrices hold more than {MAX_CONFUSION_TOTAL} pixels together")
         return cls(reports[0].classes, sum(r.confusion for r in reports), sum(r.scored for r in reports),
                    sum(r.without_truth for r in reports), tuple(problems))
 

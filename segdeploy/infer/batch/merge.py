@@ -4,13 +4,15 @@ checked to agree, and combined into OUT/summary.json (MergedSummary) and OUT/pre
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from segdeploy.infer.batch.ground_truth import GroundTruthReport
-from segdeploy.infer.batch.rle import predictions_name, write_predictions
-from segdeploy.infer.batch.shards import Shard, run_file_form, shard_of, shard_of_run_file
+from segdeploy.infer.batch.rle import RESULT_ENTRY, predictions_name, write_predictions
+from segdeploy.infer.batch.shards import MAX_SHARDS, Shard, run_file_form, shard_of, shard_of_run_file
 from segdeploy.infer.batch.summary import (
     SUMMARY,
     BatchSummary,
@@ -26,8 +28,8 @@ from segdeploy.infer.batch.summary import (
     write_json,
 )
 from segdeploy.infer.pipeline import Failure
-from segtrain.common.errors import InputError
-from segtrain.common.json_shape import ShapeError
+from segtrain.common.errors import InputError, printable
+from segtrain.common.json_shape import ListOf, ShapeError, check
 from segtrain.common.outside_text import OutsideTextError, read_json
 
 # What each shard ran with that may differ between shards (each machine its own); the rest must agree.
@@ -144,7 +146,13 @@ def merge_shard_summaries(out_dir: Path) -> MergeResult:
     shards = [_load(path, Shard(k, len(paths))) for k, path in enumerate(paths)]
     _check_agreement(paths, shards)
     images, failures = _combine_entries(paths, shards)
+    _check_outputs(Path(out_dir), paths, shards)
     truth = [s.ground_truth for s in shards]
+    if truth[0] is not None:
+        try:
+            GroundTruthReport.combine(truth)
+        except ValueError as e:
+            raise MergeError(f"{out_dir}: {e}; the shard summaries cannot all be right") from None
     merged = MergedSummary(
         model=shards[0].model, **_common_run(shards), out_dir=str(out_dir),
         shards=[ShardEntry(p.name, s) for p, s in zip(paths, shards, strict=True)], images=images, failures=failures,
@@ -167,8 +175,10 @@ def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
             raise MergeError(str(e)) from None
         except (OSError, UnicodeDecodeError, ValueError) as e:
             raise MergeError(f"{path}: cannot read it ({e})") from e
-        if not isinstance(part, list):
-            raise MergeError(f"{path}: not a COCO results list")
+        try:
+            check(part, ListOf(RESULT_ENTRY))
+        except ShapeError as e:
+            raise MergeError(f"{path}: not a COCO results list written by `segdeploy batch` ({e})") from None
         entries += part
     return write_predictions(out_dir, entries)
 
@@ -189,6 +199,8 @@ def find_shard_summaries(out_dir: Path) -> list[Path]:
         listing = "; ".join(f"N={n}: {', '.join(sorted(p.name for p in v.values()))}" for n, v in sorted(found.items()))
         raise MergeError(f"{out_dir}: shard summaries of different shard counts ({listing}); remove the stale ones")
     ((count, by_index),) = found.items()
+    if count > MAX_SHARDS:  # before anything is enumerated per shard
+        raise MergeError(f"{next(iter(by_index.values()))}: a shard count of {count} (at most {MAX_SHARDS})")
     if extra := sorted(k for k in by_index if k >= count):
         raise MergeError(f"{by_index[extra[0]]}: shard index {extra[0]} is not below the shard count {count}")
     if missing := [k for k in range(count) if k not in by_index]:
@@ -253,6 +265,22 @@ def _combine_entries(paths: list[Path], shards: list[BatchSummary]) -> tuple[lis
     if len(owner) != total:
         raise MergeError(f"the shard summaries list {len(owner)} inputs but the sources held {total}")
     return (by_input([r for s in shards for r in s.images]), by_input([f for s in shards for f in s.failures]))
+
+
+def _check_outputs(out_dir: Path, paths: list[Path], shards: list[BatchSummary]) -> None:
+    """Every output a shard lists is there, inside OUT: a regular file (a folder for a video's frames)."""
+    for path, summary in zip(paths, shards, strict=True):
+        for record in summary.images:
+            for kind, rel in record.outputs.items():
+                try:
+                    mode = os.lstat(out_dir / rel).st_mode
+                except OSError:
+                    mode = None
+                wanted = stat.S_ISDIR if kind == "frames" else stat.S_ISREG
+                if mode is None or not wanted(mode):
+                    what = "missing" if mode is None else f"not a {'folder' if kind == 'frames' else 'regular file'}"
+                    raise MergeError(f"{path.name} lists {printable(rel)} for {printable(record.input)}, but it is "
+                                     f"{what} in {out_dir}; rerun that shard")
 
 
 def _common_run(shards: list[BatchSummary]) -> dict:

@@ -17,9 +17,14 @@ from pycocotools import mask as mask_utils
 from segdeploy.infer.batch.outputs import write_atomic
 from segdeploy.infer.batch.shards import Shard, run_file_name
 from segtrain.common.files import json_text
+from segtrain.common.json_shape import Anything, Integer, ListOf, Number, Record, String
 from segtrain.contract import ModelSpec
 
 PREDICTIONS = "predictions"  # OUT/predictions.json; a shard's is predictions.shard-K-of-N.json
+# An entry as rle_entries writes it (its image id: labels.json's, or the image's key), as merge-summary reads it.
+RESULT_ENTRY = Record({"image_id": Anything(), "category_id": Integer(lo=0),
+                       "segmentation": Record({"size": ListOf(Integer(lo=1), length=2), "counts": String()})},
+                      optional={"score": Number()}, expected="a COCO result with a compressed-RLE segmentation")
 
 
 def predictions_name(shard: Shard | None = None) -> str:

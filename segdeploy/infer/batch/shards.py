@@ -24,11 +24,11 @@ from segtrain.common.limits import MAX_SHARDS
 
 PARTITION = "blake2b-64 of the NFC relative POSIX path, mod N"
 SHARD_FORMS = "K/N with 0 <= K < N (for example 0/3), auto (SLURM job array) or auto/N (Kubernetes Indexed Job)"
-_EXPLICIT = re.compile(r"^(\d+)/(\d+)$")
-_AUTO = re.compile(r"^auto(?:/(\d+))?$")
+_EXPLICIT = re.compile(r"^(\d{1,12})/(\d{1,12})$")  # more digits are beyond any range (and int() refuses 4300)
+_AUTO = re.compile(r"^auto(?:/(\d{1,12}))?$")
 _SHARD_PART = ".shard-{index}-of-{count}"  # between a run file's stem and .json: summary.shard-0-of-3.json
-_SHARD_PART_REGEX = re.escape(_SHARD_PART).replace(re.escape("{index}"), r"(\d+)").replace(re.escape("{count}"),
-                                                                                              r"(\d+)")
+_SHARD_PART_REGEX = re.escape(_SHARD_PART).replace(re.escape("{index}"), r"(\d{1,12})").replace(
+    re.escape("{count}"), r"(\d{1,12})")
 
 
 class ShardError(InputError):

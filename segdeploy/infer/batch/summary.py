@@ -4,7 +4,7 @@ writes its part of the JSON and reads it back, checking what it reads (`BatchSum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segdeploy.infer.batch.config import BatchConfig
@@ -92,6 +92,37 @@ class Totals(JsonRecord):
 
 
 
+def _check_entries(summary: BatchSummary) -> None:
+    """Its inputs and outputs are relative paths inside the folders they name, each input listed once, and its
+    totals count what it lists; ShapeError naming the first entry or count that is not so."""
+    seen: set[str] = set()
+    for part, entries in (("images", summary.images), ("failures", summary.failures)):
+        for i, entry in enumerate(entries):
+            if entry.input in seen:
+                raise ShapeError("inputs listed once", entry.input).inside(f".{part}[{i}].input")
+            seen.add(entry.input)
+            if part == "failures":  # a source that could not be listed is named as it was given
+                continue
+            for field_name, name in [("input", entry.input)] + [(f"outputs.{k}", v) for k, v in
+                                                               entry.outputs.items()]:
+                if not inside_name(name):
+                    raise ShapeError("a relative path without '..'", name).inside(f".{part}[{i}].{field_name}")
+    t, listed = summary.totals, len(summary.images)
+    if t.failed != len(summary.failures) or t.processed + t.resumed > listed or \
+            t.processed + t.resumed + t.failed > t.images_found:
+        raise ShapeError(f"counts that agree with the {listed} images and {len(summary.failures)} failures listed",
+                         t.to_dict()).inside(".totals")
+    if summary.ground_truth is not None and summary.ground_truth.scored > listed:
+        raise ShapeError(f"at most the {listed} images listed", summary.ground_truth.scored).inside(
+            ".ground_truth.images_scored")
+
+
+def inside_name(name: str) -> bool:
+    """Whether `name` is a relative POSIX path that stays inside its folder (no '..', not absolute, no NUL)."""
+    path = PurePosixPath(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts and "\0" not in name
+
+
 def rate(images: int, seconds: float) -> float | None:
     """Images per second, rounded; None when there were none."""
     return round(images / seconds, 3) if images and seconds > 0 else None
@@ -150,11 +181,13 @@ class BatchSummary(JsonRecord):
 
     @classmethod
     def from_dict(cls, value: dict) -> BatchSummary:
+        """The summary in `value`, its parts checked against each other (ShapeError naming the first problem)."""
         summary = super().from_dict(value)
         truth = summary.ground_truth
         if truth is not None and truth.classes != summary.model.classes:
             raise ShapeError(f"the classes of the model ({', '.join(summary.model.classes)})",
                              list(truth.classes)).inside(".ground_truth.iou")
+        _check_entries(summary)
         return summary
 
     @classmethod
