@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -267,15 +268,26 @@ def _combine_entries(paths: list[Path], shards: list[BatchSummary]) -> tuple[lis
     return (by_input([r for s in shards for r in s.images]), by_input([f for s in shards for f in s.failures]))
 
 
+_UNDECODABLE = re.compile(r"\\x([89a-f][0-9a-f])")  # how summaries show a file-name byte that is not UTF-8
+
+
+def _undecodable(match: re.Match) -> str:
+    return chr(0xDC00 + int(match[1], 16))  # the byte as Python carries it in a file name
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except (OSError, ValueError):  # absent, or a name the file system cannot hold
+        return None
+
+
 def _check_outputs(out_dir: Path, paths: list[Path], shards: list[BatchSummary]) -> None:
     """Every output a shard lists is there, inside OUT: a regular file (a folder for a video's frames)."""
     for path, summary in zip(paths, shards, strict=True):
         for record in summary.images:
             for kind, rel in record.outputs.items():
-                try:
-                    mode = os.lstat(out_dir / rel).st_mode
-                except OSError:
-                    mode = None
+                mode = _mode(out_dir / rel) or _mode(out_dir / _UNDECODABLE.sub(_undecodable, rel))
                 wanted = stat.S_ISDIR if kind == "frames" else stat.S_ISREG
                 if mode is None or not wanted(mode):
                     what = "missing" if mode is None else f"not a {'folder' if kind == 'frames' else 'regular file'}"
