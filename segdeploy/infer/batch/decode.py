@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from segdeploy.infer.batch.outputs import DEFAULT_SAVE, resolve_save
 from segdeploy.infer.batch.plan import Job
 from segdeploy.infer.batch.resume import NotAFileError, source_stamp
+from segdeploy.infer.memory import MB, decode_bytes_per_pixel, prediction_bytes
 from segdeploy.infer.pipeline import Failure, Reserve
 from segdeploy.infer.predictor import Predictor, Prepared
 from segtrain.data.images import ImageReadError, load_image
 
-# Memory an image holds while in flight, in bytes per pixel of its original size: the photo (Pillow's
-# 4-byte pixels while it decodes, then the 3-byte array; fewer pixels with a reduced decode) and the
-# arrays of each chosen output (tracemalloc on a 6-megapixel image). Each write thread also holds a
-# fixed working set of some tens of MB. With the default outputs, 17 bytes per pixel: one 12-megapixel
-# PNG in flight raised a run's peak RSS by 198 MB (16.5 bytes per pixel).
+# Memory an image holds while in flight, in bytes per pixel of its original size: the arrays of each chosen
+# output (tracemalloc on a 6-megapixel image), and "photo" for a video frame (OpenCV's decoded frame and its
+# RGB copy). A photo's decode is counted per format (segdeploy.infer.memory.DECODE_BYTES_PER_PIXEL, measured),
+# its prediction by segdeploy.infer.memory.prediction_bytes. Each write thread also holds a fixed working set of
+# some tens of MB.
 BYTES_PER_PIXEL = {"photo": 7, "mask": 2, "overlay": 8, "color": 6, "confidence": 6, "rle": 10, "frames": 0}
 
 
@@ -42,11 +43,12 @@ def reduced_decode(save: Sequence[str], tiles: bool) -> bool:
 
 
 def decode(job: Job, predictor: Predictor, reserve: Reserve | None = None, save: Sequence[str] = DEFAULT_SAVE,
-           reduced: bool = False) -> Prepared | Failure:
+           reduced: bool = False, room: int | None = None) -> Prepared | Failure:
     """Read and prepare one input; an unreadable file becomes a Failure with the reason.
 
     `reserve(nbytes)`, when given, is called with the image's estimated memory once its header is read
-    (the memory budget); `reduced`: decode a JPEG at a reduced size (see `reduced_decode`).
+    (the memory budget); `reduced`: decode a JPEG at a reduced size (see `reduced_decode`); `room`: the
+    budget's bytes for images, beyond which an image's prediction alone (a tile canvas) is a Failure.
     """
     t0 = time.perf_counter()
     size: tuple[int, int] | None = None
@@ -54,8 +56,14 @@ def decode(job: Job, predictor: Predictor, reserve: Reserve | None = None, save:
     def before_decode(full: tuple[int, int], pixels: int) -> None:
         nonlocal size
         size = full
+        held = prediction_bytes(predictor.spec, predictor.tiling.plan(full, predictor.spec))
+        if room is not None and held > room:
+            raise ImageReadError(f"{job.source}: its prediction would hold {-(-held // MB)} MB (the model's "
+                                 f"{predictor.spec.num_classes} classes over {full[1]}x{full[0]} pixels), more "
+                                 "than the memory budget leaves for images; raise --memory-budget, or tile it "
+                                 "coarser (--tile)")
         if reserve is not None:
-            reserve(full[0] * full[1] * image_bytes(save) + pixels * BYTES_PER_PIXEL["photo"])
+            reserve(full[0] * full[1] * image_bytes(save) + pixels * decode_bytes_per_pixel(job.source) + held)
 
     try:
         stamp = source_stamp(job.source)

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from segdeploy.infer.batch.config import BatchConfig
-from segdeploy.infer.batch.decode import decode, reduced_decode
+from segdeploy.infer.batch.decode import decode, image_bytes, reduced_decode
 from segdeploy.infer.batch.earlier import check_earlier, earlier_jobs
 from segdeploy.infer.batch.ground_truth import GroundTruth, GroundTruthReport
 from segdeploy.infer.batch.image_ids import ImageIds
@@ -42,6 +42,7 @@ from segdeploy.infer.batch.summary import (
 from segdeploy.infer.batch.videos import run_video
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
 from segdeploy.infer.media import redacted
+from segdeploy.infer.memory import images_budget
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import Predictor, Prepared
 from segtrain.common.errors import RunError, printable
@@ -179,6 +180,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     plan = plan_run(config.sources, config.out_dir, config.save, config.shard)
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size)
+    images_budget(predictor.spec, config.batch_size, config.memory_budget, image_bytes(config.save))  # fits?
     truth, ids = _ground_truth_and_ids(config, plan, predictor)
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
                               predictor.tiling.tile, predictor.tiling.overlap)
@@ -251,7 +253,7 @@ def _run_inputs(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
         progress.done(failure)
     resumed_coco: list[dict] = []
     reduced = reduced_decode(config.save, predictor.tiles)
-    budget = config.memory_budget * 2**20
+    budget = images_budget(predictor.spec, config.batch_size, config.memory_budget, image_bytes(config.save))
 
     def infer(items: list[Prepared]) -> list:
         progress.tiled(items)
@@ -260,7 +262,7 @@ def _run_inputs(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
     try:
         resumed_coco = replay(writer, done, config.workers) if done else []
         results = run_pipeline([job for job in todo if job.kind == IMAGE],
-                               lambda job, reserve: decode(job, predictor, reserve, config.save, reduced),
+                               lambda job, reserve: decode(job, predictor, reserve, config.save, reduced, budget),
                                infer, writer, config.batch_size, config.workers, MemoryBudget(budget))
         with contextlib.closing(results):
             for result in results:

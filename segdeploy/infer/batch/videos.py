@@ -36,6 +36,7 @@ from segdeploy.infer.batch.resume import ResumeRecord, source_stamp
 from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, stage_seconds
 from segdeploy.infer.media import redacted
+from segdeploy.infer.memory import prediction_bytes
 from segdeploy.infer.pipeline import Failure, MemoryBudget, Reserve, run_pipeline
 from segdeploy.infer.predictor import OutputError, Prediction, Predictor, Prepared
 from segdeploy.infer.video import Frame, VideoError, VideoInfo, VideoReader, VideoWriter
@@ -156,7 +157,8 @@ def run_video(job: Job, predictor: Predictor, writer: ImageWriter, workers: int,
     except OSError as e:
         return Failure(job.key, f"cannot read it ({e.strerror or e})")
     info, totals = reader.info, _Totals()
-    frame_bytes = info.size[0] * info.size[1] * (image_bytes(writer.save) + BYTES_PER_PIXEL["photo"])
+    frame_bytes = info.size[0] * info.size[1] * (image_bytes(writer.save) + BYTES_PER_PIXEL["photo"]) + \
+        prediction_bytes(predictor.spec, predictor.tiling.plan(info.size, predictor.spec))
 
     def load(item: tuple[Frame, np.ndarray], reserve: Reserve) -> Prepared:
         reserve(frame_bytes)

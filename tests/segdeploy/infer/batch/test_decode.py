@@ -16,7 +16,9 @@ from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.decode import BYTES_PER_PIXEL
 from segdeploy.infer.batch.outputs import output_paths
 from segdeploy.infer.batch.run import run_batch
+from segdeploy.infer.memory import DECODE_BYTES_PER_PIXEL, model_call_bytes, prediction_bytes
 from segdeploy.infer.pipeline import MemoryBudget
+from segdeploy.infer.predictor import Predictor
 
 
 def _run(model: Path, source: Path, out: Path, monkeypatch: pytest.MonkeyPatch, **settings) -> list[int]:
@@ -40,9 +42,12 @@ def test_batch_counts_each_image_by_its_pixels_and_outputs(model: Path, tmp_path
     for i in range(6):
         save(half_image(400, 300 + 10 * i, 1), tmp_path / "in" / f"im{i}.png")
     reserved = _run(model, tmp_path / "in", tmp_path / "out", monkeypatch, memory_budget=1)
-    per_pixel = BYTES_PER_PIXEL["photo"] + BYTES_PER_PIXEL["mask"] + BYTES_PER_PIXEL["overlay"]
-    assert sorted(n for n, _, _ in reserved) == [400 * (300 + 10 * i) * per_pixel for i in range(6)]
-    assert all(taken == capacity == 2**20 for _, taken, capacity in reserved)  # each alone: over a 1 MB budget
+    per_pixel = DECODE_BYTES_PER_PIXEL["png"] + BYTES_PER_PIXEL["mask"] + BYTES_PER_PIXEL["overlay"]
+    spec = Predictor(model).spec
+    logits = prediction_bytes(spec, None)  # the colour model stretches photos into its input
+    assert sorted(n for n, _, _ in reserved) == [400 * (300 + 10 * i) * per_pixel + logits for i in range(6)]
+    room = 2**20 - model_call_bytes(spec, 4)  # the budget less one model call
+    assert all(taken == capacity == room for _, taken, capacity in reserved)  # each alone: over the room
     for i in range(6):
         mask = read_png(output_paths(tmp_path / "out", Path(f"im{i}.png")).mask)
         np.testing.assert_array_equal(mask, half_truth(400, 300 + 10 * i, 1))
@@ -61,7 +66,8 @@ def test_jpegs_are_decoded_smaller_only_when_no_output_needs_the_photo(model: Pa
     # the model's input size; the overlay needs the photo; stretched as trained; tiles need it too
     assert asked == [(32, 32), None, (32, 32), None]
     # 1/8 scale is still at least 32 x 32: 100 x 75 pixels decoded instead of 800 x 600
-    assert reduced[0][0] == 800 * 600 * BYTES_PER_PIXEL["mask"] + 100 * 75 * BYTES_PER_PIXEL["photo"]
+    logits = prediction_bytes(Predictor(model).spec, None)
+    assert reduced[0][0] == 800 * 600 * BYTES_PER_PIXEL["mask"] + 100 * 75 * DECODE_BYTES_PER_PIXEL["jpeg"] + logits
     assert full[0][0] > reduced[0][0] and auto[0][0] < tiled[0][0]
     small, whole = (read_png(output_paths(tmp_path / d, Path("photo.jpg")).mask) for d in ("reduced", "full"))
     assert small.shape == whole.shape == (600, 800)  # the mask is made at the photo's size all the same
