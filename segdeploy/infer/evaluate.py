@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.infer.predictor import Predictor
+from segdeploy.infer.predictor import InferenceError, OutputError, Predictor
 from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES, Model
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, MAX_TILE_OVERLAP, TILE_AUTO, TILE_OFF, TileError, parse_tile
 from segtrain.common.files import folder_problem
@@ -86,7 +86,10 @@ def evaluate_predictor(predictor: Predictor, data: str | Path, split: str = DEFA
 
     def masks(images: list[np.ndarray], sizes: list[tuple[int, int]]) -> list[np.ndarray]:
         prepared = [predictor.prepare(image, size=size) for image, size in zip(images, sizes, strict=True)]
-        return [prediction.mask for prediction in predictor.infer(prepared)]
+        try:
+            return [prediction.mask for prediction in predictor.infer(prepared)]
+        except OutputError as e:  # NaN scores: no mask to score, so no score for the model
+            raise InferenceError(f"{predictor.path}: {e} on an image of the split; it cannot be scored") from e
 
     metrics = evaluate_split(None, coco, predictor.spec, batch_size=predictor.batch_size, limit=limit,
                              progress=progress, masks=masks, reduced=not predictor.tiles)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from segdeploy.infer.runtime import load_graph, read_model_metadata
+from segtrain.common.errors import printable
 
 
 def _io(values) -> list[dict]:
@@ -63,4 +64,4 @@ def format_info(info: dict) -> str:
     for label, items in (("inputs", info["inputs"]), ("outputs", info["outputs"])):
         for j, v in enumerate(items):
             lines.append(f"{label if j == 0 else '':<12} {v['name']}  {v['type']}  [{', '.join(map(str, v['shape']))}]")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))  # names, producer, paths: text from the file, shown terminal-safe

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.infer.model_file import ModelLoadError, check_graph_io, check_logits, read_model_metadata
+from segtrain.common.errors import whole_message
 from segtrain.common.extras import MissingExtraError, missing_extra
 
 DEVICE = "CPU"
@@ -56,8 +57,7 @@ class OpenVinoModel:
             core = ov.Core()
             self.compiled = core.compile_model(core.read_model(str(self.path)), DEVICE, config)
         except Exception as e:  # OpenVINO raises RuntimeError with the converter's log
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            raise ModelLoadError(f"{self.path}: OpenVINO cannot load it ({first})") from e
+            raise ModelLoadError(f"{self.path}: OpenVINO cannot load it ({whole_message(e)})") from e
         self.session_seconds = time.perf_counter() - t0
         output = self.compiled.output(0)
         check_graph_io(self.path, self.spec, [_dims(i.get_partial_shape()) for i in self.compiled.inputs],

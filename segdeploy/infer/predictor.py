@@ -30,7 +30,7 @@ from segdeploy.infer.legend import draw_legend
 from segdeploy.infer.pipeline import Failure, default_workers, run_pipeline
 from segdeploy.infer.runtime import open_model
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, TilePlan, Tiling, run_tiles, working_image
-from segtrain.common.errors import RunError, ToolError
+from segtrain.common.errors import RunError, ToolError, whole_message
 from segtrain.common.settings import ALPHA, RUN_BATCH_SIZE, check_argument
 from segtrain.contract import (
     ModelSpec,
@@ -300,6 +300,6 @@ class Predictor:
         except ToolError:  # the model's own check (check_logits): an unusable model, an input error
             raise
         except Exception as e:  # the runtimes raise their own exception types
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InferenceError(f"{self.model.path}: inference failed on a batch of {len(batch)} ({first}); "
+            raise InferenceError(f"{self.model.path}: inference failed on a batch of {len(batch)} "
+                                 f"({whole_message(e)}); "
                                  "if the model has a fixed batch size, use a batch size of 1 (--batch-size 1)") from e

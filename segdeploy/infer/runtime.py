@@ -21,6 +21,7 @@ from segdeploy.infer.model_file import (
     read_model_metadata,
 )
 from segdeploy.infer.openvino_runtime import OpenVinoModel
+from segtrain.common.errors import whole_message
 from segtrain.common.extras import installed
 from segtrain.common.settings import THREADS, check_argument
 
@@ -87,7 +88,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as e:
-            raise ModelLoadError(f"{self.path}: onnxruntime cannot load it ({str(e).splitlines()[0]})") from e
+            raise ModelLoadError(f"{self.path}: onnxruntime cannot load it ({whole_message(e)})") from e
         self.session_seconds = time.perf_counter() - t0
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         check_graph_io(self.path, self.spec, [i.shape or [] for i in inputs], outputs[0].shape or [], outputs[0].type)

@@ -68,6 +68,14 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in undecodable_escaped(str(text)))
 
 
+def whole_message(error: BaseException, limit: int = 4000) -> str:
+    """An exception's whole message as one terminal-safe line: its lines joined by " | " (a runtime's reason is
+    often on the lines after "Exception from src/...:"), at most `limit` characters; its type when empty."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = printable(" | ".join(lines)) if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def exit_code_lines(codes: Iterable[int] = tuple(EXIT_CODES)) -> list[str]:
     """`EXIT_CODES` entries as "N  meaning" lines (the --help epilog and the README table)."""
     return [f"{code:>3}  {EXIT_CODES[code]}" for code in codes]
