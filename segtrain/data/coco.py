@@ -140,7 +140,9 @@ def contained_path(root: Path, file_name: str) -> Path:
         path = (root / file_name).resolve()
     except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
         raise ValueError(f"cannot be resolved ({e})") from e
-    if path == root or not path.is_relative_to(root):
+    if path == root:
+        raise ValueError(f"names the image folder {root} itself, not an image in it")
+    if not path.is_relative_to(root):
         raise ValueError(f"resolves to {path}, outside the image folder {root}")
     return path
 
@@ -205,8 +207,11 @@ class CocoSplit:
             return self._skip(path, f"labels.json says {w}x{h}, more than the limit of {limit:,} pixels")
         exif = False
         if check_files:
-            if not path.is_file():
-                return self._skip(path, "not a regular file" if path.exists() else "image file missing")
+            try:
+                if not path.is_file():
+                    return self._skip(path, "not a regular file" if path.exists() else "image file missing")
+            except OSError as e:  # a name longer than the file system allows, ...
+                return self._skip(path, f"cannot be read ({e.strerror or e})")
             try:
                 raw, rotated = image_size(path, exif=False), image_size(path, exif=True)
             except ImageReadError as e:
@@ -248,12 +253,19 @@ class CocoSplit:
         cached = self._cache / f"{rec.image_id}.png" if self._cache else None
         if cached is not None and cached.is_file():
             mask = cv2.imread(str(cached), cv2.IMREAD_UNCHANGED)
-            if mask is not None and mask.shape == (rec.height, rec.width):
-                return mask
+            if mask is not None and self._usable_mask(mask, rec):
+                return mask  # else damaged or foreign: rasterised again and rewritten
         mask = self.render(i)[0]
         if cached is not None:
             _write_png_quietly(cached, mask)
         return mask
+
+    def _usable_mask(self, mask: np.ndarray, rec: object) -> bool:
+        """A cached mask of this image's size whose values are class indices of this split or the ignore index."""
+        if mask.dtype != np.uint8 or mask.shape != (rec.height, rec.width):
+            return False
+        values = np.bincount(mask.ravel(), minlength=256)
+        return not values[len(self.coco_ids):IGNORE_INDEX].any() and not values[IGNORE_INDEX + 1:].any()
 
     def render(self, i: int) -> tuple[np.ndarray, list[str]]:
         """Rasterise the record's annotations (no cache): (mask, per-annotation problems)."""

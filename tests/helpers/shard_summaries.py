@@ -49,7 +49,10 @@ def write(out: Path, docs: list[dict]) -> Path:
         (out / f"summary.shard-{k}-of-{N}.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
         for image in doc.get("images", []) if isinstance(doc, dict) and isinstance(doc.get("images"), list) else []:
             for rel in (image.get("outputs") or {}).values() if isinstance(image, dict) else []:
-                if isinstance(rel, str) and ".." not in rel and not rel.startswith("/"):
-                    (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                    (out / rel).write_bytes(b"")
+                if isinstance(rel, str) and rel and ".." not in rel and not rel.startswith("/"):
+                    try:  # a name the file system cannot hold ("", ".", NUL) is left for merge-summary to refuse
+                        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                        (out / rel).write_bytes(b"")
+                    except (OSError, ValueError):
+                        pass
     return out

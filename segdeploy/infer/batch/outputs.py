@@ -183,6 +183,36 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+RUN_RECORD_KEY = "segdeploy.infer.batch"  # the mask's PNG text chunk that holds its record (resume.py; a format)
+
+
+def is_run_mask(path: str | Path) -> bool:
+    """Whether `path` is a mask `segdeploy batch` wrote: named <input>.mask.png and carrying its record."""
+    if not str(path).endswith(OUTPUT_SUFFIXES["mask"]):
+        return False
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and RUN_RECORD_KEY in im.info
+    except (OSError, ValueError, SyntaxError):
+        return False
+
+
+def is_run_output(path: str | Path) -> bool:
+    """Whether `path` is an output of an earlier `segdeploy batch` run (so never an input): a mask carrying its
+    record, an overlay, colour or confidence image beside such a mask, or legend.png in a folder with one."""
+    path = Path(path)
+    name = path.name
+    if name == LEGEND_NAME:
+        try:
+            return any(is_run_mask(p) for p in path.parent.glob("*" + OUTPUT_SUFFIXES["mask"]))
+        except OSError:
+            return False
+    for suffix in OUTPUT_SUFFIXES.values():
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return is_run_mask(path.with_name(name[:-len(suffix)] + OUTPUT_SUFFIXES["mask"]))
+    return False
+
+
 def read_mask(path: Path) -> np.ndarray:
     """Class indices of a mask PNG written by `encode_mask`."""
     with Image.open(path) as im:

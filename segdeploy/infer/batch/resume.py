@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from segdeploy.infer.batch.outputs import LEGEND_NAME, OUTPUT_SUFFIXES, RECORD_SUFFIX, VIDEO_SUFFIXES
+from segdeploy.infer.batch.outputs import LEGEND_NAME, OUTPUT_SUFFIXES, RECORD_SUFFIX, RUN_RECORD_KEY, VIDEO_SUFFIXES
 from segdeploy.infer.batch.plan import STREAM, Job
 from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import run_file_regex
@@ -27,7 +27,7 @@ from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
 from segtrain.common.json_shape import Record, ShapeError, check
 from segtrain.common.outside_text import parse_json
 
-RECORD_KEY = "segdeploy.infer.batch"  # the mask's PNG text chunk that holds the record (a file format: keep it)
+RECORD_KEY = RUN_RECORD_KEY  # the mask's PNG text chunk that holds the record (a file format: keep it)
 # A temporary file older than this is an orphan whoever wrote it: writes take seconds.
 STALE_TEMP_SECONDS = 30 * 60
 # Temporary names made by write_atomic beside the run's files.

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segdeploy.infer.batch.outputs import is_run_output
 from segdeploy.infer.media import MEDIA_KINDS, Kind, classify, is_media_name, is_video_name, stream_key
 from segdeploy.infer.media import url_unsupported as _url_unsupported
 from segdeploy.infer.pipeline import Failure
@@ -69,6 +70,7 @@ class Listing:
     files: list[InputFile] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     streams: list[Stream] = field(default_factory=list)
+    earlier_outputs: int = 0  # files an earlier run wrote among the inputs, left out (outputs.is_run_output)
 
 
 def file_problem(path: Path) -> str | None:
@@ -104,6 +106,9 @@ class _Lister:
                  real: str | None = None) -> None:
         """`path` (`rel` relative to `root`) as an input, or its problem as a failure."""
         rel = _relative(path, root) if rel is None else rel
+        if is_run_output(path):  # a mask, overlay or legend an earlier run wrote among the photos: not an input
+            self.listing.earlier_outputs += 1
+            return
         problem = None if known_regular else file_problem(path)
         if problem is None:
             self.listing.files.append(InputFile(undecodable_escaped(rel), path, root, real or os.path.realpath(path)))
@@ -262,8 +267,10 @@ def list_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) ->
     by_key: dict[str, InputFile | Stream] = {}
     failures: dict[str, Failure] = {}
     seen: set[str] = set()
+    earlier_outputs = 0
     for source in sources:
         listing = _list_source(str(source), exclude)
+        earlier_outputs += listing.earlier_outputs
         for item in listing.files:
             real = item.real or os.path.realpath(item.path)
             if real in seen:
@@ -277,7 +284,7 @@ def list_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ()) ->
         failures.update((f.input, f) for f in listing.failures if f.input not in by_key)
     return Listing([by_key[key] for key in sorted(by_key) if isinstance(by_key[key], InputFile)],
                    [failures[key] for key in sorted(failures)],
-                   [by_key[key] for key in sorted(by_key) if isinstance(by_key[key], Stream)])
+                   [by_key[key] for key in sorted(by_key) if isinstance(by_key[key], Stream)], earlier_outputs)
 
 
 def _claim(by_key: dict[str, InputFile | Stream], key: str, item: InputFile | Stream) -> None:
@@ -327,4 +334,4 @@ def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
 
 def _sorted(listing: Listing) -> Listing:
     return Listing(sorted(listing.files, key=lambda f: f.key), sorted(listing.failures, key=lambda f: f.input),
-                   listing.streams)
+                   listing.streams, listing.earlier_outputs)

@@ -234,3 +234,19 @@ def test_report_on_coco_mini_prints_per_class_figures(coco_mini):
     assert "[train] 154 usable images of 154 listed, 67 without any target" in lines
     person = next(line for line in lines if line.strip().startswith("person"))
     assert person.split()[1:3] == ["260", "75"]
+
+
+@pytest.mark.parametrize("value", [7, 200, 254])  # class indices this split does not have (it has 0..4 and 255)
+def test_a_cached_mask_with_values_out_of_range_is_rasterised_again(tmp_path, value):
+    import cv2
+
+    anns = [{"category_id": 1, "segmentation": rect(2, 3, 8, 9), "bbox": [2, 3, 6, 6]}]
+    split = CocoSplit.open(write_split(tmp_path / "ds", anns), "train", cache_dir=tmp_path / "cache")
+    good = split.load_mask(0)
+    (cached,) = (tmp_path / "cache").rglob("1.png")
+    damaged = good.copy()
+    damaged[0, 0] = value
+    cv2.imwrite(str(cached), damaged)
+    again = CocoSplit.open(tmp_path / "ds", "train", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(again.load_mask(0), good)  # not trusted: made again from the annotations
+    assert cv2.imread(str(cached), cv2.IMREAD_UNCHANGED).max() <= 4  # and rewritten

@@ -86,3 +86,23 @@ def test_segdeploy_evaluate_and_batch_gt_score_only_images_inside(hostile, opene
     assert sorted(truth._index) == sorted(Path(n).as_posix() for n in INSIDE)
     truth.update("a.png", np.ones((4, 6), np.uint8))
     assert secret.resolve() not in opened_images
+
+
+@pytest.mark.parametrize(("file_name", "reason"), [
+    (".", "names the image folder"),
+    ("sub/..", "names the image folder"),
+    ("x" * 300 + ".png", "cannot be read (File name too long)"),
+])
+def test_file_names_that_name_no_image_are_skipped_with_the_reason(tmp_path: Path, file_name: str,
+                                                                    reason: str) -> None:
+    root = tmp_path / "ds"
+    (root / "validation" / "data").mkdir(parents=True)
+    Image.new("RGB", (6, 4)).save(root / "validation" / "data" / "ok.png")
+    labels = {"images": [{"id": 1, "file_name": "ok.png", "height": 4, "width": 6},
+                         {"id": 2, "file_name": file_name, "height": 4, "width": 6}],
+              "annotations": [], "categories": [{"id": 1, "name": "red"}]}
+    (root / "validation" / "labels.json").write_text(json.dumps(labels))
+    split = CocoSplit.open(root, "validation", categories=["red"], cache_dir="off")
+    assert [r.file_name for r in split.records] == ["ok.png"]
+    ((_, why),) = split.skipped
+    assert reason in why

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from colour_models import batch_cli, half_image, save
 
-from segdeploy.infer.batch.sources import resolve_sources
+from segdeploy.infer.batch.sources import list_sources, resolve_sources
 
 
 def _tree(root: Path) -> None:
@@ -52,3 +52,20 @@ def test_bad_sources_are_one_line_errors(model: Path, tmp_path: Path, monkeypatc
         assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert "Traceback" not in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_outputs_of_an_earlier_run_among_the_photos_are_never_inputs(model: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for i in range(3):
+        save(half_image(20, 24, i % 2), photos / f"im{i}.png")
+    save(half_image(20, 24, 0), photos / "sub" / "deep.png")
+    (photos / "plain.mask.png").write_bytes((photos / "im0.png").read_bytes())  # a photo so named: still an input
+    first = batch_cli(photos, "--out", photos / "preds", "--model", model, "--save", "mask,overlay,color",
+                      "--legend")
+    assert first.exit_code == 0, first.output
+    second = batch_cli(photos, "--out", tmp_path / "out2", "--model", model)
+    assert second.exit_code == 0, second.output
+    inputs = [r["input"] for r in json.loads((tmp_path / "out2" / "summary.json").read_text())["images"]]
+    assert inputs == ["im0.png", "im1.png", "im2.png", "plain.mask.png", "sub/deep.png"]
+    listing = list_sources([photos])
+    assert listing.earlier_outputs == 3 * 5 + 2  # mask, overlay and color of 5 inputs, legend.png in preds and sub
