@@ -298,7 +298,8 @@ def ensure_writable_dir(folder: str | Path) -> None:
     """Create `folder` if needed and prove a file can be made and written in it (OSError otherwise, ENOSPC for
     a full device), before long work. It becomes a claimed output folder: writes under it stay inside it
     (segtrain.common.contained)."""
-    folder = contained_folder(folder)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)  # the folder the user named: wherever it leads, it is theirs
     claim_output_root(folder)
     with tempfile.TemporaryFile(dir=folder) as probe:
         probe.write(bytes(4096))  # a page: a device with no room left refuses it

@@ -70,3 +70,15 @@ def test_relative_paths_and_a_changed_working_folder(tmp_path: Path, monkeypatch
         check_contained("out/up")
     check_contained("out")  # the folder itself
     check_contained(tmp_path / "elsewhere")  # not under a claimed folder: not this mechanism's business
+
+
+def test_an_output_folder_named_later_inside_another_one_is_the_users_choice(tmp_path: Path) -> None:
+    ensure_writable_dir(tmp_path / "first")
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "first" / "second").symlink_to(tmp_path / "disk")
+    ensure_writable_dir(tmp_path / "first" / "second")  # named as --out: claimed, not refused
+    atomic_write_text(tmp_path / "first" / "second" / "x.txt", "ok")
+    assert (tmp_path / "disk" / "x.txt").read_text() == "ok"
+    with pytest.raises(EscapesOutputError):  # but a link inside it that leads out is still refused
+        (tmp_path / "disk" / "up").symlink_to(tmp_path)
+        atomic_write_text(tmp_path / "first" / "second" / "up" / "y.txt", "escaped")
