@@ -119,16 +119,15 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--precision", type=click.Choice(PRECISIONS),
               help=f"Run this variant of the model ({', '.join(f'<name>.{v}.onnx' for v in VARIANTS)}) [default: the "
                    f"model as named, or {PRECISIONS[0].upper()}].")
-@click.option("--batch-size", default=default(BatchConfig, "batch_size"), show_default=True,
-              type=click.IntRange(min=1), help="Images (or tiles of a large image) per model call.")
+@setting_option(BatchConfig, "--batch-size", help="Images (or tiles of a large image) per model call.")
 @click.option("--provider", default=default(BatchConfig, "provider"), show_default=True,
               type=click.Choice(PROVIDER_CHOICES),
               help="auto takes TensorRT or CUDA when onnxruntime has them, else CPU.")
 @click.option("--runtime", default=default(BatchConfig, "runtime"), show_default=True,
               type=click.Choice(RUNTIME_CHOICES), help=RUNTIME_HELP)
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads of the runtime [default: its own].")
-@click.option("--workers", type=click.IntRange(min=1),
-              help=f"Decode threads and write threads [default: cores, max {MAX_DEFAULT_WORKERS}].")
+@setting_option(BatchConfig, "--threads", help="Intra-op threads of the runtime [default: its own].")
+@setting_option(BatchConfig, "--workers", default=None,
+                help=f"Decode threads and write threads [default: cores, max {MAX_DEFAULT_WORKERS}].")
 @click.option("--save", default=",".join(default(BatchConfig, "save")), show_default=True,
               type=NameList(SAVE_CHOICES),
               help="Outputs per image: mask (class mask, shown in the palette), overlay, color (RGB colour mask), "

@@ -47,8 +47,8 @@ def test_every_numeric_option_has_a_range() -> None:
     (segdeploy, ["export", "ck.pth", "--max-diff", "inf"], "'--max-diff': 'inf' is not a finite number"),
     (segdeploy, ["export", "ck.pth", "--min-agreement", "101"], "'--min-agreement': 101.0 is not in the range"),
     (segdeploy, ["export", "ck.pth", "--calibration-images", "0"], "'--calibration-images': 0 is not in the range"),
-    (segdeploy, ["evaluate", "m.onnx", "--threads", "0"], "'--threads': 0 is not in the range x>=1"),
-    (segdeploy, ["evaluate", "m.onnx", "--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
+    (segdeploy, ["evaluate", "m.onnx", "--threads", "0"], "'--threads': 0 is not in the range 1<=x<=256"),
+    (segdeploy, ["evaluate", "m.onnx", "--batch-size", "0"], "'--batch-size': 0 is not in the range 1<=x<=256"),
     (segdeploy, ["bench", "--image-size", "100000"], "'--image-size': '100000': every value must be a positive "
                                                      "integer, at most 8192"),
     (segdeploy, ["bench", "--batch-sizes", "1,0"], "every value must be a positive integer, at most 4096"),
@@ -56,8 +56,8 @@ def test_every_numeric_option_has_a_range() -> None:
     (segdeploy, ["batch", "in", "--out", "o", "--alpha", "nan"], "'--alpha': 'nan' is not a finite number"),
     (segdeploy, ["batch", "in", "--out", "o", "--alpha", "1.5"], "'--alpha': 1.5 is not in the range 0.0<=x<=1.0"),
     (segdeploy, ["batch", "in", "--out", "o", "--tile-overlap", "nan"], "'--tile-overlap': 'nan' is not a finite"),
-    (segdeploy, ["batch", "in", "--out", "o", "--batch-size", "0"], "'--batch-size': 0 is not in the range x>=1"),
-    (segdeploy, ["batch", "in", "--out", "o", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
+    (segdeploy, ["batch", "in", "--out", "o", "--batch-size", "0"], "'--batch-size': 0 is not in the range 1<=x<=256"),
+    (segdeploy, ["batch", "in", "--out", "o", "--workers", "0"], "'--workers': 0 is not in the range 1<=x<=64"),
     (segdeploy, ["batch", "in", "--out", "o", "--memory-budget", "-5"], "'--memory-budget': -5 is not in the range"),
 ])
 def test_values_outside_the_range_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli, args: list,

@@ -34,9 +34,9 @@ def test_predictor_numbers_out_of_range_are_a_value_error(model: Path, kwargs: d
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--threads", "100000", "--threads must be from 1 to 256, got 100000"),
-    ("--batch-size", "100000", "--batch-size must be from 1 to 256, got 100000"),
-    ("--workers", "5000", "--workers must be from 1 to 64, got 5000"),
+    ("--threads", "100000", "'--threads': 100000 is not in the range 1<=x<=256"),
+    ("--batch-size", "100000", "'--batch-size': 100000 is not in the range 1<=x<=256"),
+    ("--workers", "5000", "'--workers': 5000 is not in the range 1<=x<=64"),
     ("--alpha", "nan", "--alpha"),
     ("--shard", "0/1000000000", "the shard count N must be from 1 to 100000"),
 ])
