@@ -26,10 +26,12 @@ from segdeploy.infer.batch.outputs import (
 from segdeploy.infer.batch.plan import IMAGE, Job
 from segdeploy.infer.batch.resume import Fingerprint, ResumeRecord
 from segdeploy.infer.batch.rle import rle_entries
+from segdeploy.infer.batch.sources import BatchInputError
 from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.legend import legend_image
 from segdeploy.infer.pipeline import Failure, prefetch
 from segdeploy.infer.predictor import OutputError, Prediction
+from segtrain.common.contained import EscapesOutputError
 from segtrain.contract import ModelSpec
 
 
@@ -118,6 +120,8 @@ def write_legends(out_dir: Path, jobs: list[Job], spec: ModelSpec) -> None:
                 continue
         try:
             write_atomic(path, data)
+        except EscapesOutputError as e:  # a symlinked folder planted in --out: the folder is bad input
+            raise BatchInputError(f"--out {out_dir}: {e.strerror}") from e
         except OSError as e:
             raise OutputWriteError(path, e) from e
 
