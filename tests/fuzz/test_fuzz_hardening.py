@@ -166,3 +166,43 @@ def test_merge_summary_on_edited_shards_ends_well(tmp_path_factory: pytest.TempP
     if result.exit_code in (0, 3):
         merged = json.loads((out / "summary.json").read_text())
         assert len({r["input"] for r in merged["images"] + merged["failures"]}) == 5
+
+
+@budget(40)
+@given(st.lists(YAML_PIECES | st.sampled_from(["epochs: 3\n", "lr: nan\n", "categories: [person, *x]\n",
+                                                "batch_size: 1e9\n", "image_size: [1, 2]\n", "nope: 1\n"]),
+                max_size=5).map("".join), st.sampled_from([".yaml", ".json"]))
+def test_config_files_are_settings_or_a_one_line_refusal(tmp_path_factory: pytest.TempPathFactory, text: str,
+                                                         suffix: str) -> None:
+    pytest.importorskip("torch")
+    from segtrain.training.config import load_config_file
+
+    path = tmp_path_factory.mktemp("cfg") / f"settings{suffix}"
+    path.write_text(text)
+    try:
+        data = load_config_file(path)
+    except InputError as e:
+        assert str(e).startswith(str(path)) and "\n" not in str(e)
+        return
+    assert isinstance(data, dict) and _depth(data) <= MAX_NESTING
+
+
+@budget(40)
+@given(st.text(max_size=24) | st.integers(-(10**40), 10**40).map(str))
+def test_the_pixel_limit_variable_is_a_number_in_range_or_one_line(monkeypatch_value: str) -> None:
+    import os
+
+    from segtrain.data.images import max_image_pixels
+
+    old = os.environ.get("SEGTRAIN_MAX_IMAGE_PIXELS")
+    os.environ["SEGTRAIN_MAX_IMAGE_PIXELS"] = monkeypatch_value.replace("\x00", "")
+    try:
+        limit = max_image_pixels()
+        assert 256 <= limit <= 2**31 - 1
+    except InputError as e:
+        assert str(e).startswith("$SEGTRAIN_MAX_IMAGE_PIXELS='") and "\n" not in str(e)
+    finally:
+        if old is None:
+            os.environ.pop("SEGTRAIN_MAX_IMAGE_PIXELS", None)
+        else:
+            os.environ["SEGTRAIN_MAX_IMAGE_PIXELS"] = old
