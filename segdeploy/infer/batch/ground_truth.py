@@ -142,6 +142,11 @@ class GroundTruth:
         if i is None:
             return
         mask = self.truth_grid(key, mask)
+        if mask.size and int(mask.max()) >= self.spec.num_classes:  # a damaged mask of an earlier run, replayed
+            with self._lock:
+                self._problems.append(f"{key}: its mask holds class {int(mask.max())}, which the model does not "
+                                      "have; not scored")
+            return
         truth = self.split.load_mask(i)
         if truth.shape != mask.shape:
             with self._lock:

@@ -150,3 +150,29 @@ def test_undo_exif_orientation_inverts_pillows_exif_transpose(tmp_path: Path, or
     with Image.open(path) as loaded:
         displayed = np.asarray(ImageOps.exif_transpose(loaded))
     np.testing.assert_array_equal(undo_exif_orientation(displayed, orientation), raw)
+
+
+def test_a_replayed_mask_with_values_the_model_lacks_is_not_scored(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    labels, _ = _dataset(tmp_path / "in")
+    model = build_colour_model(tmp_path / "colour.onnx")
+    args = ["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model", str(model), "--gt",
+            str(labels), "--no-progress", "--save", "mask"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    mask_path = tmp_path / "out" / "a.png.mask.png"
+    with Image.open(mask_path) as im:
+        info, values, palette = dict(im.info), np.asarray(im).copy(), im.getpalette()
+    values[0, 0] = 200  # a class the 3-class model does not have
+    damaged = Image.fromarray(values, mode="P")
+    damaged.putpalette(palette + [0] * (768 - len(palette)))  # index 200 must have a colour to be kept
+    text = PngImagePlugin.PngInfo()
+    for key, value in info.items():
+        if isinstance(value, str):
+            text.add_text(key, value)
+    damaged.save(mask_path, pnginfo=text)
+    result = CliRunner().invoke(main, args)  # resumes: every mask is replayed against --gt
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert any("a.png: its mask holds class 200" in p for p in summary["ground_truth"]["problems"]), (
+        summary["ground_truth"], [r.get("resumed") for r in summary["images"]], result.output)
