@@ -16,7 +16,6 @@ from tiny_arch import DIVISOR, fixed_size_onnx, make_tiny_checkpoint, tiny_gflop
 
 from segdeploy.bench.report import BenchReport, ModelReport
 from segdeploy.cli import main
-from segdeploy.infer.runtime import resolve_runtime
 from segtrain.common.extras import installed
 from segtrain.contract import build_spec
 
@@ -156,9 +155,10 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
     e2e = model["end_to_end"]
     assert e2e["status"] == "ok" and e2e["runtime"] == "auto"
     assert [run["precision"] for run in e2e["runs"]] == ["fp32", "int8"]
-    used = resolve_runtime("auto").runtime
     for run in e2e["runs"]:
-        assert run["images"] == 3 and run["failed"] == 0 and run["batch_size"] == 2 and run["runtime"] == used
+        used = run["runtime"]  # with both engines, the faster one for this file, measured (runtime_choice)
+        assert run["runtime_reason"].startswith(f"auto: {used} " if OV else "auto: OpenVINO is not installed")
+        assert run["images"] == 3 and run["failed"] == 0 and run["batch_size"] == 2
         assert run["images_per_second"] > 0 and run["model_only_images_per_second"] > 0
         assert run["ratio"] == pytest.approx(run["images_per_second"] / run["model_only_images_per_second"])
         assert run["ratio_vs_onnxruntime"] == pytest.approx(
