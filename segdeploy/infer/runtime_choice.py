@@ -107,24 +107,26 @@ class RuntimeCache(JsonRecord):
 
 
 def open_chosen(path: str | Path, runtime: str = "auto", provider: str = "auto", threads: int | None = None,
-                batch_size: int = 1, expected_images: int | None = None, note: Note | None = None) -> Model:
+                batch_size: int = 1, expected_images: int | None = None, note: Note | None = None,
+                remember: bool = True) -> Model:
     """The model opened with the engine --runtime asks for; for auto on the CPU with both engines installed,
     the faster one here (measured, or remembered). `expected_images`: how many images the job runs (its
     expected time sizes the measurement); `note`: where the choice and cache problems are said (default: the
-    "segdeploy" logger). The model's `runtime_reason` says why that engine."""
+    "segdeploy" logger); `remember=False`: neither read nor write the cache (measure now). The model's
+    `runtime_reason` says why that engine."""
     choice = resolve_runtime(runtime, provider)
     if runtime != "auto" or choice.runtime != "openvino":  # pinned, on a GPU, or one engine installed
         return open_model(path, runtime=runtime, provider=provider, threads=threads)
     say = note or _log.info
     case = _case(path, threads, batch_size)
-    cached = _lookup(case, say)
+    cached = _lookup(case, say) if remember else None
     if cached is not None:
         model = ENGINES[cached.chosen].open(path, threads)
         model.runtime_reason = cached.reason(cached=True)
     else:
         model, measured, reason = _measure(path, threads, batch_size, expected_images, case)
         model.runtime_reason = reason
-        if measured is not None:
+        if measured is not None and remember:
             _remember(measured, say)
     say(model.runtime_reason)
     return model
