@@ -19,6 +19,7 @@ from segdeploy.infer.model_file import ModelLoadError, check_graph_io, check_log
 from segtrain.common.extras import MissingExtraError, missing_extra
 
 DEVICE = "CPU"
+CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # the module docstring says why
 
 
 def import_openvino():
@@ -47,7 +48,7 @@ class OpenVinoModel:
         self.path = Path(path)
         meta = read_model_metadata(self.path)
         self.spec, self.provenance, self.metadata = meta.spec, meta.provenance, meta.props
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = dict(CPU_CONFIG)
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         config.update(properties or {})
