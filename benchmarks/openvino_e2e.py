@@ -67,17 +67,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--variants", help="comma-separated names (default: all)")
+    parser.add_argument("--variants", help="names separated by semicolons (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     from segdeploy.infer.batch.sources import find_images
     from segtrain.contract import preprocess
     from segtrain.data.images import load_image
 
-    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants.split(",")}
+    variants = {k: v for k, v in VARIANTS.items() if not args.variants or k in args.variants.split(";")}
     base = dict(openvino_runtime.CPU_CONFIG)
     spec = openvino_runtime.read_model_metadata(args.model).spec
-    files = sorted(find_images(args.photos))[:args.batch_size]
+    files = [args.photos / f for f in sorted(find_images(args.photos))[:args.batch_size]]
     x = np.stack([preprocess(load_image(f), spec)[0] for f in files])
     rates: dict[str, dict[str, list[float]]] = {name: {"model_only": [], "end_to_end": []} for name in variants}
     names = list(variants)

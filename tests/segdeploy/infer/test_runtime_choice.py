@@ -211,3 +211,12 @@ def test_an_engine_that_cannot_run_the_batch_loses_uncached(broken: str, model: 
     assert chosen.runtime_reason == (f"auto: {faster}, not measured ({broken} failed on a batch of 2: "
                                      "incompatible dims)")
     assert not cache.exists()
+
+
+def test_cache_off_measures_every_time(model: Path, cache: Path, fakes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGTRAIN_CACHE_DIR", "off")  # as for the mask cache: no cache folder at all
+    for _ in range(2):
+        log = fakes(0.001, 0.003)
+        assert open_chosen(model, threads=1, note=lambda _: None).runtime == "onnxruntime"
+        assert log["runs"]["openvino"] >= 1 + runtime_choice.MIN_ROUNDS
+    assert not cache.parent.exists()
