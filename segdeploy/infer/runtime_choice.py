@@ -50,7 +50,6 @@ Note = Callable[[str], None]
 _log = logging.getLogger("segdeploy")
 
 
-
 def _onnxruntime_version() -> str:
     import onnxruntime
 
