@@ -8,9 +8,10 @@ one installed engine is used without measuring.
 
 How: both engines are opened and run once on a synthetic batch of the job's shape (warm-up: shape planning,
 kernel compilation), then timed in rounds, each round running both in an order that alternates, so a slow spell
-of a shared machine falls on both. Rounds go on until MAX_ROUNDS, or once MIN_ROUNDS are done, until the time
-spent (opening the second engine included) reaches the budget: BASE_SECONDS, or SHARE of the job's expected time
-when that is larger. The faster median wins; the other engine is closed.
+of a shared machine falls on both. Rounds go on until MAX_ROUNDS, or once MIN_ROUNDS are done (one, when opening
+and warming up already took BASE_SECONDS), until the time spent (opening the second engine included) reaches the
+budget: BASE_SECONDS, or SHARE of the job's expected time when that is larger. The faster median wins; the other
+engine is closed. A model of seconds per batch still costs the loser's warm-up and one run of each.
 
 Cache: the answer is remembered in CACHE_FILE in the tools' cache folder (segtrain.common.files.user_cache_dir:
 ~/.cache/segtrain, or $SEGTRAIN_CACHE_DIR; off: measure every time), per model file sha256, CPU, threads, batch
@@ -182,15 +183,17 @@ def _try_run(model: Model, x: np.ndarray) -> str | None:
 
 
 def _rounds(models: dict[str, Model], x: np.ndarray, t0: float, expected_images: int | None) -> dict[str, list]:
-    """Seconds per run of each model, MIN_ROUNDS to MAX_ROUNDS alternating rounds, stopping at the budget."""
+    """Seconds per run of each model, MIN_ROUNDS to MAX_ROUNDS alternating rounds, stopping at the budget; one
+    round only when opening and warming up already took BASE_SECONDS (a model of seconds per batch)."""
     names = list(models)
     times: dict[str, list[float]] = {name: [] for name in names}
+    least = 1 if time.perf_counter() - t0 >= BASE_SECONDS else MIN_ROUNDS
     for r in range(MAX_ROUNDS):
         for name in names if r % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             models[name].run(x)
             times[name].append(time.perf_counter() - start)
-        if r + 1 >= MIN_ROUNDS and time.perf_counter() - t0 >= _budget(times, len(x), expected_images):
+        if r + 1 >= least and time.perf_counter() - t0 >= _budget(times, len(x), expected_images):
             break
     return times
 

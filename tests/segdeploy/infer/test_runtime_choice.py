@@ -162,6 +162,16 @@ def test_the_measurement_stops_at_its_budget(model: Path, cache: Path, fakes,
     assert entry.seconds < 0.3 + 2 * 0.11 + 0.2  # the budget, at most one round more, and slack
 
 
+def test_a_heavy_model_gets_one_round_when_warming_up_spent_the_base(model: Path, cache: Path, fakes,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime_choice, "BASE_SECONDS", 0.1)
+    log = fakes(0.04, 0.12)  # the two warm-up runs alone take 0.16 s
+    open_chosen(model, threads=1, note=lambda _: None)
+    entry = Measured.decode(json.loads(cache.read_text())["entries"][0])
+    assert entry.timed_runs == 1 and log["runs"] == {"onnxruntime": 2, "openvino": 2}
+    assert entry.chosen == "onnxruntime"
+
+
 def test_a_long_job_gets_two_percent_of_its_time() -> None:
     times = {"onnxruntime": [0.02, 0.02], "openvino": [0.01, 0.01]}  # 5 ms per image at batch 2 on the faster
     assert runtime_choice._budget(times, 2, None) == runtime_choice.BASE_SECONDS
