@@ -152,7 +152,8 @@ class Predictor:
     threads (None: the runtime's choice); `runtime`: auto, onnxruntime or openvino; auto on the CPU with both
     installed measures which is faster for this model, batch size and threads, once per machine
     (segdeploy.infer.runtime_choice; `expected_images`, the job's size, bounds that measurement's time, and
-    `note` receives what it chose, default the "segdeploy" logger); `self.model.runtime_reason` says why;
+    `note` receives its notes on the cache, default the "segdeploy" logger); `self.model.runtime_reason` says
+    which engine and why;
     `tile`: "auto" (as the model was trained: stretched into one input, or windows for a model trained on
     crops), "off" (stretched) or a window size in photo pixels, with `tile_overlap` (fraction of the window
     side); `batch_size`: images (or windows) per model call; `channels`: the order of arrays' channels, "bgr"

@@ -111,9 +111,9 @@ def open_chosen(path: str | Path, runtime: str = "auto", provider: str = "auto",
                 remember: bool = True) -> Model:
     """The model opened with the engine --runtime asks for; for auto on the CPU with both engines installed,
     the faster one here (measured, or remembered). `expected_images`: how many images the job runs (its
-    expected time sizes the measurement); `note`: where the choice and cache problems are said (default: the
-    "segdeploy" logger); `remember=False`: neither read nor write the cache (measure now). The model's
-    `runtime_reason` says why that engine."""
+    expected time sizes the measurement); `note`: where a cache that cannot be read or written is said (default:
+    the "segdeploy" logger); `remember=False`: neither read nor write the cache (measure now). The model's
+    `runtime_reason` says which engine and why (with both figures): what runs report."""
     choice = resolve_runtime(runtime, provider)
     if runtime != "auto" or choice.runtime != "openvino":  # pinned, on a GPU, or one engine installed
         return open_model(path, runtime=runtime, provider=provider, threads=threads)
@@ -128,7 +128,6 @@ def open_chosen(path: str | Path, runtime: str = "auto", provider: str = "auto",
         model.runtime_reason = reason
         if measured is not None and remember:
             _remember(measured, say)
-    say(model.runtime_reason)
     return model
 
 
