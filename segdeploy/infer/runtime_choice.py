@@ -35,7 +35,7 @@ import numpy as np
 from segdeploy.infer.openvino_runtime import OpenVinoModel, openvino_version
 from segdeploy.infer.runtime import Model, OnnxModel, open_model, read_model_metadata, resolve_runtime
 from segtrain.common.errors import ToolError
-from segtrain.common.files import atomic_write_text, file_sha256, user_cache_dir
+from segtrain.common.files import atomic_write_text, file_kind, file_sha256, user_cache_dir
 from segtrain.common.json_record import JsonRecord, key
 from segtrain.common.system import cpu_features, cpu_name, usable_cores
 
@@ -216,6 +216,8 @@ def _read_cache(say: Note) -> RuntimeCache:
     if path is None:
         return RuntimeCache(schema=CACHE_SCHEMA)
     try:
+        if path.exists() and not path.is_file():  # a FIFO would block the read: never open what is not a file
+            raise OSError(f"not a regular file ({file_kind(path.stat().st_mode)})")
         doc = json.loads(path.read_text(encoding="utf-8"))
         cache = RuntimeCache.decode(doc)
         if cache.schema != CACHE_SCHEMA:

@@ -121,6 +121,18 @@ def test_a_corrupt_cache_is_ignored_with_a_note_and_replaced(content: str, model
     assert [e["chosen"] for e in json.loads(cache.read_text())["entries"]] == ["onnxruntime"]
 
 
+def test_a_fifo_in_place_of_the_cache_is_never_opened(model: Path, cache: Path, fakes) -> None:
+    import os
+
+    cache.parent.mkdir(parents=True)
+    os.mkfifo(cache)  # reading it would block until a writer came
+    fakes(0.001, 0.004)
+    notes: list[str] = []
+    assert open_chosen(model, threads=1, note=notes.append).runtime == "onnxruntime"
+    assert notes[0].startswith(f"note: ignoring the runtime cache {cache} (not a regular file")
+    assert cache.is_file()  # replaced by the new cache (written to a temporary name, renamed into place)
+
+
 def test_an_unwritable_cache_still_chooses_with_a_note(model: Path, fakes, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "a-file").write_text("")
