@@ -118,8 +118,6 @@ def open_chosen(path: str | Path, runtime: str = "auto", provider: str = "auto",
     if runtime != "auto" or choice.runtime != "openvino":  # pinned, on a GPU, or one engine installed
         return open_model(path, runtime=runtime, provider=provider, threads=threads)
     say = note or _log.info
-    if expected_images:  # a job of fewer images than a batch runs them as one smaller batch
-        batch_size = max(1, min(batch_size, expected_images))
     case = _case(path, threads, batch_size)
     cached = _lookup(case, say) if remember else None
     if cached is not None:

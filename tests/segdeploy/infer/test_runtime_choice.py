@@ -184,13 +184,6 @@ def test_a_heavy_model_gets_one_round_when_warming_up_spent_the_base(model: Path
     assert entry.chosen == "onnxruntime"
 
 
-def test_a_job_smaller_than_a_batch_is_measured_at_its_own_size(model: Path, cache: Path, fakes) -> None:
-    fakes(0.001, 0.002)
-    chosen = open_chosen(model, threads=1, batch_size=4, expected_images=3, note=lambda _: None)
-    entry = Measured.decode(json.loads(cache.read_text())["entries"][0])
-    assert entry.batch_size == 3 and "(batch 3, 1 threads;" in chosen.runtime_reason
-
-
 def test_a_long_job_gets_two_percent_of_its_time() -> None:
     times = {"onnxruntime": [0.02, 0.02], "openvino": [0.01, 0.01]}  # 5 ms per image at batch 2 on the faster
     assert runtime_choice._budget(times, 2, None) == runtime_choice.BASE_SECONDS
