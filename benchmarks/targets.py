@@ -10,11 +10,22 @@ import math
 from dataclasses import dataclass
 
 from segdeploy.bench.report import OK, BenchReport, ModelReport, Size, size_key
-from segdeploy.bench.text import accuracy_lines, e2e_lines, flops_text, fmt, machine_line, pct, rounds_line, rss_growth
+from segdeploy.bench.text import (
+    accuracy_lines,
+    auto_lines,
+    e2e_lines,
+    flops_text,
+    fmt,
+    machine_line,
+    pct,
+    rounds_line,
+    rss_growth,
+)
 
 FP32_SPEEDUP, INT8_SPEEDUP, E2E_RATIO, SGEMM_FRACTION, INT8_MAX_DROP_POINTS = 1.3, 1.8, 0.95, 0.9, 1.0
 # issue 14: `segdeploy batch --runtime auto` with INT8 against onnxruntime INT8 model-only; FP32 under auto
 AUTO_INT8_E2E_VS_ORT, AUTO_FP32_VS_ORT = 1.3, 0.97
+AUTO_SHARE_OF_FASTER = 0.97  # issue 24: the engine --runtime auto measures and picks is within 3% of the faster
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,10 @@ def targets(model: ModelReport) -> list[Target]:
         if r.batch_size == 1 and r.name == "ov-fp32 / ort-fp32" and auto_runtime(model) == "openvino":
             out.append(Target(f"FP32 under --runtime auto (OpenVINO) >= {AUTO_FP32_VS_ORT}x onnxruntime FP32 "
                               "images/s at batch 1", r.image_size, r.value, AUTO_FP32_VS_ORT))
+    for c in model.auto_choices or []:
+        out.append(Target(f"--runtime auto's engine ({c.chosen}) >= {AUTO_SHARE_OF_FASTER}x the faster engine's "
+                          f"images/s in the bench rounds ({c.precision.upper()}, batch {c.batch_size})",
+                          c.image_size, c.share_of_faster, AUTO_SHARE_OF_FASTER))
     acc = model.int8_accuracy
     for where, report in (("onnxruntime", acc), ("OpenVINO", acc.openvino)):
         if report is not None and report.status == OK and report.parity.results:
@@ -102,6 +117,7 @@ def markdown(report: BenchReport, command: str, level: int = 1) -> str:
         lines.append("")
         extra = [f"{r.name} at {size_key(r.image_size)} batch {r.batch_size}: **{r.value:.2f}x**"
                  f"{'' if r.same_rounds else ' (timed in separate rounds)'}" for r in model.ratios]
+        extra += [s.strip() for s in auto_lines(model)]
         extra += [s.strip() for s in accuracy_lines(model.int8_accuracy)]
         extra += [s.strip() for s in e2e_lines(model.end_to_end)]
         extra += [f"target {'met' if t.met else '**missed**'}: {t.target}"

@@ -55,9 +55,11 @@ TILE_HELP = ("auto: as the model was trained (each photo stretched into one inpu
              "slower); off: stretch every photo into one input.")
 TILE_OVERLAP_HELP = (f"Fraction of a window's side shared with its neighbours (0 to {MAX_TILE_OVERLAP:g}); their "
                      "logits are blended before the arg-max.")
-RUNTIME_HELP = ("Inference engine: auto takes OpenVINO on the CPU when it is installed (the 'openvino' extra) and no "
-                "GPU provider is asked for or available, else onnxruntime. --threads and --batch-size apply to "
-                "either (OpenVINO: INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
+RUNTIME_HELP = ("Inference engine: auto, on the CPU with OpenVINO installed (the 'openvino' extra), times both "
+                "engines on this model, batch size and threads for a few seconds and takes the faster, remembered "
+                "in ~/.cache/segtrain (SEGTRAIN_CACHE_DIR) so later runs measure nothing; with a GPU provider, or "
+                "without OpenVINO, onnxruntime. --threads and --batch-size apply to either (OpenVINO: "
+                "INFERENCE_NUM_THREADS); --provider is onnxruntime's.")
 
 
 # Habits from Ultralytics (`yolo predict source=... device=...`) and MMSegmentation, and what to type here instead.

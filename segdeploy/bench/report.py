@@ -201,6 +201,20 @@ class EndToEnd:
 
 
 @dataclass(kw_only=True)
+class AutoChoice:
+    """What `--runtime auto` chooses for one model file and batch size (its own measurement, made by the bench
+    without the cache), beside both engines' figures from the bench's interleaved rounds."""
+
+    precision: str
+    image_size: Size
+    batch_size: int
+    chosen: str
+    reason: str
+    rounds_images_per_second: dict[str, float]  # engine -> images/s in the bench rounds, same size and batch
+    share_of_faster: float  # the chosen engine's rounds figure over the faster one's (1.0: auto took the faster)
+
+
+@dataclass(kw_only=True)
 class ModelReport:
     """Every backend of one MODEL argument, its roofline, INT8 accuracy and end-to-end figures."""
 
@@ -222,6 +236,7 @@ class ModelReport:
     int8_accuracy: Int8Accuracy
     end_to_end: EndToEnd
     ratios: list[Ratio] = field(default_factory=list)
+    auto_choices: list[AutoChoice] | None = key(omit_none=True)  # None: not measured (reports of older versions)
 
     def timed(self) -> dict[str, BackendEntry]:
         """The backends that ran (status ok), by name."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from segtrain.common.extras import installed
-from segtrain.common.system import usable_cores
+from segtrain.common.system import cpu_features, cpu_name, usable_cores
 
 FLOP_CONVENTION = "2 FLOPs per multiply-add (torch.utils.flop_counter: convolutions and matmuls only)"
 SGEMM_SIZE = 2048
@@ -171,31 +171,16 @@ def describe_machine() -> Machine:
     import onnxruntime
     import psutil
 
-    cpu = _cpuinfo()
-    flags = set(cpu.get("flags", "").split())
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
     torch_version, gpu = None, None
     if installed("train"):
         import torch
 
         torch_version = torch.__version__
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return Machine(cpu=cpu.get("model name", platform.processor() or platform.machine()), usable_cores=usable_cores(),
-                   logical_cpus=os.cpu_count(), isa=[f for f in wanted if f in flags],
+    return Machine(cpu=cpu_name(), usable_cores=usable_cores(),
+                   logical_cpus=os.cpu_count(), isa=cpu_features(),
                    memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
                    os=f"{platform.system()} {platform.release()}", python=platform.python_version(),
                    numpy=np.__version__, onnxruntime=onnxruntime.__version__,
                    onnxruntime_providers=onnxruntime.get_available_providers(), torch=torch_version, gpu=gpu)
 
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's entries of /proc/cpuinfo (empty elsewhere)."""
-    out: dict[str, str] = {}
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return out
-    for line in text.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        out.setdefault(key.strip(), value.strip())
-    return out

@@ -29,6 +29,7 @@ from segdeploy.bench.models import (
 from segdeploy.bench.report import (
     OK,
     SCHEMA,
+    AutoChoice,
     BackendEntry,
     BenchReport,
     EndToEnd,
@@ -175,6 +176,29 @@ def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[B
                                            for k, v in totals.stage_seconds_summed.items()})
 
 
+def auto_choices(ref: ModelRef, config: BenchConfig, entries: list[BackendEntry], echo: Echo) -> list[AutoChoice]:
+    """What `--runtime auto` chooses (segdeploy.infer.runtime_choice, measuring now, no cache) for each precision
+    and batch size at the model's input size where both engines were timed, against the bench rounds' figures."""
+    from segdeploy.infer.runtime_choice import open_chosen
+
+    timed, size, out = {e.backend: e for e in entries if e.status == OK}, tuple(ref.spec.input_size), []
+    for precision in (p for p in ("fp32", "int8") if p in ref.onnx):
+        backends = {runtime: backend_for(runtime, precision) for runtime in ("onnxruntime", "openvino")}
+        for batch in config.batch_sizes:
+            rows = {runtime: timed[b].result_at(size, batch) if b in timed else None for runtime, b in backends.items()}
+            if None in rows.values():
+                continue
+            model = open_chosen(ref.onnx[precision], provider=config.provider, threads=config.threads,
+                                batch_size=batch, note=lambda _: None, remember=False)
+            rates = {runtime: row.images_per_second for runtime, row in rows.items()}
+            out.append(AutoChoice(precision=precision, image_size=size, batch_size=batch, chosen=model.runtime,
+                                  reason=model.runtime_reason, rounds_images_per_second=rates,
+                                  share_of_faster=rates[model.runtime] / max(rates.values())))
+            echo(f"  --runtime auto, {precision.upper()} batch {batch}: {model.runtime_reason}")
+            del model
+    return out
+
+
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> ModelReport:
     """Every requested backend of one model, then its INT8 accuracy and end-to-end figures."""
     from segdeploy.bench.roofline import roofline, sgemm_calls, sgemm_rate
@@ -206,7 +230,8 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
                         input=f"{len(images)} real photos" if images else "seeded random normal (no photos found)",
                         onnx_files={p: str(f) for p, f in ref.onnx.items()}, export=export,
                         gflop_per_image=gflop, gflop_per_image_valid_taps=gflop_valid_taps,
-                        sgemm=sgemm, backends=entries, int8_accuracy=int8_accuracy(ref, config, echo),
+                        sgemm=sgemm, backends=entries, auto_choices=auto_choices(ref, config, entries, echo),
+                        int8_accuracy=int8_accuracy(ref, config, echo),
                         end_to_end=end_to_end(ref, config, entries, images, echo))
     model.add_derived()
     return model

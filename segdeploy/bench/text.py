@@ -83,7 +83,19 @@ def model_lines(model: ModelReport) -> list[str]:
     for r in model.ratios:
         lines.append(f"  {r.name} at {size_key(r.image_size)} batch {r.batch_size}: {r.value:.2f}x"
                      f"{'' if r.same_rounds else ' (timed in separate rounds)'}")
-    return lines + accuracy_lines(model.int8_accuracy) + e2e_lines(model.end_to_end)
+    return lines + auto_lines(model) + accuracy_lines(model.int8_accuracy) + e2e_lines(model.end_to_end)
+
+
+def auto_lines(model: ModelReport) -> list[str]:
+    """What `--runtime auto` chose (its own measurement), and where that engine stands in the bench rounds."""
+    lines = []
+    for c in model.auto_choices or []:
+        rates = c.rounds_images_per_second
+        figures = ", ".join(f"{name} {rate:.2f}" for name, rate in rates.items())
+        lines.append(f"  --runtime auto for {c.precision.upper()} at {size_key(c.image_size)} batch {c.batch_size}: "
+                     f"{c.chosen}; bench rounds images/s {figures}: the choice runs at {c.share_of_faster:.2f}x the "
+                     f"faster ({c.reason})")
+    return lines
 
 
 def accuracy_lines(acc: Int8Accuracy, title: str = "INT8 accuracy") -> list[str]:

@@ -20,6 +20,7 @@ from segtrain.common.errors import whole_message
 from segtrain.common.extras import MissingExtraError, missing_extra
 
 DEVICE = "CPU"
+CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # the module docstring says why
 
 
 def import_openvino():
@@ -48,7 +49,7 @@ class OpenVinoModel:
         self.path = Path(path)
         meta = read_model_metadata(self.path)
         self.spec, self.provenance, self.metadata = meta.spec, meta.provenance, meta.props
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        config = dict(CPU_CONFIG)
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         config.update(properties or {})

@@ -28,7 +28,7 @@ from segdeploy.infer.items import (
 )
 from segdeploy.infer.legend import draw_legend
 from segdeploy.infer.pipeline import Failure, default_workers, run_pipeline
-from segdeploy.infer.runtime import open_model
+from segdeploy.infer.runtime_choice import open_chosen
 from segdeploy.infer.tiling import DEFAULT_TILE_OVERLAP, TILE_AUTO, TilePlan, Tiling, run_tiles, working_image
 from segtrain.common.errors import RunError, ToolError, whole_message
 from segtrain.common.settings import ALPHA, RUN_BATCH_SIZE, check_argument
@@ -166,7 +166,11 @@ class Predictor:
     """A self-describing model (from `segdeploy export`) with its pre- and post-processing.
 
     `provider`: auto (TensorRT or CUDA when present), cpu, cuda, tensorrt; `threads`: intra-op
-    threads (None: the runtime's choice); `runtime`: the engine behind segdeploy.infer.runtime.open_model;
+    threads (None: the runtime's choice); `runtime`: auto, onnxruntime or openvino; auto on the CPU with both
+    installed measures which is faster for this model, batch size and threads, once per machine
+    (segdeploy.infer.runtime_choice; `expected_images`, the job's size, bounds that measurement's time, and
+    `note` receives its notes on the cache, default the "segdeploy" logger); `self.model.runtime_reason` says
+    which engine and why;
     `tile`: "auto" (as the model was trained: stretched into one input, or windows for a model trained on
     crops), "off" (stretched) or a window size in photo pixels, with `tile_overlap` (fraction of the window
     side); `batch_size`: images (or windows) per model call; `channels`: the order of arrays' channels, "bgr"
@@ -175,12 +179,14 @@ class Predictor:
 
     def __init__(self, model: str | os.PathLike, provider: str = "auto", threads: int | None = None,
                  runtime: str = "auto", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0]) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0], expected_images: int | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
         batch_size = check_argument("batch_size", batch_size, int, RUN_BATCH_SIZE)
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
         self.tiling = Tiling(tile, tile_overlap)
-        self.model = open_model(Path(model), runtime=runtime, provider=provider, threads=threads)
+        self.model = open_chosen(Path(model), runtime=runtime, provider=provider, threads=threads,
+                                 batch_size=int(batch_size), expected_images=expected_images, note=note)
         self.spec: ModelSpec = self.model.spec
         self.tiling.check(self.spec)
         self.batch_size = int(batch_size)

@@ -1,7 +1,7 @@
 """The runtimes behind one interface (torch-free): `open_model` opens an .onnx file with onnxruntime (OnnxModel)
 or OpenVINO (openvino_runtime.py), each reading the spec through model_file.read_model_metadata and checking the
 graph (check_graph_io, check_logits), so pre- and post-processing never depend on the engine. `resolve_runtime`
-is the one rule of `--runtime auto`.
+is the rule of `--runtime auto`; where both engines could run, runtime_choice.py measures which is faster.
 """
 
 from __future__ import annotations
@@ -120,8 +120,9 @@ class RuntimeChoice(NamedTuple):
 
 
 def resolve_runtime(runtime: str = "auto", provider: str = "auto") -> RuntimeChoice:
-    """The engine for --runtime with --provider: auto takes OpenVINO on the CPU when it is installed,
-    onnxruntime when a GPU provider is asked for or available, or when OpenVINO is not installed."""
+    """The engine for --runtime with --provider by rule: auto takes OpenVINO on the CPU when it is installed,
+    onnxruntime when a GPU provider is asked for or available, or when OpenVINO is not installed. Where the
+    rule gives OpenVINO for auto, both engines could run: runtime_choice.open_chosen then measures."""
     if runtime not in RUNTIME_CHOICES:
         raise ModelLoadError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIME_CHOICES)}")
     if runtime == "openvino" and provider in ("cuda", "tensorrt"):

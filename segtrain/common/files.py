@@ -304,3 +304,14 @@ def ensure_writable_dir(folder: str | Path) -> None:
     with tempfile.TemporaryFile(dir=folder) as probe:
         probe.write(bytes(4096))  # a page: a device with no room left refuses it
         probe.flush()
+
+
+CACHE_ENV = "SEGTRAIN_CACHE_DIR"
+CACHE_OFF = ("", "0", "off", "none")
+
+
+def user_cache_dir(override: str | Path | None = None) -> Path | None:
+    """The tools' cache folder (decoded masks, runtime measurements): `override`, else $SEGTRAIN_CACHE_DIR, else
+    ~/.cache/segtrain; None when it is set to off (also "", "0", "none"): no cache."""
+    base = override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "segtrain"
+    return None if str(base) in CACHE_OFF else Path(base)

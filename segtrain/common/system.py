@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 
 def usable_cores() -> int:
@@ -32,3 +33,32 @@ def available_memory() -> int | None:
         except (OSError, ValueError):
             continue
     return min(found) if found else None
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's entries of /proc/cpuinfo (empty elsewhere)."""
+    out: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return out
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def cpu_name() -> str:
+    """The CPU's model name (what measurements made on this machine are keyed by)."""
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
+
+
+# The instruction sets that decide which kernels the engines run (and so which engine is faster).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+def cpu_features() -> list[str]:
+    """Which of CPU_FEATURES this CPU has (from /proc/cpuinfo; empty elsewhere)."""
+    flags = set(cpu_info().get("flags", "").split())
+    return [f for f in CPU_FEATURES if f in flags]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import cv2
 import numpy as np
 
 from segtrain.common.errors import InputError, printable
-from segtrain.common.files import atomic_write_bytes, folder_problem
+from segtrain.common.files import atomic_write_bytes, folder_problem, user_cache_dir
 from segtrain.contract import BACKGROUND, DEFAULT_CATEGORIES, IGNORE_INDEX
 from segtrain.data.coco_schema import LabelsError, validate_labels
 from segtrain.data.images import ImageReadError, image_size, load_image, max_image_pixels
@@ -279,8 +278,8 @@ class CocoSplit:
 
 def _mask_cache_dir(cache_dir: str | Path | None, ann_file: Path, coco_ids: tuple[int, ...]) -> Path | None:
     """A cache folder keyed by the annotation file's identity and the category selection."""
-    base = cache_dir or os.environ.get("SEGTRAIN_CACHE_DIR") or Path.home() / ".cache" / "segtrain"
-    if str(base) in ("", "0", "off", "none"):
+    base = user_cache_dir(cache_dir)
+    if base is None:
         return None
     st = ann_file.stat()
     key = f"{MASK_CACHE_VERSION}|{ann_file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{coco_ids}|{IGNORE_INDEX}"

@@ -179,7 +179,8 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     """
     plan = plan_run(config.sources, config.out_dir, config.save, config.shard)
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
-                          tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size)
+                          tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size,
+                          expected_images=len(plan.jobs), note=log)
     images_budget(predictor.spec, config.batch_size, config.memory_budget, image_bytes(config.save))  # fits?
     truth, ids = _ground_truth_and_ids(config, plan, predictor)
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
