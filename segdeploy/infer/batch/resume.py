@@ -65,9 +65,16 @@ class Fingerprint:
         return {**asdict(self), "save": list(self.save), "source": stamp}
 
 
+# Keys of an image's summary record that describe one run rather than its outputs: kept out of the files, so the
+# same photos and model give the same bytes however they are run (summary.json has them).
+RUN_SPECIFIC = ("seconds",)
+
+
 @dataclass(frozen=True)
 class ResumeRecord:
-    """What a finished mask.png carries in its text chunk: the image's summary record and its fingerprint."""
+    """What a finished mask.png carries in its text chunk: the image's summary record without its run-specific
+    values (RUN_SPECIFIC) and its fingerprint. A record read back has no seconds ({}); records written by older
+    versions, which carried them, read the same way."""
 
     record: ImageRecord
     fingerprint: dict
@@ -76,10 +83,13 @@ class ResumeRecord:
     def json_shape(cls) -> Record:
         """The image's record with a "fingerprint" object beside its keys."""
         image = ImageRecord.json_shape()
-        return Record({**image.required, "fingerprint": Record()}, optional=image.optional)
+        required = {k: v for k, v in image.required.items() if k not in RUN_SPECIFIC}
+        optional = {**image.optional, **{k: image.required[k] for k in RUN_SPECIFIC}}
+        return Record({**required, "fingerprint": Record()}, optional=optional)
 
     def json(self) -> str:
-        return json_text({**self.record.to_dict(), "fingerprint": self.fingerprint}, ascii_only=True)
+        doc = {k: v for k, v in self.record.to_dict().items() if k not in RUN_SPECIFIC}
+        return json_text({**doc, "fingerprint": self.fingerprint}, ascii_only=True)
 
     def png_text(self) -> dict[str, str]:
         return {RECORD_KEY: self.json()}
@@ -100,7 +110,7 @@ class ResumeRecord:
             check(doc, cls.json_shape())
         except (OSError, ValueError, SyntaxError, ShapeError, RecursionError):
             return None
-        record = ImageRecord.from_dict(doc)
+        record = ImageRecord.from_dict({**doc, "seconds": {}})
         return cls(record, doc["fingerprint"]) if size is None or record.size == size else None
 
 
