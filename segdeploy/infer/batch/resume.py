@@ -24,6 +24,7 @@ from segdeploy.infer.batch.plan import STREAM, Job
 from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import run_file_regex
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
+from segdeploy.infer.storage import is_remote, stamp
 from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
 from segtrain.common.json_shape import Record, ShapeError, check
 
@@ -43,7 +44,9 @@ class NotAFileError(OSError):
 
 
 def source_stamp(path: Path) -> dict[str, int]:
-    """The input file's identity for the fingerprint: a changed photo has a new stamp."""
+    """The input file's identity for the fingerprint: a changed photo has a new stamp (an object's: storage.stamp)."""
+    if is_remote(path):
+        return stamp(path)
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise NotAFileError(f"{path}: not a regular file")
@@ -100,10 +103,10 @@ class ResumeRecord:
         None when there is none, or one that is unreadable, malformed or not of this mask's size."""
         try:
             if path.name.endswith(RECORD_SUFFIX):
-                with open(path, "rb") as f:
+                with path.open("rb") as f:
                     text, size = f.read(1 << 20).decode("utf-8"), None
             else:
-                with Image.open(path) as im:
+                with path.open("rb") as f, Image.open(f) as im:
                     text, (width, height) = im.info.get(RECORD_KEY), im.size
                     size = (height, width)
             doc = json.loads(text) if text else None
@@ -170,6 +173,9 @@ def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: 
 
 def sweep_temp_files(out_dir: Path) -> list[Path]:
     """Delete the temporary files under `out_dir` that are certainly orphaned (segtrain.common.files.sweep_orphans);
-    those of a run still writing, here or on another machine, are left alone. Returns the files deleted."""
+    those of a run still writing, here or on another machine, are left alone. Returns the files deleted. An object
+    store has none: an object is written in one request (storage.put)."""
+    if is_remote(out_dir):
+        return []
     return [*sweep_orphans(out_dir, _TEMP_NAME, STALE_TEMP_SECONDS, recursive=True),
             *sweep_orphans(out_dir, _VIDEO_TEMP_NAME, STALE_TEMP_SECONDS, recursive=True)]

@@ -41,9 +41,9 @@ from segdeploy.infer.batch.summary import (
 )
 from segdeploy.infer.batch.videos import run_video
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
-from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import Predictor, Prepared
+from segdeploy.infer.storage import location, shown
 from segtrain.common.errors import RunError, printable
 from segtrain.common.files import file_sha256
 
@@ -176,6 +176,10 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     InferenceError when inference fails, BatchStopped when --out can take no more (after writing a summary of
     what was finished, if it can), and KeyboardInterrupt after letting started writes finish.
     """
+    if config.engine == "ray":
+        from segdeploy.infer.ray_batch import require_ray
+
+        require_ray()
     plan = plan_run(config.sources, config.out_dir, config.save, config.shard)
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size)
@@ -185,11 +189,11 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     earlier = check_earlier(config.out_dir, plan.jobs, fingerprint, config.shard, config.overwrite, log)
     make_out_dir(config.out_dir)
     todo, done = resume(config.out_dir, plan.jobs, fingerprint, config.overwrite, log)
-    writer = ImageWriter(predictor.spec, Path(config.out_dir), fingerprint, truth, ids)
+    writer = ImageWriter(predictor.spec, location(config.out_dir), fingerprint, truth, ids)
     write_legends(config.out_dir, plan.jobs, predictor.spec)
     notes = _announce(config, predictor, plan, ids, log)
     started = time.time()
-    progress = _Progress({job.key: redacted(job.source) for job in plan.jobs}, len(todo) + len(plan.unlisted),
+    progress = _Progress({job.key: shown(job.source) for job in plan.jobs}, len(todo) + len(plan.unlisted),
                          config.progress, log, fractional=predictor.tiles or any(job.kind != IMAGE for job in todo))
     replayed = done + earlier_jobs(config.out_dir, earlier.images)
     resumed_coco, stopped = _run_inputs(config, predictor, writer, todo, replayed, plan.unlisted, progress)
@@ -259,9 +263,12 @@ def _run_inputs(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
 
     try:
         resumed_coco = replay(writer, done, config.workers) if done else []
-        results = run_pipeline([job for job in todo if job.kind == IMAGE],
-                               lambda job, reserve: decode(job, predictor, reserve, config.save, reduced),
-                               infer, writer, config.batch_size, config.workers, MemoryBudget(budget))
+        images = [job for job in todo if job.kind == IMAGE]
+        if config.engine == "ray":
+            results = _on_ray(config, predictor, writer, images, reduced)
+        else:
+            results = run_pipeline(images, lambda job, reserve: decode(job, predictor, reserve, config.save, reduced),
+                                   infer, writer, config.batch_size, config.workers, MemoryBudget(budget))
         with contextlib.closing(results):
             for result in results:
                 progress.done(result)
@@ -274,6 +281,16 @@ def _run_inputs(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
     finally:
         progress.close()
     return resumed_coco, None
+
+
+def _on_ray(config: BatchConfig, predictor: Predictor, writer: ImageWriter, images: list[Job],
+            reduced: bool) -> Iterator[ImageResult | Failure]:
+    """The images run by Ray Data actors (segdeploy.infer.ray_batch), each writing its outputs to --out."""
+    from segdeploy.infer.ray_batch import ActorSettings, run_on_ray
+
+    settings = ActorSettings(str(predictor.path.resolve()), str(writer.out_dir), writer.made_with, config.provider,
+                             config.runtime, config.threads, config.batch_size, reduced)
+    return run_on_ray(images, writer, settings, config.ray_address, config.actors)
 
 
 def _write_predictions(config: BatchConfig, coco: list[dict]) -> Path | None:

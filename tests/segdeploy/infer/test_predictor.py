@@ -209,8 +209,8 @@ def test_a_string_is_one_source_and_folders_globs_and_lists_are_expanded(model: 
         predictor.predict([paths[0]])
     with pytest.raises(InputError, match="photos/\\*.gif: no file or folder matches this pattern"):
         predictor.predict_batch("photos/*.gif")
-    with pytest.raises(InputError, match="s3:// sources other than video streams need the object-storage"):
-        predictor.predict_batch("s3://bucket/photos/")
+    with pytest.raises(InputError, match="a https:// URL that is not a video is not read"):
+        predictor.predict_batch("https://example.com/photos/a.jpg")
 
 
 def test_a_video_streams_frame_by_frame(model: Path, tmp_path: Path) -> None:

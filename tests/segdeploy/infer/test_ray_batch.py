@@ -1,0 +1,86 @@
+"""`segdeploy batch --engine ray` and segdeploy.infer.ray_batch.predict_dataset on a local Ray instance started here
+(ray.init(num_cpus=2), no dashboard): the same files, byte for byte, as a local run; a failing photo is a named
+failure; a Ray Data Dataset in, one row per photo out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from colour_models import build_colour_model, half_image, read_png, save
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+pytest.importorskip("ray.data", reason="the ray extra is not installed")
+
+from segdeploy.infer.batch.config import BatchConfig  # noqa: E402
+from segdeploy.infer.batch.outputs import decode_mask  # noqa: E402
+from segdeploy.infer.batch.run import run_batch  # noqa: E402
+from segdeploy.infer.ray_batch import predict_dataset  # noqa: E402
+
+pytestmark = pytest.mark.slow
+SAVE = ("mask", "overlay", "rle")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> None:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """9 photos of several sizes in two folders (an odd count for 2 actors and batches of 4) and a broken one."""
+    root = tmp_path_factory.mktemp("ray")
+    images = {}
+    for i in range(9):
+        rel = f"{'sub/' if i % 3 == 0 else ''}im{i}.png"
+        images[rel] = save(half_image(30 + 2 * i, 40 + 2 * (i % 4), i % 2), root / "in" / rel)
+    (root / "in" / "sub" / "broken.jpg").write_bytes(b"not a jpeg")
+    model = build_colour_model(root / "colour.onnx")
+    local = run_batch(BatchConfig(sources=root / "in", out_dir=root / "local", model=model, save=SAVE,
+                                  progress=False), log=lambda m: None)
+    return {"root": root, "images": images, "model": model, "local": local.summary.to_dict()}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_ray_run_writes_the_bytes_of_a_local_run(local_ray: None, photos: dict) -> None:
+    root = photos["root"]
+    result = run_batch(BatchConfig(sources=root / "in", out_dir=root / "on-ray", model=photos["model"], save=SAVE,
+                                   progress=False, engine="ray", actors=2, batch_size=4), log=lambda m: None)
+    local, on_ray = _files(root / "local"), _files(root / "on-ray")
+    assert set(local) == set(on_ray)
+    for rel in sorted(set(local) - {"summary.json"}):  # predictions.json too: assembled from the actors' rows
+        assert on_ray[rel] == local[rel], rel
+    summary = result.summary.to_dict()
+    assert summary["failures"] == [{"input": "sub/broken.jpg", "reason": "not an image Pillow can identify"}]
+    strip = [{**r, "seconds": None} for r in summary["images"]]
+    assert strip == [{**r, "seconds": None} for r in photos["local"]["images"]]
+    assert all(r["seconds"]["infer"] > 0 for r in summary["images"])
+    assert summary["totals"]["processed"] == 9 and summary["totals"]["failed"] == 1
+    # A rerun resumes every finished image, on Ray as locally.
+    again = run_batch(BatchConfig(sources=root / "in", out_dir=root / "on-ray", model=photos["model"], save=SAVE,
+                                  progress=False, engine="ray", actors=2), log=lambda m: None)
+    assert again.summary.totals.resumed == 9 and again.summary.totals.processed == 0
+    assert _files(root / "on-ray").keys() == on_ray.keys()
+
+
+def test_predict_dataset_takes_and_returns_a_ray_dataset(local_ray: None, photos: dict, tmp_path: Path) -> None:
+    root = photos["root"]
+    paths = sorted(str(p) for p in (root / "in").rglob("*.*"))
+    dataset = ray.data.read_binary_files(paths, include_paths=True)
+    rows = {r["input"]: r for r in predict_dataset(dataset, photos["model"], out=tmp_path / "out",
+                                                   root=str(root / "in"), actors=2).take_all()}
+    assert sorted(rows) == sorted([*photos["images"], "sub/broken.jpg"])
+    assert rows["sub/broken.jpg"]["error"] == "not an image Pillow can identify"
+    for rel in photos["images"]:
+        row = rows[rel]
+        assert row["error"] == "" and json.loads(row["record"])["input"] == rel
+        np.testing.assert_array_equal(decode_mask(row["mask"]), read_png(root / "local" / f"{rel}.mask.png"),
+                                      err_msg=rel)
+        assert (tmp_path / "out" / f"{rel}.mask.png").read_bytes() == row["mask"], rel  # written to `out` too
