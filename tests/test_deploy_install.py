@@ -55,8 +55,8 @@ def run(env: dict, tool: str, *args: str | Path, cwd: Path | None = None) -> sub
 @pytest.mark.slow
 def test_deploy_install_has_no_torch_and_is_small(deploy_env: dict) -> None:
     probe = run(deploy_env, "python", "-c", "import importlib.util as u; print([m for m in ('torch', 'torchvision', "
-                "'albumentations', 'matplotlib', 'onnxscript', 'openvino', 'segmentation_models_pytorch', 'ray', 's3fs', "
-                "'upath') "
+                "'albumentations', 'matplotlib', 'onnxscript', 'openvino', 'segmentation_models_pytorch', 'ray', "
+                "'s3fs', 'upath') "
                 "if u.find_spec(m)])")
     assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
     torch = run(deploy_env, "python", "-c", "import torch")

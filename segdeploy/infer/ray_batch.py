@@ -134,12 +134,12 @@ def _init(address: str | None) -> Any:
     return ray
 
 
-def _actor_pool(ray: Any, actors: int | None, threads: int | None) -> tuple[Any, float]:
-    """The actor pool (N actors; by default as many as the cluster's CPUs hold at `threads` each) and the CPUs
-    each actor reserves."""
+def _actor_pool(ray: Any, actors: int | None, threads: int | None, spare: int = 0) -> tuple[Any, float]:
+    """The actor pool (N actors; by default as many as the cluster's CPUs hold at `threads` each, less `spare`
+    CPUs left for the tasks that read the dataset) and the CPUs each actor reserves."""
     per_actor = float(threads or 1)
     if actors is None:
-        cpus = float(ray.cluster_resources().get("CPU", 1))
+        cpus = float(ray.cluster_resources().get("CPU", 1)) - spare
         actors = max(1, int(cpus // per_actor))
     return ray.data.ActorPoolStrategy(size=actors), per_actor
 
@@ -226,7 +226,7 @@ def predict_dataset(dataset: Any, model: str | os.PathLike, out: str | os.PathLi
         return {"input": key, "source": path, "root": base,
                 "outputs": json.dumps(output_paths(out_dir, Path(key), save).as_dict(out_dir))}
 
-    compute, cpus = _actor_pool(ray, actors, threads)
+    compute, cpus = _actor_pool(ray, actors, threads, spare=1)
     return dataset.map(to_job_row).map_batches(PredictActor, fn_constructor_args=(settings,), batch_size=batch_size,
                                                compute=compute, num_cpus=cpus, batch_format="numpy")
 

@@ -4,7 +4,9 @@ failure; a Ray Data Dataset in, one row per photo out."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +27,17 @@ SAVE = ("mask", "overlay", "rle")
 
 @pytest.fixture(scope="module")
 def local_ray() -> None:
+    """Ray on this machine, bounded in time: after 10 minutes the process dumps its threads and exits. Ray's
+    out-of-memory killer is off: it counts the memory of every process of the (shared) machine."""
+    faulthandler.dump_traceback_later(600, exit=True)
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_memory_monitor_refresh_ms", None)
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +85,7 @@ def test_predict_dataset_takes_and_returns_a_ray_dataset(local_ray: None, photos
     paths = sorted(str(p) for p in (root / "in").rglob("*.*"))
     dataset = ray.data.read_binary_files(paths, include_paths=True)
     rows = {r["input"]: r for r in predict_dataset(dataset, photos["model"], out=tmp_path / "out",
-                                                   root=str(root / "in"), actors=2).take_all()}
+                                                   root=str(root / "in"), actors=1).take_all()}
     assert sorted(rows) == sorted([*photos["images"], "sub/broken.jpg"])
     assert rows["sub/broken.jpg"]["error"] == "not an image Pillow can identify"
     for rel in photos["images"]:
