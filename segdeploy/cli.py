@@ -329,9 +329,18 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
                     log=lambda m: click.echo(m, err=True))
 
 
+class _FolderOrURL(click.Path):
+    """An existing folder, or an object-store URL (s3://bucket/preds/), taken as it is."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from segdeploy.infer.storage import is_store_url
+
+        return value if isinstance(value, str) and is_store_url(value) else super().convert(value, param, ctx)
+
+
 @main.command("merge-summary", epilog=exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED)))
-@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def merge_summary_command(out_dir: Path) -> None:
+@click.argument("out_dir", type=_FolderOrURL(exists=True, file_okay=False, path_type=Path))
+def merge_summary_command(out_dir: Path | str) -> None:
     """Combine the shard summaries of a sharded batch into OUT_DIR/summary.json.
 
     Checks that OUT_DIR holds summary.shard-K-of-N.json for every K = 0..N-1, that the shards ran

@@ -13,10 +13,11 @@ driver); `predict_dataset` takes and returns a `ray.data.Dataset` for a user's o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from segdeploy.infer.batch.plan import Job
 from segdeploy.infer.batch.resume import Fingerprint
 from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.batch.write import ImageResult, ImageWriter
-from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE, Predictor
 from segdeploy.infer.storage import location
 from segtrain.common.errors import InputError
@@ -69,6 +70,8 @@ class ActorSettings:
     threads: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     reduced: bool = False
+    workers: int = 2  # decode and write threads of each actor
+    memory_budget: int = 1 << 30  # bytes the photos in flight in one actor may hold
 
 
 class PredictActor:
@@ -84,31 +87,31 @@ class PredictActor:
         self.writer = ImageWriter(self.predictor.spec, self.out_dir, fp, None, None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The photos of `batch` through the local run's overlapped pipeline (decode and write threads around the
+        model), a row per photo."""
+        jobs = [Job(str(key), location(source), location(root),
+                    OutputPaths({kind: self.out_dir / rel for kind, rel in json.loads(outputs).items()}))
+                for key, source, root, outputs in zip(batch["input"], batch["source"], batch["root"],
+                                                      batch["outputs"], strict=True)]
+        s = self.settings
         rows: list[dict[str, Any]] = []
-        prepared, jobs = [], []
-        for key, source, root, outputs in zip(batch["input"], batch["source"], batch["root"], batch["outputs"],
-                                              strict=True):
-            files = {kind: self.out_dir / rel for kind, rel in json.loads(outputs).items()}
-            job = Job(str(key), location(source), location(root), OutputPaths(files))
-            item = decode(job, self.predictor, None, self.writer.save, self.settings.reduced)
-            if isinstance(item, Failure):
-                rows.append(_failure_row(item))
-            else:
-                prepared.append(item)
-                jobs.append(job)
-        for start in range(0, len(prepared), self.predictor.batch_size):
-            for prediction in self.predictor.infer(prepared[start:start + self.predictor.batch_size]):
-                rows.append(self._write(prediction))
+        results = run_pipeline(jobs, lambda job, reserve: decode(job, self.predictor, reserve, s.fingerprint.save,
+                                                                 s.reduced),
+                               self.predictor.infer, self._write, self.predictor.batch_size, s.workers,
+                               MemoryBudget(s.memory_budget))
+        with contextlib.closing(results):
+            for row in results:
+                rows.append(_failure_row(row) if isinstance(row, Failure) else row)
         return {name: np.array([row[name] for row in rows], dtype=object) for name in COLUMNS}
 
-    def _write(self, prediction: Any) -> dict[str, Any]:
+    def _write(self, prediction: Any) -> dict[str, Any] | Failure:
         key = prediction.source.job.key
         try:
             result = self.writer(prediction)
         except OutputWriteError as e:
             return {"input": key, "record": "", "mask": b"", "error": WRITE_STOPPED + str(e)}
         if isinstance(result, Failure):
-            return _failure_row(result)
+            return result
         mask = prediction.source.job.outputs.mask
         return {"input": key, "record": json.dumps(result.record.to_dict()), "mask": mask.read_bytes(), "error": ""}
 
@@ -134,13 +137,14 @@ def _init(address: str | None) -> Any:
     return ray
 
 
-def _actor_pool(ray: Any, actors: int | None, threads: int | None, spare: int = 0) -> tuple[Any, float]:
-    """The actor pool (N actors; by default as many as the cluster's CPUs hold at `threads` each, less `spare`
-    CPUs left for the tasks that read the dataset) and the CPUs each actor reserves."""
-    per_actor = float(threads or 1)
+def _actor_pool(ray: Any, actors: int | None, threads: int | None, spare: int = 0) -> tuple[Any, int]:
+    """The actor pool and the CPUs (runtime threads) of each actor. By default as many actors as the cluster's
+    CPUs (less `spare`, left for the tasks that read a dataset) hold at `threads` each; with `actors` and no
+    `threads`, the CPUs shared between them."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) - spare)
+    per_actor = threads or (max(1, cpus // actors) if actors else 1)
     if actors is None:
-        cpus = float(ray.cluster_resources().get("CPU", 1)) - spare
-        actors = max(1, int(cpus // per_actor))
+        actors = max(1, cpus // per_actor)
     return ray.data.ActorPoolStrategy(size=actors), per_actor
 
 
@@ -182,9 +186,10 @@ def run_on_ray(jobs: list[Job], writer: ImageWriter, settings: ActorSettings, ad
     items = [{"input": job.key, "source": str(job.source), "root": str(job.root),
               "outputs": json.dumps(job.outputs.as_dict(out))} for job in jobs]
     compute, cpus = _actor_pool(ray, actors, settings.threads)
+    settings = replace(settings, threads=cpus)
     blocks = max(1, min(len(items), 4 * compute.max_size))
     dataset = ray.data.from_items(items, override_num_blocks=blocks)
-    results = dataset.map_batches(PredictActor, fn_constructor_args=(settings,), batch_size=settings.batch_size,
+    results = dataset.map_batches(PredictActor, fn_constructor_args=(settings,), batch_size=_rows_per_call(settings),
                                   compute=compute, num_cpus=cpus, batch_format="numpy")
     return _rows_to_results(results.iter_rows(), writer)
 
@@ -227,8 +232,15 @@ def predict_dataset(dataset: Any, model: str | os.PathLike, out: str | os.PathLi
                 "outputs": json.dumps(output_paths(out_dir, Path(key), save).as_dict(out_dir))}
 
     compute, cpus = _actor_pool(ray, actors, threads, spare=1)
-    return dataset.map(to_job_row).map_batches(PredictActor, fn_constructor_args=(settings,), batch_size=batch_size,
-                                               compute=compute, num_cpus=cpus, batch_format="numpy")
+    settings = replace(settings, threads=cpus)
+    return dataset.map(to_job_row).map_batches(PredictActor, fn_constructor_args=(settings,),
+                                               batch_size=_rows_per_call(settings), compute=compute, num_cpus=cpus,
+                                               batch_format="numpy")
+
+
+def _rows_per_call(settings: ActorSettings) -> int:
+    """Photos per call of an actor: enough for its decode and write threads to overlap the model."""
+    return max(4 * settings.batch_size, 16)
 
 
 def _key(path: str, root: str) -> str:

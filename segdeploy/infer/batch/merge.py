@@ -26,6 +26,7 @@ from segdeploy.infer.batch.summary import (
     write_json,
 )
 from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.storage import location, shown
 from segtrain.common.errors import InputError
 from segtrain.common.json_shape import ShapeError
 
@@ -145,18 +146,18 @@ def merge_shard_summaries(out_dir: Path) -> MergeResult:
     images, failures = _combine_entries(paths, shards)
     truth = [s.ground_truth for s in shards]
     merged = MergedSummary(
-        model=shards[0].model, **_common_run(shards), out_dir=str(out_dir),
+        model=shards[0].model, **_common_run(shards), out_dir=shown(location(out_dir)),
         shards=[ShardEntry(p.name, s) for p, s in zip(paths, shards, strict=True)], images=images, failures=failures,
         totals=MergedTotals.of_shards(shards), ground_truth=GroundTruthReport.combine(truth) if truth[0] else None)
     predictions = _merge_predictions(out_dir, shards) if "rle" in shards[0].settings["save"] else None
-    return MergeResult(merged, write_json(Path(out_dir) / summary_name(), merged.to_dict()), predictions)
+    return MergeResult(merged, write_json(location(out_dir) / summary_name(), merged.to_dict()), predictions)
 
 
 def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
     """The shards' predictions.shard-K-of-N.json joined into OUT/predictions.json."""
     entries: list[dict] = []
     for summary in shards:
-        path = Path(out_dir) / predictions_name(summary.shard.shard)
+        path = location(out_dir) / predictions_name(summary.shard.shard)
         try:
             part = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -172,7 +173,7 @@ def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
 
 def find_shard_summaries(out_dir: Path) -> list[Path]:
     """OUT/summary.shard-K-of-N.json for K = 0..N-1; MergeError when none, some or several N."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     if not out_dir.is_dir():
         raise MergeError(f"{out_dir}: no such folder")
     found: dict[int, dict[int, Path]] = {}

@@ -289,7 +289,8 @@ def _on_ray(config: BatchConfig, predictor: Predictor, writer: ImageWriter, imag
     from segdeploy.infer.ray_batch import ActorSettings, run_on_ray
 
     settings = ActorSettings(str(predictor.path.resolve()), str(writer.out_dir), writer.made_with, config.provider,
-                             config.runtime, config.threads, config.batch_size, reduced)
+                             config.runtime, config.threads, config.batch_size, reduced, config.workers,
+                             config.memory_budget * 2**20)
     return run_on_ray(images, writer, settings, config.ray_address, config.actors)
 
 

@@ -162,7 +162,7 @@ class BatchSummary(JsonRecord):
     def read(cls, path: Path, of_shard: bool = False) -> BatchSummary:
         """The summary in file `path` (`of_shard`: a shard's, with its "shard" section). Raises what reading and
         json.loads raise, and ShapeError when it is not a batch summary."""
-        summary = cls.decode(json.loads(Path(path).read_text(encoding="utf-8")))
+        summary = cls.decode(json.loads(location(path).read_text(encoding="utf-8")))
         if of_shard and summary.shard is None:
             raise ShapeError(ShardSection.json_shape().expected, missing=True).inside(".shard")
         return summary

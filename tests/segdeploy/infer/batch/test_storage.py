@@ -186,3 +186,23 @@ def test_a_killed_run_into_s3_resumes_to_the_bytes_of_an_uninterrupted_one(serve
     assert set(killed) == set(uninterrupted)
     for rel in sorted(set(killed) - {"summary.json"}):
         assert killed[rel] == uninterrupted[rel], rel
+
+
+def test_three_shards_into_s3_merge_there_and_give_the_bytes_of_one_run(server: S3Server, photos: dict) -> None:
+    model, source = photos["model"], f"s3://{BUCKET}/in/"
+    _batch(source, "--out", f"s3://{BUCKET}/one/", "--model", model, "--save", "mask,overlay,rle")
+    for k in range(3):
+        res = _batch(source, "--out", f"s3://{BUCKET}/three/", "--model", model, "--save", "mask,overlay,rle",
+                     "--shard", f"{k}/3")
+        assert res.returncode in (0, EXIT_SOME_INPUTS_FAILED), res.stderr
+    merged = subprocess.run([*batch_command()[:-1], "merge-summary", f"s3://{BUCKET}/three/"], env=subprocess_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == EXIT_SOME_INPUTS_FAILED, merged.stdout + merged.stderr  # broken.jpg, named
+    one, three = _objects(server, "one/"), _objects(server, "three/")
+    shard_files = {f"{name}.shard-{k}-of-3.json" for name in ("summary", "predictions") for k in range(3)}
+    assert set(three) == set(one) | shard_files
+    for rel in sorted(set(one) - {"summary.json"}):  # predictions.json merged from the shards' files too
+        assert three[rel] == one[rel], rel
+    summary = json.loads(three["summary.json"])
+    assert sorted(r["input"] for r in summary["images"]) == sorted(photos["keys"])
+    assert summary["out_dir"] == f"s3://{BUCKET}/three"
