@@ -6,7 +6,7 @@ rounds interleaved; images/s end to end (wall clock of the whole run, as a user 
 
 local: `segdeploy batch PHOTOS --out DIR`; ray: the same with `--engine ray` on a local Ray instance
 (ray.init(num_cpus=<cores>), actors by default); s3: photos read from and outputs written to moto's S3 server on
-127.0.0.1 (`segdeploy batch s3://bench/photos/ --out s3://bench/out-N/`).
+127.0.0.1, in a process of its own (`segdeploy batch s3://bench/photos/ --out s3://bench/out-N/`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     files = photos(args.data, args.photos, work / "photos")
     cores = os.cpu_count() or 1
     os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # a shared machine: others' memory is not ours to police
-    with s3_server() as s3:
+    with s3_server(own_process=True) as s3:
         client = s3.client()
         client.create_bucket(Bucket="bench")
         for p in files:

@@ -176,8 +176,9 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
                    "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
 def batch_command(model: Path | None, precision: str | None, **options) -> None:
     """Segment the images and videos SOURCE names: folders (recursively), image or video files,
-    quoted glob patterns ('photos/**/*.jpg'), video URLs (rtsp://..., http(s)://.../clip.mp4) or a
-    camera index (0).
+    quoted glob patterns ('photos/**/*.jpg'), video URLs (rtsp://..., http(s)://.../clip.mp4), a
+    camera index (0), or object-store prefixes (s3://bucket/photos/, gs://, az://: the cloud
+    extra; --out may be one too).
 
     \b
     By default (--save mask,overlay) it writes two files per image, at the image's size after

@@ -111,6 +111,7 @@ def test_bench_on_an_onnx_file_runs_without_torch(deploy_env: dict) -> None:
     ("segdeploy", ["batch", "photos", "--out", "o", "--model", "colour.onnx", "--runtime", "openvino"], "openvino"),
     ("segdeploy", ["batch", "s3://bucket/photos/", "--out", "o", "--model", "colour.onnx"], "cloud"),
     ("segdeploy", ["batch", "photos", "--out", "s3://bucket/preds/", "--model", "colour.onnx"], "cloud"),
+    ("segdeploy", ["batch", "photos", "--out", "o", "--model", "colour.onnx", "--engine", "ray"], "ray"),
 ])
 def test_what_needs_an_extra_says_which_in_one_line(deploy_env: dict, tool: str, args: list[str],
                                                     extra: str) -> None:

@@ -11,6 +11,10 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,12 +59,17 @@ def s3_env(endpoint: str, key: str = ADMIN_KEY, secret: str = ADMIN_SECRET) -> d
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3Server]:
-    """moto's S3 server on a free port of 127.0.0.1, and this process's environment pointed at it."""
-    from moto.server import ThreadedMotoServer
+def s3_server(own_process: bool = False) -> Iterator[S3Server]:
+    """moto's S3 server on a free port of 127.0.0.1, and this process's environment pointed at it; in a thread of
+    this process, or (`own_process`, for timings: its Python work then does not share this process's GIL) in a
+    process of its own."""
+    if own_process:
+        server = _MotoProcess()
+    else:
+        from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
@@ -76,6 +85,35 @@ def s3_server() -> Iterator[S3Server]:
                 os.environ[k] = v
         _forget_clients()
         server.stop()
+
+
+class _MotoProcess:
+    """`python -m moto.server` on a free port of 127.0.0.1, waited for (at most 60 s)."""
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("moto.server did not start within 60 s")
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _forget_clients() -> None:
