@@ -19,6 +19,7 @@ the store's package read them, and messages and summaries show a URL without its
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path, PurePath
 from typing import Any
@@ -36,7 +37,9 @@ class StoreError(InputError):
 
 def is_store_url(text: str | os.PathLike) -> bool:
     """Whether `text` is a URL that object storage serves (not a video stream, not an http(s) page)."""
-    text = os.fspath(text) if not isinstance(text, Path) else str(text)
+    if not isinstance(text, (str, os.PathLike)):
+        return False
+    text = os.fspath(text)
     if not isinstance(text, str) or not is_url(text):
         return False
     scheme = text.split("://", 1)[0].lower()
@@ -110,6 +113,15 @@ def why(error: BaseException) -> str:
         return "no such bucket or container"
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return redacted(text)
+
+
+def list_ahead(root: Any) -> None:
+    """List everything under `root` in one go, so that fsspec's listings cache answers the existence checks of a
+    resuming run (a request per output otherwise); the store's own writes and removals keep that cache true. A
+    local folder, or a prefix that cannot be listed, is left to the checks themselves."""
+    if is_remote(root):
+        with contextlib.suppress(OSError):
+            root.fs.find(root.path)
 
 
 def find_media(root: Any) -> list[tuple[str, Any]]:

@@ -49,7 +49,10 @@ def plan_jobs(sources: Sequence[Path | str], out_dir: Path,
         if not is_remote(out_dir) and not is_store_url(source) and Path(source).is_dir() and \
                 os.path.realpath(source) == os.path.realpath(out_dir):
             raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
-    listing = list_sources(sources, exclude=[] if is_remote(out_dir) else [out_dir])
+    for source in sources:
+        if is_remote(out_dir) and is_store_url(source) and str(location(source)) == str(out_dir):
+            raise BatchInputError(f"--out {shown(out_dir)} is the input prefix; choose a separate output prefix")
+    listing = list_sources(sources, exclude=[out_dir])
     if is_remote(out_dir) and (listing.streams or any(f.video for f in listing.files)):
         raise BatchInputError(f"--out {shown(out_dir)}: videos, streams and cameras write to a local --out only; run "
                               "them separately")

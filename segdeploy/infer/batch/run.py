@@ -43,7 +43,7 @@ from segdeploy.infer.batch.videos import run_video
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import Predictor, Prepared
-from segdeploy.infer.storage import location, shown
+from segdeploy.infer.storage import list_ahead, location, shown
 from segtrain.common.errors import RunError, printable
 from segtrain.common.files import file_sha256
 
@@ -186,6 +186,7 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     truth, ids = _ground_truth_and_ids(config, plan, predictor)
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
                               predictor.tiling.tile, predictor.tiling.overlap)
+    list_ahead(config.out_dir)
     earlier = check_earlier(config.out_dir, plan.jobs, fingerprint, config.shard, config.overwrite, log)
     make_out_dir(config.out_dir)
     todo, done = resume(config.out_dir, plan.jobs, fingerprint, config.overwrite, log)

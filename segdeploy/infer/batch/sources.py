@@ -297,7 +297,7 @@ def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ())
 
 def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
     path = Path(source)
-    lister = _Lister(exclude)
+    lister = _Lister([p for p in exclude if not is_remote(p)])
     kind = classify(source)
     if kind is Kind.FOLDER:
         lister.walk(path, path, top=source)
@@ -319,7 +319,7 @@ def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
     elif kind is Kind.STREAM:
         lister.listing.streams.append(Stream(stream_key(source), source))
     elif kind is Kind.URL and is_store_url(source):
-        return _list_store(source)
+        return _list_store(source, [str(p).rstrip("/") + "/" for p in exclude if is_remote(p)])
     elif kind is Kind.URL:
         raise _url_unsupported(source)
     else:
@@ -328,9 +328,10 @@ def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
     return _sorted(lister.listing)
 
 
-def _list_store(source: str) -> Listing:
-    """The images under an object-store prefix (or the one object the URL names), keyed relative to it. Videos
-    in a store are named failures: OpenCV reads video from local files and streams only."""
+def _list_store(source: str, exclude: Sequence[str] = ()) -> Listing:
+    """The images under an object-store prefix (or the one object the URL names), keyed relative to it, but for
+    those under the `exclude` prefixes (--out inside the SOURCE prefix). Videos in a store are named failures:
+    OpenCV reads video from local files and streams only."""
     root = location(source)
     listing = Listing()
     try:
@@ -338,7 +339,7 @@ def _list_store(source: str) -> Listing:
             found = [(root.name, root)]
             root = root.parent
         else:
-            found = find_media(root)
+            found = [(key, path) for key, path in find_media(root) if not str(path).startswith(tuple(exclude))]
     except OSError as e:
         raise BatchInputError(f"{shown(source)}: cannot list it ({why(e)})") from None
     for key, path in found:

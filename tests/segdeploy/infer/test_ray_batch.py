@@ -16,6 +16,8 @@ from colour_models import build_colour_model, half_image, read_png, save
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
 
+from s3_server import S3Server, s3_server  # noqa: E402
+
 from segdeploy.infer.batch.config import BatchConfig  # noqa: E402
 from segdeploy.infer.batch.outputs import decode_mask  # noqa: E402
 from segdeploy.infer.batch.run import run_batch  # noqa: E402
@@ -26,7 +28,22 @@ SAVE = ("mask", "overlay", "rle")
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> None:
+def s3() -> S3Server | None:
+    """moto's S3 server on 127.0.0.1, started before Ray so that its workers inherit the environment that points
+    to it (as a cluster's workers get their credentials from theirs); None without moto and s3fs."""
+    try:
+        import moto.server  # noqa: F401
+        import s3fs  # noqa: F401
+    except ImportError:
+        yield None
+        return
+    with s3_server() as server:
+        server.client().create_bucket(Bucket="photos")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3: S3Server | None) -> None:
     """Ray on this machine, bounded in time: after 10 minutes the process dumps its threads and exits. Ray's
     out-of-memory killer is off: it counts the memory of every process of the (shared) machine."""
     faulthandler.dump_traceback_later(600, exit=True)
@@ -94,3 +111,24 @@ def test_predict_dataset_takes_and_returns_a_ray_dataset(local_ray: None, photos
         np.testing.assert_array_equal(decode_mask(row["mask"]), read_png(root / "local" / f"{rel}.mask.png"),
                                       err_msg=rel)
         assert (tmp_path / "out" / f"{rel}.mask.png").read_bytes() == row["mask"], rel  # written to `out` too
+
+
+def test_ray_actors_read_and_write_s3_as_a_local_run_does(s3: S3Server | None, local_ray: None, photos: dict) -> None:
+    if s3 is None:
+        pytest.skip("moto[server] and s3fs (the dev and cloud extras) are not installed")
+    client = s3.client()
+    for path in sorted((photos["root"] / "in").rglob("*.*")):
+        client.put_object(Bucket="photos", Key=f"in/{path.relative_to(photos['root'] / 'in').as_posix()}",
+                          Body=path.read_bytes())
+    outputs = {}
+    for engine in ("local", "ray"):
+        result = run_batch(BatchConfig(sources="s3://photos/in/", out_dir=f"s3://photos/{engine}/",
+                                       model=photos["model"], save=SAVE, progress=False, engine=engine),
+                           log=lambda m: None)
+        assert result.summary.totals.processed == 9 and [f.input for f in result.failures] == ["sub/broken.jpg"]
+        listed = client.list_objects_v2(Bucket="photos", Prefix=f"{engine}/")["Contents"]
+        outputs[engine] = {o["Key"].split("/", 1)[1]: client.get_object(Bucket="photos", Key=o["Key"])["Body"].read()
+                           for o in listed}
+    assert outputs["ray"].keys() == outputs["local"].keys() and len(outputs["ray"]) == 2 * 9 + 4
+    for rel in sorted(set(outputs["local"]) - {"summary.json"}):
+        assert outputs["ray"][rel] == outputs["local"][rel], rel

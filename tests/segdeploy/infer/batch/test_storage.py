@@ -206,3 +206,15 @@ def test_three_shards_into_s3_merge_there_and_give_the_bytes_of_one_run(server: 
     summary = json.loads(three["summary.json"])
     assert sorted(r["input"] for r in summary["images"]) == sorted(photos["keys"])
     assert summary["out_dir"] == f"s3://{BUCKET}/three"
+
+
+def test_an_out_prefix_inside_the_source_prefix_is_not_read_as_input(server: S3Server, photos: dict) -> None:
+    source, model = f"s3://{BUCKET}/in/", photos["model"]
+    first = _batch(source, "--out", f"s3://{BUCKET}/in/preds/", "--model", model)
+    again = _batch(source, "--out", f"s3://{BUCKET}/in/preds/", "--model", model)
+    assert first.returncode == again.returncode == EXIT_SOME_INPUTS_FAILED, first.stderr + again.stderr
+    assert f"{N_PHOTOS} of {N_PHOTOS + 1} inputs already have complete outputs" in again.stderr
+    same = _batch(source, "--out", source, "--model", model)
+    assert same.returncode == EXIT_INPUT and "is the input prefix" in same.stderr
+    for key in list(_objects(server, "in/preds/")):
+        server.client().delete_object(Bucket=BUCKET, Key=f"in/preds/{key}")
