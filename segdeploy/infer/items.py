@@ -14,6 +14,7 @@ their own mode, so they need no convention.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -144,10 +145,9 @@ def to_rgb_array(item: Item, channels: str) -> np.ndarray:
         if isinstance(value, Image.Image):
             return to_rgb(ImageOps.exif_transpose(value))
         if is_file_object(value):
-            data = value.read()
-            if not isinstance(data, BYTES):
-                raise ValueError(f"{item}: expected a binary file object (open it with 'rb'), read "
-                                 f"{type(data).__name__}")
+            data = b"" if isinstance(value, io.TextIOBase) else value.read()
+            if isinstance(value, io.TextIOBase) or not isinstance(data, BYTES):
+                raise ValueError(f"{item}: expected a binary file object (open it with 'rb'), not a text one")
             return load_image_bytes(data, name=str(item))
         return load_image_bytes(value, name=str(item))
     if is_remote(item):
