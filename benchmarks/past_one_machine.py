@@ -1,8 +1,9 @@
 """Issue 21's targets: `segdeploy batch` on Ray Data and over object storage against the local run, on the same
 coco-mini photos and model (DeepLabV3-ResNet18 at 128 px, random encoder weights: speed only), in one process,
-rounds interleaved; images/s end to end (wall clock of the whole run, as a user sees it); prints and writes JSON.
+rounds interleaved; images/s end to end (wall clock of the whole run, Ray's actor start included, as a user sees
+it), the ratios of the medians and the median of each round's ratio; prints and writes JSON.
 
-    python benchmarks/past_one_machine.py --data ../shared/data/coco-mini --photos 128 --rounds 3
+    python benchmarks/past_one_machine.py --data ../shared/data/coco-mini --photos 256 --rounds 5
 
 local: `segdeploy batch PHOTOS --out DIR`; ray: the same with `--engine ray` on a local Ray instance
 (ray.init(num_cpus=<cores>), actors by default); s3: photos read from and outputs written to moto's S3 server on
@@ -83,11 +84,16 @@ def main() -> None:
         ray.shutdown()
     shutil.rmtree(work, ignore_errors=True)
     rates = {name: args.photos / statistics.median(s) for name, s in seconds.items()}
+    per_round = {name: [loc / t for loc, t in zip(seconds["local"], seconds[name], strict=True)]
+                 for name in ("ray", "s3")}
     doc = {"command": " ".join(["python", *sys.argv]), "photos": args.photos, "model": f"deeplab_r18_{args.size}",
            "cores": cores, "rounds": args.rounds, "seconds": seconds,
            "images_per_second": {k: round(v, 2) for k, v in rates.items()},
            "ratio_ray_to_local": round(rates["ray"] / rates["local"], 3),
            "ratio_s3_to_local": round(rates["s3"] / rates["local"], 3),
+           # the same ratios round by round (each against the local run of its own round), and their medians
+           "round_ratios": {name: [round(r, 3) for r in ratios] for name, ratios in per_round.items()},
+           "median_round_ratio": {name: round(statistics.median(ratios), 3) for name, ratios in per_round.items()},
            "machine": "the project's shared 2-core machine, loaded by other jobs while it ran"}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
