@@ -78,6 +78,9 @@ def s3_server(own_process: bool = False) -> Iterator[S3Server]:
     try:
         yield S3Server(endpoint)
     finally:
+        # moto keeps its buckets in this process's memory, across servers: forget them for the next one
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
