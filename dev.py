@@ -30,7 +30,8 @@ def run(*args: str | Path, **kwargs) -> None:
 
 
 def ensure_venv() -> None:
-    """Create .venv and install the project with every extra (train, openvino, dev), once per pyproject.toml."""
+    """Create .venv and install the project with every extra (train, openvino, cloud, ray, dev), once per
+    pyproject.toml."""
     if sys.version_info < (3, 10):  # noqa: UP036  (this file runs on any python3 to say so)
         sys.exit(f"Python 3.10 or newer is needed, this is {sys.version.split()[0]}")
     stamp = VENV / ".segtrain-installed"
@@ -41,7 +42,7 @@ def ensure_venv() -> None:
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[train,openvino,dev]")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[train,openvino,cloud,ray,dev]")
     stamp.write_text(want)
 
 

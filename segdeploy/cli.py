@@ -17,7 +17,13 @@ import click
 from segdeploy import __version__
 from segdeploy.bench.config import BenchConfig
 from segdeploy.export.config import ExportConfig
-from segdeploy.infer.batch.config import MAX_MEMORY_BUDGET_MB, MEMORY_SHARE, MIN_MEMORY_BUDGET_MB, BatchConfig
+from segdeploy.infer.batch.config import (
+    ENGINES,
+    MAX_MEMORY_BUDGET_MB,
+    MEMORY_SHARE,
+    MIN_MEMORY_BUDGET_MB,
+    BatchConfig,
+)
 from segdeploy.infer.batch.decode import BYTES_PER_PIXEL, image_bytes
 from segdeploy.infer.batch.outputs import DEFAULT_SAVE, SAVE_CHOICES
 from segdeploy.infer.evaluate import ModelEvaluateConfig
@@ -113,8 +119,9 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 
 @main.command("batch", epilog=exit_codes_epilog())
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder; mirrors the tree of each folder given (files given directly land at its top).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder or object-store URL (s3://bucket/preds/); mirrors the tree of each folder given "
+                   "(files given directly land at its top).")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help=f"ONNX model from `segdeploy export` [default: the FP32 model in {DEFAULT_MODEL_DIR}/, when there "
                    f"is one (its {'/'.join(f'.{v}' for v in VARIANTS)} variants may sit beside it)].")
@@ -156,13 +163,23 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
               help="A COCO file (its \"images\" only) whose image ids predictions.json takes, matched by file name "
                    "relative to the folder given, so pycocotools' COCO.loadRes takes it [default: --gt's].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@click.option("--engine", default=default(BatchConfig, "engine"), show_default=True, type=click.Choice(ENGINES),
+              help="Who segments the images: this process, or Ray Data actors (one model per actor, on this "
+                   "machine or a Ray cluster; needs the 'ray' extra). Videos run in this process either way.")
+@click.option("--ray-address", metavar="ADDR",
+              help="With --engine ray: the Ray cluster (ray://host:10001, auto) [default: RAY_ADDRESS, a running "
+                   "instance, or a new one on this machine].")
+@click.option("--actors", type=click.IntRange(min=1),
+              help="With --engine ray: model replicas (actors), each with --threads CPUs [default: as many as the "
+                   "cluster's CPUs hold].")
 @click.option("--shard", metavar="K/N", callback=_shard_option,
               help="Do only share K (0..N-1) of N of the inputs; 'auto' reads a SLURM job array's "
                    "SLURM_ARRAY_TASK_ID/COUNT, 'auto/N' a Kubernetes Indexed Job's JOB_COMPLETION_INDEX.")
 def batch_command(model: Path | None, precision: str | None, **options) -> None:
     """Segment the images and videos SOURCE names: folders (recursively), image or video files,
-    quoted glob patterns ('photos/**/*.jpg'), video URLs (rtsp://..., http(s)://.../clip.mp4) or a
-    camera index (0).
+    quoted glob patterns ('photos/**/*.jpg'), video URLs (rtsp://..., http(s)://.../clip.mp4), a
+    camera index (0), or object-store prefixes (s3://bucket/photos/, gs://, az://: the cloud
+    extra; --out may be one too).
 
     \b
     By default (--save mask,overlay) it writes two files per image, at the image's size after
@@ -314,9 +331,18 @@ def bench_command(models: tuple[Path, ...], json_path: Path | None, plot_path: P
                     log=lambda m: click.echo(m, err=True))
 
 
+class _FolderOrURL(click.Path):
+    """An existing folder, or an object-store URL (s3://bucket/preds/), taken as it is."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from segdeploy.infer.storage import is_store_url
+
+        return value if isinstance(value, str) and is_store_url(value) else super().convert(value, param, ctx)
+
+
 @main.command("merge-summary", epilog=exit_codes_epilog((EXIT_OK, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED)))
-@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def merge_summary_command(out_dir: Path) -> None:
+@click.argument("out_dir", type=_FolderOrURL(exists=True, file_okay=False, path_type=Path))
+def merge_summary_command(out_dir: Path | str) -> None:
     """Combine the shard summaries of a sharded batch into OUT_DIR/summary.json.
 
     Checks that OUT_DIR holds summary.shard-K-of-N.json for every K = 0..N-1, that the shards ran

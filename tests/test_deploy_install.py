@@ -55,7 +55,8 @@ def run(env: dict, tool: str, *args: str | Path, cwd: Path | None = None) -> sub
 @pytest.mark.slow
 def test_deploy_install_has_no_torch_and_is_small(deploy_env: dict) -> None:
     probe = run(deploy_env, "python", "-c", "import importlib.util as u; print([m for m in ('torch', 'torchvision', "
-                "'albumentations', 'matplotlib', 'onnxscript', 'openvino', 'segmentation_models_pytorch') "
+                "'albumentations', 'matplotlib', 'onnxscript', 'openvino', 'segmentation_models_pytorch', 'ray', "
+                "'s3fs', 'upath') "
                 "if u.find_spec(m)])")
     assert probe.returncode == 0 and probe.stdout.strip() == "[]", probe.stdout + probe.stderr
     torch = run(deploy_env, "python", "-c", "import torch")
@@ -108,6 +109,9 @@ def test_bench_on_an_onnx_file_runs_without_torch(deploy_env: dict) -> None:
     ("segdeploy", ["bench", "model.pth"], "train"),
     ("segdeploy", ["bench", "colour.onnx", "--plot", "p.png"], "train"),
     ("segdeploy", ["batch", "photos", "--out", "o", "--model", "colour.onnx", "--runtime", "openvino"], "openvino"),
+    ("segdeploy", ["batch", "s3://bucket/photos/", "--out", "o", "--model", "colour.onnx"], "cloud"),
+    ("segdeploy", ["batch", "photos", "--out", "s3://bucket/preds/", "--model", "colour.onnx"], "cloud"),
+    ("segdeploy", ["batch", "photos", "--out", "o", "--model", "colour.onnx", "--engine", "ray"], "ray"),
 ])
 def test_what_needs_an_extra_says_which_in_one_line(deploy_env: dict, tool: str, args: list[str],
                                                     extra: str) -> None:

@@ -1,9 +1,10 @@
 """What the Predictor's methods take (torch-free): any SOURCE a user passes, turned into the images it names.
 
 A source is a path or text (a file, folder, glob, video, stream URL or camera index: segdeploy.infer.media, the
-rule `segdeploy batch` follows too), a NumPy array, a PIL image, the bytes of an encoded image, or a list (any
-iterable that is not text) of those. Text is always one source, never iterated character by character. Folders
-and globs are listed as `segdeploy batch` lists them; a video, stream or camera gives its frames.
+rule `segdeploy batch` follows too; an object-store URL, s3://bucket/photos/, through segdeploy.infer.storage), a
+NumPy array, a PIL image, the bytes of an encoded image, a binary file object (open(path, "rb"), an fsspec file),
+or a list (any iterable that is not text) of those. Text is always one source, never iterated character by
+character. Folders and globs are listed as `segdeploy batch` lists them; a video, stream or camera gives its frames.
 
 Arrays follow one channel order, OpenCV's by default (`channels="bgr"`, as `cv2.imread` returns and as
 Ultralytics and MMSegmentation take arrays), or RGB when the Predictor is told (`channels="rgb"`, as
@@ -13,6 +14,7 @@ their own mode, so they need no convention.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,11 +26,22 @@ from PIL import Image, ImageOps
 from segdeploy.infer.batch.sources import list_sources
 from segdeploy.infer.media import Kind, classify, url_unsupported
 from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.storage import is_remote, is_store_url, shown, why
 from segdeploy.infer.video import Frame, VideoError, VideoReader
-from segtrain.data.images import ImageReadError, check_pixels, load_image, load_image_bytes, to_rgb
+from segtrain.data.images import ImageReadError, check_pixels, is_image_name, load_image, load_image_bytes, to_rgb
 
 CHANNELS = ("bgr", "rgb")  # the channel orders an array may be given in; the first is the default
 BYTES = (bytes, bytearray, memoryview)
+
+
+def is_file_object(value: object) -> bool:
+    """A binary file object (it has read()), as open(path, "rb"), io.BytesIO or an fsspec file are."""
+    return callable(getattr(value, "read", None)) and not isinstance(value, (str, os.PathLike, Image.Image))
+
+
+def in_memory(value: object) -> bool:
+    """One image given as a value: an array, a PIL image, encoded bytes or a binary file object."""
+    return isinstance(value, (np.ndarray, Image.Image, *BYTES)) or is_file_object(value)
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | bytes | bytearray | memoryview
 
 
@@ -41,7 +54,7 @@ class Given:
 
     def __str__(self) -> str:
         kind = "array" if isinstance(self.value, np.ndarray) else "PIL image" if isinstance(
-            self.value, Image.Image) else "bytes"
+            self.value, Image.Image) else "file object" if is_file_object(self.value) else "bytes"
         return f"{kind} #{self.index}"
 
 
@@ -55,16 +68,17 @@ def is_text(source: object) -> bool:
 def one_image(source: object) -> bool:
     """Whether `source` names exactly one image (not a folder, glob, video, stream or list)."""
     if is_text(source):
+        if is_store_url(source):
+            return is_image_name(os.fspath(source).rstrip("/"))
         return classify(source) in (Kind.IMAGE, Kind.OTHER_FILE, Kind.MISSING)
-    return isinstance(source, (np.ndarray, Image.Image, *BYTES))
+    return in_memory(source)
 
 
 def check_type(source: object) -> None:
     """TypeError unless `source` is of a type a source may be."""
-    if not (is_text(source) or isinstance(source, (np.ndarray, Image.Image, *BYTES))
-            or (isinstance(source, Iterable) and not isinstance(source, dict))):
-        raise TypeError("expected a path, folder, glob, video, URL, NumPy array, PIL image, bytes or a list of "
-                        f"them, got {type(source).__name__}")
+    if not (is_text(source) or in_memory(source) or (isinstance(source, Iterable) and not isinstance(source, dict))):
+        raise TypeError("expected a path, folder, glob, video, URL, NumPy array, PIL image, bytes, a binary file "
+                        f"object or a list of them, got {type(source).__name__}")
 
 
 def describe(source: object) -> str:
@@ -84,17 +98,17 @@ def expand(source: object) -> Iterator[Item]:
     """
     if is_text(source):
         yield from _expand_text(source)
-    elif isinstance(source, (np.ndarray, Image.Image, *BYTES)):
+    elif in_memory(source):
         yield Given(source, 0)
     elif isinstance(source, Iterable) and not isinstance(source, dict):
         for index, item in enumerate(source):
-            if isinstance(item, (np.ndarray, Image.Image, *BYTES)):
+            if in_memory(item):
                 yield Given(item, index)
             elif is_text(item):
                 yield from _expand_text(item)
             else:
-                raise TypeError(f"item {index} of the source: expected a path, an array, a PIL image or bytes, "
-                                f"got {type(item).__name__}")
+                raise TypeError(f"item {index} of the source: expected a path, an array, a PIL image, bytes or a "
+                                f"binary file object, got {type(item).__name__}")
     else:
         check_type(source)
 
@@ -105,7 +119,7 @@ def _expand_text(source: str | os.PathLike) -> Iterator[Item]:
         yield source
     elif kind is Kind.VIDEO or kind is Kind.STREAM:
         yield from VideoReader(source, live=kind is Kind.STREAM).frames()
-    elif kind is Kind.URL:
+    elif kind is Kind.URL and not is_store_url(source):
         raise url_unsupported(os.fspath(source))
     else:  # a folder or a glob: listed as `segdeploy batch` lists them
         listing = list_sources([os.fspath(source)])
@@ -113,7 +127,7 @@ def _expand_text(source: str | os.PathLike) -> Iterator[Item]:
         for f in listing.files:
             for key in [k for k in failures if k < f.key]:
                 yield failures.pop(key)
-            if classify(f.path) is Kind.VIDEO:
+            if not is_remote(f.path) and classify(f.path) is Kind.VIDEO:
                 yield from VideoReader(f.path).frames()
             else:
                 yield f.path
@@ -135,11 +149,25 @@ def to_rgb_array(item: Item, channels: str) -> np.ndarray:
                 raise ValueError(f"an empty image ({value.size[0]}x{value.size[1]} pixels)")
             check_pixels(str(item), *value.size)
             return to_rgb(ImageOps.exif_transpose(value))
+        if is_file_object(value):
+            data = b"" if isinstance(value, io.TextIOBase) else value.read()
+            if isinstance(value, io.TextIOBase) or not isinstance(data, BYTES):
+                raise ValueError(f"{item}: expected a binary file object (open it with 'rb'), not a text one")
+            return load_image_bytes(data, name=str(item))
         return load_image_bytes(value, name=str(item))
+    if is_remote(item):
+        return load_image_bytes(_read_object(item), name=shown(item))
     path = Path(item)
     if path.exists() and not path.is_file():  # a FIFO that would block the read forever
         raise ImageReadError(f"{path}: not a regular file")
     return load_image(path)
+
+
+def _read_object(path: object) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{shown(path)}: cannot read it ({why(e)})") from e
 
 
 def array_to_rgb(image: np.ndarray, channels: str) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 A text SOURCE is one source, never iterated: an existing folder, an image file, a video file (by its suffix), a
 glob pattern, a URL (`scheme://...`), or a camera index (a whole number that names no file). Video URLs (RTSP,
-RTMP, UDP, or HTTP(S) naming a video file) and cameras are read by OpenCV as streams; other URLs (s3://, gs://,
-http(s) images) need the storage layer, which this version does not have.
+RTMP, UDP, or HTTP(S) naming a video file) and cameras are read by OpenCV as streams; object-store URLs (s3://,
+gs://, az://, memory://...) are read by `segdeploy batch` through segdeploy.infer.storage; other http(s) URLs are
+not read.
 """
 
 from __future__ import annotations
@@ -95,10 +96,10 @@ def redacted(source: str | os.PathLike) -> str:
 
 
 def url_unsupported(source: str) -> SourceError:
-    """The error for a URL that is not a video stream."""
+    """The error for a URL that is neither a video stream nor an object store's."""
     scheme = urlsplit(source).scheme.lower()
-    return SourceError(f"{redacted(source)}: {scheme}:// sources other than video streams need the object-storage "
-                       "support this version does not have; copy the files to a local folder first")
+    return SourceError(f"{redacted(source)}: a {scheme}:// URL that is not a video is not read (object stores are: "
+                       "s3://, gs://, az://...); download the files to a local folder first")
 
 
 def stream_key(source: str) -> str:

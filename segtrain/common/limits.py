@@ -23,4 +23,5 @@ MAX_WORLD_SIZE = 65536  # torchrun processes ($WORLD_SIZE)
 MAX_THREADS = 256  # inference threads (--threads): more is never faster, and thousands never start
 MAX_RUN_BATCH_SIZE = 256  # images or windows per model call in batch and the Predictor (--batch-size)
 MAX_WORKERS = 64  # decode and write threads (--workers)
+MAX_ACTORS = 4096  # batch --engine ray --actors: Ray actors, each holding one model
 MAX_SHARDS = 100_000  # --shard K/N, and N in a shard summary

@@ -19,7 +19,7 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from segtrain.common.errors import InputError, printable
@@ -43,7 +43,10 @@ def _shown_size(n: int) -> str:
 
 
 def read_text(path: str | Path, max_bytes: int, what: str = "file") -> str:
-    """The UTF-8 text of a regular file of at most `max_bytes` bytes; OutsideTextError otherwise."""
+    """The UTF-8 text of a regular file of at most `max_bytes` bytes; OutsideTextError otherwise. `path` may also
+    be an object-store location (a UPath: anything with an fsspec `fs` and `open`), read the same way."""
+    if hasattr(path, "fs") and not isinstance(path, (str, PurePath)):
+        return _decoded(path, _read_object(path, max_bytes, what), max_bytes, what)
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without a writer
@@ -57,6 +60,21 @@ def read_text(path: str | Path, max_bytes: int, what: str = "file") -> str:
         raise OutsideTextError(f"{path}: not a regular file ({file_kind(mode)})")
     with os.fdopen(fd, "rb") as f:
         data = f.read(max_bytes + 1)
+    return _decoded(path, data, max_bytes, what)
+
+
+def _read_object(path: Any, max_bytes: int, what: str) -> bytes:
+    """At most max_bytes + 1 bytes of an object in a store (no links or FIFOs there)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise OutsideTextError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
+def _decoded(path: Any, data: bytes, max_bytes: int, what: str) -> str:
     if len(data) > max_bytes:
         raise OutsideTextError(f"{path}: the {what} is larger than {_shown_size(max_bytes)}; refused")
     try:

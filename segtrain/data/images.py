@@ -109,11 +109,14 @@ def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | 
         return _decoded(im, path, exif, min_size, before_decode)
 
 
-def load_image_bytes(data: bytes | bytearray | memoryview, name: str = "<bytes>", exif: bool = True) -> np.ndarray:
+def load_image_bytes(data: bytes | bytearray | memoryview, name: str = "<bytes>", exif: bool = True,
+                     min_size: tuple[int, int] | None = None,
+                     before_decode: Callable[[tuple[int, int], int], object] | None = None) -> np.ndarray:
     """The encoded image `data` (the bytes of a JPEG, PNG, ... file) as HxWx3 uint8 RGB, by the rules of
-    `load_image` (pixel limit, EXIF orientation); ImageReadError naming `name` otherwise."""
+    `load_image` (pixel limit, EXIF orientation, `min_size`, `before_decode`); ImageReadError naming `name`
+    otherwise."""
     with _opened_file(io.BytesIO(bytes(data)), name, None, lambda: len(data) == 0) as im:
-        return _decoded(im, name, exif, None, None)
+        return _decoded(im, name, exif, min_size, before_decode)
 
 
 def _decoded(im: Image.Image, name: str | Path, exif: bool, min_size: tuple[int, int] | None,

@@ -12,6 +12,7 @@ from segdeploy.infer.batch.shards import Shard
 from segdeploy.infer.pipeline import default_workers
 from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE
 from segdeploy.infer.runtime import PROVIDER_CHOICES, RUNTIME_CHOICES
+from segdeploy.infer.storage import is_remote, location
 from segdeploy.infer.tiling import (
     DEFAULT_TILE_OVERLAP,
     MAX_TILE_OVERLAP,
@@ -21,6 +22,7 @@ from segdeploy.infer.tiling import (
     TileError,
     parse_tile,
 )
+from segtrain.common.limits import MAX_ACTORS
 from segtrain.common.settings import (
     ALPHA,
     COMMAND_LINE,
@@ -34,6 +36,7 @@ from segtrain.common.settings import (
 )
 from segtrain.common.system import available_memory
 
+ENGINES = ("local", "ray")  # who runs the images: this process, or Ray Data actors (segdeploy.infer.ray_batch)
 MEMORY_SHARE = 4  # the default memory budget: a quarter of the memory available at start
 MIN_MEMORY_BUDGET_MB = 256
 FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
@@ -57,6 +60,12 @@ def _sources(value: tuple) -> str | None:
         return "must name at least one folder, image or video file, quoted glob pattern, video URL or camera"
     bad = [s for s in value if not isinstance(s, (str, os.PathLike)) or not str(s)]
     return f"must be paths or glob patterns, got {bad[0]!r}" if bad else None
+
+
+def _out_dir(value: object) -> str | None:
+    if is_remote(value) or (isinstance(value, (str, os.PathLike)) and str(value)):
+        return None
+    return f"must be a folder or an object-store URL, got {value!r}"
 
 
 def _save(value: tuple[str, ...]) -> str | None:
@@ -84,7 +93,7 @@ class BatchConfig(Checked):
     same names)."""
 
     sources: tuple[str | Path, ...] = setting(rule=_sources)
-    out_dir: Path = setting()
+    out_dir: Path | str = setting(rule=_out_dir)  # a local folder (Path) or an object-store URL (storage.location)
     model: Path = setting()
     batch_size: int = setting(DEFAULT_BATCH_SIZE, rule=RUN_BATCH_SIZE)
     provider: str = setting("auto", rule=one_of(PROVIDER_CHOICES))
@@ -102,6 +111,9 @@ class BatchConfig(Checked):
     tile: str | int = setting(TILE_AUTO, rule=_tile)
     tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))
     memory_budget: int = setting(factory=default_memory_budget, rule=between(1, MAX_MEMORY_BUDGET_MB))  # MB
+    engine: str = setting(ENGINES[0], rule=one_of(ENGINES))  # local: this process; ray: Ray Data actors
+    ray_address: str | None = setting(None)  # None: a running Ray instance, RAY_ADDRESS, or a new local one
+    actors: int | None = setting(None, rule=between(1, MAX_ACTORS))  # None: as many as the cluster's CPUs hold
 
     NAMED_BY = COMMAND_LINE
 
@@ -110,7 +122,7 @@ class BatchConfig(Checked):
             object.__setattr__(self, "sources", (self.sources,))
         super().__post_init__()
         for name, value in dict(sources=tuple(self.sources), save=resolve_save(self.save),
-                                tile=parse_tile(self.tile)).items():
+                                tile=parse_tile(self.tile), out_dir=location(self.out_dir)).items():
             object.__setattr__(self, name, value)
 
     def recorded(self) -> dict[str, object]:

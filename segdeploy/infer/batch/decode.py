@@ -12,7 +12,8 @@ from segdeploy.infer.batch.resume import NotAFileError, source_stamp
 from segdeploy.infer.memory import MB, decode_bytes_per_pixel, prediction_bytes
 from segdeploy.infer.pipeline import Failure, Reserve
 from segdeploy.infer.predictor import Predictor, Prepared
-from segtrain.data.images import ImageReadError, load_image
+from segdeploy.infer.storage import is_remote, shown, why
+from segtrain.data.images import ImageReadError, load_image, load_image_bytes
 
 # Memory an image holds while in flight, in bytes per pixel of its original size: the arrays of each chosen
 # output (tracemalloc on a 6-megapixel image), and "photo" for a video frame (OpenCV's decoded frame and its
@@ -67,15 +68,21 @@ def decode(job: Job, predictor: Predictor, reserve: Reserve | None = None, save:
 
     try:
         stamp = source_stamp(job.source)
-        image = load_image(job.source, min_size=predictor.spec.input_size if reduced else None,
-                           before_decode=before_decode)
+        min_size = predictor.spec.input_size if reduced else None
+        if is_remote(job.source):  # one GET of the whole object, then the same decode as a file's
+            image = load_image_bytes(job.source.read_bytes(), name=shown(job.source), min_size=min_size,
+                                     before_decode=before_decode)
+        else:
+            image = load_image(job.source, min_size=min_size, before_decode=before_decode)
         prepared = predictor.prepare(image, source=StampedJob(job, stamp), size=size)
     except FileNotFoundError:
         return Failure(job.key, "file not found (removed during the run?)")
     except NotAFileError:
         return Failure(job.key, "not a regular file")
     except ImageReadError as e:
-        return Failure(job.key, str(e).removeprefix(f"{job.source}: "))
+        return Failure(job.key, str(e).removeprefix(f"{shown(job.source)}: "))
+    except OSError as e:  # an object store's read failed (access denied, the network)
+        return Failure(job.key, f"cannot read it ({why(e)})")
     except MemoryError:
         return Failure(job.key, "not enough memory to decode it")
     prepared.seconds = {"decode": time.perf_counter() - t0}

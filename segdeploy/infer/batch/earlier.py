@@ -24,6 +24,7 @@ from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import Shard, run_file_regex
 from segdeploy.infer.batch.sources import BatchInputError
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord, summary_name
+from segdeploy.infer.storage import is_remote, location
 from segtrain.common.errors import printable
 from segtrain.common.json_shape import ShapeError
 from segtrain.common.outside_text import read_json
@@ -77,7 +78,7 @@ def check_earlier(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, shar
                   log: Callable[[str], None]) -> Earlier:
     """Refuse (BatchInputError) or, with `overwrite`, clear the outputs of other runs in `out_dir`; return what this
     run keeps of earlier runs with its own settings (see the module docstring)."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     others: list[tuple[Path, str]] = []  # (file, how it differs)
     own: EarlierRun | None = None
     for path in _summaries(out_dir):
@@ -113,7 +114,8 @@ def check_earlier(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, shar
 
 def earlier_jobs(out_dir: Path, records: list[ImageRecord]) -> list[tuple[Job, ImageRecord]]:
     """Jobs standing for earlier runs' images (their outputs; no source file), for replaying their masks."""
-    return [(Job(r.input, Path(), Path(out_dir), OutputPaths({k: Path(out_dir) / v for k, v in r.outputs.items()}),
+    root = location(out_dir)
+    return [(Job(r.input, Path(), root, OutputPaths({k: root / v for k, v in r.outputs.items()}),
                  VIDEO if r.frames is not None else IMAGE), r) for r in records]
 
 
@@ -141,6 +143,8 @@ def _differences(made: dict, fingerprint: Fingerprint) -> list[str]:
 
 
 def _present(out_dir: Path, record: ImageRecord) -> bool:
+    if is_remote(out_dir):
+        return all((out_dir / rel).exists() for rel in record.outputs.values())
     return all(os.path.lexists(out_dir / rel) for rel in record.outputs.values())
 
 

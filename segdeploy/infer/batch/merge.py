@@ -29,6 +29,7 @@ from segdeploy.infer.batch.summary import (
     write_json,
 )
 from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.storage import is_remote, location, shown
 from segtrain.common.errors import InputError, printable
 from segtrain.common.json_shape import ListOf, ShapeError, check
 from segtrain.common.outside_text import OutsideTextError, read_json
@@ -147,7 +148,7 @@ def merge_shard_summaries(out_dir: Path) -> MergeResult:
     shards = [_load(path, Shard(k, len(paths))) for k, path in enumerate(paths)]
     _check_agreement(paths, shards)
     images, failures = _combine_entries(paths, shards)
-    _check_outputs(Path(out_dir), paths, shards)
+    _check_outputs(location(out_dir), paths, shards)
     truth = [s.ground_truth for s in shards]
     if truth[0] is not None:
         try:
@@ -155,18 +156,18 @@ def merge_shard_summaries(out_dir: Path) -> MergeResult:
         except ValueError as e:
             raise MergeError(f"{out_dir}: {e}; the shard summaries cannot all be right") from None
     merged = MergedSummary(
-        model=shards[0].model, **_common_run(shards), out_dir=str(out_dir),
+        model=shards[0].model, **_common_run(shards), out_dir=shown(location(out_dir)),
         shards=[ShardEntry(p.name, s) for p, s in zip(paths, shards, strict=True)], images=images, failures=failures,
         totals=MergedTotals.of_shards(shards), ground_truth=GroundTruthReport.combine(truth) if truth[0] else None)
     predictions = _merge_predictions(out_dir, shards) if "rle" in shards[0].settings["save"] else None
-    return MergeResult(merged, write_json(Path(out_dir) / summary_name(), merged.to_dict()), predictions)
+    return MergeResult(merged, write_json(location(out_dir) / summary_name(), merged.to_dict()), predictions)
 
 
 def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
     """The shards' predictions.shard-K-of-N.json joined into OUT/predictions.json."""
     entries: list[dict] = []
     for summary in shards:
-        path = Path(out_dir) / predictions_name(summary.shard.shard)
+        path = location(out_dir) / predictions_name(summary.shard.shard)
         try:
             part = read_json(path, "predictions shard")
         except FileNotFoundError:
@@ -186,7 +187,7 @@ def _merge_predictions(out_dir: Path, shards: list[BatchSummary]) -> Path:
 
 def find_shard_summaries(out_dir: Path) -> list[Path]:
     """OUT/summary.shard-K-of-N.json for K = 0..N-1; MergeError when none, some or several N."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     if not out_dir.is_dir():
         raise MergeError(f"{out_dir}: no such folder")
     found: dict[int, dict[int, Path]] = {}
@@ -276,6 +277,11 @@ def _undecodable(match: re.Match) -> str:
 
 
 def _mode(path: Path) -> int | None:
+    if is_remote(path):  # an object store has objects and prefixes, no links or special files
+        try:
+            return stat.S_IFDIR if path.is_dir() else stat.S_IFREG if path.is_file() else None
+        except (OSError, ValueError):
+            return None
     try:
         return os.lstat(path).st_mode
     except (OSError, ValueError):  # absent, or a name the file system cannot hold
@@ -292,7 +298,7 @@ def _check_outputs(out_dir: Path, paths: list[Path], shards: list[BatchSummary])
                 if mode is None or not wanted(mode):
                     what = "missing" if mode is None else f"not a {'folder' if kind == 'frames' else 'regular file'}"
                     raise MergeError(f"{path.name} lists {printable(rel)} for {printable(record.input)}, but it is "
-                                     f"{what} in {out_dir}; rerun that shard")
+                                     f"{what} in {shown(out_dir)}; rerun that shard")
 
 
 def _common_run(shards: list[BatchSummary]) -> dict:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from segdeploy.infer.storage import StoreWriteError, is_remote, location, put, shown
 from segtrain.common.errors import InputError, RunError
 from segtrain.common.files import atomic_write_bytes, owner_tag
 
@@ -71,7 +72,7 @@ class OutputPaths:
 
 def output_paths(out_dir: Path, rel: Path, save: Sequence[str] = tuple(OUTPUT_SUFFIXES)) -> OutputPaths:
     """Per-image output files of the input at `rel` (relative to its folder), mirrored under `out_dir`."""
-    base = Path(out_dir) / rel
+    base = location(out_dir) / Path(rel).as_posix()
     return OutputPaths({kind: base.with_name(base.name + suffix) for kind, suffix in OUTPUT_SUFFIXES.items()
                         if kind in save or kind == "mask"})
 
@@ -79,7 +80,7 @@ def output_paths(out_dir: Path, rel: Path, save: Sequence[str] = tuple(OUTPUT_SU
 def video_output_paths(out_dir: Path, rel: Path, save: Sequence[str] = DEFAULT_SAVE) -> OutputPaths:
     """A video's outputs at `rel` under `out_dir`: a video per chosen kind (the mask always), or with "frames" a
     folder of per-frame files; the record file last."""
-    base = Path(out_dir) / rel
+    base = location(out_dir) / Path(rel).as_posix()
     files = ({"frames": base.with_name(base.name + FRAMES_SUFFIX)} if "frames" in save else
              {kind: base.with_name(base.name + suffix) for kind, suffix in VIDEO_SUFFIXES.items()
               if kind in save or kind == "mask"})
@@ -166,15 +167,23 @@ class OutputWriteError(RunError):
     """--out can take no more (DEVICE_ERRNOS), or a file of the run's own cannot be written: the run stops."""
 
     def __init__(self, path: Path, error: OSError) -> None:
-        self.path, self.errno, self.reason = Path(path), error.errno, error.strerror or str(error)
-        super().__init__(f"{path}: cannot write it ({self.reason})")
+        self.path, self.errno, self.reason = location(path), error.errno, error.strerror or str(error)
+        super().__init__(f"{shown(path)}: cannot write it ({self.reason})")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary name tagged with this process and rename it into place.
+    """Write `data` to a temporary name tagged with this process and rename it into place; an object in an object
+    store in one request (segdeploy.infer.storage.put), which is atomic there.
 
-    OutputWriteError when the device takes no more writes (see the module docstring); OSError otherwise.
+    OutputWriteError when the device takes no more writes (see the module docstring), or when the store refuses
+    the object; OSError otherwise.
     """
+    if is_remote(path):
+        try:
+            put(path, data)
+        except StoreWriteError as e:
+            raise OutputWriteError(path, e) from e
+        return
     try:
         atomic_write_bytes(path, lambda f: f.write(data), tag=owner_tag())
     except OSError as e:
@@ -215,7 +224,12 @@ def is_run_output(path: str | Path) -> bool:
 
 def read_mask(path: Path) -> np.ndarray:
     """Class indices of a mask PNG written by `encode_mask`."""
-    with Image.open(path) as im:
+    return decode_mask(path.read_bytes(), shown(path))
+
+
+def decode_mask(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Class indices of the bytes of a mask PNG written by `encode_mask`."""
+    with Image.open(io.BytesIO(data)) as im:
         if im.mode != "P":
-            raise ValueError(f"{path}: expected an indexed (P) PNG, found mode {im.mode}")
+            raise ValueError(f"{name}: expected an indexed (P) PNG, found mode {im.mode}")
         return np.asarray(im)

@@ -12,6 +12,7 @@ from segdeploy.infer.batch.outputs import DEFAULT_SAVE, OutputPaths, output_path
 from segdeploy.infer.batch.shards import Shard
 from segdeploy.infer.batch.sources import BatchInputError, list_sources
 from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.storage import is_remote, is_store_url, location, shown
 from segtrain.common.files import ensure_writable_dir
 
 IMAGE, VIDEO, STREAM = "image", "video", "stream"  # the kinds of job
@@ -43,11 +44,18 @@ class Plan:
 def plan_jobs(sources: Sequence[Path | str], out_dir: Path,
               save: Sequence[str] = DEFAULT_SAVE) -> tuple[list[Job], list[Failure]]:
     """(a job per image the sources name, outputs mirrored under `out_dir`; what could not be listed or used)."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     for source in sources:
-        if Path(source).is_dir() and os.path.realpath(source) == os.path.realpath(out_dir):
+        if not is_remote(out_dir) and not is_store_url(source) and Path(source).is_dir() and \
+                os.path.realpath(source) == os.path.realpath(out_dir):
             raise BatchInputError(f"--out {out_dir} is the input folder; choose a separate output folder")
+    for source in sources:
+        if is_remote(out_dir) and is_store_url(source) and str(location(source)) == str(out_dir):
+            raise BatchInputError(f"--out {shown(out_dir)} is the input prefix; choose a separate output prefix")
     listing = list_sources(sources, exclude=[out_dir])
+    if is_remote(out_dir) and (listing.streams or any(f.video for f in listing.files)):
+        raise BatchInputError(f"--out {shown(out_dir)}: videos, streams and cameras write to a local --out only; run "
+                              "them separately")
     jobs = [Job(f.key, f.path, f.root, video_output_paths(out_dir, f.rel, save), VIDEO) if f.video else
             Job(f.key, f.path, f.root, output_paths(out_dir, f.rel, save)) for f in listing.files]
     streams = [Job(s.key, s.source, out_dir, video_output_paths(out_dir, Path(s.key), save), STREAM)
@@ -65,7 +73,10 @@ def plan_run(sources: Sequence[Path | str], out_dir: Path, save: Sequence[str], 
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """BatchInputError unless --out is, or can be made as, a writable folder; nothing is created (make_out_dir)."""
+    """BatchInputError unless --out is, or can be made as, a writable folder; nothing is created (make_out_dir). An
+    object store's --out is checked by its first write (legend.png): a refused one stops the run there."""
+    if is_remote(out_dir):
+        return
     folder = Path(out_dir)
     while not os.path.lexists(folder) and folder.parent != folder:
         folder = folder.parent
@@ -79,7 +90,10 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def make_out_dir(out_dir: Path) -> None:
-    """Create --out once the arguments are known to be good; BatchInputError when it cannot be written."""
+    """Create --out once the arguments are known to be good; BatchInputError when it cannot be written. An object
+    store has no folders to make."""
+    if is_remote(out_dir):
+        return
     try:
         ensure_writable_dir(out_dir)
     except OSError as e:

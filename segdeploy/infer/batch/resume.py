@@ -23,6 +23,7 @@ from segdeploy.infer.batch.plan import STREAM, Job
 from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import run_file_regex
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
+from segdeploy.infer.storage import is_remote, stamp
 from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
 from segtrain.common.json_shape import Record, ShapeError, check
 from segtrain.common.outside_text import parse_json
@@ -43,7 +44,9 @@ class NotAFileError(OSError):
 
 
 def source_stamp(path: Path) -> dict[str, int]:
-    """The input file's identity for the fingerprint: a changed photo has a new stamp."""
+    """The input file's identity for the fingerprint: a changed photo has a new stamp (an object's: storage.stamp)."""
+    if is_remote(path):
+        return stamp(path)
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise NotAFileError(f"{path}: not a regular file")
@@ -65,9 +68,16 @@ class Fingerprint:
         return {**asdict(self), "save": list(self.save), "source": stamp}
 
 
+# Keys of an image's summary record that describe one run rather than its outputs: kept out of the files, so the
+# same photos and model give the same bytes however they are run (summary.json has them).
+RUN_SPECIFIC = ("seconds",)
+
+
 @dataclass(frozen=True)
 class ResumeRecord:
-    """What a finished mask.png carries in its text chunk: the image's summary record and its fingerprint."""
+    """What a finished mask.png carries in its text chunk: the image's summary record without its run-specific
+    values (RUN_SPECIFIC) and its fingerprint. A record read back has no seconds ({}); records written by older
+    versions, which carried them, read the same way."""
 
     record: ImageRecord
     fingerprint: dict
@@ -76,10 +86,13 @@ class ResumeRecord:
     def json_shape(cls) -> Record:
         """The image's record with a "fingerprint" object beside its keys."""
         image = ImageRecord.json_shape()
-        return Record({**image.required, "fingerprint": Record()}, optional=image.optional)
+        required = {k: v for k, v in image.required.items() if k not in RUN_SPECIFIC}
+        optional = {**image.optional, **{k: image.required[k] for k in RUN_SPECIFIC}}
+        return Record({**required, "fingerprint": Record()}, optional=optional)
 
     def json(self) -> str:
-        return json_text({**self.record.to_dict(), "fingerprint": self.fingerprint}, ascii_only=True)
+        doc = {k: v for k, v in self.record.to_dict().items() if k not in RUN_SPECIFIC}
+        return json_text({**doc, "fingerprint": self.fingerprint}, ascii_only=True)
 
     def png_text(self) -> dict[str, str]:
         return {RECORD_KEY: self.json()}
@@ -90,17 +103,17 @@ class ResumeRecord:
         None when there is none, or one that is unreadable, malformed or not of this mask's size."""
         try:
             if path.name.endswith(RECORD_SUFFIX):
-                with open(path, "rb") as f:
+                with path.open("rb") as f:
                     text, size = f.read(1 << 20).decode("utf-8"), None
             else:
-                with Image.open(path) as im:
+                with path.open("rb") as f, Image.open(f) as im:
                     text, (width, height) = im.info.get(RECORD_KEY), im.size
                     size = (height, width)
             doc = parse_json(text, str(path)) if text else None
             check(doc, cls.json_shape())
         except (OSError, ValueError, SyntaxError, ShapeError, RecursionError):
             return None
-        record = ImageRecord.from_dict(doc)
+        record = ImageRecord.from_dict({**doc, "seconds": {}})
         return cls(record, doc["fingerprint"]) if size is None or record.size == size else None
 
 
@@ -160,6 +173,9 @@ def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: 
 
 def sweep_temp_files(out_dir: Path) -> list[Path]:
     """Delete the temporary files under `out_dir` that are certainly orphaned (segtrain.common.files.sweep_orphans);
-    those of a run still writing, here or on another machine, are left alone. Returns the files deleted."""
+    those of a run still writing, here or on another machine, are left alone. Returns the files deleted. An object
+    store has none: an object is written in one request (storage.put)."""
+    if is_remote(out_dir):
+        return []
     return [*sweep_orphans(out_dir, _TEMP_NAME, STALE_TEMP_SECONDS, recursive=True),
             *sweep_orphans(out_dir, _VIDEO_TEMP_NAME, STALE_TEMP_SECONDS, recursive=True)]

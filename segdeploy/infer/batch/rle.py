@@ -16,6 +16,7 @@ from pycocotools import mask as mask_utils
 
 from segdeploy.infer.batch.outputs import write_atomic
 from segdeploy.infer.batch.shards import Shard, run_file_name
+from segdeploy.infer.storage import location
 from segtrain.common.files import json_text
 from segtrain.common.json_shape import Anything, Integer, ListOf, Number, Record, String
 from segtrain.contract import ModelSpec
@@ -49,6 +50,6 @@ def sort_entries(entries: list[dict]) -> list[dict]:
 
 def write_predictions(out_dir: Path, entries: list[dict], shard: Shard | None = None) -> Path:
     """Write the entries (sorted by image and category) atomically as OUT/predictions.json (or a shard's file)."""
-    path = Path(out_dir) / predictions_name(shard)
+    path = location(out_dir) / predictions_name(shard)
     write_atomic(path, json_text(sort_entries(entries), separators=(",", ":")).encode("utf-8"))
     return path

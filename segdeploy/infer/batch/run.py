@@ -41,10 +41,11 @@ from segdeploy.infer.batch.summary import (
 )
 from segdeploy.infer.batch.videos import run_video
 from segdeploy.infer.batch.write import ImageResult, ImageWriter, replay, write_legends
-from segdeploy.infer.media import redacted
 from segdeploy.infer.memory import images_budget
+from segdeploy.infer.model_file import read_model_metadata
 from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import Predictor, Prepared
+from segdeploy.infer.storage import list_ahead, location, shown
 from segtrain.common.errors import RunError, printable
 from segtrain.common.files import file_sha256
 
@@ -177,22 +178,30 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     InferenceError when inference fails, BatchStopped when --out can take no more (after writing a summary of
     what was finished, if it can), and KeyboardInterrupt after letting started writes finish.
     """
+    if config.engine == "ray":
+        from segdeploy.infer.ray_batch import require_ray
+
+        require_ray()
     plan = plan_run(config.sources, config.out_dir, config.save, config.shard)
+    # Does one model call fit the budget? Asked of the file's spec before the Predictor opens it: --runtime auto
+    # runs the model on a synthetic batch of that size to choose its engine.
+    images_budget(read_model_metadata(config.model).spec, config.batch_size, config.memory_budget,
+                  image_bytes(config.save))
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size,
                           expected_images=len(plan.jobs), note=log)
-    images_budget(predictor.spec, config.batch_size, config.memory_budget, image_bytes(config.save))  # fits?
     truth, ids = _ground_truth_and_ids(config, plan, predictor)
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
                               predictor.tiling.tile, predictor.tiling.overlap)
+    list_ahead(config.out_dir)
     earlier = check_earlier(config.out_dir, plan.jobs, fingerprint, config.shard, config.overwrite, log)
     make_out_dir(config.out_dir)
     todo, done = resume(config.out_dir, plan.jobs, fingerprint, config.overwrite, log)
-    writer = ImageWriter(predictor.spec, Path(config.out_dir), fingerprint, truth, ids)
+    writer = ImageWriter(predictor.spec, location(config.out_dir), fingerprint, truth, ids)
     write_legends(config.out_dir, plan.jobs, predictor.spec)
     notes = _announce(config, predictor, plan, ids, log)
     started = time.time()
-    progress = _Progress({job.key: redacted(job.source) for job in plan.jobs}, len(todo) + len(plan.unlisted),
+    progress = _Progress({job.key: shown(job.source) for job in plan.jobs}, len(todo) + len(plan.unlisted),
                          config.progress, log, fractional=predictor.tiles or any(job.kind != IMAGE for job in todo))
     replayed = done + earlier_jobs(config.out_dir, earlier.images)
     resumed_coco, stopped = _run_inputs(config, predictor, writer, todo, replayed, plan.unlisted, progress)
@@ -262,9 +271,13 @@ def _run_inputs(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
 
     try:
         resumed_coco = replay(writer, done, config.workers) if done else []
-        results = run_pipeline([job for job in todo if job.kind == IMAGE],
-                               lambda job, reserve: decode(job, predictor, reserve, config.save, reduced, budget),
-                               infer, writer, config.batch_size, config.workers, MemoryBudget(budget))
+        images = [job for job in todo if job.kind == IMAGE]
+        if config.engine == "ray":
+            results = _on_ray(config, predictor, writer, images, reduced, budget)
+        else:
+            results = run_pipeline(
+                images, lambda job, reserve: decode(job, predictor, reserve, config.save, reduced, budget),
+                infer, writer, config.batch_size, config.workers, MemoryBudget(budget))
         with contextlib.closing(results):
             for result in results:
                 progress.done(result)
@@ -277,6 +290,18 @@ def _run_inputs(config: BatchConfig, predictor: Predictor, writer: ImageWriter, 
     finally:
         progress.close()
     return resumed_coco, None
+
+
+def _on_ray(config: BatchConfig, predictor: Predictor, writer: ImageWriter, images: list[Job],
+            reduced: bool, budget: int) -> Iterator[ImageResult | Failure]:
+    """The images run by Ray Data actors (segdeploy.infer.ray_batch), each writing its outputs to --out; each
+    actor holds `budget` bytes of images in flight, as a local run does."""
+    from segdeploy.infer.ray_batch import ActorSettings, run_on_ray
+
+    settings = ActorSettings(str(predictor.path.resolve()), str(writer.out_dir), writer.made_with, config.provider,
+                             config.runtime, config.threads, config.batch_size, reduced, config.workers,
+                             budget)
+    return run_on_ray(images, writer, settings, config.ray_address, config.actors)
 
 
 def _write_predictions(config: BatchConfig, coco: list[dict]) -> Path | None:

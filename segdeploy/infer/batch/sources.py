@@ -24,6 +24,7 @@ from segdeploy.infer.batch.outputs import is_run_output
 from segdeploy.infer.media import MEDIA_KINDS, Kind, classify, is_media_name, is_video_name, stream_key
 from segdeploy.infer.media import url_unsupported as _url_unsupported
 from segdeploy.infer.pipeline import Failure
+from segdeploy.infer.storage import find_media, is_remote, is_store_url, location, shown, why
 from segtrain.common.errors import InputError, undecodable_escaped
 from segtrain.common.files import file_kind
 
@@ -45,8 +46,8 @@ class InputFile:
 
     @property
     def rel(self) -> Path:
-        """The path relative to `root` under its real name (where its outputs go)."""
-        return self.path.relative_to(self.root)
+        """The path relative to `root` under its real name (where its outputs go); an object's is its key."""
+        return Path(self.key) if is_remote(self.path) else self.path.relative_to(self.root)
 
     @property
     def video(self) -> bool:
@@ -303,7 +304,7 @@ def resolve_sources(sources: Sequence[str | Path], exclude: Sequence[Path] = ())
 
 def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
     path = Path(source)
-    lister = _Lister(exclude)
+    lister = _Lister([p for p in exclude if not is_remote(p)])
     kind = classify(source)
     if kind is Kind.FOLDER:
         lister.walk(path, path, top=source)
@@ -324,12 +325,38 @@ def _list_source(source: str, exclude: Sequence[Path]) -> Listing:
             raise BatchInputError(f"{source}: matches {matches} path(s) but no images or videos ({_KINDS})")
     elif kind is Kind.STREAM:
         lister.listing.streams.append(Stream(stream_key(source), source))
+    elif kind is Kind.URL and is_store_url(source):
+        return _list_store(source, [str(p).rstrip("/") + "/" for p in exclude if is_remote(p)])
     elif kind is Kind.URL:
         raise _url_unsupported(source)
     else:
         raise BatchInputError(f"{source}: does not exist (not a file, a folder, a glob pattern, a video URL "
                               "or a camera index)")
     return _sorted(lister.listing)
+
+
+def _list_store(source: str, exclude: Sequence[str] = ()) -> Listing:
+    """The images under an object-store prefix (or the one object the URL names), keyed relative to it, but for
+    those under the `exclude` prefixes (--out inside the SOURCE prefix). Videos in a store are named failures:
+    OpenCV reads video from local files and streams only."""
+    root = location(source)
+    listing = Listing()
+    try:
+        if root.is_file():
+            found = [(root.name, root)]
+            root = root.parent
+        else:
+            found = [(key, path) for key, path in find_media(root) if not str(path).startswith(tuple(exclude))]
+    except OSError as e:
+        raise BatchInputError(f"{shown(source)}: cannot list it ({why(e)})") from None
+    for key, path in found:
+        if is_video_name(key):
+            listing.failures.append(Failure(key, "a video in object storage: copy it to a local folder first"))
+        else:
+            listing.files.append(InputFile(key, path, root, str(path)))
+    if not found:
+        raise BatchInputError(f"{shown(source)}: no images or videos ({_KINDS}) found")
+    return _sorted(listing)
 
 
 def _sorted(listing: Listing) -> Listing:

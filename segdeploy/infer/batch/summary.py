@@ -14,6 +14,7 @@ from segdeploy.infer.batch.shards import Shard, ShardSection, run_file_name
 from segdeploy.infer.media import redacted
 from segdeploy.infer.pipeline import Failure
 from segdeploy.infer.predictor import Predictor
+from segdeploy.infer.storage import location, shown
 from segtrain.common.errors import printable
 from segtrain.common.files import json_text
 from segtrain.common.json_record import JsonRecord, key, required
@@ -194,14 +195,14 @@ class BatchSummary(JsonRecord):
     def read(cls, path: Path, of_shard: bool = False) -> BatchSummary:
         """The summary in file `path` (`of_shard`: a shard's, with its "shard" section). Raises what reading and
         json.loads raise, and ShapeError when it is not a batch summary."""
-        summary = cls.decode(read_json(path, "summary"))
+        summary = cls.decode(read_json(location(path), "summary"))
         if of_shard and summary.shard is None:
             raise ShapeError(ShardSection.json_shape().expected, missing=True).inside(".shard")
         return summary
 
     def write(self, out_dir: Path) -> Path:
         """Write it atomically as OUT/summary.json (a shard's: summary.shard-K-of-N.json); returns the path."""
-        return write_json(Path(out_dir) / summary_name(self.shard.shard if self.shard else None), self.to_dict())
+        return write_json(location(out_dir) / summary_name(self.shard.shard if self.shard else None), self.to_dict())
 
 
 def what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> dict:
@@ -213,7 +214,7 @@ def what_ran(config: BatchConfig, predictor: Predictor, model_sha256: str) -> di
             "runtime": RuntimeSection(config.runtime, predictor.model.runtime, predictor.model.runtime_reason),
             "provider": predictor.providers[0], "providers": predictor.providers, "settings": config.recorded(),
             "memory_budget_mb": config.memory_budget, "sources": [redacted(s) for s in config.sources],
-            "out_dir": str(config.out_dir), "ground_truth_file": str(config.gt) if config.gt else None}
+            "out_dir": shown(config.out_dir), "ground_truth_file": str(config.gt) if config.gt else None}
 
 
 def as_json(value: object) -> object:

@@ -31,6 +31,7 @@ from segdeploy.infer.batch.summary import ImageRecord
 from segdeploy.infer.legend import legend_image
 from segdeploy.infer.pipeline import Failure, prefetch
 from segdeploy.infer.predictor import OutputError, Prediction
+from segdeploy.infer.storage import location
 from segtrain.common.contained import EscapesOutputError
 from segtrain.contract import ModelSpec
 
@@ -113,7 +114,7 @@ def write_legends(out_dir: Path, jobs: list[Job], spec: ModelSpec) -> None:
     Before any image is run: a folder that cannot take it is an OutputWriteError.
     """
     data = encode_rgb(legend_image(spec), ".png")
-    for folder in sorted({Path(out_dir)} | {job.outputs.folder for job in jobs}):
+    for folder in sorted({location(out_dir)} | {job.outputs.folder for job in jobs}):
         path = folder / LEGEND_NAME
         with contextlib.suppress(OSError):
             if path.read_bytes() == data:

@@ -3,6 +3,7 @@ streams with failures, no torch, clear errors."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -183,6 +184,16 @@ def test_an_opencv_array_and_its_file_give_the_same_mask(model: Path, tmp_path: 
     bgra = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2BGRA)
     np.testing.assert_array_equal(predictor.predict(bgra).mask, from_file.mask)
     np.testing.assert_array_equal(predictor.predict(path.read_bytes()).mask, from_file.mask)  # encoded bytes
+    with open(path, "rb") as f:  # binary file objects: an open file, a buffer, a store's file (fsspec.open)
+        np.testing.assert_array_equal(predictor.predict(f).mask, from_file.mask)
+    buffers = [io.BytesIO(path.read_bytes()), io.BytesIO(b"not an image")]
+    results = list(predictor.predict_iter(buffers))  # a Failure is yielded as soon as it is known
+    assert [r for r in results if isinstance(r, Failure)] == [Failure("file object #1",
+                                                                      "not an image Pillow can identify")]
+    (good,) = [r for r in results if not isinstance(r, Failure)]
+    np.testing.assert_array_equal(good.mask, from_file.mask)
+    with open(path) as text, pytest.raises(ValueError, match="expected a binary file object"):
+        predictor.predict(text)
 
 
 def test_a_string_is_one_source_and_folders_globs_and_lists_are_expanded(model: Path, tmp_path: Path,
@@ -209,8 +220,8 @@ def test_a_string_is_one_source_and_folders_globs_and_lists_are_expanded(model: 
         predictor.predict([paths[0]])
     with pytest.raises(InputError, match="photos/\\*.gif: no file or folder matches this pattern"):
         predictor.predict_batch("photos/*.gif")
-    with pytest.raises(InputError, match="s3:// sources other than video streams need the object-storage"):
-        predictor.predict_batch("s3://bucket/photos/")
+    with pytest.raises(InputError, match="a https:// URL that is not a video is not read"):
+        predictor.predict_batch("https://example.com/photos/a.jpg")
 
 
 def test_a_video_streams_frame_by_frame(model: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,11 @@ from colour_models import (
 
 from segdeploy.cli import EXIT_INTERRUPTED
 from segdeploy.infer.batch import resume
+from segdeploy.infer.batch.config import BatchConfig
 from segdeploy.infer.batch.outputs import DEFAULT_SAVE, encode_mask, output_paths, write_atomic
 from segdeploy.infer.batch.plan import Job
 from segdeploy.infer.batch.resume import RECORD_KEY, Fingerprint, ResumeRecord, completed, source_stamp
+from segdeploy.infer.batch.run import run_batch
 from segdeploy.infer.batch.summary import ImageRecord
 from segtrain.contract import default_palette
 
@@ -111,6 +114,14 @@ def test_interrupted_run_rerun_finishes_the_rest_without_rewriting(slow_model: P
     assert summary["totals"]["resumed"] == len(finished)
     assert summary["totals"]["processed"] == N_IMAGES - len(finished)
     assert len(summary["images"]) == N_IMAGES and summary["failures"] == []
+    # Byte identity: the killed-and-resumed folder holds exactly the files of one uninterrupted run.
+    whole = tmp_path / "whole"
+    run_batch(BatchConfig(sources=tmp_path / "in", out_dir=whole, model=slow_model, progress=False),
+              log=lambda m: None)
+    files = {p.relative_to(whole).as_posix() for p in whole.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    for rel in sorted(files - {"summary.json"}):
+        assert (whole / rel).read_bytes() == (out / rel).read_bytes(), rel
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,9 +135,10 @@ def _mask(path: Path, size: tuple[int, int], text: dict[str, str] | None) -> Pat
 
 def test_the_record_round_trips_through_the_mask(tmp_path: Path) -> None:
     stored = ResumeRecord(RECORD, FINGERPRINT.of({"bytes": 5, "mtime_ns": 7}))
-    assert ResumeRecord.read(_mask(tmp_path / "m.png", (2, 3), stored.png_text())) == stored
+    assert ResumeRecord.read(_mask(tmp_path / "m.png", (2, 3), stored.png_text())) == \
+        ResumeRecord(replace(RECORD, seconds={}), stored.fingerprint)  # the run's timings stay in summary.json
     doc = json.loads(stored.png_text()[RECORD_KEY])
-    assert list(doc) == ["input", "outputs", "size", "tiles", "seconds", "class_share", "scores", "fingerprint"]
+    assert list(doc) == ["input", "outputs", "size", "tiles", "class_share", "scores", "fingerprint"]
     assert doc["fingerprint"] == {"model_sha256": "abc", "alpha": 0.5, "save": ["mask", "overlay", "confidence"],
                                   "legend": False, "tile": "auto", "tile_overlap": 0.25,
                                   "source": {"bytes": 5, "mtime_ns": 7}}
@@ -138,7 +150,7 @@ def test_a_mask_of_an_earlier_version_still_resumes(tmp_path: Path) -> None:
            "seconds": RECORD.seconds, "class_share": RECORD.class_share,
            "fingerprint": FINGERPRINT.of({"bytes": 5, "mtime_ns": 7}), "scores": RECORD.scores}
     stored = ResumeRecord.read(_mask(tmp_path / "m.png", (2, 3), {RECORD_KEY: json.dumps(old)}))
-    assert stored == ResumeRecord(RECORD, old["fingerprint"])
+    assert stored == ResumeRecord(replace(RECORD, seconds={}), old["fingerprint"])
 
 
 @pytest.mark.parametrize(("size", "text"), [
@@ -174,8 +186,8 @@ def test_complete_needs_every_chosen_file_and_the_same_fingerprint(tmp_path: Pat
     write_atomic(chosen.outputs.files["overlay"], b"o")
     assert completed(chosen, FINGERPRINT) is None
     write_atomic(chosen.outputs.files["confidence"], b"c")
-    assert completed(chosen, FINGERPRINT) == RECORD
-    assert completed(job("mask"), FINGERPRINT) == RECORD
+    assert completed(chosen, FINGERPRINT) == replace(RECORD, seconds={})
+    assert completed(job("mask"), FINGERPRINT) == replace(RECORD, seconds={})
     assert completed(job("mask", "color"), FINGERPRINT) is None
     for other in ({"model_sha256": "other"}, {"alpha": 0.7}, {"save": ("mask", "overlay")}, {"legend": True},
                   {"tile": "off"}, {"tile_overlap": 0.5}):

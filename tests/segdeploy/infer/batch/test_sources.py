@@ -43,7 +43,9 @@ def test_bad_sources_are_one_line_errors(model: Path, tmp_path: Path, monkeypatc
              (["photos/*.gif"], "photos/*.gif: no file or folder matches this pattern"),
              (["photos/*.txt"], "photos/*.txt: matches 1 path(s) but no images"),
              (["photos/notes.txt"], "photos/notes.txt: not an image or video file"),
-             (["s3://bucket/photos/"], "s3://bucket/photos/: s3:// sources other than video streams need"),
+             (["https://example.com/a.jpg"], "https://example.com/a.jpg: a https:// URL that is not a video is not "
+                                             "read"),
+             (["memory://segdeploy-test-nothing/"], "memory://segdeploy-test-nothing/: no images or videos"),
              (["photos", "other"], "would both write the outputs of 'sub/b.png'"),
              (["photos", "loose", "--gt", "photos/notes.txt"], "--gt matches file names relative to one folder")]
     for sources, message in cases:

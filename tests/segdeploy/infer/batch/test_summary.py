@@ -53,9 +53,9 @@ def test_a_shard_summary_reads_back_as_it_was_written(model: Path, tmp_path: Pat
     again = run_batch(config, log=lambda m: None)  # every image resumed from its mask's record
     records = again.summary.to_dict()["images"]
     assert [r.pop("resumed") for r in records] == [True, True]
-    # the seconds a mask stores are taken before the mask itself is written
+    # a resumed image took no time in this run: its outputs carry no timings (they would change their bytes)
     assert [{**r, "seconds": None} for r in records] == [{**r, "seconds": None} for r in written["images"]]
-    assert [r["seconds"]["decode"] for r in records] == [r["seconds"]["decode"] for r in written["images"]]
+    assert [r["seconds"] for r in records] == [{}, {}]
 
 
 def test_a_summary_without_a_shard_section_is_not_a_shards(model: Path, tmp_path: Path) -> None:

@@ -1,0 +1,104 @@
+"""Issue 21's targets: `segdeploy batch` on Ray Data and over object storage against the local run, on the same
+coco-mini photos and model (DeepLabV3-ResNet18 at 128 px, random encoder weights: speed only), in one process,
+rounds interleaved; images/s end to end (wall clock of the whole run, Ray's actor start included, as a user sees
+it), the ratios of the medians and the median of each round's ratio; prints and writes JSON.
+
+    python benchmarks/past_one_machine.py --data ../shared/data/coco-mini --photos 256 --rounds 5
+
+local: `segdeploy batch PHOTOS --out DIR`; ray: the same with `--engine ray` on a local Ray instance
+(ray.init(num_cpus=<cores>), actors by default); s3: photos read from and outputs written to moto's S3 server on
+127.0.0.1, in a process of its own (`segdeploy batch s3://bench/photos/ --out s3://bench/out-N/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+sys.path.insert(0, str(HERE))
+
+
+def photos(data: Path, count: int, into: Path) -> list[Path]:
+    """The first `count` coco-mini photos (validation, then test, then train), copied into `into`."""
+    chosen = [p for split in ("validation", "test", "train") for p in sorted((data / split / "data").glob("*.jpg"))]
+    if len(chosen) < count:
+        raise SystemExit(f"{data}: fewer than {count} photos")
+    into.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(p, into / p.name)) for p in chosen[:count]]
+
+
+def timed(config_kwargs: dict) -> float:
+    from segdeploy.infer.batch.config import BatchConfig
+    from segdeploy.infer.batch.run import run_batch
+
+    t0 = time.perf_counter()
+    result = run_batch(BatchConfig(progress=False, **config_kwargs), log=lambda m: None)
+    seconds = time.perf_counter() - t0
+    assert result.summary.totals.failed == 0 and result.summary.totals.resumed == 0
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "coco-mini")
+    parser.add_argument("--photos", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "past_one_machine.json")
+    args = parser.parse_args()
+
+    import ray
+    from s3_server import s3_server
+    from tiling_default import model as export_model
+
+    work = Path(tempfile.mkdtemp(prefix="past-one-machine-"))
+    onnx = export_model(HERE / "work", args.size)
+    files = photos(args.data, args.photos, work / "photos")
+    cores = os.cpu_count() or 1
+    os.environ["RAY_memory_monitor_refresh_ms"] = "0"  # a shared machine: others' memory is not ours to police
+    with s3_server(own_process=True) as s3:
+        client = s3.client()
+        client.create_bucket(Bucket="bench")
+        for p in files:
+            client.put_object(Bucket="bench", Key=f"photos/{p.name}", Body=p.read_bytes())
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        runs = {"local": lambda r: dict(sources=work / "photos", out_dir=work / f"local-{r}", model=onnx),
+                "ray": lambda r: dict(sources=work / "photos", out_dir=work / f"ray-{r}", model=onnx, engine="ray"),
+                "s3": lambda r: dict(sources="s3://bench/photos/", out_dir=f"s3://bench/out-{r}/", model=onnx)}
+        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        timed(runs["local"]("warmup"))  # page cache, model file, imports
+        for r in range(args.rounds):
+            for name, kwargs in runs.items():
+                seconds[name].append(timed(kwargs(r)))
+                print(f"round {r} {name}: {seconds[name][-1]:.2f} s", flush=True)
+        ray.shutdown()
+    shutil.rmtree(work, ignore_errors=True)
+    rates = {name: args.photos / statistics.median(s) for name, s in seconds.items()}
+    per_round = {name: [loc / t for loc, t in zip(seconds["local"], seconds[name], strict=True)]
+                 for name in ("ray", "s3")}
+    doc = {"command": " ".join(["python", *sys.argv]), "photos": args.photos, "model": f"deeplab_r18_{args.size}",
+           "cores": cores, "rounds": args.rounds, "seconds": seconds,
+           "images_per_second": {k: round(v, 2) for k, v in rates.items()},
+           "ratio_ray_to_local": round(rates["ray"] / rates["local"], 3),
+           "ratio_s3_to_local": round(rates["s3"] / rates["local"], 3),
+           # the same ratios round by round (each against the local run of its own round), and their medians
+           "round_ratios": {name: [round(r, 3) for r in ratios] for name, ratios in per_round.items()},
+           "median_round_ratio": {name: round(statistics.median(ratios), 3) for name, ratios in per_round.items()},
+           "machine": "the project's shared 2-core machine, loaded by other jobs while it ran"}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
