@@ -71,8 +71,10 @@ class BatchResult(Written):
     def describe(self) -> str:
         """What the run did, its speed, and the ground-truth scores when there are any."""
         s, t = self.summary, self.summary.totals
-        speed = (f" ({t.images_per_second:.2f} images/s end-to-end, {t.model_images_per_second:.2f} "
-                 "images/s in the model)" if t.processed else "")
+        rates = [f"{value:.2f} images/s {where}" for value, where in
+                 ((t.images_per_second, "end-to-end"), (t.model_images_per_second, "in the model"))
+                 if value is not None]  # None: too fast to time (a rate of 0 seconds)
+        speed = f" ({', '.join(rates)})" if t.processed and rates else ""
         lines = [f"{_what_was_segmented(s)}, {t.resumed} already done, {t.failed} failed, in {t.seconds:.1f} s "
                  f"on {s.provider} [{s.runtime.reason}]{speed}", f"summary: {self.path}"]
         tiled = [r for r in s.images if r.tiles and not r.resumed]
