@@ -27,11 +27,12 @@ from segtrain.contract import ModelSpec, build_spec
 from segtrain.data.coco import CocoSplit, DataError
 from segtrain.metrics import ConfusionMatrix
 from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingState
+from segtrain.training.compiling import compiled, require_compile
 from segtrain.training.config import TrainConfig
 from segtrain.training.dataset import SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
 from segtrain.training.losses import SegLoss
-from segtrain.training.precision import Precision, choose_precision, resolve_device
+from segtrain.training.precision import Precision, choose_precision, portable_state_dict, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
 from segtrain.training.resume import data_from_checkpoint, open_resume, restore, rng_state
 from segtrain.training.run_files import EpochResult, RunOutputs, best_epoch, history_row, miou_rank
@@ -80,7 +81,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
     for step, (x, y, _) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        x, y = x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True)
+        x, y = precision.batch(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             loss = loss_fn(model(x), y)
         if not ctx.all_true(bool(torch.isfinite(loss))):
@@ -110,7 +111,7 @@ def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, precision
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     loss_sum = np.zeros(2)
     for x, y, _ in loader:
-        x, y = x.to(precision.device), y.to(precision.device)
+        x, y = precision.batch(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             logits = model(x)
         valid = int((y != spec.ignore_index).sum())
@@ -140,7 +141,8 @@ class Run:
     ctx: DistContext
     spec: ModelSpec
     model: nn.Module          # the bare model (checkpoints are written from it, validation runs it)
-    net: nn.Module            # what is trained: the model, or its DDP wrapper
+    net: nn.Module            # what is trained: the model, or its DDP wrapper (compiled with --compile)
+    scorer: nn.Module         # what validates: the model (compiled with --compile)
     optimizer: torch.optim.Optimizer
     precision: Precision
     loss_fn: nn.Module
@@ -185,6 +187,8 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     use_local_gpu = ctx.enabled and cfg.device != "cpu" and torch.cuda.is_available()
     device = resolve_device(f"cuda:{ctx.local_rank}" if use_local_gpu else cfg.device)
     precision = choose_precision(device, cfg.amp)
+    if cfg.compile:
+        require_compile(device)  # before any data is read or anything written
     root = dataset_root(cfg, ckpt)
     train_split = CocoSplit.open(root, "train", cfg.categories)
     val_split = CocoSplit.open(root, "validation", cfg.categories)
@@ -195,21 +199,25 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     guard_single_value_batch_norm(model)
-    model.to(device)
+    precision.model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if ckpt is not None:
         restore(ckpt, model, optimizer, precision, spec, cfg)
-    net = model
+    net = scorer = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = compiled(net)
+        scorer = compiled(model) if ctx.enabled else net
     loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
     train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx)
+    how = precision.name + (", compiled" if cfg.compile else "")
     notes.append(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
-                 f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
+                 f"on {device} ({how}), {ctx.world_size} process(es); {len(train_split)} train / "
                  f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}")
     notes += batch_notes(cfg.batch_size, train_loader.batch_size, len(sampler), ctx.world_size)
-    run = Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, val_split,
-              notes=notes)
+    run = Run(cfg, ctx, spec, model, net, scorer, optimizer, precision, loss_fn, train_loader, val_loader, sampler,
+              val_split, notes=notes)
     if ckpt is not None:
         run.history, run.best_miou = list(ckpt.training.history), float(ckpt.training.best_miou)
     return run
@@ -243,7 +251,7 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
                                                lambda step: run.lr_at(epoch, step))
     ctx.broadcast_buffers(run.model)
     progress = Progress(run.progress, len(run.val_loader), f"{desc} validate", log, run.log_interval)
-    val_loss, cm = validate(run.model, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
+    val_loss, cm = validate(run.scorer, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
     row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
     run.history.append(row)
     improved = miou_rank(row["miou"]) > run.best_miou
@@ -252,7 +260,7 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
     if ctx.is_main:
         state = TrainingState(optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
                               rng=rng_state(), history=run.history, best_miou=run.best_miou)
-        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, state))
+        run.outputs.write(portable_state_dict(run.model), EpochResult(row, cm, improved, state))
         log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
             f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
             f"train {images_per_s:.1f} img/s, epoch {time.perf_counter() - t0:.0f}s")
