@@ -112,7 +112,10 @@ def timed(run_steps, warmup: int, steps: int, name: str) -> Measure:
     return Measure(name, speed.images_per_s, warmup_s, speed.data_wait)
 
 
-def ceiling(run, warmup: int, steps: int, compile_model: bool) -> list[Measure]:
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": None}
+
+
+def ceiling(run, warmup: int, steps: int, compile_model: bool, precisions: list[str] | None) -> list[Measure]:
     """(a): segtrain's step on device tensors, per precision and memory format (a fresh model each)."""
     import torch
 
@@ -123,7 +126,8 @@ def ceiling(run, warmup: int, steps: int, compile_model: bool) -> list[Measure]:
     from segtrain.training.progress import Progress
 
     device = run.precision.device
-    dtypes = [torch.float16, torch.bfloat16] if device.type == "cuda" else [None]
+    precisions = precisions or (["fp16", "bf16"] if device.type == "cuda" else ["fp32"])
+    dtypes = [getattr(torch, DTYPES[p]) if DTYPES[p] else None for p in precisions]
     formats = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
     batch, (h, w) = run.train_loader.batch_size, run.spec.input_size
     out = []
@@ -202,19 +206,20 @@ def measure(args: argparse.Namespace, data: Path, command: str) -> TrainSpeed:
         raise SystemExit(f"{data}: {len(run.train_loader)} training batches, fewer than --warmup + --steps "
                          f"({args.warmup + args.steps}); use --repeat")
     print(run.notes[-1], flush=True)
-    best_first = ceiling(run, args.warmup, args.steps, args.compile)
+    candidates = ceiling(run, args.warmup, args.steps, args.compile,
+                         args.precisions.split(",") if args.precisions else None)
     loader = loader_alone(run, args.steps)
     print(f"(b) loader: {loader.images_per_s:.2f} images/s", flush=True)
     ours = segtrain_step(run, args.warmup, args.steps)
     print(f"(c) segtrain ({run.precision.name}): {ours.images_per_s:.2f} images/s, data wait "
           f"{100 * ours.data_wait:.0f}%", flush=True)
-    best = max(m.images_per_s for m in best_first)
+    best = max(m.images_per_s for m in candidates)
     return TrainSpeed(SCHEMA, datetime.now(timezone.utc).isoformat(timespec="seconds"), command,
                       str(run.precision.device) + (f" ({torch.cuda.get_device_name()})"
                                                    if run.precision.device.type == "cuda" else
                                                    f" ({platform.processor() or platform.machine()})"),
                       torch.__version__, cfg.model, cfg.encoder, cfg.image_size, run.train_loader.batch_size,
-                      cfg.workers, cfg.compile, args.warmup, args.steps, best_first, loader, ours,
+                      cfg.workers, cfg.compile, args.warmup, args.steps, candidates, loader, ours,
                       run.precision.name, ours.images_per_s / best, ours.images_per_s / loader.images_per_s)
 
 
@@ -228,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="default: segtrain's (CPUs - 1, at most 8)")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile (a) and (c), as `segtrain fit --compile`")
+    p.add_argument("--precisions", default=None,
+                   help="(a)'s precisions: fp16,bf16,fp32 [default: fp16,bf16 on CUDA, fp32 on CPU]")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeat", type=int, default=1, help="list the training photos N times")
