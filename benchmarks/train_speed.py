@@ -1,7 +1,7 @@
 """Training speed against its own ceilings, in one process (issue 22): for a model, input size, batch and device,
 
-(a) the compute ceiling: segtrain's training step (`train_one_epoch`: forward, loss, backward, optimizer,
-    `loss.item()` each step) on random tensors already on the device, in every precision and memory format
+(a) the compute ceiling: the same model, loss and optimizer stepping on random tensors already on the
+    device, waiting for it only at the end (GradScaler's own check aside), in every precision and memory format
     worth trying there (CUDA: fp16 autocast + GradScaler and bf16 autocast, each NCHW and channels_last;
     CPU: fp32 NCHW and channels_last); the ceiling is the best of them;
 (b) the loader alone: segtrain's own training DataLoader (workers, prefetch, pinned memory, reduced JPEG
@@ -116,14 +116,14 @@ DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": None}
 
 
 def ceiling(run, warmup: int, steps: int, compile_model: bool, precisions: list[str] | None) -> list[Measure]:
-    """(a): segtrain's step on device tensors, per precision and memory format (a fresh model each)."""
+    """(a): forward, loss, backward and Adam on device tensors, per precision and memory format (a fresh model
+    each); independent of segtrain's loop, so what that loop adds (waits, copies) shows in (c)/(a)."""
     import torch
 
     from segtrain.models import build_model
     from segtrain.training.compiling import compiled
-    from segtrain.training.loop import train_one_epoch
+    from segtrain.training.loop import EpochSpeed
     from segtrain.training.precision import Precision
-    from segtrain.training.progress import Progress
 
     device = run.precision.device
     precisions = precisions or (["fp16", "bf16"] if device.type == "cuda" else ["fp32"])
@@ -138,11 +138,18 @@ def ceiling(run, warmup: int, steps: int, compile_model: bool, precisions: list[
         optimizer = torch.optim.Adam(model.parameters(), lr=run.cfg.lr)
         x = precision.batch(torch.randn(batch, 3, h, w))
         y = torch.randint(0, run.spec.num_classes, (batch, h, w), device=device)
-        names = [""] * batch
 
-        def run_steps(n: int, precision=precision, net=net, optimizer=optimizer, x=x, y=y, names=names):
-            return train_one_epoch(net, [(x, y, names)] * n, run.loss_fn, optimizer, precision, run.ctx, 1,
-                                   Progress("off", n, ""), lambda step: run.cfg.lr)[1]
+        def run_steps(n: int, precision=precision, net=net, optimizer=optimizer, x=x, y=y) -> EpochSpeed:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                with precision.autocast():
+                    loss = run.loss_fn(net(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                precision.scaler.scale(loss).backward()
+                precision.scaler.step(optimizer)
+                precision.scaler.update()
+            loss.item()  # the only wait for the device (GradScaler's own check aside)
+            return EpochSpeed(n * batch / (time.perf_counter() - t0), 0.0)
 
         out.append(timed(run_steps, warmup, steps, f"{precision.name.split(',')[0]}, {fmt_name}"))
         print(f"(a) {out[-1].name}: {out[-1].images_per_s:.2f} images/s", flush=True)

@@ -9,6 +9,7 @@ image exactly once (segtrain.training.distributed.ShardSampler, no padding).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -108,15 +109,19 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, op
         x, y = precision.batch(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             loss = loss_fn(model(x), y)
-        if not ctx.all_true(bool(torch.isfinite(loss))):
-            raise TrainingError(f"loss became non-finite ({loss.item()}) at epoch {epoch}, step {step + 1}; "
-                                "stopped, the checkpoints of earlier epochs are kept")
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
-        total += (loss.item() * len(x), len(x))
-        progress.update(len(x) * ctx.world_size, loss.item())
+        # Read once the step is queued: the step's one wait for the device (a check before backward
+        # would stall the device between forward and backward). A non-finite step only touches the
+        # in-memory weights, which the run drops; the checkpoints of earlier epochs are what is kept.
+        value = loss.item()
+        if not ctx.all_true(math.isfinite(value)):
+            raise TrainingError(f"loss became non-finite ({value}) at epoch {epoch}, step {step + 1}; "
+                                "stopped, the checkpoints of earlier epochs are kept")
+        total += (value * len(x), len(x))
+        progress.update(len(x) * ctx.world_size, value)
         waited_from = time.perf_counter()
     progress.close()
     seconds = max(time.perf_counter() - t0, 1e-9)

@@ -97,6 +97,12 @@ def test_data_wait_is_the_share_of_step_time_blocked_on_the_loader():
     _, speed = train_one_epoch(model, slow_loader(), torch.nn.CrossEntropyLoss(), optimizer,
                                choose_precision(torch.device("cpu"), None), DistContext(), 1,
                                Progress("off", 4, "t"), lambda step: 0.0)
-    assert speed.data_wait > 0.5 and speed.images_per_s < 8 / 0.4  # 0.4 s of sleep in all
-    assert "data wait" in speed.line() and "the loader limits training" in speed.line()
+    seconds = 8 / speed.images_per_s  # 8 images in the epoch
+    # The loader slept 0.4 s: at least that was waited, and no more than the epoch took (on a loaded
+    # machine the steps themselves may take longer than the sleeps, so no fixed share is asserted).
+    assert 0.4 <= speed.data_wait * seconds <= seconds
+    assert speed.line() == f"train {speed.images_per_s:.1f} img/s, data wait {100 * speed.data_wait:.0f}%" + (
+        " (the loader limits training: more --workers, or faster storage)" if speed.data_wait > 0.1 else "")
     assert EpochSpeed(100.0, 0.02).line() == "train 100.0 img/s, data wait 2%"
+    assert EpochSpeed(100.0, 0.5).line().endswith("data wait 50% (the loader limits training: more --workers, "
+                                                   "or faster storage)")
