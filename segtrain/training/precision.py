@@ -22,7 +22,9 @@ from segtrain.common.errors import InputError
 
 # DeepLabV3-ResNet18, 256x256, batch 8, fp32 training steps on the project's 2-core CPU in one process
 # (benchmarks/cpu_memory_format.py, recorded in benchmarks/results/cpu_memory_format.log): NCHW 0.38
-# images/s, channels_last 0.29 (best of the rounds), so the CPU keeps NCHW.
+# images/s, channels_last 0.29 (best of the rounds), so the CPU keeps NCHW. On that loaded machine the
+# spread between runs is as large as the difference (benchmarks/results/train_speed_cpu_r18_256.log):
+# rerun both scripts on a quiet CPU before changing this.
 CPU_MEMORY_FORMAT = torch.contiguous_format
 
 
