@@ -137,6 +137,9 @@ FIT_HELP = "\n".join([
 @click.option("--seed", metavar="N", help=f"Random seed; CPU runs with the same seed are reproducible "
                                            f"{_default('seed')}.")
 @click.option("--categories", help=CATEGORIES_HELP)
+@click.option("--compile/--no-compile", default=None,
+              help="torch.compile the model for training and validation: faster epochs after a first one that "
+                   "compiles; refused (exit 2) where it cannot work here.")
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes under torchrun.")
 @click.option("--progress", metavar="[" + "|".join(PROGRESS_MODES) + "]",
               help="Within an epoch: a bar, a line every ~30 s (step, images/s, loss, ETA), or nothing; "

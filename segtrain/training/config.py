@@ -69,6 +69,7 @@ class TrainConfig:
     workers: int | None = setting(None, rule=at_least(0))  # None: default_workers()
     seed: int = setting(0, rule=at_least(0))
     sync_bn: bool = setting(False)
+    compile: bool = setting(False)  # torch.compile the model for training and validation
     progress: str = setting("auto", rule=one_of(PROGRESS_MODES))  # auto: bar on a terminal, else log
     tensorboard: bool = setting(False)
 

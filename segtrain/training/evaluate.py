@@ -38,6 +38,7 @@ def _evaluate_at_input_size(model: torch.nn.Module, coco, spec: ModelSpec, batch
     from segtrain.training.progress import Progress
 
     loader = DataLoader(SegmentationDataset(coco, spec), batch_size=batch_size)
-    _, cm = validate(model, loader, SegLoss("ce", spec.ignore_index), choose_precision(device, False), spec,
+    precision = choose_precision(device, False)
+    _, cm = validate(precision.model(model), loader, SegLoss("ce", spec.ignore_index), precision, spec,
                      DistContext(), Progress("bar" if progress else "off", len(loader), "validate"))
     return cm.result(spec.classes)
