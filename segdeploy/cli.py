@@ -46,6 +46,8 @@ from segtrain.common.settings import COMMAND_LINE, build, default
 if TYPE_CHECKING:
     from segdeploy.infer.batch.shards import Shard
 
+EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED, EXIT_INTERRUPTED))
+
 bench_option = functools.partial(setting_option, BenchConfig)
 export_option = functools.partial(setting_option, ExportConfig)
 evaluate_option = functools.partial(setting_option, ModelEvaluateConfig)
@@ -73,7 +75,7 @@ HINTS = {"predict": _PREDICT, "segment": _PREDICT, "infer": _PREDICT, "inference
                     "windows of N pixels"}
 
 
-@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog(),
+@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP,
              hints=HINTS)
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
@@ -109,7 +111,7 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
         raise click.BadParameter(str(e).split(": ", 1)[-1], ctx, param) from e
 
 
-@main.command("batch", epilog=exit_codes_epilog())
+@main.command("batch", epilog=EXIT_CODES_HELP)
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder; mirrors the tree of each folder given (files given directly land at its top).")

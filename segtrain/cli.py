@@ -12,7 +12,7 @@ import click
 
 from segtrain import __version__
 from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
-from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
+from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, InputError
 from segtrain.training.config import DEFAULT_LOSS, LOSSES, LR_SCHEDULES, PROGRESS_MODES, CheckpointEvaluateConfig
 from segtrain.training.runs import (
     BEST_MODEL,
@@ -26,7 +26,7 @@ from segtrain.training.runs import (
     SAMPLES_PNG,
 )
 
-EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT))
+EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED))
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)

@@ -30,6 +30,7 @@ from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingSt
 from segtrain.training.config import TrainConfig
 from segtrain.training.dataset import SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
+from segtrain.training.interrupts import Terminated, files_being_written, signals_stop_training, stop_error
 from segtrain.training.losses import SegLoss
 from segtrain.training.precision import Precision, choose_precision, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
@@ -246,13 +247,14 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
     val_loss, cm = validate(run.model, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
     row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
     run.history.append(row)
-    improved = miou_rank(row["miou"]) > run.best_miou
+    improved = best_epoch(run.history) == epoch  # ties in mIoU go to the lower validation loss
     if improved:
         run.best_miou = miou_rank(row["miou"])
     if ctx.is_main:
         state = TrainingState(optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
                               rng=rng_state(), history=run.history, best_miou=run.best_miou)
-        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, state))
+        with files_being_written():
+            run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, state))
         log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
             f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
             f"train {images_per_s:.1f} img/s, epoch {time.perf_counter() - t0:.0f}s")
@@ -283,15 +285,21 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
     """Train `cfg.model`.
 
     The run folder follows segtrain.training.runs (never another run's files without `exist_ok`); the
-    first line logged names it.
+    first line logged names it. Ctrl-C and SIGTERM stop it with a `Stopped` error (segtrain.training.interrupts).
     """
+    with signals_stop_training():
+        return _fit(cfg, resume, exist_ok, log, log_interval)
+
+
+def _fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None, exist_ok: bool, log: Log,
+         log_interval: float) -> FitResult:
     cfg = cfg.resolved()
     ckpt = open_resume(resume) if resume is not None else None
     if ckpt is not None and ckpt.spec.arch != cfg.model:
         raise CheckpointError(f"{ckpt.path}: is a {ckpt.spec.arch} run; resume it with "
                               f"`segtrain fit {ckpt.spec.arch} --resume {ckpt.path}`")
     ctx = init_distributed(cfg.device)
-    outputs = None
+    outputs = run = folder = None
     try:
         if cfg.tensorboard:  # fail before any training when it cannot work here
             ctx.decide(require_tensorboard)
@@ -308,6 +316,8 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
                 log(line)
             outputs = run.outputs = open_outputs(run)
         return train_epochs(run, log)
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise stop_error(stop, cfg.model, folder.path if folder else None, run.epoch if run else 0) from None
     finally:
         if outputs is not None and outputs.tensorboard is not None:
             outputs.tensorboard.close()
