@@ -165,6 +165,10 @@ def _export_fp32(model: Any, ckpt: Checkpoint, checkpoint: Path, final: Path, di
         tmp.write_bytes(proto.SerializeToString())
         if verification is not None:
             report = verify_export(model, tmp, spec, verification, divisor, config)
+            if ckpt.miou is not None:
+                report.notes.append(f"for comparison, the checkpoint's validation mIoU in training: "
+                                    f"{100 * ckpt.miou:.2f}% (its whole validation split, scored at the input "
+                                    f"size {spec.input_size[0]}x{spec.input_size[1]})")
             echo(report.summary())
             if not report.passed:
                 write_report(report, failed)
