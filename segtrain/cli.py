@@ -13,7 +13,15 @@ import click
 from segtrain import __version__
 from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, InputError
-from segtrain.training.config import DEFAULT_LOSS, LOSSES, LR_SCHEDULES, PROGRESS_MODES, CheckpointEvaluateConfig
+from segtrain.training.config import (
+    DEFAULT_LOSS,
+    DEFAULT_LR,
+    LOSSES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PROGRESS_MODES,
+    CheckpointEvaluateConfig,
+)
 from segtrain.training.runs import (
     BEST_MODEL,
     CONFIG_JSON,
@@ -115,8 +123,13 @@ FIT_HELP = "\n".join([
 @click.option("--epochs", metavar="N", help=f"Epochs to train (with --resume: the new total) {_default('epochs')}.")
 @click.option("--batch-size", metavar="N",
               help=f"Images per batch (per process under torchrun) {_default('batch_size')}.")
-@click.option("--lr", metavar="X", help=f"Adam learning rate (0 allowed) {_default('lr')}.")
-@click.option("--weight-decay", metavar="X", help=f"Adam weight decay (L2) {_default('weight_decay')}.")
+@click.option("--optimizer", metavar="[" + "|".join(OPTIMIZERS) + "]",
+              help=f"Adam, AdamW (decoupled weight decay) or SGD with momentum 0.9 {_default('optimizer')}.")
+@click.option("--nesterov", is_flag=True, default=None, help="Nesterov momentum (with --optimizer sgd).")
+@click.option("--lr", metavar="X", help="Base learning rate (0 allowed) [default: "
+                                        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items()) + "].")
+@click.option("--weight-decay", metavar="X",
+              help=f"Weight decay (L2 for adam and sgd, decoupled for adamw) {_default('weight_decay')}.")
 @click.option("--lr-schedule", metavar="[" + "|".join(LR_SCHEDULES) + "]",
               help=f"Learning-rate decay over the run, per step {_default('lr_schedule')}.")
 @click.option("--warmup-epochs", metavar="N",

@@ -30,6 +30,8 @@ from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE
 LOSSES = ("auto", "ce", "ce+dice", "dice")
 DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
 LR_SCHEDULES = ("constant", "poly", "cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 0.01}  # SGD: MMSegmentation's 0.01 (torchvision: 0.02)
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 IMAGE_SIZE_STEP = 32
 
@@ -55,7 +57,9 @@ class TrainConfig:
     categories: list[str] | None = setting(None, rule=non_empty)
     epochs: int = setting(30, rule=at_least(1))
     batch_size: int = setting(8, rule=at_least(1))
-    lr: float = setting(1e-4, rule=at_least(0))
+    optimizer: str = setting("adam", rule=one_of(OPTIMIZERS))
+    nesterov: bool = setting(False)  # SGD only
+    lr: float | None = setting(None, rule=at_least(0))  # None: DEFAULT_LR of the optimizer
     weight_decay: float = setting(0.0, rule=at_least(0))
     lr_schedule: str = setting("constant", rule=one_of(LR_SCHEDULES))
     warmup_epochs: int = setting(0, rule=at_least(0))
@@ -86,6 +90,10 @@ class TrainConfig:
         c.data = os.path.abspath(os.path.expanduser(c.data))
         c.encoder = c.encoder or DEFAULT_ENCODERS[c.model]
         c.loss = DEFAULT_LOSS.get(c.model, "ce") if c.loss == "auto" else c.loss
+        if c.nesterov and c.optimizer != "sgd":
+            raise SettingError(f"nesterov: Nesterov momentum is an SGD setting; add --optimizer sgd "
+                               f"(the optimizer is {c.optimizer})")
+        c.lr = DEFAULT_LR[c.optimizer] if c.lr is None else c.lr
         if c.workers is None:
             c.workers = default_workers()
         return c

@@ -32,6 +32,7 @@ from segtrain.training.dataset import SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
 from segtrain.training.interrupts import Terminated, files_being_written, signals_stop_training, stop_error
 from segtrain.training.losses import SegLoss
+from segtrain.training.optimizers import build_optimizer
 from segtrain.training.precision import Precision, choose_precision, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
 from segtrain.training.resume import data_from_checkpoint, open_resume, restore, rng_state
@@ -197,7 +198,7 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     guard_single_value_batch_norm(model)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg, model)
     if ckpt is not None:
         restore(ckpt, model, optimizer, precision, spec, cfg)
     net = model
