@@ -14,6 +14,7 @@ from segtrain import __version__
 from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, InputError
 from segtrain.training.config import (
+    AUGMENTS,
     DEFAULT_LOSS,
     DEFAULT_LR,
     LOSSES,
@@ -138,6 +139,10 @@ FIT_HELP = "\n".join([
               help=f"Stop early when validation mIoU has not improved for N epochs ({BEST_MODEL} stays the best) "
                    "[default: off].")
 @click.option("--image-size", metavar="N", help=f"Square input size, a multiple of 32 {_default('image_size')}.")
+@click.option("--augment", metavar="[" + "|".join(AUGMENTS) + "]",
+              help="Training augmentation: basic = the photo stretched to the input size, flip, brightness/contrast, "
+                   "rotation, noise; scale-crop = resized 0.5-2.0x, padded (ignored) and cropped to the input size, "
+                   f"flip, colour jitter. Validation is never augmented {_default('augment')}.")
 @click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
 @click.option("--encoder-weights", metavar="imagenet|none|PATH",
               help=f"ImageNet (download), random init or a local .pth {_default('encoder_weights')}.")

@@ -31,6 +31,7 @@ LOSSES = ("auto", "ce", "ce+dice", "dice")
 DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
 LR_SCHEDULES = ("constant", "poly", "cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+AUGMENTS = ("basic", "scale-crop")  # segtrain.training.augment
 DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 0.01}  # SGD: MMSegmentation's 0.01 (torchvision: 0.02)
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 IMAGE_SIZE_STEP = 32
@@ -65,6 +66,7 @@ class TrainConfig:
     warmup_epochs: int = setting(0, rule=at_least(0))
     patience: int | None = setting(None, rule=at_least(1))  # None: no early stop
     image_size: int = setting(512, rule=_image_size)
+    augment: str = setting("basic", rule=one_of(AUGMENTS))
     encoder: str | None = setting(None, rule=non_empty)  # default per model: segtrain.models.DEFAULT_ENCODERS
     encoder_weights: str = setting("imagenet", rule=non_empty)
     loss: str = setting("auto", rule=one_of(LOSSES))

@@ -55,7 +55,7 @@ def make_spec(cfg: TrainConfig, split: CocoSplit) -> ModelSpec:
 def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_split: CocoSplit,
                  ctx: DistContext) -> tuple[DataLoader, DataLoader, DistributedSampler]:
     """Training batches of one size on every process (see the module docstring); validation unpadded."""
-    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed)
+    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = SegmentationDataset(val_split, spec, train=False)
     # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards, padding
     # the shares to equal length so every process runs the same number of steps.
