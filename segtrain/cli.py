@@ -161,6 +161,10 @@ FIT_HELP = "\n".join([
                    f"auto = bar on a terminal, else log {_default('progress')}.")
 @click.option("--tensorboard", is_flag=True, default=None,
               help="Also log to <out>/tensorboard/ (needs the tensorboard package).")
+@click.option("--init-from", metavar="CHECKPOINT",
+              help="Start from this trained model (fine-tuning): every weight that fits is kept, the classifier is "
+                   "re-created when the categories differ, and the log says which layers were kept; the encoder "
+                   "weights come from it (no --encoder-weights). Optimizer and epochs start afresh.")
 @click.option("--resume", type=click.Path(path_type=Path),
               help=f"Continue the run of this {LAST}, in its folder (optimizer, RNG, history).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
@@ -171,6 +175,8 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
     from segtrain.training.loop import fit
     from segtrain.training.resume import open_resume, resume_settings
 
+    if resume and flags.get("init_from"):
+        raise click.UsageError("--init-from starts a new run from a model; --resume continues a run: use one")
     layers = []
     ckpt = open_resume(resume) if resume else None
     if ckpt is not None:

@@ -19,11 +19,13 @@ from segtrain.models import deeplab, segnet
 from segtrain.models.encoders import ModelError
 from segtrain.training.checkpoint import Checkpoint, CheckpointError
 
-__all__ = ["DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model",
+__all__ = ["CLASSIFIERS", "DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model",
            "torch_predictor"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"deeplab": deeplab.build_deeplab, "segnet": segnet.build_segnet}
 DEFAULT_ENCODERS: dict[str, str] = {"deeplab": deeplab.DEFAULT_ENCODER, "segnet": segnet.DEFAULT_ENCODER}
+# The classifier of each architecture (state-dict prefixes): re-created by --init-from when the categories differ.
+CLASSIFIERS: dict[str, tuple[str, ...]] = {"deeplab": ("segmentation_head",), "segnet": ("head",)}
 # Input height and width must be multiples of these (encoder output stride; SegNet's five pools).
 INPUT_DIVISORS: dict[str, int] = {"deeplab": deeplab.OUTPUT_STRIDE, "segnet": segnet.DIVISOR}
 

@@ -69,6 +69,7 @@ class TrainConfig:
     augment: str = setting("basic", rule=one_of(AUGMENTS))
     encoder: str | None = setting(None, rule=non_empty)  # default per model: segtrain.models.DEFAULT_ENCODERS
     encoder_weights: str = setting("imagenet", rule=non_empty)
+    init_from: str | None = setting(None, rule=non_empty)  # a checkpoint to start from (fine-tuning)
     loss: str = setting("auto", rule=one_of(LOSSES))
     amp: bool | None = setting(None)  # None: fp16 on CUDA, off on CPU
     device: str = setting("auto", rule=non_empty)
@@ -96,6 +97,9 @@ class TrainConfig:
             raise SettingError(f"nesterov: Nesterov momentum is an SGD setting; add --optimizer sgd "
                                f"(the optimizer is {c.optimizer})")
         c.lr = DEFAULT_LR[c.optimizer] if c.lr is None else c.lr
+        if c.init_from is not None:  # the checkpoint is the starting point, encoder included
+            c.init_from = os.path.abspath(os.path.expanduser(c.init_from))
+            c.encoder_weights = "none"
         if c.workers is None:
             c.workers = default_workers()
         return c

@@ -30,6 +30,7 @@ from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingSt
 from segtrain.training.config import TrainConfig
 from segtrain.training.dataset import SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
+from segtrain.training.init_from import init_from
 from segtrain.training.interrupts import Terminated, files_being_written, signals_stop_training, stop_error
 from segtrain.training.losses import SegLoss
 from segtrain.training.optimizers import build_optimizer
@@ -194,6 +195,8 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     spec = make_spec(cfg, train_split)
     seed_everything(cfg.seed + ctx.rank)
     model = build_model(spec, encoder_weights=cfg.encoder_weights)
+    if cfg.init_from and ckpt is None:  # a resumed run continues its own weights
+        notes.append(init_from(model, spec, cfg.init_from))
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     guard_single_value_batch_norm(model)
