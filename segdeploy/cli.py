@@ -46,6 +46,8 @@ from segtrain.common.settings import COMMAND_LINE, build, default
 if TYPE_CHECKING:
     from segdeploy.infer.batch.shards import Shard
 
+TTA_HELP = ("Test-time augmentation: flip = the mean of the logits of each photo and of its mirror image (the "
+            "model runs twice), as `segtrain evaluate --tta flip` does it.")
 EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED, EXIT_INTERRUPTED))
 
 bench_option = functools.partial(setting_option, BenchConfig)
@@ -142,6 +144,8 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
               callback=_tile_option, help=TILE_HELP)
 @click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True,
               type=option_type(BatchConfig, "tile_overlap"), callback=_overlap_option, help=TILE_OVERLAP_HELP)
+@click.option("--tta", default=default(BatchConfig, "tta"), show_default=True, type=option_type(BatchConfig, "tta"),
+              help=TTA_HELP)
 @click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=FiniteFloat(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
 @click.option("--memory-budget", type=click.IntRange(1, MAX_MEMORY_BUDGET_MB), metavar="MB",
@@ -407,6 +411,7 @@ def info_command(model: Path, as_json: bool) -> None:
 @evaluate_option("--tile", metavar="auto|off|N", callback=_tile_option, help=TILE_HELP)
 @evaluate_option("--tile-overlap", type=option_type(ModelEvaluateConfig, "tile_overlap"), callback=_overlap_option,
                  help=TILE_OVERLAP_HELP)
+@evaluate_option("--tta", help=TTA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(model: Path, as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of an ONNX model on a split (no PyTorch needed).

@@ -14,6 +14,7 @@ from segtrain import __version__
 from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
 from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, InputError
 from segtrain.training.config import (
+    ARCHITECTURES,
     AUGMENTS,
     DEFAULT_LOSS,
     DEFAULT_LR,
@@ -103,7 +104,7 @@ def _pair(a: str, b: str, what: str) -> str:
 
 
 FIT_HELP = "\n".join([
-    "Train MODEL (deeplab or segnet) on a COCO dataset.", "", "\b",
+    "Train MODEL on a COCO dataset: " + ", ".join(ARCHITECTURES) + ".", "", "\b",
     f"Writes to {RUNS_DIR}/<model>/ (or the next free {RUNS_DIR}/<model>-N/, or --out), after every epoch:",
     _pair(BEST_MODEL, LAST, "best validation mIoU; latest, for --resume"),
     _pair(METRICS_CSV, CONFIG_JSON, "per-epoch metrics; the resolved settings"),
@@ -114,7 +115,7 @@ FIT_HELP = "\n".join([
 
 
 @main.command("fit", help=FIT_HELP)
-@click.argument("model", metavar="deeplab|segnet")
+@click.argument("model", metavar="|".join(ARCHITECTURES))
 @click.option("--data", metavar="DIR", help=f"Dataset root with train/ and validation/ {_default('data')}.")
 @click.option("--out", metavar="DIR",
               help="Output folder [default: runs/<model>, or the next free runs/<model>-N]; one that holds a "
@@ -143,11 +144,14 @@ FIT_HELP = "\n".join([
               help="Training augmentation: basic = the photo stretched to the input size, flip, brightness/contrast, "
                    "rotation, noise; scale-crop = resized 0.5-2.0x, padded (ignored) and cropped to the input size, "
                    f"flip, colour jitter. Validation is never augmented {_default('augment')}.")
-@click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
+@click.option("--encoder", help="Encoder: any smp encoder, or vgg16_bn/vgg16 for segnet [default: resnet50 for deeplab "
+                                 "and deeplabv3plus, resnet34 for unet and fpn, mit_b0 for segformer, vgg16_bn for "
+                                 "segnet].")
 @click.option("--encoder-weights", metavar="imagenet|none|PATH",
               help=f"ImageNet (download), random init or a local .pth {_default('encoder_weights')}.")
 @click.option("--loss", metavar="[" + "|".join(LOSSES) + "]",
-              help=f"Loss [default: auto = {', '.join(f'{loss} for {arch}' for arch, loss in DEFAULT_LOSS.items())}].")
+              help=f"Loss [default: auto = {', '.join(f'{loss} for {arch}' for arch, loss in DEFAULT_LOSS.items())}, "
+                   "ce for the others].")
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
 @click.option("--device", help=f"auto, cpu, cuda or cuda:N {_default('device')}.")
@@ -199,6 +203,9 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
 @setting_option(CheckpointEvaluateConfig, "--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,
               help="Score at the model's input size, as the per-epoch validation during training does.")
+@setting_option(CheckpointEvaluateConfig, "--tta",
+                help="Test-time augmentation: flip = the mean of the logits of each photo and of its mirror image "
+                     "(as `segdeploy evaluate` and `batch` do it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a split.

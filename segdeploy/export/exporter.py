@@ -26,7 +26,7 @@ from segdeploy.export.artifact import (
     write_report,
 )
 from segdeploy.export.config import ExportConfig
-from segdeploy.export.trace import to_onnx, trace_size
+from segdeploy.export.trace import TRACE_BATCH, to_onnx, trace_size
 from segdeploy.export.variants import export_variants
 from segdeploy.export.verify import ParityReport, run_parity, verification_sizes
 from segdeploy.infer.model_file import VARIANTS
@@ -199,5 +199,5 @@ def verify_export(model: Any, onnx_path: Path, spec: ModelSpec, split: CocoSplit
                         config.verify_images, config.thresholds, ("pytorch", "onnxruntime-cpu"),
                         f"{split.image_dir.parent} ({config.split})",
                         matched=lambda: RoutedComparer.create(model, onnx_path))
-    report.notes.append(f"exported with batch 1 at {trace[0]}x{trace[1]}")
+    report.notes.append(f"exported with batch {TRACE_BATCH} at {trace[0]}x{trace[1]}")
     return report

@@ -25,10 +25,12 @@ from segtrain.common.settings import (
     setting,
 )
 from segtrain.common.system import usable_cores
-from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE
+from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE, TTA_MODES
 
 LOSSES = ("auto", "ce", "ce+dice", "dice")
-DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
+DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}  # every other architecture: ce
+# The registered architectures (segtrain.models.MODELS, which a test keeps equal to this), for --help.
+ARCHITECTURES = ("deeplab", "segnet", "unet", "fpn", "deeplabv3plus", "segformer")
 LR_SCHEDULES = ("constant", "poly", "cosine")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AUGMENTS = ("basic", "scale-crop")  # segtrain.training.augment
@@ -118,6 +120,7 @@ class CheckpointEvaluateConfig(Checked):
     batch_size: int = setting(EVALUATE_BATCH_SIZE, rule=at_least(1))
     device: str = setting("auto", rule=non_empty)
     at_input_size: bool = setting(False)  # score at the input size, as training-time validation does
+    tta: str = setting("off", rule=one_of(TTA_MODES))  # segtrain.evaluation.with_tta
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from segdeploy.infer.tiling import (
 )
 from segtrain.common.settings import COMMAND_LINE, Checked, at_least, between, one_of, setting
 from segtrain.common.system import available_memory
+from segtrain.evaluation import TTA_MODES
 
 MEMORY_SHARE = 4  # the default memory budget: a quarter of the memory available at start
 MIN_MEMORY_BUDGET_MB = 256
@@ -30,7 +31,7 @@ FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
 MAX_MEMORY_BUDGET_MB = 1 << 24
 # The settings summary.json records (its "settings"): those that shape the outputs and the speed.
 RECORDED_SETTINGS = ("batch_size", "runtime", "threads", "workers", "alpha", "overwrite", "save", "legend", "tile",
-                     "tile_overlap")
+                     "tile_overlap", "tta")
 
 
 def default_memory_budget() -> int:
@@ -91,6 +92,7 @@ class BatchConfig(Checked):
     legend: bool = setting(False)
     tile: str | int = setting(TILE_AUTO, rule=_tile)
     tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))
+    tta: str = setting("off", rule=one_of(TTA_MODES))  # segtrain.evaluation.with_tta
     memory_budget: int = setting(factory=default_memory_budget, rule=between(1, MAX_MEMORY_BUDGET_MB))  # MB
 
     NAMED_BY = COMMAND_LINE
