@@ -2,7 +2,8 @@
 segtrain's first one (`--augment basic`, Adam, constant lr) on coco-mini, DeepLabV3-ResNet18 from random init at
 128 px on the CPU, the same epochs, batch size and seed: validation mIoU per epoch (metrics.csv) and training
 images/s (the epoch log lines), then the two augmentations alone over the training photos, rounds interleaved
-in one process (their cost per image, without the model). Prints a table and writes JSON.
+in one process (their cost per image, without the model). The two fits run at the same time, so both see the
+same machine load. Prints a table and writes JSON.
 
     python benchmarks/recipes.py --data ../shared/data/coco-mini --epochs 12
 """
@@ -31,24 +32,38 @@ RECIPES = {
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+: .* train ([0-9.]+) img/s")
 
 
-def fit(name: str, flags: list[str], args: argparse.Namespace, work: Path) -> dict:
-    """One `segtrain fit` run; its per-epoch validation mIoU and training images/s."""
+def fit_command(name: str, flags: list[str], args: argparse.Namespace, work: Path) -> tuple[list[str], Path]:
     out = work / name.replace(" ", "").replace("+", "_").replace("/", "_")
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "segtrain", "fit", "deeplab", "--data", str(args.data), "--out", str(out),
-               "--encoder", "resnet18", "--encoder-weights", "none", "--image-size", str(args.size),
-               "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-               "--device", "cpu", "--seed", "0", "--progress", "off", *flags]
-    t0 = time.perf_counter()
-    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-    seconds = time.perf_counter() - t0
-    speeds = [float(m[2]) for line in run.stdout.splitlines() if (m := EPOCH_LINE.match(line))]
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    miou = [float(r["miou"]) for r in rows]
-    return {"command": "segtrain " + " ".join(command[3:]), "val_miou": miou, "best_val_miou": max(miou),
-            "last_val_miou": miou[-1], "train_images_per_s": speeds,
-            "train_images_per_s_median": statistics.median(speeds), "seconds": round(seconds, 1)}
+    return [sys.executable, "-m", "segtrain", "fit", "deeplab", "--data", str(args.data), "--out", str(out),
+            "--encoder", "resnet18", "--encoder-weights", "none", "--image-size", str(args.size),
+            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+            "--device", "cpu", "--seed", "0", "--progress", "off", *flags], out
+
+
+def fit_all(args: argparse.Namespace, work: Path) -> dict:
+    """Both `segtrain fit` runs at once (so both see the same machine load); per-epoch validation mIoU and
+    training images/s of each."""
+    runs = {}
+    for name, flags in RECIPES.items():
+        command, out = fit_command(name, flags, args, work)
+        log = open(work / f"{out.name}.log", "w")  # noqa: SIM115  (closed below)
+        runs[name] = (command, out, log, subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                                          text=True), time.perf_counter())
+    results = {}
+    for name, (command, out, log, child, t0) in runs.items():
+        if child.wait() != 0:
+            raise SystemExit(f"{name}: exit {child.returncode}; see {log.name}")
+        seconds = time.perf_counter() - t0
+        log.close()
+        lines = Path(log.name).read_text().splitlines()
+        speeds = [float(m[2]) for line in lines if (m := EPOCH_LINE.match(line))]
+        with open(out / "metrics.csv") as f:
+            miou = [float(r["miou"]) for r in csv.DictReader(f)]
+        results[name] = {"command": "segtrain " + " ".join(command[3:]), "val_miou": miou,
+                         "best_val_miou": max(miou), "last_val_miou": miou[-1], "train_images_per_s": speeds,
+                         "train_images_per_s_median": statistics.median(speeds), "seconds": round(seconds, 1)}
+    return results
 
 
 def augment_cost(args: argparse.Namespace, rounds: int) -> dict:
@@ -86,8 +101,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=HERE / "results" / "recipes.json")
     args = parser.parse_args()
     args.data = args.data.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
     result = {"machine": "CPU only; a shared 2-core machine under other load",
-              "recipes": {name: fit(name, flags, args, args.work) for name, flags in RECIPES.items()},
+              "recipes": fit_all(args, args.work),
               "augmentation": augment_cost(args, args.rounds)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
