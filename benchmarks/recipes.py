@@ -6,6 +6,7 @@ in one process (their cost per image, without the model). The two fits run at th
 same machine load. Prints a table and writes JSON.
 
     python benchmarks/recipes.py --data ../shared/data/coco-mini --epochs 12
+    python benchmarks/recipes.py --collect      # record what the runs in --work finished (after stopping them)
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+: .* train ([0-9.]+) img/s")
 
 def fit_command(name: str, flags: list[str], args: argparse.Namespace, work: Path) -> tuple[list[str], Path]:
     out = work / name.replace(" ", "").replace("+", "_").replace("/", "_")
-    shutil.rmtree(out, ignore_errors=True)
     return [sys.executable, "-m", "segtrain", "fit", "deeplab", "--data", str(args.data), "--out", str(out),
             "--encoder", "resnet18", "--encoder-weights", "none", "--image-size", str(args.size),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
@@ -42,28 +42,32 @@ def fit_command(name: str, flags: list[str], args: argparse.Namespace, work: Pat
 
 
 def fit_all(args: argparse.Namespace, work: Path) -> dict:
-    """Both `segtrain fit` runs at once (so both see the same machine load); per-epoch validation mIoU and
-    training images/s of each."""
+    """Both `segtrain fit` runs at once (so both see the same machine load); with --collect, none is started and
+    what the earlier runs in `work` finished is read (a run stopped early records fewer epochs)."""
     runs = {}
     for name, flags in RECIPES.items():
         command, out = fit_command(name, flags, args, work)
-        log = open(work / f"{out.name}.log", "w")  # noqa: SIM115  (closed below)
-        runs[name] = (command, out, log, subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                                          text=True), time.perf_counter())
-    results = {}
-    for name, (command, out, log, child, t0) in runs.items():
-        if child.wait() != 0:
-            raise SystemExit(f"{name}: exit {child.returncode}; see {log.name}")
-        seconds = time.perf_counter() - t0
-        log.close()
-        lines = Path(log.name).read_text().splitlines()
-        speeds = [float(m[2]) for line in lines if (m := EPOCH_LINE.match(line))]
-        with open(out / "metrics.csv") as f:
-            miou = [float(r["miou"]) for r in csv.DictReader(f)]
-        results[name] = {"command": "segtrain " + " ".join(command[3:]), "val_miou": miou,
-                         "best_val_miou": max(miou), "last_val_miou": miou[-1], "train_images_per_s": speeds,
-                         "train_images_per_s_median": statistics.median(speeds), "seconds": round(seconds, 1)}
-    return results
+        log = work / f"{out.name}.log"
+        if not args.collect:
+            shutil.rmtree(out, ignore_errors=True)
+            with open(log, "w") as f:
+                child = subprocess.Popen(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True)
+            runs[name] = (command, out, log, child)
+        else:
+            runs[name] = (command, out, log, None)
+    return {name: collect(name, command, out, log, child) for name, (command, out, log, child) in runs.items()}
+
+
+def collect(name: str, command: list[str], out: Path, log: Path, child: subprocess.Popen | None) -> dict:
+    """A run's per-epoch validation mIoU (metrics.csv) and training images/s (its log's epoch lines)."""
+    if child is not None and child.wait() != 0:
+        raise SystemExit(f"{name}: exit {child.returncode}; see {log}")
+    speeds = [float(m[2]) for line in log.read_text().splitlines() if (m := EPOCH_LINE.match(line))]
+    with open(out / "metrics.csv") as f:
+        miou = [float(r["miou"]) for r in csv.DictReader(f)]
+    return {"command": "segtrain " + " ".join(command[3:]), "epochs_finished": len(miou), "val_miou": miou,
+            "best_val_miou": max(miou), "last_val_miou": miou[-1], "train_images_per_s": speeds,
+            "train_images_per_s_median": statistics.median(speeds)}
 
 
 def augment_cost(args: argparse.Namespace, rounds: int) -> dict:
@@ -99,6 +103,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/segtrain-recipes"))
     parser.add_argument("--json", type=Path, default=HERE / "results" / "recipes.json")
+    parser.add_argument("--collect", action="store_true",
+                        help="Start no fit: read what the runs in --work finished (they may have been stopped).")
     args = parser.parse_args()
     args.data = args.data.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -107,10 +113,10 @@ def main() -> None:
               "augmentation": augment_cost(args, args.rounds)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print("| recipe | best val mIoU | last val mIoU | train img/s (median) | wall s |\n|---|---|---|---|---|")
+    print("| recipe | epochs | val mIoU per epoch | train img/s (median) |\n|---|---|---|---|")
     for name, r in result["recipes"].items():
-        print(f"| {name} | {100 * r['best_val_miou']:.2f}% | {100 * r['last_val_miou']:.2f}% | "
-              f"{r['train_images_per_s_median']:.1f} | {r['seconds']} |")
+        per_epoch = ", ".join(f"{100 * v:.2f}%" for v in r["val_miou"])
+        print(f"| {name} | {r['epochs_finished']} | {per_epoch} | {r['train_images_per_s_median']:.2f} |")
     a = result["augmentation"]
     print(f"augmentation alone, ms per sample: {a['ms_per_sample']}; scale-crop / basic = {a['scale_crop_over_basic']}")
 
