@@ -32,7 +32,10 @@ from segtrain.training.compiling import compiled, require_compile
 from segtrain.training.config import TrainConfig
 from segtrain.training.dataset import EpochSampler, SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
+from segtrain.training.init_from import init_from
+from segtrain.training.interrupts import Terminated, files_being_written, signals_stop_training, stop_error
 from segtrain.training.losses import SegLoss
+from segtrain.training.optimizers import build_optimizer
 from segtrain.training.precision import Precision, choose_precision, portable_state_dict, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
 from segtrain.training.resume import data_from_checkpoint, open_resume, restore, rng_state
@@ -62,7 +65,7 @@ def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_
     Workers persist across epochs (no restart, no re-import per epoch) and keep PREFETCH_BATCHES
     batches ready each; on CUDA batches come in pinned memory, so the copy to the GPU overlaps compute.
     """
-    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed)
+    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = SegmentationDataset(val_split, spec, train=False)
     # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards, padding
     # the shares to equal length so every process runs the same number of steps.
@@ -227,11 +230,13 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     spec = make_spec(cfg, train_split)
     seed_everything(cfg.seed + ctx.rank)
     model = build_model(spec, encoder_weights=cfg.encoder_weights)
+    if cfg.init_from and ckpt is None:  # a resumed run continues its own weights
+        notes.append(init_from(model, spec, cfg.init_from))
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     guard_single_value_batch_norm(model)
     precision.model(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg, model)
     if ckpt is not None:
         restore(ckpt, model, optimizer, precision, spec, cfg)
     net = scorer = model
@@ -284,13 +289,14 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
     val_loss, cm = validate(run.scorer, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
     row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
     run.history.append(row)
-    improved = miou_rank(row["miou"]) > run.best_miou
+    improved = best_epoch(run.history) == epoch  # ties in mIoU go to the lower validation loss
     if improved:
         run.best_miou = miou_rank(row["miou"])
     if ctx.is_main:
         state = TrainingState(optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
                               rng=rng_state(), history=run.history, best_miou=run.best_miou)
-        run.outputs.write(portable_state_dict(run.model), EpochResult(row, cm, improved, state))
+        with files_being_written():
+            run.outputs.write(portable_state_dict(run.model), EpochResult(row, cm, improved, state))
         log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
             f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
             f"{speed.line()}, epoch {time.perf_counter() - t0:.0f}s")
@@ -321,15 +327,21 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
     """Train `cfg.model`.
 
     The run folder follows segtrain.training.runs (never another run's files without `exist_ok`); the
-    first line logged names it.
+    first line logged names it. Ctrl-C and SIGTERM stop it with a `Stopped` error (segtrain.training.interrupts).
     """
+    with signals_stop_training():
+        return _fit(cfg, resume, exist_ok, log, log_interval)
+
+
+def _fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None, exist_ok: bool, log: Log,
+         log_interval: float) -> FitResult:
     cfg = cfg.resolved()
     ckpt = open_resume(resume) if resume is not None else None
     if ckpt is not None and ckpt.spec.arch != cfg.model:
         raise CheckpointError(f"{ckpt.path}: is a {ckpt.spec.arch} run; resume it with "
                               f"`segtrain fit {ckpt.spec.arch} --resume {ckpt.path}`")
     ctx = init_distributed(cfg.device)
-    outputs = None
+    outputs = run = folder = None
     try:
         if cfg.tensorboard:  # fail before any training when it cannot work here
             ctx.decide(require_tensorboard)
@@ -346,6 +358,8 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
                 log(line)
             outputs = run.outputs = open_outputs(run)
         return train_epochs(run, log)
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise stop_error(stop, cfg.model, folder.path if folder else None, run.epoch if run else 0) from None
     finally:
         if outputs is not None and outputs.tensorboard is not None:
             outputs.tensorboard.close()
