@@ -52,6 +52,10 @@ from segtrain.common.settings import COMMAND_LINE, build, default
 if TYPE_CHECKING:
     from segdeploy.infer.batch.shards import Shard
 
+TTA_HELP = ("Test-time augmentation: flip = the mean of the logits of each photo and of its mirror image (the "
+            "model runs twice), as `segtrain evaluate --tta flip` does it.")
+EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED, EXIT_INTERRUPTED))
+
 bench_option = functools.partial(setting_option, BenchConfig)
 export_option = functools.partial(setting_option, ExportConfig)
 evaluate_option = functools.partial(setting_option, ModelEvaluateConfig)
@@ -81,7 +85,7 @@ HINTS = {"predict": _PREDICT, "segment": _PREDICT, "infer": _PREDICT, "inference
                     "windows of N pixels"}
 
 
-@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=exit_codes_epilog(),
+@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP,
              hints=HINTS)
 @click.version_option(__version__, prog_name="segdeploy")
 def main() -> None:
@@ -117,7 +121,7 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
         raise click.BadParameter(str(e).split(": ", 1)[-1], ctx, param) from e
 
 
-@main.command("batch", epilog=exit_codes_epilog())
+@main.command("batch", epilog=EXIT_CODES_HELP)
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder or object-store URL (s3://bucket/preds/); mirrors the tree of each folder given "
@@ -148,6 +152,8 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
               callback=_tile_option, help=TILE_HELP)
 @click.option("--tile-overlap", default=default(BatchConfig, "tile_overlap"), show_default=True,
               type=option_type(BatchConfig, "tile_overlap"), callback=_overlap_option, help=TILE_OVERLAP_HELP)
+@click.option("--tta", default=default(BatchConfig, "tta"), show_default=True, type=option_type(BatchConfig, "tta"),
+              help=TTA_HELP)
 @click.option("--alpha", default=default(BatchConfig, "alpha"), show_default=True, type=FiniteFloat(0.0, 1.0),
               help="Opacity of the colour mask in the overlay.")
 @click.option("--memory-budget", type=click.IntRange(1, MAX_MEMORY_BUDGET_MB), metavar="MB",
@@ -432,6 +438,7 @@ def info_command(model: Path, as_json: bool) -> None:
 @evaluate_option("--tile", metavar="auto|off|N", callback=_tile_option, help=TILE_HELP)
 @evaluate_option("--tile-overlap", type=option_type(ModelEvaluateConfig, "tile_overlap"), callback=_overlap_option,
                  help=TILE_OVERLAP_HELP)
+@evaluate_option("--tta", help=TTA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(model: Path, as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of an ONNX model on a split (no PyTorch needed).

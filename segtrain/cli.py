@@ -12,8 +12,18 @@ import click
 
 from segtrain import __version__
 from segtrain.common.commandline import ToolGroup, exit_codes_epilog, setting_option
-from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
-from segtrain.training.config import DEFAULT_LOSS, LOSSES, LR_SCHEDULES, PROGRESS_MODES, CheckpointEvaluateConfig
+from segtrain.common.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, InputError
+from segtrain.training.config import (
+    ARCHITECTURES,
+    AUGMENTS,
+    DEFAULT_LOSS,
+    DEFAULT_LR,
+    LOSSES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PROGRESS_MODES,
+    CheckpointEvaluateConfig,
+)
 from segtrain.training.runs import (
     BEST_MODEL,
     CONFIG_JSON,
@@ -26,7 +36,7 @@ from segtrain.training.runs import (
     SAMPLES_PNG,
 )
 
-EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT))
+EXIT_CODES_HELP = exit_codes_epilog((EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED))
 
 
 @click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
@@ -94,7 +104,7 @@ def _pair(a: str, b: str, what: str) -> str:
 
 
 FIT_HELP = "\n".join([
-    "Train MODEL (deeplab or segnet) on a COCO dataset.", "", "\b",
+    "Train MODEL on a COCO dataset: " + ", ".join(ARCHITECTURES) + ".", "", "\b",
     f"Writes to {RUNS_DIR}/<model>/ (or the next free {RUNS_DIR}/<model>-N/, or --out), after every epoch:",
     _pair(BEST_MODEL, LAST, "best validation mIoU; latest, for --resume"),
     _pair(METRICS_CSV, CONFIG_JSON, "per-epoch metrics; the resolved settings"),
@@ -105,7 +115,7 @@ FIT_HELP = "\n".join([
 
 
 @main.command("fit", help=FIT_HELP)
-@click.argument("model", metavar="deeplab|segnet")
+@click.argument("model", metavar="|".join(ARCHITECTURES))
 @click.option("--data", metavar="DIR", help=f"Dataset root with train/ and validation/ {_default('data')}.")
 @click.option("--out", metavar="DIR",
               help="Output folder [default: runs/<model>, or the next free runs/<model>-N]; one that holds a "
@@ -115,8 +125,13 @@ FIT_HELP = "\n".join([
 @click.option("--epochs", metavar="N", help=f"Epochs to train (with --resume: the new total) {_default('epochs')}.")
 @click.option("--batch-size", metavar="N",
               help=f"Images per batch (per process under torchrun) {_default('batch_size')}.")
-@click.option("--lr", metavar="X", help=f"Adam learning rate (0 allowed) {_default('lr')}.")
-@click.option("--weight-decay", metavar="X", help=f"Adam weight decay (L2) {_default('weight_decay')}.")
+@click.option("--optimizer", metavar="[" + "|".join(OPTIMIZERS) + "]",
+              help=f"Adam, AdamW (decoupled weight decay) or SGD with momentum 0.9 {_default('optimizer')}.")
+@click.option("--nesterov", is_flag=True, default=None, help="Nesterov momentum (with --optimizer sgd).")
+@click.option("--lr", metavar="X", help="Base learning rate (0 allowed) [default: "
+                                        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_LR.items()) + "].")
+@click.option("--weight-decay", metavar="X",
+              help=f"Weight decay (L2 for adam and sgd, decoupled for adamw) {_default('weight_decay')}.")
 @click.option("--lr-schedule", metavar="[" + "|".join(LR_SCHEDULES) + "]",
               help=f"Learning-rate decay over the run, per step {_default('lr_schedule')}.")
 @click.option("--warmup-epochs", metavar="N",
@@ -125,11 +140,18 @@ FIT_HELP = "\n".join([
               help=f"Stop early when validation mIoU has not improved for N epochs ({BEST_MODEL} stays the best) "
                    "[default: off].")
 @click.option("--image-size", metavar="N", help=f"Square input size, a multiple of 32 {_default('image_size')}.")
-@click.option("--encoder", help="Encoder [default: resnet50 for deeplab (any smp encoder), vgg16_bn for segnet].")
+@click.option("--augment", metavar="[" + "|".join(AUGMENTS) + "]",
+              help="Training augmentation: basic = the photo stretched to the input size, flip, brightness/contrast, "
+                   "rotation, noise; scale-crop = resized 0.5-2.0x, padded (ignored) and cropped to the input size, "
+                   f"flip, colour jitter. Validation is never augmented {_default('augment')}.")
+@click.option("--encoder", help="Encoder: any smp encoder, or vgg16_bn/vgg16 for segnet [default: resnet50 for deeplab "
+                                 "and deeplabv3plus, resnet34 for unet and fpn, mit_b0 for segformer, vgg16_bn for "
+                                 "segnet].")
 @click.option("--encoder-weights", metavar="imagenet|none|PATH",
               help=f"ImageNet (download), random init or a local .pth {_default('encoder_weights')}.")
 @click.option("--loss", metavar="[" + "|".join(LOSSES) + "]",
-              help=f"Loss [default: auto = {', '.join(f'{loss} for {arch}' for arch, loss in DEFAULT_LOSS.items())}].")
+              help=f"Loss [default: auto = {', '.join(f'{loss} for {arch}' for arch, loss in DEFAULT_LOSS.items())}, "
+                   "ce for the others].")
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
 @click.option("--device", help=f"auto, cpu, cuda or cuda:N {_default('device')}.")
@@ -137,12 +159,19 @@ FIT_HELP = "\n".join([
 @click.option("--seed", metavar="N", help=f"Random seed; CPU runs with the same seed are reproducible "
                                            f"{_default('seed')}.")
 @click.option("--categories", help=CATEGORIES_HELP)
+@click.option("--compile/--no-compile", default=None,
+              help="torch.compile the model for training and validation: faster epochs after a first one that "
+                   "compiles; refused (exit 2) where it cannot work here.")
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes under torchrun.")
 @click.option("--progress", metavar="[" + "|".join(PROGRESS_MODES) + "]",
               help="Within an epoch: a bar, a line every ~30 s (step, images/s, loss, ETA), or nothing; "
                    f"auto = bar on a terminal, else log {_default('progress')}.")
 @click.option("--tensorboard", is_flag=True, default=None,
               help="Also log to <out>/tensorboard/ (needs the tensorboard package).")
+@click.option("--init-from", metavar="CHECKPOINT",
+              help="Start from this trained model (fine-tuning): every weight that fits is kept, the classifier is "
+                   "re-created when the categories differ, and the log says which layers were kept; the encoder "
+                   "weights come from it (no --encoder-weights). Optimizer and epochs start afresh.")
 @click.option("--resume", type=click.Path(path_type=Path),
               help=f"Continue the run of this {LAST}, in its folder (optimizer, RNG, history).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
@@ -153,6 +182,8 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
     from segtrain.training.loop import fit
     from segtrain.training.resume import open_resume, resume_settings
 
+    if resume and flags.get("init_from"):
+        raise click.UsageError("--init-from starts a new run from a model; --resume continues a run: use one")
     layers = []
     ckpt = open_resume(resume) if resume else None
     if ckpt is not None:
@@ -175,6 +206,9 @@ def fit_command(model: str, resume: Path | None, config_file: Path | None, exist
 @setting_option(CheckpointEvaluateConfig, "--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--at-input-size", is_flag=True,
               help="Score at the model's input size, as the per-epoch validation during training does.")
+@setting_option(CheckpointEvaluateConfig, "--tta",
+                help="Test-time augmentation: flip = the mean of the logits of each photo and of its mirror image "
+                     "(as `segdeploy evaluate` and `batch` do it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate_command(as_json: bool, **options) -> None:
     """Per-class IoU, mIoU and pixel accuracy of a checkpoint on a split.

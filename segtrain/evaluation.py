@@ -20,6 +20,26 @@ from segtrain.data.images import ImageReadError
 from segtrain.metrics import ConfusionMatrix, SegMetrics
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]  # float32 NCHW at the input size -> float32 logits NCHW
+TTA_MODES = ("off", "flip")  # test-time augmentation (`--tta`): none, or the mean with the mirror image's logits
+
+
+def with_tta(predict: LogitsFn, tta: str) -> LogitsFn:
+    """`predict` with test-time augmentation: "flip" returns the mean of the logits of the batch and of its
+    horizontal mirror (mirrored back), as MMSegmentation's flip TTA does; "off" returns `predict` itself.
+
+    The one definition for `segtrain evaluate` (PyTorch) and `segdeploy evaluate`/`batch` (ONNX), so the two
+    agree as closely as their plain logits do."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    if tta == "off":
+        return predict
+
+    def flipped(x: np.ndarray) -> np.ndarray:
+        plain = np.asarray(predict(x), dtype=np.float32)
+        mirror = np.asarray(predict(np.ascontiguousarray(x[..., ::-1])), dtype=np.float32)[..., ::-1]
+        return (plain + mirror) * np.float32(0.5)
+
+    return flipped
 # RGB images (decoded at a reduced size when allowed) and their original (height, width) -> class masks of that size
 MasksFn = Callable[[list[np.ndarray], list[tuple[int, int]]], list[np.ndarray]]
 DEFAULT_SPLIT = "validation"  # what `segtrain evaluate` and `segdeploy evaluate` score without --split

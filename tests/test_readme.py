@@ -114,3 +114,31 @@ def test_readme_coco_results_flow_runs_as_written(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code + "print(sorted(results.getImgIds()))"], cwd=tmp_path,
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.splitlines()[-1] == "[300, 301, 302]", run.stderr
+
+
+def test_readme_recipes_are_valid_fit_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `segtrain fit` line of the README's "Recipes" section parses and resolves (nothing is trained)."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    import segtrain.training.loop as loop
+    from segtrain.cli import main
+    from segtrain.training.loop import FitResult
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Recipes", 1)[1].split("\n### ", 1)[0]
+    lines = [line.split("#")[0].strip() for line in section.splitlines() if line.strip().startswith("segtrain fit")]
+    assert len(lines) >= 8
+    resolved = []
+
+    def dry_fit(cfg, **kwargs):
+        resolved.append(cfg.resolved())
+        return FitResult(-1.0, None, 0, False, "runs/x", True)
+
+    monkeypatch.setattr(loop, "fit", dry_fit)
+    for line in lines:
+        res = CliRunner().invoke(main, shlex.split(line)[1:])
+        assert res.exit_code == 0, (line, res.output)
+    assert {c.model for c in resolved} == {"deeplab", "unet", "fpn", "deeplabv3plus", "segformer"}
+    assert {(c.augment, c.optimizer) for c in resolved} >= {("scale-crop", "sgd"), ("basic", "adamw")}

@@ -26,7 +26,7 @@ from segdeploy.export.artifact import (
     write_report,
 )
 from segdeploy.export.config import ExportConfig
-from segdeploy.export.trace import to_onnx, trace_size
+from segdeploy.export.trace import TRACE_BATCH, to_onnx, trace_size
 from segdeploy.export.variants import export_variants
 from segdeploy.export.verify import ParityReport, run_parity, verification_sizes
 from segdeploy.infer.model_file import VARIANTS
@@ -165,6 +165,10 @@ def _export_fp32(model: Any, ckpt: Checkpoint, checkpoint: Path, final: Path, di
         tmp.write_bytes(proto.SerializeToString())
         if verification is not None:
             report = verify_export(model, tmp, spec, verification, divisor, config)
+            if ckpt.miou is not None:
+                report.notes.append(f"for comparison, the checkpoint's validation mIoU in training: "
+                                    f"{100 * ckpt.miou:.2f}% (its whole validation split, scored at the input "
+                                    f"size {spec.input_size[0]}x{spec.input_size[1]})")
             echo(report.summary())
             if not report.passed:
                 write_report(report, failed)
@@ -195,5 +199,5 @@ def verify_export(model: Any, onnx_path: Path, spec: ModelSpec, split: CocoSplit
                         config.verify_images, config.thresholds, ("pytorch", "onnxruntime-cpu"),
                         f"{split.image_dir.parent} ({config.split})",
                         matched=lambda: RoutedComparer.create(model, onnx_path))
-    report.notes.append(f"exported with batch 1 at {trace[0]}x{trace[1]}")
+    report.notes.append(f"exported with batch {TRACE_BATCH} at {trace[0]}x{trace[1]}")
     return report

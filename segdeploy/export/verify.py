@@ -279,4 +279,14 @@ def run_parity(reference: Predictor, candidate: Predictor, split: CocoSplit, spe
     for size in sizes:
         check = matched() if matched is not None else None
         report.results.append(compare(reference, candidate, split, spec, size, batch_size, limit, check))
+    if report.results:
+        report.notes.append(miou_scope(min(limit, len(split)), len(split), split.name))
     return report
+
+
+def miou_scope(images: int, of: int, split: str) -> str:
+    """What the report's mIoU columns are measured on, so no one takes them for the model's accuracy."""
+    which = f"all {of}" if images >= of else f"the first {images} of {of}"
+    return (f"mIoU ref/new: {which} {split} images, fed at each row's size and scored at the photos' own "
+            "sizes; it compares the two models, it is not the model's accuracy (`segdeploy evaluate` scores "
+            "a whole split)")

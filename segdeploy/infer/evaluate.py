@@ -25,7 +25,7 @@ from segtrain.common.settings import (
     setting,
 )
 from segtrain.data.coco import CocoSplit, DataError
-from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE, evaluate_split, open_split_for
+from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE, TTA_MODES, evaluate_split, open_split_for
 from segtrain.metrics import SegMetrics
 
 DEFAULT_DATA = Path("data")
@@ -53,6 +53,7 @@ class ModelEvaluateConfig(Checked):
     limit: int | None = setting(None, rule=at_least(1))  # images scored; None: all of the split
     tile: str | int = setting(TILE_AUTO, rule=_tile)  # as `segdeploy batch --tile`
     tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))
+    tta: str = setting("off", rule=one_of(TTA_MODES))  # as `segdeploy batch --tta`
 
     NAMED_BY = COMMAND_LINE
 
@@ -71,7 +72,8 @@ class Evaluation:
 def evaluate_onnx(config: ModelEvaluateConfig, progress: bool = False) -> Evaluation:
     """Open the model file as `config` says and score it on the split through the Predictor (evaluate_predictor)."""
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
-                          tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size)
+                          tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size,
+                          tta=config.tta)
     metrics, split = evaluate_predictor(predictor, config.data, config.split, config.limit, progress)
     return Evaluation(metrics, split, predictor.model)
 

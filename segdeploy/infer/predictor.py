@@ -42,6 +42,7 @@ from segtrain.contract import (
     preprocess,
 )
 from segtrain.data.images import ImageReadError
+from segtrain.evaluation import with_tta
 
 DEFAULT_BATCH_SIZE = 4
 
@@ -174,13 +175,14 @@ class Predictor:
     `tile`: "auto" (as the model was trained: stretched into one input, or windows for a model trained on
     crops), "off" (stretched) or a window size in photo pixels, with `tile_overlap` (fraction of the window
     side); `batch_size`: images (or windows) per model call; `channels`: the order of arrays' channels, "bgr"
-    (OpenCV's, the default) or "rgb".
+    (OpenCV's, the default) or "rgb"; `tta`: "off" or "flip" (segtrain.evaluation.with_tta: twice the model
+    runs, the logits of each photo averaged with its mirror image's).
     """
 
     def __init__(self, model: str | os.PathLike, provider: str = "auto", threads: int | None = None,
                  runtime: str = "auto", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
-                 batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0], expected_images: int | None = None,
-                 note: Callable[[str], None] | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0], tta: str = "off",
+                 expected_images: int | None = None, note: Callable[[str], None] | None = None) -> None:
         batch_size = check_argument("batch_size", batch_size, int, RUN_BATCH_SIZE)
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
@@ -191,6 +193,8 @@ class Predictor:
         self.tiling.check(self.spec)
         self.batch_size = int(batch_size)
         self.channels = channels
+        self.tta = tta
+        self._logits = with_tta(self.model.run, tta)
 
     def __repr__(self) -> str:
         h, w = self.spec.input_size
@@ -302,7 +306,7 @@ class Predictor:
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self.model.run(batch)
+            return self._logits(batch)
         except ToolError:  # the model's own check (check_logits): an unusable model, an input error
             raise
         except Exception as e:  # the runtimes raise their own exception types

@@ -82,7 +82,7 @@ class PredictActor:
         self.settings = settings
         self.predictor = Predictor(settings.model, provider=settings.provider, threads=settings.threads,
                                    runtime=settings.runtime, tile=fp.tile, tile_overlap=fp.tile_overlap,
-                                   batch_size=settings.batch_size)
+                                   batch_size=settings.batch_size, tta=fp.tta)
         self.out_dir = location(settings.out_dir)
         self.writer = ImageWriter(self.predictor.spec, self.out_dir, fp, None, None)
 
@@ -197,8 +197,9 @@ def run_on_ray(jobs: list[Job], writer: ImageWriter, settings: ActorSettings, ad
 def predict_dataset(dataset: Any, model: str | os.PathLike, out: str | os.PathLike | None = None,
                     root: str | None = None, save: Sequence[str] = DEFAULT_SAVE, actors: int | None = None,
                     batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None, provider: str = "auto",
-                    runtime: str = "auto") -> Any:
-    """Segment a `ray.data.Dataset` of photos: one row per photo in, one row per result out.
+                    runtime: str = "auto", tta: str = "off") -> Any:
+    """Segment a `ray.data.Dataset` of photos: one row per photo in, one row per result out (`tta`: "flip"
+    averages each photo's logits with its mirror's, as `segdeploy batch --tta flip`).
 
     Rows in have a "path" (a local path or an object-store URL; `ray.data.read_binary_files(...,
     include_paths=True)` gives one, with "bytes" that are then ignored: each actor reads its photo itself, as
@@ -212,12 +213,17 @@ def predict_dataset(dataset: Any, model: str | os.PathLike, out: str | os.PathLi
     import hashlib
     import tempfile
 
+    from segdeploy.infer.batch.config import BatchConfig
     from segdeploy.infer.batch.outputs import resolve_save
+    from segtrain.common.settings import default
 
     ray = _ray()
     save = resolve_save(save)
     digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()
-    fingerprint = Fingerprint(digest, 0.5, save, False, "auto", 0.25)
+    def made(name: str) -> Any:  # what `segdeploy batch` makes outputs with when not told otherwise
+        return default(BatchConfig, name)
+
+    fingerprint = Fingerprint(digest, made("alpha"), save, made("legend"), made("tile"), made("tile_overlap"), tta)
     target = str(out) if out is not None else tempfile.mkdtemp(prefix="segdeploy-ray-")
     settings = ActorSettings(str(model), target, fingerprint, provider, runtime, threads, batch_size)
     out_dir = location(target)

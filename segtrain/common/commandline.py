@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from segtrain.common.errors import EXIT_CODES, ToolError, exit_code_lines, printable
+from segtrain.common.errors import EXIT_CODES, Interrupted, ToolError, exit_code_lines, printable
 from segtrain.common.extras import missing_extra
 from segtrain.common.settings import Each, OneOf, Range, default, kind_of, rule_of
 
@@ -81,6 +81,8 @@ class ToolGroup(click.Group):
             raise _OneLineUsage(e, where, self.hints) from None
         except ToolError as e:
             raise _Reported(e) from None
+        except KeyboardInterrupt:  # click would print "Aborted!" and exit 1
+            raise _Reported(Interrupted("interrupted (Ctrl-C); finished outputs are kept")) from None
         except ImportError as e:
             command = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
             missing = missing_extra(e, f"`{command}`")

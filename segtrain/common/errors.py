@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_SOME_INPUTS_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
@@ -21,7 +22,10 @@ EXIT_CODES: dict[int, str] = {
     EXIT_SOME_INPUTS_FAILED: "`segdeploy batch` or `merge-summary` finished, but some inputs were skipped: "
                              "unreadable, or their outputs could not be written (each is named with the reason "
                              "in the output and in summary.json)",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); finished outputs are kept",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C; for `segdeploy batch` also SIGTERM); finished outputs are kept, "
+                      "and `segtrain fit` says how to continue",
+    EXIT_TERMINATED: "`segtrain fit` stopped by SIGTERM (preemption): the last finished epoch's checkpoints are "
+                     "whole; the message names the --resume command",
 }
 
 
@@ -41,6 +45,12 @@ class RunError(ToolError):
     """The work itself failed (non-finite loss, failed verification, a backend crash). Exit code 1."""
 
     exit_code = EXIT_FAILURE
+
+
+class Interrupted(ToolError):
+    """Ctrl-C: the command stopped; finished outputs are kept. Exit code 130."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 # A file-name byte that is not UTF-8 reaches Python as a lone surrogate U+DC80..U+DCFF (PEP 383).

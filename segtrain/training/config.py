@@ -25,11 +25,16 @@ from segtrain.common.settings import (
     setting,
 )
 from segtrain.common.system import usable_cores
-from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE
+from segtrain.evaluation import DEFAULT_SPLIT, EVALUATE_BATCH_SIZE, TTA_MODES
 
 LOSSES = ("auto", "ce", "ce+dice", "dice")
-DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}
+DEFAULT_LOSS = {"deeplab": "ce", "segnet": "ce+dice"}  # every other architecture: ce
+# The registered architectures (segtrain.models.MODELS, which a test keeps equal to this), for --help.
+ARCHITECTURES = ("deeplab", "segnet", "unet", "fpn", "deeplabv3plus", "segformer")
 LR_SCHEDULES = ("constant", "poly", "cosine")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AUGMENTS = ("basic", "scale-crop")  # segtrain.training.augment
+DEFAULT_LR = {"adam": 1e-4, "adamw": 1e-4, "sgd": 0.01}  # SGD: MMSegmentation's 0.01 (torchvision: 0.02)
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 IMAGE_SIZE_STEP = 32
 
@@ -55,20 +60,25 @@ class TrainConfig:
     categories: list[str] | None = setting(None, rule=non_empty)
     epochs: int = setting(30, rule=at_least(1))
     batch_size: int = setting(8, rule=at_least(1))
-    lr: float = setting(1e-4, rule=at_least(0))
+    optimizer: str = setting("adam", rule=one_of(OPTIMIZERS))
+    nesterov: bool = setting(False)  # SGD only
+    lr: float | None = setting(None, rule=at_least(0))  # None: DEFAULT_LR of the optimizer
     weight_decay: float = setting(0.0, rule=at_least(0))
     lr_schedule: str = setting("constant", rule=one_of(LR_SCHEDULES))
     warmup_epochs: int = setting(0, rule=at_least(0))
     patience: int | None = setting(None, rule=at_least(1))  # None: no early stop
     image_size: int = setting(512, rule=_image_size)
+    augment: str = setting("basic", rule=one_of(AUGMENTS))
     encoder: str | None = setting(None, rule=non_empty)  # default per model: segtrain.models.DEFAULT_ENCODERS
     encoder_weights: str = setting("imagenet", rule=non_empty)
+    init_from: str | None = setting(None, rule=non_empty)  # a checkpoint to start from (fine-tuning)
     loss: str = setting("auto", rule=one_of(LOSSES))
     amp: bool | None = setting(None)  # None: fp16 on CUDA, off on CPU
     device: str = setting("auto", rule=non_empty)
     workers: int | None = setting(None, rule=at_least(0))  # None: default_workers()
     seed: int = setting(0, rule=at_least(0))
     sync_bn: bool = setting(False)
+    compile: bool = setting(False)  # torch.compile the model for training and validation
     progress: str = setting("auto", rule=one_of(PROGRESS_MODES))  # auto: bar on a terminal, else log
     tensorboard: bool = setting(False)
 
@@ -86,6 +96,13 @@ class TrainConfig:
         c.data = os.path.abspath(os.path.expanduser(c.data))
         c.encoder = c.encoder or DEFAULT_ENCODERS[c.model]
         c.loss = DEFAULT_LOSS.get(c.model, "ce") if c.loss == "auto" else c.loss
+        if c.nesterov and c.optimizer != "sgd":
+            raise SettingError(f"nesterov: Nesterov momentum is an SGD setting; add --optimizer sgd "
+                               f"(the optimizer is {c.optimizer})")
+        c.lr = DEFAULT_LR[c.optimizer] if c.lr is None else c.lr
+        if c.init_from is not None:  # the checkpoint is the starting point, encoder included
+            c.init_from = os.path.abspath(os.path.expanduser(c.init_from))
+            c.encoder_weights = "none"
         if c.workers is None:
             c.workers = default_workers()
         return c
@@ -104,6 +121,7 @@ class CheckpointEvaluateConfig(Checked):
     batch_size: int = setting(EVALUATE_BATCH_SIZE, rule=at_least(1))
     device: str = setting("auto", rule=non_empty)
     at_input_size: bool = setting(False)  # score at the input size, as training-time validation does
+    tta: str = setting("off", rule=one_of(TTA_MODES))  # segtrain.evaluation.with_tta
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

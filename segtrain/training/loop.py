@@ -9,6 +9,7 @@ image exactly once (segtrain.training.distributed.ShardSampler, no padding).
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -27,11 +28,15 @@ from segtrain.contract import ModelSpec, build_spec
 from segtrain.data.coco import CocoSplit, DataError
 from segtrain.metrics import ConfusionMatrix
 from segtrain.training.checkpoint import Checkpoint, CheckpointError, TrainingState
+from segtrain.training.compiling import compiled, require_compile
 from segtrain.training.config import TrainConfig
-from segtrain.training.dataset import SegmentationDataset
+from segtrain.training.dataset import EpochSampler, SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
+from segtrain.training.init_from import init_from
+from segtrain.training.interrupts import Terminated, files_being_written, signals_stop_training, stop_error
 from segtrain.training.losses import SegLoss
-from segtrain.training.precision import Precision, choose_precision, resolve_device
+from segtrain.training.optimizers import build_optimizer
+from segtrain.training.precision import Precision, choose_precision, portable_state_dict, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
 from segtrain.training.resume import data_from_checkpoint, open_resume, restore, rng_state
 from segtrain.training.run_files import EpochResult, RunOutputs, best_epoch, history_row, miou_rank
@@ -50,52 +55,82 @@ def make_spec(cfg: TrainConfig, split: CocoSplit) -> ModelSpec:
     return build_spec(cfg.model, cfg.encoder, split.categories, cfg.image_size)
 
 
+PREFETCH_BATCHES = 4  # per worker: a few steps of slack when one photo is slow to decode
+
+
 def make_loaders(cfg: TrainConfig, spec: ModelSpec, train_split: CocoSplit, val_split: CocoSplit,
-                 ctx: DistContext) -> tuple[DataLoader, DataLoader, DistributedSampler]:
-    """Training batches of one size on every process (see the module docstring); validation unpadded."""
-    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed)
+                 ctx: DistContext, device: torch.device) -> tuple[DataLoader, DataLoader, DistributedSampler]:
+    """Training batches of one size on every process (see the module docstring); validation unpadded.
+
+    Workers persist across epochs (no restart, no re-import per epoch) and keep PREFETCH_BATCHES
+    batches ready each; on CUDA batches come in pinned memory, so the copy to the GPU overlaps compute.
+    """
+    train_ds = SegmentationDataset(train_split, spec, train=True, seed=cfg.seed, augment=cfg.augment)
     val_ds = SegmentationDataset(val_split, spec, train=False)
     # DistributedSampler with one replica is a seeded shuffle; under torchrun it also shards, padding
     # the shares to equal length so every process runs the same number of steps.
     sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed)
-    common = {"num_workers": cfg.workers, "pin_memory": torch.cuda.is_available(),
-              "persistent_workers": False}
+    common = {"num_workers": cfg.workers, "pin_memory": device.type == "cuda"}
+    if cfg.workers:
+        common |= {"persistent_workers": True, "prefetch_factor": PREFETCH_BATCHES}
     batch = min(cfg.batch_size, len(sampler))
-    train_loader = DataLoader(train_ds, batch_size=batch, sampler=sampler, drop_last=True,
+    train_loader = DataLoader(train_ds, batch_size=batch, sampler=EpochSampler(sampler), drop_last=True,
                               generator=torch.Generator(), **common)
     val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, sampler=ShardSampler(len(val_ds), ctx), **common)
     return train_loader, val_loader, sampler
 
 
+@dataclass(frozen=True)
+class EpochSpeed:
+    """How fast an epoch trained: images/s of all ranks, and the share of step time spent waiting for data."""
+
+    images_per_s: float
+    data_wait: float  # 0..1: time blocked on the loader / epoch time (the largest over ranks)
+
+    def line(self) -> str:
+        hint = " (the loader limits training: more --workers, or faster storage)" if self.data_wait > 0.1 else ""
+        return f"train {self.images_per_s:.1f} img/s, data wait {100 * self.data_wait:.0f}%{hint}"
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     precision: Precision, ctx: DistContext, epoch: int, progress: Progress,
-                    lr_at: Callable[[int], float]) -> tuple[float, float]:
-    """One pass over the training data; returns (mean loss over ranks, training images/s of all ranks).
+                    lr_at: Callable[[int], float]) -> tuple[float, EpochSpeed]:
+    """One pass over the training data; returns (mean loss over ranks, its speed).
 
-    `lr_at(step)` is the learning rate of the epoch's 0-based step.
+    `lr_at(step)` is the learning rate of the epoch's 0-based step. The data wait is the time spent
+    in the loader's `next`: each step ends with `loss.item()`, which waits for the device, so that is
+    time the device had nothing to do.
     """
     model.train()
     total = np.zeros(2)  # loss * images, images
-    t0 = time.perf_counter()
+    t0 = waited_from = time.perf_counter()
+    waited = 0.0
     for step, (x, y, _) in enumerate(loader):
+        waited += time.perf_counter() - waited_from
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        x, y = x.to(precision.device, non_blocking=True), y.to(precision.device, non_blocking=True)
+        x, y = precision.batch(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             loss = loss_fn(model(x), y)
-        if not ctx.all_true(bool(torch.isfinite(loss))):
-            raise TrainingError(f"loss became non-finite ({loss.item()}) at epoch {epoch}, step {step + 1}; "
-                                "stopped, the checkpoints of earlier epochs are kept")
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
-        total += (loss.item() * len(x), len(x))
-        progress.update(len(x) * ctx.world_size, loss.item())
+        # Read once the step is queued: the step's one wait for the device (a check before backward
+        # would stall the device between forward and backward). A non-finite step only touches the
+        # in-memory weights, which the run drops; the checkpoints of earlier epochs are what is kept.
+        value = loss.item()
+        if not ctx.all_true(math.isfinite(value)):
+            raise TrainingError(f"loss became non-finite ({value}) at epoch {epoch}, step {step + 1}; "
+                                "stopped, the checkpoints of earlier epochs are kept")
+        total += (value * len(x), len(x))
+        progress.update(len(x) * ctx.world_size, value)
+        waited_from = time.perf_counter()
     progress.close()
-    seconds = time.perf_counter() - t0
+    seconds = max(time.perf_counter() - t0, 1e-9)
     total = ctx.all_reduce_sum(total)
-    return float(total[0] / max(total[1], 1)), total[1] / max(seconds, 1e-9)
+    wait_share = ctx.all_reduce_sum(np.eye(ctx.world_size)[ctx.rank] * waited / seconds).max()
+    return float(total[0] / max(total[1], 1)), EpochSpeed(float(total[1] / seconds), float(wait_share))
 
 
 @torch.no_grad()
@@ -110,7 +145,7 @@ def validate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, precision
     cm = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     loss_sum = np.zeros(2)
     for x, y, _ in loader:
-        x, y = x.to(precision.device), y.to(precision.device)
+        x, y = precision.batch(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             logits = model(x)
         valid = int((y != spec.ignore_index).sum())
@@ -140,7 +175,8 @@ class Run:
     ctx: DistContext
     spec: ModelSpec
     model: nn.Module          # the bare model (checkpoints are written from it, validation runs it)
-    net: nn.Module            # what is trained: the model, or its DDP wrapper
+    net: nn.Module            # what is trained: the model, or its DDP wrapper (compiled with --compile)
+    scorer: nn.Module         # what validates: the model (compiled with --compile)
     optimizer: torch.optim.Optimizer
     precision: Precision
     loss_fn: nn.Module
@@ -185,6 +221,8 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     use_local_gpu = ctx.enabled and cfg.device != "cpu" and torch.cuda.is_available()
     device = resolve_device(f"cuda:{ctx.local_rank}" if use_local_gpu else cfg.device)
     precision = choose_precision(device, cfg.amp)
+    if cfg.compile:
+        require_compile(device)  # before any data is read or anything written
     root = dataset_root(cfg, ckpt)
     train_split = CocoSplit.open(root, "train", cfg.categories)
     val_split = CocoSplit.open(root, "validation", cfg.categories)
@@ -192,24 +230,30 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     spec = make_spec(cfg, train_split)
     seed_everything(cfg.seed + ctx.rank)
     model = build_model(spec, encoder_weights=cfg.encoder_weights)
+    if cfg.init_from and ckpt is None:  # a resumed run continues its own weights
+        notes.append(init_from(model, spec, cfg.init_from))
     if ctx.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     guard_single_value_batch_norm(model)
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    precision.model(model)
+    optimizer = build_optimizer(cfg, model)
     if ckpt is not None:
         restore(ckpt, model, optimizer, precision, spec, cfg)
-    net = model
+    net = scorer = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = compiled(net)
+        scorer = compiled(model) if ctx.enabled else net
     loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
-    train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx)
+    train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx, device)
+    how = precision.name + (", compiled" if cfg.compile else "")
     notes.append(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
-                 f"on {device} ({precision.name}), {ctx.world_size} process(es); {len(train_split)} train / "
+                 f"on {device} ({how}), {ctx.world_size} process(es); {len(train_split)} train / "
                  f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}")
     notes += batch_notes(cfg.batch_size, train_loader.batch_size, len(sampler), ctx.world_size)
-    run = Run(cfg, ctx, spec, model, net, optimizer, precision, loss_fn, train_loader, val_loader, sampler, val_split,
-              notes=notes)
+    run = Run(cfg, ctx, spec, model, net, scorer, optimizer, precision, loss_fn, train_loader, val_loader, sampler,
+              val_split, notes=notes)
     if ckpt is not None:
         run.history, run.best_miou = list(ckpt.training.history), float(ckpt.training.best_miou)
     return run
@@ -233,29 +277,29 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
     t0 = time.perf_counter()
     cfg, ctx = run.cfg, run.ctx
     run.sampler.set_epoch(epoch)
-    run.train_loader.dataset.epoch = epoch
     run.train_loader.generator.manual_seed(cfg.seed * 7919 + epoch * 31 + ctx.rank)
     desc = f"epoch {epoch}/{cfg.epochs}"
     run_left = run.epoch_seconds * (cfg.epochs - epoch) if run.epoch_seconds else None
     progress = Progress(run.progress, len(run.train_loader), f"{desc} train", log, run.log_interval, run_left)
-    train_loss, images_per_s = train_one_epoch(run.net, run.train_loader, run.loss_fn, run.optimizer,
+    train_loss, speed = train_one_epoch(run.net, run.train_loader, run.loss_fn, run.optimizer,
                                                run.precision, ctx, epoch, progress,
                                                lambda step: run.lr_at(epoch, step))
     ctx.broadcast_buffers(run.model)
     progress = Progress(run.progress, len(run.val_loader), f"{desc} validate", log, run.log_interval)
-    val_loss, cm = validate(run.model, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
+    val_loss, cm = validate(run.scorer, run.val_loader, run.loss_fn, run.precision, run.spec, ctx, progress)
     row = history_row(epoch, train_loss, val_loss, cm, run.spec, run.optimizer.param_groups[0]["lr"])
     run.history.append(row)
-    improved = miou_rank(row["miou"]) > run.best_miou
+    improved = best_epoch(run.history) == epoch  # ties in mIoU go to the lower validation loss
     if improved:
         run.best_miou = miou_rank(row["miou"])
     if ctx.is_main:
         state = TrainingState(optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
                               rng=rng_state(), history=run.history, best_miou=run.best_miou)
-        run.outputs.write(run.model.state_dict(), EpochResult(row, cm, improved, state))
+        with files_being_written():
+            run.outputs.write(portable_state_dict(run.model), EpochResult(row, cm, improved, state))
         log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
             f"mIoU {100 * row['miou']:.2f}%{' (best)' if improved else ''}, lr {row['lr']:.3g}, "
-            f"train {images_per_s:.1f} img/s, epoch {time.perf_counter() - t0:.0f}s")
+            f"{speed.line()}, epoch {time.perf_counter() - t0:.0f}s")
     ctx.barrier()
     run.epoch_seconds = time.perf_counter() - t0
 
@@ -283,15 +327,21 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
     """Train `cfg.model`.
 
     The run folder follows segtrain.training.runs (never another run's files without `exist_ok`); the
-    first line logged names it.
+    first line logged names it. Ctrl-C and SIGTERM stop it with a `Stopped` error (segtrain.training.interrupts).
     """
+    with signals_stop_training():
+        return _fit(cfg, resume, exist_ok, log, log_interval)
+
+
+def _fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None, exist_ok: bool, log: Log,
+         log_interval: float) -> FitResult:
     cfg = cfg.resolved()
     ckpt = open_resume(resume) if resume is not None else None
     if ckpt is not None and ckpt.spec.arch != cfg.model:
         raise CheckpointError(f"{ckpt.path}: is a {ckpt.spec.arch} run; resume it with "
                               f"`segtrain fit {ckpt.spec.arch} --resume {ckpt.path}`")
     ctx = init_distributed(cfg.device)
-    outputs = None
+    outputs = run = folder = None
     try:
         if cfg.tensorboard:  # fail before any training when it cannot work here
             ctx.decide(require_tensorboard)
@@ -308,6 +358,8 @@ def fit(cfg: TrainConfig, resume: str | Path | Checkpoint | None = None, exist_o
                 log(line)
             outputs = run.outputs = open_outputs(run)
         return train_epochs(run, log)
+    except (KeyboardInterrupt, Terminated) as stop:
+        raise stop_error(stop, cfg.model, folder.path if folder else None, run.epoch if run else 0) from None
     finally:
         if outputs is not None and outputs.tensorboard is not None:
             outputs.tensorboard.close()

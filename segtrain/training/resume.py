@@ -94,10 +94,16 @@ def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer
     if ckpt.spec != spec:
         raise CheckpointError(f"{path}: was trained with a different model or data setup ({ckpt.spec.arch}, "
                               f"{ckpt.spec.encoder}, {ckpt.spec.classes}, {ckpt.spec.input_size})")
+    stored = ckpt.config.get("optimizer", "adam")  # runs from before --optimizer trained with Adam
+    if stored != cfg.optimizer:
+        raise CheckpointError(f"{path}: was trained with {stored}, so --optimizer {cfg.optimizer} cannot continue "
+                              f"its optimizer state; resume with {stored}, or start a new run from its weights")
     _load(path, "weights do not fit the model", lambda: model.load_state_dict(ckpt.model))
     _load(path, "optimizer state does not fit the model", lambda: _load_optimizer(optimizer, state.optimizer))
     for group in optimizer.param_groups:  # this run's settings, not the stored ones
         group["lr"], group["weight_decay"] = cfg.lr, cfg.weight_decay
+        if "nesterov" in group:
+            group["nesterov"] = cfg.nesterov
     _load(path, "grad-scaler state is unusable", lambda: precision.scaler.load_state_dict(state.scaler))
     _load(path, "RNG state is unusable", lambda: set_rng_state(state.rng))
 

@@ -33,9 +33,14 @@ def miou_rank(miou: float) -> float:
 
 
 def best_epoch(history: Sequence[dict]) -> int | None:
-    """The first epoch with the highest finite validation mIoU (None before any)."""
+    """The epoch with the highest finite validation mIoU; of epochs tied on it, the lowest validation loss
+    (a model that still predicts only background ties at every epoch), then the first. None before any."""
+    def rank(row: dict) -> tuple[float, float]:
+        loss = row["val_loss"]
+        return row["miou"], -loss if math.isfinite(loss) else -math.inf
+
     scored = [r for r in history if math.isfinite(r["miou"])]
-    return max(scored, key=lambda r: r["miou"])["epoch"] if scored else None
+    return max(scored, key=rank)["epoch"] if scored else None
 
 
 def history_row(epoch: int, train_loss: float, val_loss: float, cm: ConfusionMatrix, spec: ModelSpec,

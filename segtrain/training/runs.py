@@ -17,7 +17,9 @@ from segtrain.common.files import ensure_writable_dir
 RUNS_DIR = Path("runs")  # where runs go without --out
 BEST_MODEL, LAST, METRICS_CSV, CONFIG_JSON = "best_model.pth", "last.pth", "metrics.csv", "config.json"
 LOSS_PNG, MIOU_PNG, CONFUSION_PNG, SAMPLES_PNG = "loss.png", "miou.png", "confusion.png", "samples.png"
-RUN_FILES = (BEST_MODEL, LAST, METRICS_CSV, CONFIG_JSON)  # any of these: the folder holds a run
+# Any of these: the folder holds a run. config.json alone does not: it is written before epoch 1, and a run
+# stopped before any epoch finished has nothing to protect (the same command runs again).
+RUN_FILES = (BEST_MODEL, LAST, METRICS_CSV)
 
 
 class RunFolderError(InputError):

@@ -35,6 +35,7 @@ from segtrain.common.settings import (
     setting,
 )
 from segtrain.common.system import available_memory
+from segtrain.evaluation import TTA_MODES
 
 ENGINES = ("local", "ray")  # who runs the images: this process, or Ray Data actors (segdeploy.infer.ray_batch)
 MEMORY_SHARE = 4  # the default memory budget: a quarter of the memory available at start
@@ -43,7 +44,7 @@ FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
 MAX_MEMORY_BUDGET_MB = 1 << 24
 # The settings summary.json records (its "settings"): those that shape the outputs and the speed.
 RECORDED_SETTINGS = ("batch_size", "runtime", "threads", "workers", "alpha", "overwrite", "save", "legend", "tile",
-                     "tile_overlap")
+                     "tile_overlap", "tta")
 
 
 def default_memory_budget() -> int:
@@ -110,6 +111,7 @@ class BatchConfig(Checked):
     legend: bool = setting(False)
     tile: str | int = setting(TILE_AUTO, rule=_tile)
     tile_overlap: float = setting(DEFAULT_TILE_OVERLAP, rule=between(0, MAX_TILE_OVERLAP))
+    tta: str = setting("off", rule=one_of(TTA_MODES))  # segtrain.evaluation.with_tta
     memory_budget: int = setting(factory=default_memory_budget, rule=between(1, MAX_MEMORY_BUDGET_MB))  # MB
     engine: str = setting(ENGINES[0], rule=one_of(ENGINES))  # local: this process; ray: Ray Data actors
     ray_address: str | None = setting(None)  # None: a running Ray instance, RAY_ADDRESS, or a new local one

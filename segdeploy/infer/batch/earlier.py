@@ -55,7 +55,7 @@ class EarlierRun:
         sha = (doc.get("model") or {}).get("sha256")
         try:
             made_with = [Fingerprint(sha, s["alpha"], tuple(s["save"]), s["legend"], s["tile"],
-                                     s["tile_overlap"]).of({}) for s in settings]
+                                     s["tile_overlap"], s.get("tta", "off")).of({}) for s in settings]
         except (KeyError, TypeError) as e:
             raise ShapeError("a segdeploy batch summary's settings", settings) from e
         if not made_with or not isinstance(sha, str):

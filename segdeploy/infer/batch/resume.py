@@ -63,9 +63,13 @@ class Fingerprint:
     legend: bool
     tile: str | int
     tile_overlap: float
+    tta: str = "off"  # recorded only when on, so outputs made before --tta existed still resume
 
     def of(self, stamp: dict[str, int]) -> dict:
-        return {**asdict(self), "save": list(self.save), "source": stamp}
+        made = {**asdict(self), "save": list(self.save), "source": stamp}
+        if self.tta == "off":
+            del made["tta"]
+        return made
 
 
 # Keys of an image's summary record that describe one run rather than its outputs: kept out of the files, so the

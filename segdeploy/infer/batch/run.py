@@ -191,10 +191,10 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
                   image_bytes(config.save))
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size,
-                          expected_images=len(plan.jobs), note=log)
+                          tta=config.tta, expected_images=len(plan.jobs), note=log)
     truth, ids = _ground_truth_and_ids(config, plan, predictor)
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
-                              predictor.tiling.tile, predictor.tiling.overlap)
+                              predictor.tiling.tile, predictor.tiling.overlap, config.tta)
     list_ahead(config.out_dir)
     earlier = check_earlier(config.out_dir, plan.jobs, fingerprint, config.shard, config.overwrite, log)
     make_out_dir(config.out_dir)

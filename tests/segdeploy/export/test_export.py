@@ -37,7 +37,7 @@ def export_small(make_checkpoint, tmp: Path, arch: str, encoder: str, data: Path
 
 
 def assert_parity(ckpt: Path, onnx_path: Path, data: Path, sizes: list[tuple[int, int]], batch: int = 3) -> None:
-    """ORT vs PyTorch on real images at a batch size and sizes unlike the export trace (batch 1)."""
+    """ORT vs PyTorch on real images at a batch size and sizes unlike the export trace (batch 4)."""
     model, loaded = load_model(ckpt)
     spec = loaded.spec
     session = OnnxModel(onnx_path, provider="cpu")

@@ -75,6 +75,21 @@ def test_int8_that_passes_the_gate_is_written_with_its_verdict(ckpt: Path, tmp_p
     assert "PASSED (agreement >= 0%, mIoU drop <= 100 points)" in output
 
 
+def test_verification_says_what_its_miou_is_measured_on(ckpt: Path, sample_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    result = CliRunner().invoke(main, ["export", str(ckpt), "--out", str(out), "--verify-images", "2"])
+    assert result.exit_code == 0, result.output
+    of = len(json.loads((sample_root / "validation" / "labels.json").read_text())["images"])
+    scope = (f"mIoU ref/new: the first 2 of {of} validation images, fed at each row's size and scored at the "
+             "photos' own sizes; it compares the two models, it is not the model's accuracy")
+    training = ("for comparison, the checkpoint's validation mIoU in training: 10.00% (its whole validation split, "
+                "scored at the input size 32x32)")
+    notes = json.loads((out / "tiny.verify.json").read_text())["notes"]
+    assert any(n.startswith(scope) for n in notes) and training in notes
+    flat = " ".join(result.output.split())
+    assert f"note: {scope}" in flat and f"note: {training}" in flat
+
+
 def test_int8_below_the_gate_is_not_written_and_the_export_exits_1(ckpt: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "exported"

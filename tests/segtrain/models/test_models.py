@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from segtrain.contract import build_spec
-from segtrain.models import DEFAULT_ENCODERS, MODELS, ModelError, build_model, load_model
+from segtrain.models import CLASSIFIERS, DEFAULT_ENCODERS, INPUT_DIVISORS, MODELS, ModelError, build_model, load_model
 from segtrain.models.encoders import host_reachable
 from segtrain.training.checkpoint import Checkpoint, CheckpointError
 
@@ -155,14 +155,54 @@ class TestSegNet(BaseModelTest):
         torch.testing.assert_close(model.encoder.features[1].running_mean, reference["features.1.running_mean"])
 
 
+class TestUnet(BaseModelTest):
+    arch, encoder = "unet", "resnet18"
+
+
+class TestFPN(BaseModelTest):
+    arch, encoder = "fpn", "resnet18"
+
+
+class TestDeepLabV3Plus(BaseModelTest):
+    arch, encoder = "deeplabv3plus", "resnet18"
+
+    def test_output_stride_16(self, model: torch.nn.Module) -> None:
+        assert INPUT_DIVISORS[self.arch] == model.encoder.output_stride == 16
+        assert model.encoder.layer4[0].conv2.dilation == (2, 2)  # dilated past stride 16, as the paper
+
+
+class TestSegformer(BaseModelTest):
+    arch, encoder = "segformer", "resnet18"  # any smp encoder; its own Mix Transformer below
+
+
+def test_segformer_default_is_the_mix_transformer() -> None:
+    assert DEFAULT_ENCODERS["segformer"] == "mit_b0"
+    model = build_model(build_spec("segformer", "mit_b0", image_size=64), encoder_weights="none").eval()
+    assert 3.5e6 < sum(p.numel() for p in model.parameters()) < 3.9e6  # SegFormer-B0: 3.7M parameters
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 96)).shape == (1, NUM_CLASSES, 64, 96)
+
+
+@pytest.mark.parametrize("arch", ["fpn", "deeplabv3plus", "segformer"])  # smp's U-Net resizes its skips instead
+def test_input_not_divisible_is_refused(arch: str) -> None:
+    model = build_model(build_spec(arch, "resnet18", image_size=64), encoder_weights="none").eval()
+    with pytest.raises(RuntimeError, match=f"divisible by {INPUT_DIVISORS[arch]}"):
+        model(torch.zeros(1, 3, 64 + INPUT_DIVISORS[arch] // 2, 64))
+
+
 def test_registry_errors_list_valid_names() -> None:
-    with pytest.raises(ModelError, match="unknown model 'unet'; choose from deeplab, segnet"):
-        build_model(build_spec("unet", "resnet18"), encoder_weights="none")
+    from segtrain.training.config import ARCHITECTURES
+
+    with pytest.raises(ModelError, match="unknown model 'pspnet'; choose from deeplab, segnet, unet, fpn, "
+                                         "deeplabv3plus, segformer"):
+        build_model(build_spec("pspnet", "resnet18"), encoder_weights="none")
+    with pytest.raises(ModelError, match="unknown U-Net encoder 'vgg17'; smp encoders include .*resnet18"):
+        build_model(build_spec("unet", "vgg17"), encoder_weights="none")
     with pytest.raises(ModelError, match="unknown SegNet encoder 'resnet18'; choose from vgg16_bn, vgg16"):
         build_model(build_spec("segnet", "resnet18"), encoder_weights="none")
     with pytest.raises(ModelError, match="unknown DeepLabV3 encoder 'vgg17'.*resnet50"):
         build_model(build_spec("deeplab", "vgg17"), encoder_weights="none")
-    assert set(MODELS) == set(DEFAULT_ENCODERS) == {"deeplab", "segnet"}
+    assert set(MODELS) == set(DEFAULT_ENCODERS) == set(INPUT_DIVISORS) == set(CLASSIFIERS) == set(ARCHITECTURES)
 
 
 def test_weights_file_missing_or_not_weights(tmp_path: Path) -> None:

@@ -122,9 +122,10 @@ def test_help_defaults_come_from_the_dataclass() -> None:
     from segtrain.cli import fit_command
 
     helps = {p.name: p.help or "" for p in fit_command.params}
-    for field in ("epochs", "batch_size", "lr", "image_size", "lr_schedule", "warmup_epochs", "progress",
+    for field in ("epochs", "batch_size", "optimizer", "image_size", "lr_schedule", "warmup_epochs", "progress",
                   "weight_decay", "seed", "device", "data", "encoder_weights"):
         assert f"[default: {default(TrainConfig, field)}]" in helps[field], (field, helps[field])
+    assert "[default: 0.0001 for adam, 0.0001 for adamw, 0.01 for sgd]" in helps["lr"]
     flat = " ".join(CliRunner().invoke(main, ["fit", "--help"], terminal_width=400).output.split())
     for flag in ("--exist-ok", "--weight-decay", "--lr-schedule [constant|poly|cosine]", "--warmup-epochs",
                  "--patience", "--progress [auto|bar|log|off]", "--tensorboard"):
