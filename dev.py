@@ -22,6 +22,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 DEMO = ROOT / "demo"
+CONSTRAINTS = ROOT / "constraints-dev.txt"  # one known-good set of the cloud/ray/dev packages (no pip backtracking)
 
 
 def run(*args: str | Path, **kwargs) -> None:
@@ -35,14 +36,14 @@ def ensure_venv() -> None:
     if sys.version_info < (3, 10):  # noqa: UP036  (this file runs on any python3 to say so)
         sys.exit(f"Python 3.10 or newer is needed, this is {sys.version.split()[0]}")
     stamp = VENV / ".segtrain-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + CONSTRAINTS.read_bytes()).hexdigest()
     if stamp.is_file() and stamp.read_text() == want and PYTHON.exists():
         return
     if not PYTHON.exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[train,openvino,cloud,ray,dev]")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[train,openvino,cloud,ray,dev]", "-c", CONSTRAINTS)
     stamp.write_text(want)
 
 
