@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,17 +24,33 @@ def load_bench(monkeypatch: pytest.MonkeyPatch):
     return module
 
 
+# The benchmark runs in its own process, as a user runs it: its DataLoader workers (and the SIGCHLD handler
+# torch installs for them) must not outlive it inside the test process, where a later subprocess's exit
+# signal then crashed pytest (SIGSEGV while waiting for that subprocess).
+RUN_TINY = """
+import runpy, sys
+import pytest
+from tiny_arch import register_tiny
+register_tiny(pytest.MonkeyPatch())
+sys.argv = ["train_speed.py", *sys.argv[1:]]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
 @pytest.mark.slow
 def test_runs_small_and_writes_its_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tiny_arch import POOL_ARCH, register_tiny
+    from tiny_arch import POOL_ARCH
 
-    register_tiny(monkeypatch)
     bench = load_bench(monkeypatch)
     data = make_sample_dataset(tmp_path / "data", seed=2, sizes={"train": 3, "validation": 2, "test": 1})
     out = tmp_path / "speed.json"
     args = ["--data", str(data), "--model", POOL_ARCH, "--encoder", "conv", "--image-size", "32", "--batch-size", "2",
             "--workers", "1", "--device", "cpu", "--warmup", "1", "--steps", "2", "--repeat", "2", "--json", str(out)]
-    bench.main(args)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "helpers"), str(REPO),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    code = RUN_TINY.format(script=str(REPO / "benchmarks" / "train_speed.py"))
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads(out.read_text())
     report = bench.TrainSpeed.decode(doc)  # the record's own shape check
     assert report.schema == "segtrain-train-speed/1" and report.command.endswith(" ".join(args))
