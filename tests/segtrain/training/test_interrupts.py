@@ -119,13 +119,14 @@ def test_a_signal_while_the_epoch_is_written_waits_for_the_files(data: Path, tmp
         written.append(result.row["epoch"])
 
     monkeypatch.setattr(RunOutputs, "write", write_then_check)
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier library (ray.init) installed
     out = tmp_path / "run"
     with tiny_registered(), pytest.raises(Stopped) as stopped:
         fit(tiny_config(data, out, epochs=3), log=lambda line: None)
     assert stopped.value.exit_code == 143 and written == [1]
     assert f"{out / 'last.pth'} holds epoch 1 whole" in str(stopped.value)
     assert Checkpoint.load(out / "last.pth").epoch == 1 and Checkpoint.load(out / "best_model.pth").epoch == 1
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back
+    assert signal.getsignal(signal.SIGTERM) is before  # put back
 
 
 def test_ctrl_c_outside_training_is_130_not_aborted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
