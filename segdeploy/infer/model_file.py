@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from segtrain.common.errors import InputError
-from segtrain.common.files import looks_like_torch_file
+from segtrain.common.files import file_sha256, looks_like_torch_file
 from segtrain.contract import ModelSpec, Provenance
 
 DEFAULT_MODEL_DIR = Path("exported")  # where `segdeploy export` writes and `segdeploy batch` looks
@@ -58,9 +58,35 @@ def load_graph(path: str | Path):
         raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
 
 
+_READ: dict[str, ModelMetadata] = {}  # file sha256 -> what it said: parsing a model file reads all its weights
+_READ_KEPT = 8
+
+
+def _content_key(path: str | Path) -> str | None:
+    """The file's sha256 (a tenth of a parse's time), None when it cannot be read: the parse's own error then."""
+    try:
+        return file_sha256(path) if Path(path).is_file() else None  # never a FIFO's read that blocks
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def read_model_metadata(path: str | Path, proto=None) -> ModelMetadata:
-    """The spec and provenance in an ONNX file's metadata_props (`proto` when already loaded)."""
-    proto = load_graph(path) if proto is None else proto
+    """The spec and provenance in an ONNX file's metadata_props (`proto` when already loaded).
+
+    Remembered per file content (sha256) for this process: a run asks it of the same file several times (the memory
+    budget, --runtime auto's cache key, each engine that opens it), and each parse reads the whole file."""
+    key = _content_key(path) if proto is None else None
+    if key is not None and key in _READ:
+        return _READ[key]
+    meta = _parse_metadata(path, load_graph(path) if proto is None else proto)
+    if key is not None:
+        if len(_READ) >= _READ_KEPT:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = meta
+    return meta
+
+
+def _parse_metadata(path: str | Path, proto) -> ModelMetadata:
     props = {p.key: p.value for p in proto.metadata_props}
     try:
         spec = ModelSpec.from_metadata(props)

@@ -33,6 +33,7 @@ from segdeploy.infer.pipeline import Failure, MemoryBudget, run_pipeline
 from segdeploy.infer.predictor import DEFAULT_BATCH_SIZE, Predictor
 from segdeploy.infer.storage import location
 from segtrain.common.errors import InputError
+from segtrain.common.files import file_sha256
 
 RAY_EXTRA = 'pip install "segtrain[ray]"'
 WRITE_STOPPED = "write stopped: "  # a row's reason when DEST took no more (the run stops, as a local one does)
@@ -210,7 +211,6 @@ def predict_dataset(dataset: Any, model: str | os.PathLike, out: str | os.PathLi
     Rows out: "input" (the key), "record" (its summary.json record as JSON, "" when it failed), "mask" (the class
     mask as an indexed PNG, b"" when it failed), "error" (why it failed, "" when it did not).
     """
-    import hashlib
     import tempfile
 
     from segdeploy.infer.batch.config import BatchConfig
@@ -219,7 +219,7 @@ def predict_dataset(dataset: Any, model: str | os.PathLike, out: str | os.PathLi
 
     ray = _ray()
     save = resolve_save(save)
-    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    digest = file_sha256(model)  # streamed, as a local run fingerprints its model
     def made(name: str) -> Any:  # what `segdeploy batch` makes outputs with when not told otherwise
         return default(BatchConfig, name)
 

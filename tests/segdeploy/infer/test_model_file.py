@@ -228,3 +228,21 @@ def test_model_choice_errors(model: Path, tmp_path: Path) -> None:
                                                     f"no --model given: using {fp32_only / 'deeplab.onnx'}")
     assert variant_path(Path("x/m.fp16.onnx"), "int8") == Path("x/m.int8.onnx")
     assert variant_path(Path("x/m.int8.onnx"), "fp32") == Path("x/m.onnx")
+
+
+def test_a_model_files_metadata_is_parsed_once_per_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run asks the spec of its model file several times; the file is parsed (all its weights read) once, and a
+    file whose content changes is parsed again."""
+    from colour_models import build_colour_model
+
+    import segdeploy.infer.model_file as model_file
+
+    parsed: list[str] = []
+    load = model_file.load_graph
+    monkeypatch.setattr(model_file, "load_graph", lambda path: parsed.append(str(path)) or load(path))
+    monkeypatch.setattr(model_file, "_READ", {})  # earlier tests wrote (and read) the same bytes
+    path = build_colour_model(tmp_path / "m.onnx", input_size=(32, 32))
+    first = model_file.read_model_metadata(path)
+    assert model_file.read_model_metadata(path) is first and len(parsed) == 1
+    build_colour_model(path, input_size=(64, 64))  # the same name, another model
+    assert model_file.read_model_metadata(path).spec.input_size != first.spec.input_size and len(parsed) == 2

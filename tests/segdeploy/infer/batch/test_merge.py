@@ -50,14 +50,21 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "message"), CASES, ids=[m.split(":")[0] for _, m in CASES])
-def test_malformed_shard_summaries_are_one_line_exit_2(tmp_path: Path, damage, message: str) -> None:
+def merge_damaged(tmp_path: Path, damage) -> tuple[Path, str]:
+    """merge-summary over two shard summaries, the second one `damage`d: the OUT folder and the one line it said
+    (exit 2 asserted)."""
     docs = shard_docs()
     damage(docs[1])
     out = write(tmp_path / "out", docs)
     res = CliRunner().invoke(main, ["merge-summary", str(out)])
     assert res.exit_code == 2, res.output
     (line,) = res.output.strip().splitlines()
+    return out, line
+
+
+@pytest.mark.parametrize(("damage", "message"), CASES, ids=[m.split(":")[0] for _, m in CASES])
+def test_malformed_shard_summaries_are_one_line_exit_2(tmp_path: Path, damage, message: str) -> None:
+    out, line = merge_damaged(tmp_path, damage)
     assert line.startswith(f"Error: {out / 'summary.shard-1-of-2.json'}: not a summary written by "
                            f"`segdeploy batch --shard` ({message}")
     assert not (out / "summary.json").exists()
@@ -102,12 +109,7 @@ LIES = [
 
 @pytest.mark.parametrize(("damage", "message"), LIES, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(LIES)])
 def test_a_summary_that_lies_is_refused_in_one_line(tmp_path: Path, damage, message: str) -> None:
-    docs = shard_docs()
-    damage(docs[1])
-    out = write(tmp_path / "out", docs)
-    res = CliRunner().invoke(main, ["merge-summary", str(out)])
-    assert res.exit_code == 2, res.output
-    (line,) = res.output.strip().splitlines()
+    out, line = merge_damaged(tmp_path, damage)
     assert message in line, line
     assert not (out / "summary.json").exists()
 
