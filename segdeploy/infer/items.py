@@ -166,7 +166,7 @@ def to_rgb_array(item: Item, channels: str) -> np.ndarray:
 def _read_object(path: object) -> bytes:
     try:
         return path.read_bytes()
-    except OSError as e:
+    except Exception as e:  # the stores raise their own types (OSError, botocore's NoCredentialsError, ...)
         raise ImageReadError(f"{shown(path)}: cannot read it ({why(e)})") from e
 
 

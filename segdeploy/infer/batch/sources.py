@@ -347,7 +347,7 @@ def _list_store(source: str, exclude: Sequence[str] = ()) -> Listing:
             root = root.parent
         else:
             found = [(key, path) for key, path in find_media(root) if not str(path).startswith(tuple(exclude))]
-    except OSError as e:
+    except Exception as e:  # the stores raise their own types (OSError, botocore's NoCredentialsError, ...)
         raise BatchInputError(f"{shown(source)}: cannot list it ({why(e)})") from None
     for key, path in found:
         if is_video_name(key):

@@ -123,6 +123,19 @@ def test_a_missing_object_is_a_one_line_error(server: S3Server, photos: dict) ->
     assert not (photos["root"] / "missing").exists()
 
 
+def test_a_store_without_credentials_is_a_one_line_error(server: S3Server, photos: dict, tmp_path: Path) -> None:
+    """botocore's NoCredentialsError is no OSError: the listing still ends in one line naming the URL, exit 2."""
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=server.endpoint)
+    res = subprocess.run(batch_command(f"s3://{BUCKET}/in", "--out", tmp_path / "out", "--model", photos["model"]),
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == EXIT_INPUT, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith(f"Error: s3://{BUCKET}/in: cannot list it (") and "credentials" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_object_gone_before_it_is_read_is_a_named_failure(server: S3Server, photos: dict) -> None:
     from segdeploy.infer.batch.decode import decode
     from segdeploy.infer.batch.plan import plan_jobs
