@@ -175,7 +175,7 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
 @click.option("--ray-address", metavar="ADDR",
               help="With --engine ray: the Ray cluster (ray://host:10001, auto) [default: RAY_ADDRESS, a running "
                    "instance, or a new one on this machine].")
-@click.option("--actors", type=click.IntRange(min=1),
+@setting_option(BatchConfig, "--actors",
               help="With --engine ray: model replicas (actors), each with --threads CPUs [default: as many as the "
                    "cluster's CPUs hold].")
 @click.option("--shard", metavar="K/N", callback=_shard_option,
