@@ -9,8 +9,13 @@ kernel set per input shape on first sight and reuses it.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,40 @@ def openvino_version() -> str:
     return import_openvino().__version__.split("-")[0]
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def signal_stack_kept() -> Iterator[None]:
+    """Put the calling thread's alternate signal stack back after OpenVINO ran.
+
+    OpenVINO's CPU plugin swaps in a signal stack of its own (11568 bytes) when it compiles or runs a model and
+    leaves it there. Python's signal handlers (Ctrl-C, SIGTERM, torch's SIGCHLD) run on that stack, and once the
+    plugin frees it the next signal kills the process with SIGSEGV (seen: a Ctrl-C, and a subprocess's exit,
+    after `--runtime auto` had measured OpenVINO). Linux only, where the call exists; elsewhere a no-op.
+    """
+    libc = _libc()
+    old = _SignalStack()
+    if libc is None or libc.sigaltstack(None, ctypes.byref(old)) != 0:
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(old), None)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 class OpenVinoModel:
     """One compiled OpenVINO model plus the spec that says how to feed it (the OnnxModel interface)."""
 
@@ -55,8 +94,9 @@ class OpenVinoModel:
         config.update(properties or {})
         t0 = time.perf_counter()
         try:
-            core = ov.Core()
-            self.compiled = core.compile_model(core.read_model(str(self.path)), DEVICE, config)
+            with signal_stack_kept():
+                core = ov.Core()
+                self.compiled = core.compile_model(core.read_model(str(self.path)), DEVICE, config)
         except Exception as e:  # OpenVINO raises RuntimeError with the converter's log
             raise ModelLoadError(f"{self.path}: OpenVINO cannot load it ({whole_message(e)})") from e
         self.session_seconds = time.perf_counter() - t0
@@ -79,7 +119,8 @@ class OpenVinoModel:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        out = request.infer({0: np.ascontiguousarray(batch, np.float32)})[self._output]
+        with signal_stack_kept():
+            out = request.infer({0: np.ascontiguousarray(batch, np.float32)})[self._output]
         if not self._output_checked:
             check_logits(self.path, self.spec, batch, out)
             self._output_checked = True

@@ -187,3 +187,46 @@ def test_int8_miou_under_both_runtimes(exported: Path, coco_mini: Path) -> None:
     assert res.exit_code == 0, res.output
     assert res.output.startswith(f"{int8} on validation (OpenVINO CPU, --runtime openvino):")
     assert f"{100 * scores['openvino']:.2f}" in res.output
+
+
+SIGNAL_STACK_CHECK = """
+import ctypes, faulthandler, os, signal, sys
+import numpy as np
+from segdeploy.infer.openvino_runtime import OpenVinoModel
+
+class Stack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+def stack():
+    s = Stack()
+    ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s))
+    return s.ss_sp, s.ss_flags, s.ss_size
+
+faulthandler.enable()  # as pytest does: Python's own signal stack
+before = stack()
+kept = []
+for _ in range(2):  # a model kept and one dropped, as --runtime auto keeps the faster engine's
+    model = OpenVinoModel(sys.argv[1])
+    model.run(np.zeros((1, 3, *model.spec.input_size), np.float32))
+    kept.append(stack() == before)  # checked while the model lives: the plugin's stack dies with it
+print("kept" if all(kept) else f"replaced: {before} -> {stack()}")
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+except KeyboardInterrupt:
+    print("ctrl-c")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack as Linux has it")
+def test_openvino_leaves_the_signal_stack_it_found(tmp_path: Path) -> None:
+    """OpenVINO's CPU plugin swaps in a signal stack of its own; left there, a later signal (Ctrl-C, a child's exit)
+    killed the process with SIGSEGV once the plugin freed it. A fresh process: nothing swapped it before."""
+    import subprocess
+
+    from colour_models import subprocess_env
+
+    model = build_colour_model(tmp_path / "m.onnx")
+    run = subprocess.run([sys.executable, "-c", SIGNAL_STACK_CHECK, str(model)], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["kept", "ctrl-c"], run.stdout
