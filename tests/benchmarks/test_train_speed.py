@@ -24,9 +24,9 @@ def load_bench(monkeypatch: pytest.MonkeyPatch):
     return module
 
 
-# The benchmark runs in its own process, as a user runs it: its DataLoader workers (and the SIGCHLD handler
-# torch installs for them) must not outlive it inside the test process, where a later subprocess's exit
-# signal then crashed pytest (SIGSEGV while waiting for that subprocess).
+# The benchmark runs in its own process, as a user runs it: its DataLoader workers and the SIGCHLD handler
+# torch installs for them stay out of the test process (there, a later child's exit ran that handler on the
+# signal stack OpenVINO had swapped in and freed: SIGSEGV; see openvino_runtime.signal_stack_kept).
 RUN_TINY = """
 import runpy, sys
 import pytest
