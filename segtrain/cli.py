@@ -152,6 +152,10 @@ FIT_HELP = "\n".join([
 @click.option("--loss", metavar="[" + "|".join(LOSSES) + "]",
               help=f"Loss [default: auto = {', '.join(f'{loss} for {arch}' for arch, loss in DEFAULT_LOSS.items())}, "
                    "ce for the others].")
+@click.option("--aux-loss", metavar="W",
+              help="Train with an auxiliary FCN head on the encoder's penultimate stage and add W times its loss, as "
+                   "torchvision's reference (0.5) and MMSegmentation (0.4) do; the head is training-only, so "
+                   "checkpoints' models and exports are unchanged [default: 0 = off].")
 @click.option("--amp/--no-amp", default=None,
               help="Mixed precision [default: fp16 on CUDA, off on CPU; --amp on CPU = bf16].")
 @click.option("--device", help=f"auto, cpu, cuda or cuda:N {_default('device')}.")
@@ -162,7 +166,8 @@ FIT_HELP = "\n".join([
 @click.option("--compile/--no-compile", default=None,
               help="torch.compile the model for training and validation: faster epochs after a first one that "
                    "compiles; refused (exit 2) where it cannot work here.")
-@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across processes under torchrun.")
+@click.option("--sync-bn", is_flag=True, default=None,
+              help="SyncBatchNorm across processes under torchrun (CUDA only).")
 @click.option("--progress", metavar="[" + "|".join(PROGRESS_MODES) + "]",
               help="Within an epoch: a bar, a line every ~30 s (step, images/s, loss, ETA), or nothing; "
                    f"auto = bar on a terminal, else log {_default('progress')}.")

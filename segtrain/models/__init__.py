@@ -16,11 +16,12 @@ from torch import nn
 
 from segtrain.contract import ModelSpec
 from segtrain.models import deeplab, segnet, smp_archs
+from segtrain.models.auxiliary import FCNHead, Tap, WithAuxiliary, smp_tap
 from segtrain.models.encoders import ModelError
 from segtrain.training.checkpoint import Checkpoint, CheckpointError
 
-__all__ = ["CLASSIFIERS", "DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model", "load_model",
-           "torch_predictor"]
+__all__ = ["AUX_TAPS", "CLASSIFIERS", "DEFAULT_ENCODERS", "INPUT_DIVISORS", "MODELS", "ModelError", "build_model",
+           "load_model", "torch_predictor", "with_auxiliary"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"deeplab": deeplab.build_deeplab, "segnet": segnet.build_segnet,
                                                **{name: smp_archs.builder(name) for name in smp_archs.ARCHS}}
@@ -33,12 +34,25 @@ CLASSIFIERS: dict[str, tuple[str, ...]] = {"deeplab": ("segmentation_head",), "s
 INPUT_DIVISORS: dict[str, int] = {"deeplab": deeplab.OUTPUT_STRIDE, "segnet": segnet.DIVISOR,
                                   **{name: a.divisor for name, a in smp_archs.ARCHS.items()}}
 
+# Where each architecture's auxiliary head reads (`fit --aux-loss`): the encoder's penultimate stage.
+AUX_TAPS: dict[str, Callable[[nn.Module], Tap]] = {"deeplab": smp_tap, "segnet": segnet.penultimate_stage,
+                                                   **dict.fromkeys(smp_archs.ARCHS, smp_tap)}
+
 
 def build_model(spec: ModelSpec, encoder_weights: str | Path = "imagenet") -> nn.Module:
     """The registered architecture `spec.arch` with `spec.num_classes` outputs and encoder `spec.encoder`."""
     if spec.arch not in MODELS:
         raise ModelError(f"unknown model {spec.arch!r}; choose from {', '.join(MODELS)}")
     return MODELS[spec.arch](spec, encoder_weights=encoder_weights)
+
+
+def with_auxiliary(model: nn.Module, spec: ModelSpec) -> WithAuxiliary:
+    """`model` (built for `spec`) with a new auxiliary FCN head on its encoder's penultimate stage."""
+    if spec.arch not in AUX_TAPS:
+        raise ModelError(f"--aux-loss: {spec.arch} has no auxiliary head (the architectures with one: "
+                         f"{', '.join(AUX_TAPS)})")
+    tap = AUX_TAPS[spec.arch](model)
+    return WithAuxiliary(model, FCNHead(tap.channels, spec.num_classes), tap)
 
 
 def load_model(source: str | Path | Checkpoint, device: str = "cpu") -> tuple[nn.Module, Checkpoint]:

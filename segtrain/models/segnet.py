@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from segtrain.contract import ModelSpec
+from segtrain.models.auxiliary import Tap
 from segtrain.models.encoders import ModelError, StateDict, load_encoder_weights, torchvision_imagenet
 
 # Output channels of each convolution, per stage; a 2x2 max-pool ends every stage (VGG16, config "D").
@@ -103,6 +104,11 @@ class SegNet(nn.Module):
         for stage, idx, skip in zip(self.decoder, reversed(indices), reversed(skips), strict=True):
             x = stage(x, idx, skip)
         return self.head(x)
+
+
+def penultimate_stage(model: SegNet) -> Tap:
+    """Where `fit --aux-loss` reads: the encoder's stage 4 output (before its pool; 512 channels at 1/8)."""
+    return Tap(model.encoder, lambda out: out[1][-2], VGG16_STAGES[-2][-1])
 
 
 def check_input_size(x: torch.Tensor) -> None:

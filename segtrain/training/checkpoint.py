@@ -27,6 +27,7 @@ from segtrain.contract import ModelSpec
 from segtrain.data.coco import DataError
 
 FORMAT = "segtrain-checkpoint"
+OPTIONAL = ("aux_head",)  # TrainingState fields a resumable last.pth may lack
 VERSION = 1
 
 
@@ -37,7 +38,8 @@ class CheckpointError(InputError):
 @dataclass
 class TrainingState:
     """What a last.pth adds for --resume: optimizer, grad-scaler and RNG state, the history (one row per
-    epoch, the columns of metrics.csv) and the best validation mIoU so far (-1 before any).
+    epoch, the columns of metrics.csv), the best validation mIoU so far (-1 before any) and, with
+    --aux-loss, the auxiliary head (segtrain.models.auxiliary).
 
     Read from a file, a key that is not there is None (`missing` names them); what the values hold is
     checked by segtrain.training.resume before any of it is used.
@@ -48,9 +50,10 @@ class TrainingState:
     rng: dict[str, Any] | None = None
     history: list[dict[str, Any]] | None = None
     best_miou: float | None = None
+    aux_head: dict[str, Any] | None = None  # the auxiliary head's weights, in runs trained with --aux-loss
 
     def missing(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None and f.name not in OPTIONAL]
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}

@@ -73,6 +73,7 @@ class TrainConfig:
     encoder_weights: str = setting("imagenet", rule=non_empty)
     init_from: str | None = setting(None, rule=non_empty)  # a checkpoint to start from (fine-tuning)
     loss: str = setting("auto", rule=one_of(LOSSES))
+    aux_loss: float = setting(0.0, rule=at_least(0))  # weight of the auxiliary head's loss; 0: no head
     amp: bool | None = setting(None)  # None: fp16 on CUDA, off on CPU
     device: str = setting("auto", rule=non_empty)
     workers: int | None = setting(None, rule=at_least(0))  # None: default_workers()

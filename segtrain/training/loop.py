@@ -34,7 +34,7 @@ from segtrain.training.dataset import EpochSampler, SegmentationDataset
 from segtrain.training.distributed import DistContext, ShardSampler, init_distributed, shutdown_distributed
 from segtrain.training.init_from import init_from
 from segtrain.training.interrupts import Terminated, files_being_written, signals_stop_training, stop_error
-from segtrain.training.losses import SegLoss
+from segtrain.training.losses import SegLoss, WithAuxiliaryLoss
 from segtrain.training.optimizers import build_optimizer
 from segtrain.training.precision import Precision, choose_precision, portable_state_dict, resolve_device
 from segtrain.training.progress import LOG_INTERVAL_S, Progress, resolve_mode
@@ -175,11 +175,14 @@ class Run:
     ctx: DistContext
     spec: ModelSpec
     model: nn.Module          # the bare model (checkpoints are written from it, validation runs it)
-    net: nn.Module            # what is trained: the model, or its DDP wrapper (compiled with --compile)
+    aux_head: nn.Module | None  # the auxiliary head of --aux-loss (segtrain.models.auxiliary), else None
+    net: nn.Module            # what is trained: the model (with its auxiliary head), or its DDP wrapper
+                              # (compiled with --compile)
     scorer: nn.Module         # what validates: the model (compiled with --compile)
     optimizer: torch.optim.Optimizer
     precision: Precision
-    loss_fn: nn.Module
+    loss_fn: nn.Module        # validation's loss
+    train_loss_fn: nn.Module  # what training minimises: loss_fn, plus the auxiliary head's with --aux-loss
     train_loader: DataLoader
     val_loader: DataLoader
     sampler: DistributedSampler
@@ -215,7 +218,7 @@ def dataset_root(cfg: TrainConfig, ckpt: Checkpoint | None) -> Path:
 
 def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     """Data, model, optimizer (restored with --resume) and loaders; `Run.notes` says what was set up."""
-    from segtrain.models import build_model
+    from segtrain.models import build_model, with_auxiliary
     from segtrain.training.batchnorm import guard_single_value_batch_norm
 
     use_local_gpu = ctx.enabled and cfg.device != "cpu" and torch.cuda.is_available()
@@ -223,6 +226,9 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     precision = choose_precision(device, cfg.amp)
     if cfg.compile:
         require_compile(device)  # before any data is read or anything written
+    if cfg.sync_bn and ctx.enabled and device.type != "cuda":
+        raise SettingError(f"sync_bn: SyncBatchNorm works on CUDA devices only, and this run is on {device}; "
+                           "run without --sync-bn")
     root = dataset_root(cfg, ckpt)
     train_split = CocoSplit.open(root, "train", cfg.categories)
     val_split = CocoSplit.open(root, "validation", cfg.categories)
@@ -232,28 +238,35 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
     model = build_model(spec, encoder_weights=cfg.encoder_weights)
     if cfg.init_from and ckpt is None:  # a resumed run continues its own weights
         notes.append(init_from(model, spec, cfg.init_from))
-    if ctx.enabled and cfg.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    guard_single_value_batch_norm(model)
-    precision.model(model)
-    optimizer = build_optimizer(cfg, model)
+    trained = with_auxiliary(model, spec) if cfg.aux_loss else model  # the model, and its auxiliary head
+    aux_head = trained.head if trained is not model else None
+    if ctx.enabled and cfg.sync_bn:  # replaces the BatchNorm layers inside, keeping these modules
+        nn.SyncBatchNorm.convert_sync_batchnorm(trained)
+    guard_single_value_batch_norm(trained)
+    precision.model(trained)
+    optimizer = build_optimizer(cfg, trained)
     if ckpt is not None:
-        restore(ckpt, model, optimizer, precision, spec, cfg)
-    net = scorer = model
+        restore(ckpt, model, optimizer, precision, spec, cfg, aux_head)
+    net, scorer = trained, model
     if ctx.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(trained,
+                                                  device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        net = compiled(net)
-        scorer = compiled(model) if ctx.enabled else net
+        scorer = compiled(model)
+        net = scorer if net is model else compiled(net)  # one compiled model when it is the same module
     loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
+    train_loss_fn = WithAuxiliaryLoss(loss_fn, cfg.aux_loss) if aux_head is not None else loss_fn
+    if aux_head is not None:
+        notes.append(f"auxiliary FCN head on the encoder's penultimate stage ({trained.head[0].in_channels} "
+                     f"channels), its loss weighted {cfg.aux_loss:g}; dropped after training")
     train_loader, val_loader, sampler = make_loaders(cfg, spec, train_split, val_split, ctx, device)
     how = precision.name + (", compiled" if cfg.compile else "")
     notes.append(f"{cfg.model} ({spec.encoder}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params) "
                  f"on {device} ({how}), {ctx.world_size} process(es); {len(train_split)} train / "
                  f"{len(val_split)} validation images at {spec.input_size[0]}x{spec.input_size[1]}")
     notes += batch_notes(cfg.batch_size, train_loader.batch_size, len(sampler), ctx.world_size)
-    run = Run(cfg, ctx, spec, model, net, scorer, optimizer, precision, loss_fn, train_loader, val_loader, sampler,
-              val_split, notes=notes)
+    run = Run(cfg, ctx, spec, model, aux_head, net, scorer, optimizer, precision, loss_fn, train_loss_fn,
+              train_loader, val_loader, sampler, val_split, notes=notes)
     if ckpt is not None:
         run.history, run.best_miou = list(ckpt.training.history), float(ckpt.training.best_miou)
     return run
@@ -281,7 +294,7 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
     desc = f"epoch {epoch}/{cfg.epochs}"
     run_left = run.epoch_seconds * (cfg.epochs - epoch) if run.epoch_seconds else None
     progress = Progress(run.progress, len(run.train_loader), f"{desc} train", log, run.log_interval, run_left)
-    train_loss, speed = train_one_epoch(run.net, run.train_loader, run.loss_fn, run.optimizer,
+    train_loss, speed = train_one_epoch(run.net, run.train_loader, run.train_loss_fn, run.optimizer,
                                                run.precision, ctx, epoch, progress,
                                                lambda step: run.lr_at(epoch, step))
     ctx.broadcast_buffers(run.model)
@@ -294,7 +307,8 @@ def run_epoch(run: Run, epoch: int, log: Log) -> None:
         run.best_miou = miou_rank(row["miou"])
     if ctx.is_main:
         state = TrainingState(optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
-                              rng=rng_state(), history=run.history, best_miou=run.best_miou)
+                              rng=rng_state(), history=run.history, best_miou=run.best_miou,
+                              aux_head=portable_state_dict(run.aux_head) if run.aux_head is not None else None)
         with files_being_written():
             run.outputs.write(portable_state_dict(run.model), EpochResult(row, cm, improved, state))
         log(f"{desc}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "

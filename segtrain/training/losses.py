@@ -41,3 +41,18 @@ class SegLoss(nn.Module):
         if self.kind == "dice":
             return self.dice(logits, target)
         return self.ce(logits, target) + self.dice(logits, target)
+
+
+class WithAuxiliaryLoss(nn.Module):
+    """The training loss under `fit --aux-loss W`: loss(logits) + W * loss(auxiliary logits) (same loss kind).
+
+    Takes what segtrain.models.auxiliary.WithAuxiliary returns in training mode, (logits, aux logits).
+    """
+
+    def __init__(self, loss: nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss, self.weight = loss, weight
+
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        logits, aux = outputs
+        return self.loss(logits, target) + self.weight * self.loss(aux, target)

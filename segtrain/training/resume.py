@@ -88,8 +88,9 @@ def data_from_checkpoint(cfg: TrainConfig, ckpt: Checkpoint) -> bool:
 
 
 def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-            spec: ModelSpec, cfg: TrainConfig) -> None:
-    """Load an opened (`open_resume`) checkpoint into model, optimizer, grad scaler and RNGs."""
+            spec: ModelSpec, cfg: TrainConfig, aux_head: nn.Module | None = None) -> None:
+    """Load an opened (`open_resume`) checkpoint into model, auxiliary head (--aux-loss), optimizer, grad
+    scaler and RNGs."""
     path, state = ckpt.path, ckpt.training
     if ckpt.spec != spec:
         raise CheckpointError(f"{path}: was trained with a different model or data setup ({ckpt.spec.arch}, "
@@ -98,7 +99,15 @@ def restore(ckpt: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer
     if stored != cfg.optimizer:
         raise CheckpointError(f"{path}: was trained with {stored}, so --optimizer {cfg.optimizer} cannot continue "
                               f"its optimizer state; resume with {stored}, or start a new run from its weights")
+    stored_aux = state.aux_head is not None
+    if stored_aux != (aux_head is not None):
+        raise CheckpointError(f"{path}: was trained {'with' if stored_aux else 'without'} an auxiliary head, so "
+                              f"--aux-loss {cfg.aux_loss:g} cannot continue its optimizer state; resume with "
+                              f"--aux-loss {'above 0' if stored_aux else '0'}, or start a new run from its weights "
+                              "(--init-from)")
     _load(path, "weights do not fit the model", lambda: model.load_state_dict(ckpt.model))
+    if aux_head is not None:
+        _load(path, "auxiliary head does not fit the model", lambda: aux_head.load_state_dict(state.aux_head))
     _load(path, "optimizer state does not fit the model", lambda: _load_optimizer(optimizer, state.optimizer))
     for group in optimizer.param_groups:  # this run's settings, not the stored ones
         group["lr"], group["weight_decay"] = cfg.lr, cfg.weight_decay

@@ -60,9 +60,11 @@ BUILDERS = {ARCH: build_tiny, POOL_ARCH: lambda spec, encoder_weights="none": Ti
 
 def register_tiny(mp: pytest.MonkeyPatch) -> None:
     """Register every tiny architecture (and its input divisor) with `mp`, undone when `mp` is."""
-    from segtrain.models import CLASSIFIERS, DEFAULT_ENCODERS, INPUT_DIVISORS, MODELS
+    from segtrain.models import AUX_TAPS, CLASSIFIERS, DEFAULT_ENCODERS, INPUT_DIVISORS, MODELS
+    from segtrain.models.auxiliary import Tap
 
     for arch, builder in BUILDERS.items():
+        mp.setitem(AUX_TAPS, arch, lambda model: Tap(model.body, lambda out: out, WIDTH))  # --aux-loss reads body
         mp.setitem(MODELS, arch, builder)
         mp.setitem(CLASSIFIERS, arch, ("head",))
         mp.setitem(INPUT_DIVISORS, arch, DIVISOR)

@@ -28,17 +28,19 @@ def fit_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Co
 
 
 @pytest.mark.slow
-def test_compiled_run_trains_and_writes_plain_checkpoints(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("aux_loss", [0.0, 0.5])  # with --aux-loss the compiled module is the model and its head
+def test_compiled_run_trains_and_writes_plain_checkpoints(tiny, tmp_path, monkeypatch, aux_loss):
     from tiny_arch import register_tiny, tiny_config
 
     register_tiny(monkeypatch)
     lines: list[str] = []
-    result = fit(tiny_config(tiny, tmp_path / "run", epochs=1, compile=True), log=lines.append)
+    result = fit(tiny_config(tiny, tmp_path / "run", epochs=1, compile=True, aux_loss=aux_loss), log=lines.append)
     assert result.best_epoch == 1 and any("compiled" in line for line in lines)
     for name in ("best_model.pth", "last.pth"):
         raw = torch.load(tmp_path / "run" / name, weights_only=True)
         assert raw["config"]["compile"] is True
         assert raw["model"] and not [k for k in raw["model"] if "_orig_mod" in k], name
+    assert bool(aux_loss) == ("aux_head" in torch.load(tmp_path / "run" / "last.pth", weights_only=True))
     from segtrain.models import load_model
 
     load_model(tmp_path / "run" / "best_model.pth")  # strict load into a plain model
