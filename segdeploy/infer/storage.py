@@ -11,7 +11,8 @@ read_bytes, iterdir). What differs between the two is here, behind a few functio
 - `put(path, data)`: an object is written in one request, which is atomic in object stores (no temporary name,
   nothing half-written to sweep); any failure is a StoreWriteError, since it says the store takes no more from
   this run (access denied, a missing bucket, the network);
-- `find_media(root)`: the objects under a prefix, keyed relative to it.
+- `find_media(root)`: the objects under a prefix, keyed relative to it;
+- `list_ahead(root)`: which objects exist under --out, listed once, for the checks of a resuming run.
 
 Credentials come from the standard places of each store (environment, config files, instance roles); fsspec and
 the store's package read them, and messages and summaries show a URL without its user name and password.
@@ -19,7 +20,6 @@ the store's package read them, and messages and summaries show a URL without its
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path, PurePath
 from typing import Any
@@ -115,13 +115,33 @@ def why(error: BaseException) -> str:
     return redacted(text)
 
 
-def list_ahead(root: Any) -> None:
-    """List everything under `root` in one go, so that fsspec's listings cache answers the existence checks of a
-    resuming run (a request per output otherwise); the store's own writes and removals keep that cache true. A
-    local folder, or a prefix that cannot be listed, is left to the checks themselves."""
+class Listing:
+    """Which objects exist under a run's --out, from one listing at the start of the run: a resuming run checks
+    several outputs per image, and asking the store each time costs a request or two per check (S3 answers a
+    missing key with a HEAD and then a LIST). `is_file(path)` answers from the listing for objects below the
+    listed prefix and asks the path itself for anything else (local files, a prefix that could not be listed).
+    Valid until the run writes or removes there: the checks before the first write use it."""
+
+    def __init__(self, prefix: str | None = None, files: frozenset[str] = frozenset()) -> None:
+        self.prefix, self.files = prefix, files
+
+    def is_file(self, path: Any) -> bool:
+        if self.prefix is not None and is_remote(path) and path.path.startswith(self.prefix):
+            return path.path in self.files
+        return path.is_file()
+
+
+def list_ahead(root: Any) -> Listing:
+    """The Listing of everything under `root` (one request per thousand objects on S3); for a local folder, or a
+    prefix that cannot be listed (its own checks then name the problem), one that asks each path."""
+    root = location(root)
     if is_remote(root):
-        with contextlib.suppress(OSError):
-            root.fs.find(root.path)
+        prefix = root.path.rstrip("/") + "/"
+        try:
+            return Listing(prefix, frozenset(root.fs.find(prefix)))
+        except Exception:  # noqa: BLE001 (each store raises its own types; the later checks report it)
+            pass
+    return Listing()
 
 
 def find_media(root: Any) -> list[tuple[str, Any]]:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from segdeploy.infer.batch.outputs import FRAMES_SUFFIX, OUTPUT_SUFFIXES, RECORD_SUFFIX, VIDEO_SUFFIXES, OutputPaths
 from segdeploy.infer.batch.plan import IMAGE, VIDEO, Job
-from segdeploy.infer.batch.resume import Fingerprint, made_elsewhere, same_settings
+from segdeploy.infer.batch.resume import ASK_EACH, Fingerprint, made_elsewhere, same_settings
 from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import Shard, run_file_regex
 from segdeploy.infer.batch.sources import BatchInputError
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord, summary_name
-from segdeploy.infer.storage import is_remote, location
+from segdeploy.infer.storage import Listing, is_remote, location
 from segtrain.common.errors import printable
 from segtrain.common.json_shape import ShapeError
 from segtrain.common.outside_text import read_json
@@ -75,7 +75,7 @@ class Earlier:
 
 
 def check_earlier(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, shard: Shard | None, overwrite: bool,
-                  log: Callable[[str], None]) -> Earlier:
+                  log: Callable[[str], None], listing: Listing = ASK_EACH) -> Earlier:
     """Refuse (BatchInputError) or, with `overwrite`, clear the outputs of other runs in `out_dir`; return what this
     run keeps of earlier runs with its own settings (see the module docstring)."""
     out_dir = location(out_dir)
@@ -93,7 +93,7 @@ def check_earlier(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, shar
             others.append((path, ", ".join(dict.fromkeys(differ))))
         elif path.name == summary_name(shard):
             own = run
-    masks = [(job, made) for job in jobs if (made := made_elsewhere(job, fingerprint)) is not None]
+    masks = [(job, made) for job in jobs if (made := made_elsewhere(job, fingerprint, listing)) is not None]
     others += [(job.outputs.record, ", ".join(_differences(made, fingerprint))) for job, made in masks[:1]]
     if others:
         if not overwrite:
@@ -108,7 +108,7 @@ def check_earlier(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, shar
     if own is None:
         return Earlier([], [])
     keys = {job.key for job in jobs}
-    kept = [replace(r, resumed=True) for r in own.images if r.input not in keys and _present(out_dir, r)]
+    kept = [replace(r, resumed=True) for r in own.images if r.input not in keys and _present(out_dir, r, listing)]
     return Earlier(kept, own.sources)
 
 
@@ -142,9 +142,9 @@ def _differences(made: dict, fingerprint: Fingerprint) -> list[str]:
     return out or ["other settings"]
 
 
-def _present(out_dir: Path, record: ImageRecord) -> bool:
+def _present(out_dir: Path, record: ImageRecord, listing: Listing) -> bool:
     if is_remote(out_dir):
-        return all((out_dir / rel).exists() for rel in record.outputs.values())
+        return all(listing.is_file(out_dir / rel) for rel in record.outputs.values())
     return all(os.path.lexists(out_dir / rel) for rel in record.outputs.values())
 
 

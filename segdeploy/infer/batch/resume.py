@@ -23,7 +23,7 @@ from segdeploy.infer.batch.plan import STREAM, Job
 from segdeploy.infer.batch.rle import PREDICTIONS
 from segdeploy.infer.batch.shards import run_file_regex
 from segdeploy.infer.batch.summary import SUMMARY, ImageRecord
-from segdeploy.infer.storage import is_remote, stamp
+from segdeploy.infer.storage import Listing, is_remote, stamp
 from segtrain.common.files import json_text, sweep_orphans, temp_name_pattern
 from segtrain.common.json_shape import Record, ShapeError, check
 from segtrain.common.outside_text import parse_json
@@ -127,16 +127,20 @@ def same_settings(stored: dict, fingerprint: Fingerprint) -> bool:
         {k: v for k, v in fingerprint.of({}).items() if k != "source"}
 
 
-def _outputs_exist(job: Job) -> bool:
-    return all(path.is_dir() if kind == "frames" else path.is_file() for kind, path in job.outputs.files.items())
+ASK_EACH = Listing()  # no listing: each output's existence is asked of its path
 
 
-def completed(job: Job, fingerprint: Fingerprint) -> ImageRecord | None:
-    """The record of `job` when every chosen output exists and was made with `fingerprint`, else None."""
+def _outputs_exist(job: Job, listing: Listing) -> bool:
+    return all(path.is_dir() if kind == "frames" else listing.is_file(path) for kind, path in job.outputs.files.items())
+
+
+def completed(job: Job, fingerprint: Fingerprint, listing: Listing = ASK_EACH) -> ImageRecord | None:
+    """The record of `job` when every chosen output exists (per `listing`) and was made with `fingerprint`, else
+    None."""
     if job.kind == STREAM:
         return None
     try:
-        if not _outputs_exist(job):
+        if not _outputs_exist(job, listing):
             return None
         expected = fingerprint.of(source_stamp(job.source))
     except OSError:  # gone, not a regular file, a name too long: the later stages name the reason
@@ -145,10 +149,10 @@ def completed(job: Job, fingerprint: Fingerprint) -> ImageRecord | None:
     return stored.record if stored is not None and stored.fingerprint == expected else None
 
 
-def made_elsewhere(job: Job, fingerprint: Fingerprint) -> dict | None:
+def made_elsewhere(job: Job, fingerprint: Fingerprint, listing: Listing = ASK_EACH) -> dict | None:
     """The fingerprint of `job`'s record when another model or other output settings made it, else None."""
     try:
-        if not job.outputs.record.is_file():
+        if not listing.is_file(job.outputs.record):
             return None
     except OSError:
         return None
@@ -156,15 +160,16 @@ def made_elsewhere(job: Job, fingerprint: Fingerprint) -> dict | None:
     return None if stored is None or same_settings(stored.fingerprint, fingerprint) else stored.fingerprint
 
 
-def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: bool,
-           log: Callable[[str], None]) -> tuple[list[Job], list[tuple[Job, ImageRecord]]]:
-    """Remove orphaned temporary files, then split `jobs` into (to run, (job, its record) already complete)."""
+def resume(out_dir: Path, jobs: list[Job], fingerprint: Fingerprint, overwrite: bool, log: Callable[[str], None],
+           listing: Listing = ASK_EACH) -> tuple[list[Job], list[tuple[Job, ImageRecord]]]:
+    """Remove orphaned temporary files, then split `jobs` into (to run, (job, its record) already complete);
+    `listing` (storage.list_ahead) says which outputs exist."""
     swept = sweep_temp_files(out_dir)
     if swept:
         log(f"removed {len(swept)} temporary file(s) left by an interrupted run")
     todo, done = [], []
     for job in jobs:
-        record = None if overwrite else completed(job, fingerprint)
+        record = None if overwrite else completed(job, fingerprint, listing)
         if record is None:
             todo.append(job)
         else:

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -231,3 +235,43 @@ def test_an_out_prefix_inside_the_source_prefix_is_not_read_as_input(server: S3S
     assert same.returncode == EXIT_INPUT and "is the input prefix" in same.stderr
     for key in list(_objects(server, "in/preds/")):
         server.client().delete_object(Bucket=BUCKET, Key=f"in/preds/{key}")
+
+
+@contextlib.contextmanager
+def _requests() -> Iterator[list[str]]:
+    """The request lines ("GET /photos?list-type=2&prefix=... HTTP/1.1") the server logs meanwhile."""
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.extend(re.findall(r'"((?:GET|HEAD|PUT|POST|DELETE) \S+)', record.getMessage()))
+
+    log = logging.getLogger("werkzeug")
+    handler, level = Keep(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def test_existence_checks_cost_no_request_per_image(server: S3Server, photos: dict, tmp_path: Path) -> None:
+    """A run lists its --out once and answers every 'is this output there?' from that listing (S3 answers a missing
+    key with a HEAD and then a LIST, two requests per check and several checks per image otherwise)."""
+    listings = {}
+    for count in (1, N_PHOTOS):
+        folder = tmp_path / f"in-{count}"
+        for key in photos["keys"][:count]:
+            (folder / Path(key).name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(photos["local"] / key, folder / Path(key).name)
+        for attempt in ("first", "resumed"):
+            with _requests() as lines:
+                res = _batch(folder, "--out", f"s3://{BUCKET}/checks-{count}/", "--model", photos["model"])
+            assert res.returncode == 0, res.stderr
+            listings[count, attempt] = [line for line in lines if "list-type=2" in line or line.startswith("HEAD")]
+            objects = [line for line in lines if line.startswith(("PUT", "GET")) and "list-type" not in line]
+            assert objects, lines  # the log is read
+    assert len(listings[1, "first"]) == len(listings[N_PHOTOS, "first"]), listings
+    assert len(listings[1, "resumed"]) == len(listings[N_PHOTOS, "resumed"]), listings
