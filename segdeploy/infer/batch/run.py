@@ -26,7 +26,7 @@ from segdeploy.infer.batch.ground_truth import GroundTruth, GroundTruthReport
 from segdeploy.infer.batch.image_ids import ImageIds
 from segdeploy.infer.batch.outputs import OutputWriteError
 from segdeploy.infer.batch.plan import IMAGE, Job, Plan, ground_truth_root, make_out_dir, plan_run
-from segdeploy.infer.batch.resume import Fingerprint, resume
+from segdeploy.infer.batch.resume import Fingerprint, resume, sweep_temp_files
 from segdeploy.infer.batch.rle import write_predictions
 from segdeploy.infer.batch.shards import ShardSection
 from segdeploy.infer.batch.sources import BatchInputError
@@ -207,6 +207,9 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
                          config.progress, log, fractional=predictor.tiles or any(job.kind != IMAGE for job in todo))
     replayed = done + earlier_jobs(config.out_dir, earlier.images)
     resumed_coco, stopped = _run_inputs(config, predictor, writer, todo, replayed, plan.unlisted, progress)
+    if config.engine == "ray" and (swept := sweep_temp_files(config.out_dir)):
+        # an actor stopped mid-write (killed, lost with its node) leaves its temporary file; Ray redid its photos
+        log(f"removed {len(swept)} temporary file(s) of Ray actors that stopped mid-write")
     processed = [r.record for r in progress.results]
     summary = BatchSummary(
         **what_ran(config, predictor, fingerprint.model_sha256),

@@ -7,6 +7,9 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +135,58 @@ def test_ray_actors_read_and_write_s3_as_a_local_run_does(s3: S3Server | None, l
     assert outputs["ray"].keys() == outputs["local"].keys() and len(outputs["ray"]) == 2 * 9 + 4
     for rel in sorted(set(outputs["local"]) - {"summary.json"}):
         assert outputs["ray"][rel] == outputs["local"][rel], rel
+
+
+def _actor_pids() -> list[int]:
+    """The processes whose title Ray set to a PredictActor's ("ray::MapWorker(MapBatches(PredictActor))")."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"PredictActor" in title and title.startswith(b"ray::"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's actor processes in /proc")
+def test_an_actor_killed_mid_run_is_replaced_and_every_photo_comes_out_once(local_ray: None, tmp_path: Path) -> None:
+    """SIGKILL one of two actors once the first outputs are written: Ray restarts it and retries its batch; the run
+    still gives every photo once, the files of a local run byte for byte, and no temporary file of the killed
+    writer."""
+    images = {f"im{i:02d}.png": save(half_image(48 + i, 64 + (i % 5), i % 2), tmp_path / "in" / f"im{i:02d}.png")
+              for i in range(48)}
+    # real work per photo (about 10-50 ms), so that the run is still going when an actor is killed
+    model = build_colour_model(tmp_path / "slow.onnx", input_size=(128, 128), slow_layers=4, slow_width=32)
+    local = run_batch(BatchConfig(sources=tmp_path / "in", out_dir=tmp_path / "local", model=model, save=SAVE,
+                                  progress=False, threads=1), log=lambda m: None)
+    out = tmp_path / "on-ray"
+    killed: list[tuple[int, int]] = []  # (pid, masks written when it was killed)
+
+    def kill_one_actor_mid_run() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            written = len(list(out.glob("*.mask.png"))) if out.is_dir() else 0
+            pids = _actor_pids()
+            if written and pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append((pids[0], written))
+                return
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_one_actor_mid_run, daemon=True)
+    killer.start()
+    result = run_batch(BatchConfig(sources=tmp_path / "in", out_dir=out, model=model, save=SAVE, progress=False,
+                                   engine="ray", actors=2, batch_size=2), log=lambda m: None)
+    killer.join(timeout=10)
+    assert killed and killed[0][1] < len(images), f"no actor was killed before the run ended: {killed}"
+    summary = result.summary.to_dict()
+    assert summary["failures"] == [] and summary["totals"]["processed"] == len(images)
+    assert sorted(r["input"] for r in summary["images"]) == sorted(images)  # each photo once
+    local_files, ray_files = _files(tmp_path / "local"), _files(out)
+    assert ray_files.keys() == local_files.keys()  # no temporary file left by the killed writer
+    for rel in sorted(set(local_files) - {"summary.json"}):
+        assert ray_files[rel] == local_files[rel], rel
+    assert local.summary.totals.processed == len(images)
