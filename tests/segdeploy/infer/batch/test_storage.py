@@ -275,3 +275,23 @@ def test_existence_checks_cost_no_request_per_image(server: S3Server, photos: di
             assert objects, lines  # the log is read
     assert len(listings[1, "first"]) == len(listings[N_PHOTOS, "first"]), listings
     assert len(listings[1, "resumed"]) == len(listings[N_PHOTOS, "resumed"]), listings
+
+
+def test_overwrite_replaces_another_runs_objects(server: S3Server, photos: dict) -> None:
+    """--out in a store holding another run's outputs (another --save) is refused, and with --overwrite replaced:
+    the prefix then holds what a fresh run into an empty prefix writes, byte for byte."""
+    model, source = photos["model"], f"s3://{BUCKET}/in/"
+    first = _batch(source, "--out", f"s3://{BUCKET}/ow/", "--model", model, "--save", "mask,confidence")
+    assert first.returncode == EXIT_SOME_INPUTS_FAILED, first.stderr
+    assert any(k.endswith(".confidence.png") for k in _objects(server, "ow/"))
+    refused = _batch(source, "--out", f"s3://{BUCKET}/ow/", "--model", model, "--save", "mask,overlay")
+    assert refused.returncode == EXIT_INPUT and "--overwrite" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    again = _batch(source, "--out", f"s3://{BUCKET}/ow/", "--model", model, "--save", "mask,overlay", "--overwrite")
+    assert again.returncode == EXIT_SOME_INPUTS_FAILED, again.stderr
+    fresh = _batch(source, "--out", f"s3://{BUCKET}/ow-fresh/", "--model", model, "--save", "mask,overlay")
+    assert fresh.returncode == EXIT_SOME_INPUTS_FAILED, fresh.stderr
+    replaced, expected = _objects(server, "ow/"), _objects(server, "ow-fresh/")
+    assert replaced.keys() == expected.keys()  # no confidence map of the first run is left
+    for rel in sorted(set(expected) - {"summary.json"}):
+        assert replaced[rel] == expected[rel], rel
