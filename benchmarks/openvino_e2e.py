@@ -28,8 +28,11 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 
 from segdeploy.infer import openvino_runtime  # noqa: E402
+from segdeploy.infer.pipeline import default_workers  # noqa: E402
 
 VARIANTS = {  # name -> (CPU properties over openvino_runtime.CPU_CONFIG, decode/write workers)
+    # what `segdeploy batch --runtime openvino` does without flags: CPU_CONFIG, pipeline.default_workers()
+    "defaults": ({}, None),
     "pinned, 2 workers": ({"ENABLE_CPU_PINNING": True}, 2),  # OpenVINO's own defaults (pinned, TBB static)
     "not pinned, 2 workers": ({"ENABLE_CPU_PINNING": False}, 2),
     "pinned, 1 worker": ({"ENABLE_CPU_PINNING": True}, 1),
@@ -87,6 +90,7 @@ def main() -> None:
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             props, workers = variants[name]
+            workers = workers or default_workers()
             openvino_runtime.CPU_CONFIG.clear()
             openvino_runtime.CPU_CONFIG.update({**base, **props})
             before = model_only(args.model, x, args.threads, args.runs)

@@ -9,13 +9,15 @@ also checks the graph with `check_graph_io` when it opens a model and the first 
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from segtrain.common.errors import InputError
-from segtrain.common.files import file_sha256, looks_like_torch_file
+from segtrain.common.files import looks_like_torch_file
 from segtrain.contract import ModelSpec, Provenance
 
 DEFAULT_MODEL_DIR = Path("exported")  # where `segdeploy export` writes and `segdeploy batch` looks
@@ -36,15 +38,12 @@ class ModelMetadata:
     props: dict[str, str]
 
 
-def load_graph(path: str | Path):
-    """The ONNX model proto without its weights' external data; ModelLoadError when it is not ONNX.
+def _check_model_file(path: Path) -> None:
+    """ModelLoadError for what is certainly no ONNX model: missing, not a regular file, empty, a PyTorch file.
 
-    Every inference command opens its model file here, so a PyTorch checkpoint given in place of
+    Every inference command opens its model file through here, so a PyTorch checkpoint given in place of
     an ONNX model gets the same advice everywhere: export it first.
     """
-    import onnx
-
-    path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: {'not a regular file' if path.exists() else 'file not found'}")
     if path.stat().st_size == 0:  # protobuf parses no bytes as an empty model
@@ -52,42 +51,97 @@ def load_graph(path: str | Path):
     if looks_like_torch_file(path):  # checked first: protobuf may half-parse a zip archive
         raise ModelLoadError(f"{path}: a PyTorch checkpoint, not an ONNX model; export it first: "
                              f"`segdeploy export {path}`")
+
+
+def load_graph(path: str | Path):
+    """The ONNX model proto without its weights' external data; ModelLoadError when it is not ONNX."""
+    import onnx
+
+    path = Path(path)
+    _check_model_file(path)
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes
         raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
 
 
-_READ: dict[str, ModelMetadata] = {}  # file sha256 -> what it said: parsing a model file reads all its weights
-_READ_KEPT = 8
+class _WireError(ValueError):
+    """Bytes that are not protobuf's wire format."""
 
 
-def _content_key(path: str | Path) -> str | None:
-    """The file's sha256 (a tenth of a parse's time), None when it cannot be read: the parse's own error then."""
-    try:
-        return file_sha256(path) if Path(path).is_file() else None  # never a FIFO's read that blocks
-    except (OSError, TypeError, ValueError):
-        return None
+_METADATA_PROPS = 14  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1; value = 2}
+
+
+def _varint(data: mmap.mmap | bytes, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError("truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: mmap.mmap | bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of the fields of the message in data[pos:end]; start == end == -1 for a field
+    that is not length-delimited."""
+    while pos < end:
+        key, pos = _varint(data, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _WireError("field number 0")
+        if wire == 0:
+            _, pos = _varint(data, pos, end)
+            yield number, -1, -1
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+            yield number, -1, -1
+        elif wire == 2:
+            size, pos = _varint(data, pos, end)
+            if pos + size > end:
+                raise _WireError("truncated field")
+            yield number, pos, pos + size
+            pos += size
+        else:  # groups (3, 4) are not in ONNX's schema; 6 and 7 are no wire types
+            raise _WireError(f"wire type {wire}")
+    if pos != end:
+        raise _WireError("truncated field")
+
+
+def _metadata_props(path: Path) -> dict[str, str]:
+    """A model file's metadata_props, read from protobuf's wire format without parsing the graph (onnx.load parses
+    every weight, and importing onnx alone takes about half a second: a cost each process and Ray actor paid)."""
+    props: dict[str, str] = {}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for number, start, end in _fields(data, 0, len(data)):
+            if number != _METADATA_PROPS:
+                continue
+            if start < 0:
+                raise _WireError("metadata_props is not a message")
+            entry = {n: data[a:b].decode() for n, a, b in _fields(data, start, end) if n in (1, 2) and a >= 0}
+            props[entry.get(1, "")] = entry.get(2, "")
+    return props
 
 
 def read_model_metadata(path: str | Path, proto=None) -> ModelMetadata:
-    """The spec and provenance in an ONNX file's metadata_props (`proto` when already loaded).
+    """The spec and provenance in an ONNX file's metadata_props (`proto`'s when already loaded).
 
-    Remembered per file content (sha256) for this process: a run asks it of the same file several times (the memory
-    budget, --runtime auto's cache key, each engine that opens it), and each parse reads the whole file."""
-    key = _content_key(path) if proto is None else None
-    if key is not None and key in _READ:
-        return _READ[key]
-    meta = _parse_metadata(path, load_graph(path) if proto is None else proto)
-    if key is not None:
-        if len(_READ) >= _READ_KEPT:
-            _READ.pop(next(iter(_READ)))
-        _READ[key] = meta
-    return meta
+    Read from the file's bytes without parsing its graph or weights (microseconds), so a run may ask it as often
+    as it needs (the memory budget, --runtime auto's cache key, each engine that opens the file)."""
+    if proto is not None:
+        return _parse_metadata(path, {p.key: p.value for p in proto.metadata_props})
+    _check_model_file(Path(path))
+    try:
+        props = _metadata_props(Path(path))
+    except (_WireError, UnicodeDecodeError, ValueError, OSError) as e:  # mmap: ValueError, OSError
+        raise ModelLoadError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
+    return _parse_metadata(path, props)
 
 
-def _parse_metadata(path: str | Path, proto) -> ModelMetadata:
-    props = {p.key: p.value for p in proto.metadata_props}
+def _parse_metadata(path: str | Path, props: dict[str, str]) -> ModelMetadata:
     try:
         spec = ModelSpec.from_metadata(props)
     except (ValueError, TypeError, AttributeError, RecursionError) as e:

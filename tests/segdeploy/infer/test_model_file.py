@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,13 @@ from onnx_models import DEFAULT_SPEC, conv_model
 from PIL import Image
 
 from segdeploy.cli import main
-from segdeploy.infer.model_file import ModelLoadError, choose_model, default_model, variant_path
+from segdeploy.infer.model_file import (
+    ModelLoadError,
+    choose_model,
+    default_model,
+    read_model_metadata,
+    variant_path,
+)
 from segdeploy.infer.runtime import OnnxModel
 
 
@@ -230,19 +238,44 @@ def test_model_choice_errors(model: Path, tmp_path: Path) -> None:
     assert variant_path(Path("x/m.int8.onnx"), "fp32") == Path("x/m.onnx")
 
 
-def test_a_model_files_metadata_is_parsed_once_per_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run asks the spec of its model file several times; the file is parsed (all its weights read) once, and a
-    file whose content changes is parsed again."""
+def test_metadata_is_read_from_the_wire_format_as_onnx_reads_it(tmp_path: Path) -> None:
+    """read_model_metadata reads metadata_props from protobuf's wire format: what onnx.load gives, for any key
+    and value (unicode, empty), wherever the entries sit in the file."""
+    import onnx
     from colour_models import build_colour_model
 
-    import segdeploy.infer.model_file as model_file
+    from segdeploy.infer.model_file import _metadata_props
 
-    parsed: list[str] = []
-    load = model_file.load_graph
-    monkeypatch.setattr(model_file, "load_graph", lambda path: parsed.append(str(path)) or load(path))
-    monkeypatch.setattr(model_file, "_READ", {})  # earlier tests wrote (and read) the same bytes
-    path = build_colour_model(tmp_path / "m.onnx", input_size=(32, 32))
-    first = model_file.read_model_metadata(path)
-    assert model_file.read_model_metadata(path) is first and len(parsed) == 1
-    build_colour_model(path, input_size=(64, 64))  # the same name, another model
-    assert model_file.read_model_metadata(path).spec.input_size != first.spec.input_size and len(parsed) == 2
+    path = build_colour_model(tmp_path / "m.onnx", input_size=(32, 64), slow_layers=2, slow_width=8)
+    model = onnx.load(str(path))
+    for key, value in (("note", "Größe: 32×64 ✓"), ("empty", ""), ("", "no key")):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name = "after the props"  # a field that follows them
+    onnx.save(model, str(path))
+    assert _metadata_props(path) == {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert read_model_metadata(path).spec.input_size == (32, 64)
+
+
+def test_reading_a_models_spec_does_not_import_onnx(tmp_path: Path) -> None:
+    """Importing onnx takes about half a second, paid by every `segdeploy batch` and every Ray actor when the spec was
+    read with onnx.load; the spec is in a few bytes of the file."""
+    from colour_models import build_colour_model
+
+    path = build_colour_model(tmp_path / "m.onnx")
+    code = ("import sys; from segdeploy.infer.model_file import read_model_metadata; "
+            f"print(read_model_metadata({str(path)!r}).spec.num_classes, 'onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.split() == ["3", "False"], out.stderr
+
+
+@pytest.mark.parametrize("cut", [1, 7, 100, -1])
+def test_a_truncated_or_mangled_model_file_is_one_clear_error(tmp_path: Path, cut: int) -> None:
+    from colour_models import build_colour_model
+
+    data = build_colour_model(tmp_path / "whole.onnx").read_bytes()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(data[:cut] if cut > 0 else data[:-40] + b"\xff" * 40)
+    with pytest.raises(ModelLoadError, match=r"bad.onnx: (not a readable ONNX model|no segtrain model spec)"):
+        read_model_metadata(bad)
