@@ -2,10 +2,12 @@
 segtrain's first one (`--augment basic`, Adam, constant lr) on coco-mini, DeepLabV3-ResNet18 from random init at
 128 px on the CPU, the same epochs, batch size and seed: validation mIoU per epoch (metrics.csv) and training
 images/s (the epoch log lines), then the two augmentations alone over the training photos, rounds interleaved
-in one process (their cost per image, without the model). The two fits run at the same time, so both see the
-same machine load. Prints a table and writes JSON.
+in one process (their cost per image, without the model). The fits run at the same time, so all see the
+same machine load; a third recipe adds the auxiliary loss (`--aux-loss 0.5`) to the references' one. Prints a
+table and writes JSON.
 
     python benchmarks/recipes.py --data ../shared/data/coco-mini --epochs 12
+    python benchmarks/recipes.py --recipes "scale-crop + sgd/poly,scale-crop + sgd/poly + aux 0.5" --json F
     python benchmarks/recipes.py --collect      # record what the runs in --work finished (after stopping them)
 """
 
@@ -29,6 +31,9 @@ RECIPES = {
     "basic + adam": ["--augment", "basic", "--optimizer", "adam"],
     "scale-crop + sgd/poly": ["--augment", "scale-crop", "--optimizer", "sgd", "--lr-schedule", "poly",
                               "--weight-decay", "1e-4"],
+    # torchvision's reference adds its auxiliary loss (weight 0.5) to the recipe above
+    "scale-crop + sgd/poly + aux 0.5": ["--augment", "scale-crop", "--optimizer", "sgd", "--lr-schedule", "poly",
+                                        "--weight-decay", "1e-4", "--aux-loss", "0.5"],
 }
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+: .* train ([0-9.]+) img/s")
 
@@ -42,11 +47,11 @@ def fit_command(name: str, flags: list[str], args: argparse.Namespace, work: Pat
 
 
 def fit_all(args: argparse.Namespace, work: Path) -> dict:
-    """Both `segtrain fit` runs at once (so both see the same machine load); with --collect, none is started and
-    what the earlier runs in `work` finished is read (a run stopped early records fewer epochs)."""
+    """The `segtrain fit` runs of --recipes at once (so all see the same machine load); with --collect, none is
+    started and what the earlier runs in `work` finished is read (a run stopped early records fewer epochs)."""
     runs = {}
-    for name, flags in RECIPES.items():
-        command, out = fit_command(name, flags, args, work)
+    for name in args.recipes:
+        command, out = fit_command(name, RECIPES[name], args, work)
         log = work / f"{out.name}.log"
         if not args.collect:
             shutil.rmtree(out, ignore_errors=True)
@@ -105,10 +110,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=HERE / "results" / "recipes.json")
     parser.add_argument("--collect", action="store_true",
                         help="Start no fit: read what the runs in --work finished (they may have been stopped).")
+    parser.add_argument("--recipes", default=",".join(RECIPES),
+                        help=f"Comma-separated recipes to run side by side (default: all): {'; '.join(RECIPES)}.")
     args = parser.parse_args()
+    args.recipes = [name.strip() for name in args.recipes.split(",")]
+    if unknown := [name for name in args.recipes if name not in RECIPES]:
+        parser.error(f"--recipes: unknown {unknown}; choose from {list(RECIPES)}")
     args.data = args.data.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
-    result = {"machine": "CPU only; a shared 2-core machine under other load",
+    result = {"command": " ".join(["python", *sys.argv]),
+              "machine": "CPU only; a shared 2-core machine",
               "recipes": fit_all(args, args.work),
               "augmentation": augment_cost(args, args.rounds)}
     args.json.parent.mkdir(parents=True, exist_ok=True)

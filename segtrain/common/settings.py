@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -243,7 +244,13 @@ def names(cls: type) -> tuple[str, ...]:
 
 def kind_of(cls: type, key: str) -> tuple[Any, bool]:
     """(the annotated type of setting `key`, whether None is allowed)."""
-    return _split_optional(typing.get_type_hints(cls)[key])
+    return _split_optional(_type_hints(cls)[key])
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """`cls`'s annotations, evaluated once (get_type_hints evaluates every one of them at each call)."""
+    return typing.get_type_hints(cls)
 
 
 def rule_of(cls: type, key: str) -> Rule | None:
