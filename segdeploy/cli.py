@@ -173,8 +173,9 @@ def _overlap_option(ctx: click.Context, param: click.Parameter, value: float) ->
               help="Who segments the images: this process, or Ray Data actors (one model per actor, on this "
                    "machine or a Ray cluster; needs the 'ray' extra). Videos run in this process either way.")
 @click.option("--ray-address", metavar="ADDR",
-              help="With --engine ray: the Ray cluster (ray://host:10001, auto) [default: RAY_ADDRESS, a running "
-                   "instance, or a new one on this machine].")
+              help="With --engine ray: the Ray cluster (auto, HOST:6379 on a cluster node, or ray://host:10001, which "
+                   "needs pip install 'ray[client]') [default: RAY_ADDRESS, a running instance, or a new one on this "
+                   "machine]; one that does not answer is refused at once (exit 2).")
 @setting_option(BatchConfig, "--actors",
               help="With --engine ray: model replicas (actors), each with --threads CPUs [default: as many as the "
                    "cluster's CPUs hold].")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -121,12 +122,37 @@ def _failure_row(failure: Failure) -> dict[str, Any]:
     return {"input": failure.input, "record": "", "mask": b"", "error": failure.reason}
 
 
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _reachable(address: str) -> None:
+    """RayUnavailable when `address` names a host and port (GCS's, or a ray:// client server's) where nothing
+    answers: ray.init would retry it for minutes, warning every few seconds, instead of failing."""
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local", a bare host: Ray's own rules
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise RayUnavailable(f"--ray-address {address}: cannot connect to a Ray cluster (nothing answers at "
+                             f"{host_port}: {reason})") from None
+
+
+def connect(address: str | None) -> Any:
+    """Ray, connected (see `_init`), or RayUnavailable in one line."""
+    return _init(address)
+
+
 def _init(address: str | None) -> Any:
     """Ray, connected: the running instance, the cluster at `address`, or a new local one."""
     import logging
 
     ray = _ray()
     if not ray.is_initialized():
+        if address:
+            _reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
                      logging_level=logging.WARNING)

@@ -256,6 +256,10 @@ def prepare(cfg: TrainConfig, ctx: DistContext, ckpt: Checkpoint | None) -> Run:
         net = scorer if net is model else compiled(net)  # one compiled model when it is the same module
     loss_fn = SegLoss(cfg.loss, spec.ignore_index).to(device)
     train_loss_fn = WithAuxiliaryLoss(loss_fn, cfg.aux_loss) if aux_head is not None else loss_fn
+    stored_weight = ckpt.config.get("aux_loss", 0.0) if ckpt is not None else None
+    if aux_head is not None and stored_weight is not None and stored_weight != cfg.aux_loss:
+        notes.append(f"note: the auxiliary loss is weighted {cfg.aux_loss:g} from epoch {ckpt.epoch + 1} on "
+                     f"({ckpt.path} trained with {stored_weight:g})")
     if aux_head is not None:
         notes.append(f"auxiliary FCN head on the encoder's penultimate stage ({trained.head[0].in_channels} "
                      f"channels), its loss weighted {cfg.aux_loss:g}; dropped after training")

@@ -30,6 +30,7 @@ from segtrain.common.settings import (
     THREADS,
     WORKERS,
     Checked,
+    SettingError,
     between,
     one_of,
     setting,
@@ -123,6 +124,10 @@ class BatchConfig(Checked):
         if isinstance(self.sources, (str, os.PathLike)):
             object.__setattr__(self, "sources", (self.sources,))
         super().__post_init__()
+        if self.engine != "ray" and (self.actors is not None or self.ray_address is not None):
+            flag = "--actors" if self.actors is not None else "--ray-address"
+            raise SettingError(f"{flag} applies to --engine ray (this run's engine is {self.engine}); "
+                               "add --engine ray, or leave it out")
         for name, value in dict(sources=tuple(self.sources), save=resolve_save(self.save),
                                 tile=parse_tile(self.tile), out_dir=location(self.out_dir)).items():
             object.__setattr__(self, name, value)

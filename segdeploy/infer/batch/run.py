@@ -189,6 +189,10 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
     # runs the model on a synthetic batch of that size to choose its engine.
     images_budget(read_model_metadata(config.model).spec, config.batch_size, config.memory_budget,
                   image_bytes(config.save))
+    if config.engine == "ray" and any(job.kind == IMAGE for job in plan.jobs):
+        from segdeploy.infer.ray_batch import connect
+
+        connect(config.ray_address)  # a cluster that cannot be reached is one line before anything is written
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size,
                           tta=config.tta, expected_images=len(plan.jobs), note=log)

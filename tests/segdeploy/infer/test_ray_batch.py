@@ -8,13 +8,15 @@ import faulthandler
 import json
 import os
 import signal
+import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from colour_models import build_colour_model, half_image, read_png, save
+from colour_models import batch_command, build_colour_model, half_image, read_png, save, subprocess_env
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
@@ -190,3 +192,28 @@ def test_an_actor_killed_mid_run_is_replaced_and_every_photo_comes_out_once(loca
     for rel in sorted(set(local_files) - {"summary.json"}):
         assert ray_files[rel] == local_files[rel], rel
     assert local.summary.totals.processed == len(images)
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_written(photos: dict,
+                                                                                     tmp_path: Path) -> None:
+    """ray.init would retry a dead address for minutes, warning every few seconds; the run refuses it at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    started = time.monotonic()
+    res = subprocess.run(batch_command(photos["root"] / "in", "--out", tmp_path / "out", "--model", photos["model"],
+                                       "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"),
+                         env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == (f"Error: --ray-address 127.0.0.1:{port}: cannot connect to a Ray cluster "
+                                  f"(nothing answers at 127.0.0.1:{port}: Connection refused)")
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags", [["--actors", "2"], ["--ray-address", "auto"]])
+def test_ray_flags_without_the_ray_engine_are_refused(photos: dict, tmp_path: Path, flags: list[str]) -> None:
+    res = subprocess.run(batch_command(photos["root"] / "in", "--out", tmp_path / "out", "--model", photos["model"],
+                                       *flags), env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip() == (f"Error: {flags[0]} applies to --engine ray (this run's "
+                                                          "engine is local); add --engine ray, or leave it out")
+    assert not (tmp_path / "out").exists()

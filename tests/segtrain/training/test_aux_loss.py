@@ -122,9 +122,12 @@ def test_resume_that_would_add_or_drop_the_head_is_refused(data: Path, tmp_path:
         with pytest.raises(CheckpointError, match=r"was trained without an auxiliary head, so --aux-loss 0.4"):
             fit(tiny_config(data, tmp_path / "without", epochs=2, aux_loss=0.4),
                 resume=tmp_path / "without" / "last.pth", log=lambda _: None)
-        # a new weight for the same head continues
+        # a new weight for the same head continues, and says so
+        lines: list[str] = []
         fit(tiny_config(data, tmp_path / "with", epochs=2, aux_loss=0.2), resume=tmp_path / "with" / "last.pth",
-            log=lambda _: None)
+            log=lines.append)
+        assert any(line.startswith("note: the auxiliary loss is weighted 0.2 from epoch 2 on (") and
+                   line.endswith("trained with 0.5)") for line in lines), lines
     assert torch.load(tmp_path / "with" / "last.pth", weights_only=True)["config"]["aux_loss"] == 0.2
 
 
