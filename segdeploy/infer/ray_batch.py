@@ -141,12 +141,8 @@ def _reachable(address: str) -> None:
 
 
 def connect(address: str | None) -> Any:
-    """Ray, connected (see `_init`), or RayUnavailable in one line."""
-    return _init(address)
-
-
-def _init(address: str | None) -> Any:
-    """Ray, connected: the running instance, the cluster at `address`, or a new local one."""
+    """Ray, connected: the running instance, the cluster at `address`, or a new local one; else RayUnavailable
+    in one line."""
     import logging
 
     ray = _ray()
@@ -208,7 +204,7 @@ def run_on_ray(jobs: list[Job], writer: ImageWriter, settings: ActorSettings, ad
     a result per job, in the order they finish."""
     if not jobs:
         return _rows_to_results(iter(()), writer)
-    ray = _init(address)
+    ray = connect(address)
     out = location(settings.out_dir)
     items = [{"input": job.key, "source": str(job.source), "root": str(job.root),
               "outputs": json.dumps(job.outputs.as_dict(out))} for job in jobs]
