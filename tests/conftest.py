@@ -8,11 +8,19 @@ masks are known), tiny_arch (a tiny registered architecture), checkpoints (the c
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, as
+    would every process it starts: the Ctrl-C tests would then find nothing to interrupt. Run as from a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def coco_mini_path() -> Path:

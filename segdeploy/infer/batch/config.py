@@ -45,7 +45,7 @@ FALLBACK_MEMORY_BUDGET_MB = 2048  # where the available memory cannot be read
 MAX_MEMORY_BUDGET_MB = 1 << 24
 # The settings summary.json records (its "settings"): those that shape the outputs and the speed.
 RECORDED_SETTINGS = ("batch_size", "runtime", "threads", "workers", "alpha", "overwrite", "save", "legend", "tile",
-                     "tile_overlap", "tta")
+                     "tile_overlap", "tta", "engine", "actors")
 
 
 def default_memory_budget() -> int:

@@ -95,6 +95,8 @@ def test_a_ray_run_writes_the_bytes_of_a_local_run(local_ray: None, photos: dict
     assert strip == [{**r, "seconds": None} for r in photos["local"]["images"]]
     assert all(r["seconds"]["infer"] >= 0 for r in summary["images"])  # timed (a tiny model's may round to 0)
     assert summary["totals"]["processed"] == 9 and summary["totals"]["failed"] == 1
+    assert {k: summary["settings"][k] for k in ("engine", "actors")} == {"engine": "ray", "actors": 2}
+    assert photos["local"]["settings"]["engine"] == "local"  # the summary says who ran the images
     # A rerun resumes every finished image, on Ray as locally.
     again = run_batch(BatchConfig(sources=root / "in", out_dir=root / "on-ray", model=photos["model"], save=SAVE,
                                   progress=False, engine="ray", actors=2), log=lambda m: None)

@@ -61,7 +61,7 @@ def test_the_summary_records_the_settings_that_shape_the_outputs(model: Path, tm
     config = BatchConfig(sources="x", out_dir=tmp_path, model=model, save=("overlay",), workers=3, threads=2)
     assert config.recorded() == {"batch_size": 4, "runtime": "auto", "threads": 2, "workers": 3, "alpha": 0.5,
                                  "overwrite": False, "save": ["mask", "overlay"], "legend": False, "tile": "auto",
-                                 "tile_overlap": 0.25, "tta": "off"}
+                                 "tile_overlap": 0.25, "tta": "off", "engine": "local", "actors": None}
     assert set(RECORDED_SETTINGS) <= {f.name for f in dataclasses.fields(BatchConfig)}
 
 

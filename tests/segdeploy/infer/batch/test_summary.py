@@ -48,7 +48,7 @@ def test_a_shard_summary_reads_back_as_it_was_written(model: Path, tmp_path: Pat
     assert list(written["images"][0]) == ["input", "outputs", "size", "tiles", "seconds", "class_share", "scores"]
     assert written["failures"] == [{"input": "broken.jpg", "reason": "not an image Pillow can identify"}]
     assert list(written["settings"]) == ["batch_size", "runtime", "threads", "workers", "alpha", "overwrite", "save",
-                                         "legend", "tile", "tile_overlap", "tta"]
+                                         "legend", "tile", "tile_overlap", "tta", "engine", "actors"]
     assert written["ground_truth"]["images_scored"] == 2 and written["ground_truth"]["miou"] == 1.0
     again = run_batch(config, log=lambda m: None)  # every image resumed from its mask's record
     records = again.summary.to_dict()["images"]
