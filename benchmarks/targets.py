@@ -68,8 +68,9 @@ def targets(model: ModelReport) -> list[Target]:
     e2e = model.end_to_end
     for run in e2e.runs if e2e.status == OK else []:
         out.append(Target(f"end-to-end batch images/s >= {E2E_RATIO}x model-only ({run.precision.upper()}, "
-                          f"{run.model_only_backend})", run.image_size, run.ratio, E2E_RATIO))
-        if run.precision == "int8" and e2e.runtime == "auto":
+                          f"--runtime {e2e.asked(run)}: {run.model_only_backend})", run.image_size, run.ratio,
+                          E2E_RATIO))
+        if run.precision == "int8" and e2e.asked(run) == "auto":
             out.append(Target(f"`segdeploy batch --runtime auto` INT8 images/s >= {AUTO_INT8_E2E_VS_ORT}x onnxruntime "
                               f"INT8 model-only (batch {run.batch_size}; auto chose {run.runtime})",
                               run.image_size, run.ratio_vs_onnxruntime, AUTO_INT8_E2E_VS_ORT))
@@ -87,7 +88,8 @@ def targets(model: ModelReport) -> list[Target]:
 def auto_runtime(model: ModelReport) -> str | None:
     """The runtime `--runtime auto` chose in this bench (from its end-to-end runs), if it ran one."""
     e2e = model.end_to_end
-    return e2e.runs[0].runtime if e2e.status == OK and e2e.runtime == "auto" and e2e.runs else None
+    runs = [run for run in e2e.runs or [] if e2e.status == OK and e2e.asked(run) == "auto"]
+    return runs[0].runtime if runs else None
 
 
 def markdown(report: BenchReport, command: str, level: int = 1) -> str:

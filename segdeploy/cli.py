@@ -301,8 +301,9 @@ def score_command(predictions: Path, labels: Path, categories: str | None, as_js
 @bench_option("--e2e-batch-size", help="Batch size of the end-to-end run.")
 @bench_option("--e2e-workers",
               help="Decode and write threads of the end-to-end run [default: segdeploy batch's].")
-@bench_option("--runtime", help="--runtime of the end-to-end `segdeploy batch` runs (the ov-* backends always time "
-                                "OpenVINO, the ort-* ones onnxruntime).")
+@bench_option("--runtime", help="--runtime of the end-to-end `segdeploy batch` runs, one run per value and "
+                                "precision, e.g. auto,onnxruntime,openvino (the ov-* backends always time OpenVINO, "
+                                "the ort-* ones onnxruntime).")
 @bench_option("--graph-optimization", help="onnxruntime graph optimisation level.")
 @click.option("--iobinding", is_flag=True, help="Run onnxruntime through an IOBinding.")
 @click.option("--channels-last", is_flag=True, help="Run PyTorch eager in channels-last memory format.")

@@ -70,7 +70,8 @@ class BenchConfig(Checked):
     accuracy_images: int | None = setting(None, rule=at_least(1))  # None: the whole validation split
     photos: Path | None = setting(None)  # a folder of photos: enables the end-to-end `segdeploy batch` figure
     e2e_batch_size: int = setting(4, rule=RUN_BATCH_SIZE)
-    runtime: str = setting("auto", rule=one_of(RUNTIME_CHOICES))  # the end-to-end run's --runtime
+    # the end-to-end runs' --runtime, one run per value and precision (e.g. auto,onnxruntime,openvino)
+    runtime: tuple[str, ...] = setting(("auto",), rule=Each(one_of(RUNTIME_CHOICES)))
     e2e_workers: int | None = setting(None, rule=WORKERS)  # None: segdeploy batch's default
     graph_optimization: str = setting("all", rule=one_of(GRAPH_OPTIMIZATION_LEVELS))
     iobinding: bool = setting(False)

@@ -166,6 +166,7 @@ class EndToEndRun:
     """`segdeploy batch --runtime R` over the photos with one model, against that model alone."""
 
     precision: str
+    asked: str | None = key(omit_none=True)  # the --runtime of this run; absent in older reports: EndToEnd.runtime
     runtime: str  # the runtime batch used
     runtime_reason: str
     provider: str
@@ -192,8 +193,12 @@ class EndToEnd:
     status: str
     reason: str | None = key(omit_none=True)
     photos: str | None = key(omit_none=True)
-    runtime: str | None = key(omit_none=True)  # the --runtime asked for
+    runtime: str | None = key(omit_none=True)  # the --runtime values asked for, comma-separated
     runs: list[EndToEndRun] | None = key(omit_none=True)
+
+    def asked(self, run: EndToEndRun) -> str:
+        """The --runtime `run` was asked to use (older reports name it once, for all their runs)."""
+        return run.asked or self.runtime or "auto"
 
     @classmethod
     def skipped(cls, reason: str) -> EndToEnd:

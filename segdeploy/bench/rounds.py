@@ -143,6 +143,7 @@ def measurement(live: Live, size: Size, batch: int, seconds: list[float], starte
                        images_per_second=batch / (latency.p50 / 1e3), max_abs_diff=difference)
 
 
+MEMORY_HEADROOM = 1.25  # a backend opens only where this many times the largest growth so far is available
 MEMORY_SHARE = 0.6  # of the memory available when a model starts, for backends open at the same time
 
 
@@ -170,6 +171,19 @@ def must_close(open_now: list[Live], schedule: str, budget_mib: float, available
     if available_now_mib is not None and available_now_mib < 2 * max(growths):
         return True
     return sum(growths) + max(growths) > budget_mib
+
+
+def memory_short(entries: list[BackendEntry], available_now_mib: float) -> str | None:
+    """Why the next backend is not opened, or None: when the memory available now is less than the most any
+    backend of this model grew by (plus a quarter), opening one more would likely get the process killed by
+    the kernel and every figure measured so far with it. Freed sessions do not always give their pages back
+    (a SegNet-512 bench kept 6 GB after closing onnxruntime FP32), so what is available is measured, not
+    assumed."""
+    grown = max((e.rss_growth_mib for e in entries if e.status == OK), default=0.0)
+    if grown and available_now_mib < MEMORY_HEADROOM * grown:
+        return (f"not enough memory: {available_now_mib:.0f} MiB available, and the backends before it grew by "
+                f"up to {grown:.0f} MiB; use fewer --batch-sizes or --backends")
+    return None
 
 
 def reference_for(backend: str, started: dict[str, Live]) -> Live | None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from segdeploy.bench.backends import make_runner, skip_reason, torch_device, torch_threads
-from segdeploy.bench.config import BACKENDS, BenchConfig, Echo, backend_for
+from segdeploy.bench.config import BACKENDS, PRECISION, BenchConfig, Echo, backend_for
 from segdeploy.bench.models import (
     ModelRef,
     check_writable,
@@ -29,6 +29,7 @@ from segdeploy.bench.models import (
 from segdeploy.bench.report import (
     OK,
     SCHEMA,
+    SKIPPED,
     AutoChoice,
     BackendEntry,
     BenchReport,
@@ -43,6 +44,7 @@ from segdeploy.bench.rounds import (
     MEMORY_SHARE,
     available_mib,
     input_batches,
+    memory_short,
     must_close,
     sample_images,
     start_backend,
@@ -135,11 +137,12 @@ def end_to_end(ref: ModelRef, config: BenchConfig, entries: list[BackendEntry], 
     precisions = [p for p in ("fp32", "int8") if ref.onnx.get(p) is not None]
     if not precisions:
         return EndToEnd.skipped("no FP32 or INT8 ONNX model")
-    runs = [_e2e_run(ref, config, precision, entries, images, echo) for precision in precisions]
-    return EndToEnd(status=OK, photos=str(config.photos), runtime=config.runtime, runs=runs)
+    runs = [_e2e_run(ref, config, runtime, precision, entries, images, echo)
+            for runtime in dict.fromkeys(config.runtime) for precision in precisions]
+    return EndToEnd(status=OK, photos=str(config.photos), runtime=",".join(dict.fromkeys(config.runtime)), runs=runs)
 
 
-def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[BackendEntry],
+def _e2e_run(ref: ModelRef, config: BenchConfig, runtime: str, precision: str, entries: list[BackendEntry],
              images: list[np.ndarray], echo: Echo) -> EndToEndRun:
     from segdeploy.infer.batch.config import BatchConfig
     from segdeploy.infer.batch.run import run_batch
@@ -147,12 +150,12 @@ def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[B
 
     size, batch = tuple(ref.spec.input_size), config.e2e_batch_size
     workers = config.e2e_workers or default_workers()
-    echo(f"  end-to-end: segdeploy batch --runtime {config.runtime} with the {precision.upper()} model over "
+    echo(f"  end-to-end: segdeploy batch --runtime {runtime} with the {precision.upper()} model over "
          f"{config.photos} (batch {batch}, {config.threads} threads, {workers} decode/write workers)")
     with tempfile.TemporaryDirectory(prefix="segdeploy-bench-e2e-") as tmp:
         # Default outputs; tiles off, so the pipeline makes the same model calls as the model-only figure.
         result = run_batch(BatchConfig(sources=(Path(config.photos),), out_dir=Path(tmp), model=ref.onnx[precision],
-                                       batch_size=batch, runtime=config.runtime, provider=config.provider,
+                                       batch_size=batch, runtime=runtime, provider=config.provider,
                                        threads=config.threads, workers=workers, progress=False, tile="off"),
                            log=lambda message: None)
     summary, totals = result.summary, result.summary.totals
@@ -164,7 +167,7 @@ def _e2e_run(ref: ModelRef, config: BenchConfig, precision: str, entries: list[B
     echo(f"  end-to-end {precision.upper()} on {summary.provider}: {e2e:.2f} images/s vs model-only "
          f"{model_only:.2f} ({backend}; ratio {e2e / model_only:.2f}) and {ort_only:.2f} ({ort}; ratio "
          f"{e2e / ort_only:.2f})")
-    return EndToEndRun(precision=precision, runtime=used, runtime_reason=summary.runtime.reason,
+    return EndToEndRun(precision=precision, asked=runtime, runtime=used, runtime_reason=summary.runtime.reason,
                        provider=summary.provider, images=totals.processed, failed=totals.failed,
                        image_size=size, batch_size=batch, threads=config.threads, workers=workers,
                        outputs=list(summary.settings["save"]), seconds=totals.seconds,
@@ -199,6 +202,11 @@ def auto_choices(ref: ModelRef, config: BenchConfig, entries: list[BackendEntry]
     return out
 
 
+def _skipped(backend: str, reason: str, echo: Echo) -> tuple[BackendEntry, None]:
+    echo(f"  {backend}: skipped ({reason})")
+    return BackendEntry(backend=backend, precision=PRECISION[backend], status=SKIPPED, reason=reason), None
+
+
 def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) -> ModelReport:
     """Every requested backend of one model, then its INT8 accuracy and end-to-end figures."""
     from segdeploy.bench.roofline import roofline, sgemm_calls, sgemm_rate
@@ -216,7 +224,8 @@ def bench_model(ref: ModelRef, config: BenchConfig, onnx_dir: Path, echo: Echo) 
         if open_now and must_close(open_now, config.schedule, budget, available_mib()):
             timed_rounds(open_now, started, ref, inputs, config, sgemms, sgemm_seconds, echo)
             open_now = []
-        entry, live = start_backend(backend, ref, inputs, config, echo)
+        short = memory_short(entries, available_mib())
+        entry, live = (_skipped(backend, short, echo) if short else start_backend(backend, ref, inputs, config, echo))
         entries.append(entry)
         if live is not None:
             started[backend] = live

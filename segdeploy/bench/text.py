@@ -123,7 +123,7 @@ def e2e_lines(e2e: EndToEnd) -> list[str]:
         ort = run.onnxruntime_model_only_images_per_second
         vs_ort = "" if run.model_only_backend.startswith("ort-") else \
             f", {run.ratio_vs_onnxruntime:.2f}x onnxruntime's model-only {ort:.2f}"
-        lines.append(f"  end-to-end `segdeploy batch --runtime {e2e.runtime}` ({run.provider}) with the "
+        lines.append(f"  end-to-end `segdeploy batch --runtime {e2e.asked(run)}` ({run.provider}) with the "
                      f"{run.precision.upper()} model on {run.images} photos ({e2e.photos}), batch "
                      f"{run.batch_size}, {run.threads} threads, {run.workers} decode/write workers: "
                      f"{run.images_per_second:.2f} images/s vs model-only {run.model_only_images_per_second:.2f} "

@@ -93,3 +93,30 @@ def test_main_with_only_passes_the_merged_results_to_the_writer(tmp_path: Path,
     assert docs[names[1]].created == "new" and docs[names[0]].created == f"old {names[0]}" and list(docs) == names
     assert reruns == [f"python benchmarks/run_suite.py --data {data} --work {tmp_path / 'work'} --out {out} "
                       f"--only {names[1]}"]
+
+
+def test_bench_times_end_to_end_on_each_installed_engine_and_on_auto(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: the suite's end-to-end figure is held for both engines, not only for the one auto picks."""
+    import argparse
+
+    from segdeploy.bench.report import BenchReport
+
+    suite = load_suite(monkeypatch)
+    commands = []
+    monkeypatch.setattr(suite, "run", lambda cmd, log=None: commands.append(cmd))
+    monkeypatch.setattr(BenchReport, "read", classmethod(lambda cls, path: BenchReport.from_dict(recorded("m", "x"))))
+    args = argparse.Namespace(data=tmp_path / "data", work=tmp_path / "work", threads=None)
+    by_name = {m.name: m for m in suite.STANDARD}
+    real = importlib.util.find_spec
+    for installed in (True, False):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, on=installed: (real(name, *a) if on else None) if name == "openvino"
+                            else real(name, *a))
+        suite.bench(by_name["deeplab_r18_256"], tmp_path / "c.pth", args, tmp_path)
+        suite.bench(by_name["segnet_vgg16_512"], tmp_path / "c.pth", args, tmp_path)
+        e2e, no_photos = commands[-2:]
+        asked = e2e[e2e.index("--runtime") + 1]
+        has_ov = installed and real("openvino") is not None
+        assert asked == ("auto,onnxruntime,openvino" if has_ov else "auto,onnxruntime")
+        assert "--runtime" not in no_photos and "--photos" not in no_photos

@@ -46,7 +46,7 @@ def bench_run(sample_root: Path, photos: Path, tmp_path_factory: pytest.TempPath
     args = ["bench", str(ckpt), "--runs", "2", "--warmup", "1", "--batch-sizes", "1,2", "--image-size", "16,32",
             "--threads", "1", "--sgemm-size", "256", "--onnx-dir", str(work / "onnx"), "--calibration-images", "2",
             "--accuracy-images", "3", "--photos", str(photos), "--e2e-batch-size", "2",
-            "--json", str(work / "out" / "bench.json")]
+            "--runtime", "auto,onnxruntime", "--json", str(work / "out" / "bench.json")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return {"doc": json.loads((work / "out" / "bench.json").read_text()), "output": result.output,
@@ -153,11 +153,15 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
     else:
         assert ov["status"] == "skipped" and "OpenVINO is not installed" in ov["reason"]
     e2e = model["end_to_end"]
-    assert e2e["status"] == "ok" and e2e["runtime"] == "auto"
-    assert [run["precision"] for run in e2e["runs"]] == ["fp32", "int8"]
+    assert e2e["status"] == "ok" and e2e["runtime"] == "auto,onnxruntime"  # one run per --runtime and precision
+    assert [(run["asked"], run["precision"]) for run in e2e["runs"]] == [
+        ("auto", "fp32"), ("auto", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     for run in e2e["runs"]:
         used = run["runtime"]  # with both engines, the faster one for this file, measured (runtime_choice)
-        assert run["runtime_reason"].startswith(f"auto: {used} " if OV else "auto: OpenVINO is not installed")
+        if run["asked"] == "onnxruntime":
+            assert used == "onnxruntime" and run["runtime_reason"] == "--runtime onnxruntime"
+        else:
+            assert run["runtime_reason"].startswith(f"auto: {used} " if OV else "auto: OpenVINO is not installed")
         assert run["images"] == 3 and run["failed"] == 0 and run["batch_size"] == 2
         assert run["images_per_second"] > 0 and run["model_only_images_per_second"] > 0
         assert run["ratio"] == pytest.approx(run["images_per_second"] / run["model_only_images_per_second"])
@@ -173,6 +177,8 @@ def test_bench_reports_int8_accuracy_and_end_to_end(bench_run: dict) -> None:
     assert "targets" not in model and "target" not in bench_run["output"]  # measurements, not this project's bars
     suite_targets = project_targets(BenchReport.from_dict(bench_run["doc"]).models[0])  # benchmarks/targets.py's
     assert {"onnxruntime", "INT8", "end-to-end"} <= {t.target.split(" ")[0] for t in suite_targets}
+    e2e_targets = [t.target for t in suite_targets if t.target.startswith("end-to-end")]  # one per run, named
+    assert len(e2e_targets) == 4 and sum("--runtime onnxruntime: ort-" in t for t in e2e_targets) == 2
     assert all(isinstance(t.met, bool) for t in suite_targets)
 
 
@@ -217,6 +223,25 @@ def test_bench_reuses_exports_and_benches_onnx_files(bench_run: dict) -> None:
     assert model["kind"] == "onnx" and model["image_sizes"] == [[32, 32]]  # the size in the model's metadata
     assert model["gflop_per_image"]["32x32"] == pytest.approx(tiny_gflop(build_spec("tiny", "c", image_size=32),
                                                                           (32, 32)))
+
+
+def test_bench_skips_backends_it_has_no_memory_for_and_keeps_the_rest(bench_run: dict,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend that would not fit is skipped with the reason; the figures measured before it are written (the
+    kernel's OOM killer would take them all: a SegNet-512 suite run was lost that way)."""
+    import segdeploy.bench.run as bench_run_module
+
+    monkeypatch.setattr(bench_run_module, "available_mib", lambda: 0.0)
+    onnx, out = bench_run["work"] / "onnx" / "tiny.onnx", bench_run["work"] / "short.json"
+    result = CliRunner().invoke(main, ["bench", str(onnx), "--runs", "1", "--warmup", "1", "--batch-sizes", "1",
+                                       "--threads", "1", "--sgemm-size", "64", "--backends", "ort-fp32,ort-int8",
+                                       "--no-accuracy", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    backends = {e["backend"]: e for e in json.loads(out.read_text())["models"][0]["backends"]}
+    assert backends["ort-fp32"]["status"] == "ok" and backends["ort-fp32"]["results"]
+    assert backends["ort-int8"]["status"] == "skipped"
+    assert backends["ort-int8"]["reason"].startswith("not enough memory: 0 MiB available")
+    assert "ort-int8: skipped (not enough memory" in result.output
 
 
 # --------------------------------------------------------------------------------------------
