@@ -3,7 +3,10 @@ imported when a model is opened with it). It runs the same .onnx files, the QDQ 
 
 Settings, and why: the CPU device; float32 for the layers that are not quantized (with bfloat16 units OpenVINO
 would run them in bf16 and FP32 masks would no longer match onnxruntime's); the latency hint (one stream, every
-thread on one request); `threads` as INFERENCE_NUM_THREADS. Dynamic shapes stay dynamic: the plugin compiles a
+thread on one request); `threads` as INFERENCE_NUM_THREADS; with fewer threads than the usable cores, no thread
+pinning (ENABLE_CPU_PINNING off): the other cores are then for other processes, and OpenVINO pins each process to
+the same first cores (two Ray actors of one thread each on two cores ran at half speed, see PINNING_NOTE).
+Dynamic shapes stay dynamic: the plugin compiles a
 kernel set per input shape on first sight and reuses it.
 """
 
@@ -23,9 +26,15 @@ import numpy as np
 from segdeploy.infer.model_file import ModelLoadError, check_graph_io, check_logits, read_model_metadata
 from segtrain.common.errors import whole_message
 from segtrain.common.extras import MissingExtraError, missing_extra
+from segtrain.common.system import usable_cores
 
 DEVICE = "CPU"
 CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # the module docstring says why
+
+
+# PINNING_NOTE: `segdeploy batch --engine ray` on 2 cores runs 2 actors of 1 thread each. Pinned, both ran on the same
+# core: 256 photos took 16.0 s against 8.8 s locally (benchmarks/past_one_machine.py, 0.55x); unpinned, the Ray
+# run of 128 photos took 6.0 s against 4.7 s locally (/tmp check, 2026-12-06).
 
 
 def import_openvino():
@@ -91,6 +100,8 @@ class OpenVinoModel:
         config = dict(CPU_CONFIG)
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+            if int(threads) < usable_cores():
+                config["ENABLE_CPU_PINNING"] = False  # PINNING_NOTE
         config.update(properties or {})
         t0 = time.perf_counter()
         try:

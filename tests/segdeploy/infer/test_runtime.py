@@ -230,3 +230,19 @@ def test_openvino_leaves_the_signal_stack_it_found(tmp_path: Path) -> None:
                          env=subprocess_env(), timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["kept", "ctrl-c"], run.stdout
+
+
+def test_openvino_pins_threads_only_when_it_has_every_core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fewer threads than cores, other processes share the machine (Ray actors, --shard workers): OpenVINO
+    would pin each one to the same first cores."""
+    from segdeploy.infer import openvino_runtime
+
+    path = build_colour_model(tmp_path / "m.onnx")
+    monkeypatch.setattr(openvino_runtime, "usable_cores", lambda: 4)
+    shared = openvino_runtime.OpenVinoModel(path, threads=1)
+    assert shared.compiled.get_property("ENABLE_CPU_PINNING") is False
+    own = openvino_runtime.OpenVinoModel(path, threads=4)
+    default = openvino_runtime.OpenVinoModel(path)
+    ov_default = openvino.Core().get_property("CPU", "ENABLE_CPU_PINNING")
+    assert own.compiled.get_property("ENABLE_CPU_PINNING") == default.compiled.get_property("ENABLE_CPU_PINNING") \
+        == ov_default  # OpenVINO's own default where the process has the machine
