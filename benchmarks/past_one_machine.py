@@ -37,12 +37,16 @@ sys.path.insert(0, str(HERE))
 
 
 def photos(data: Path, count: int, into: Path) -> list[Path]:
-    """The first `count` coco-mini photos (validation, then test, then train), copied into `into`."""
+    """The first `count` coco-mini photos (validation, then test, then train), copied into `into`; past the 258 of
+    coco-mini they come round again under new names (`2-<name>`, ...), for runs long enough that a fixed start
+    cost weighs little."""
     chosen = [p for split in ("validation", "test", "train") for p in sorted((data / split / "data").glob("*.jpg"))]
-    if len(chosen) < count:
-        raise SystemExit(f"{data}: fewer than {count} photos")
+    if not chosen:
+        raise SystemExit(f"{data}: no photos")
     into.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copyfile(p, into / p.name)) for p in chosen[:count]]
+    names = [(p, p.name if i < len(chosen) else f"{i // len(chosen) + 1}-{p.name}")
+             for i, p in ((i, chosen[i % len(chosen)]) for i in range(count))]
+    return [Path(shutil.copyfile(p, into / name)) for p, name in names]
 
 
 @contextlib.contextmanager
