@@ -137,9 +137,10 @@ def end_to_end(ref: ModelRef, config: BenchConfig, entries: list[BackendEntry], 
     precisions = [p for p in ("fp32", "int8") if ref.onnx.get(p) is not None]
     if not precisions:
         return EndToEnd.skipped("no FP32 or INT8 ONNX model")
+    runtimes = list(dict.fromkeys(config.runtime))  # each once, in the order given
     runs = [_e2e_run(ref, config, runtime, precision, entries, images, echo)
-            for runtime in dict.fromkeys(config.runtime) for precision in precisions]
-    return EndToEnd(status=OK, photos=str(config.photos), runtime=",".join(dict.fromkeys(config.runtime)), runs=runs)
+            for runtime in runtimes for precision in precisions]
+    return EndToEnd(status=OK, photos=str(config.photos), runtime=",".join(runtimes), runs=runs)
 
 
 def _e2e_run(ref: ModelRef, config: BenchConfig, runtime: str, precision: str, entries: list[BackendEntry],

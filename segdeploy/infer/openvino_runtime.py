@@ -6,8 +6,7 @@ would run them in bf16 and FP32 masks would no longer match onnxruntime's); the 
 thread on one request); `threads` as INFERENCE_NUM_THREADS; with fewer threads than the usable cores, no thread
 pinning (ENABLE_CPU_PINNING off): the other cores are then for other processes, and OpenVINO pins each process to
 the same first cores (two Ray actors of one thread each on two cores ran at half speed, see PINNING_NOTE).
-Dynamic shapes stay dynamic: the plugin compiles a
-kernel set per input shape on first sight and reuses it.
+Dynamic shapes stay dynamic: the plugin compiles a kernel set per input shape on first sight and reuses it.
 """
 
 from __future__ import annotations
@@ -32,9 +31,9 @@ DEVICE = "CPU"
 CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}  # the module docstring says why
 
 
-# PINNING_NOTE: `segdeploy batch --engine ray` on 2 cores runs 2 actors of 1 thread each. Pinned, both ran on the same
-# core: 256 photos took 16.0 s against 8.8 s locally (benchmarks/past_one_machine.py, 0.55x); unpinned, the Ray
-# run of 128 photos took 6.0 s against 4.7 s locally (/tmp check, 2026-12-06).
+# PINNING_NOTE: `segdeploy batch --engine ray` on 2 cores runs 2 actors of 1 thread each. Pinned, both ran on one
+# core: Ray 0.553x the local run's images/s over 256 photos (benchmarks/past_one_machine.py); unpinned, 0.807x
+# there and 0.951x over 1024 photos (benchmarks/results/past_one_machine*.json, 2026-12-06).
 
 
 def import_openvino():

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -163,8 +163,12 @@ def _measure(path: str | Path, threads: int | None, batch_size: int, expected_im
     t0 = time.perf_counter()
     models["onnxruntime"] = ENGINES["onnxruntime"].open(path, threads)
     x = np.random.default_rng(0).standard_normal((batch_size, 3, *case.input_size), dtype=np.float32)
-    warm_up: dict[str, float] = {}
-    failed = {name: problem for name, m in models.items() if (problem := _try_run(m, x, warm_up)) is not None}
+    failed, warm_up = {}, {}
+    for name, m in models.items():
+        start = time.perf_counter()
+        if (problem := _try_run(m, x)) is not None:
+            failed[name] = problem
+        warm_up[name] = time.perf_counter() - start
     if failed:
         chosen = next((name for name in models if name not in failed), "openvino")
         why = "; ".join(f"{name} failed on a batch of {batch_size}: {problem}" for name, problem in failed.items())
@@ -179,13 +183,11 @@ def _measure(path: str | Path, threads: int | None, batch_size: int, expected_im
     return models[chosen], record, record.reason(cached=False)
 
 
-def _try_run(model: Model, x: np.ndarray, seconds: dict[str, float]) -> str | None:
-    """Run once (the warm-up, its time into `seconds`); None, or the first line of the engine's error. The model's
-    own output check (a ToolError: an unusable model) is raised."""
+def _try_run(model: Model, x: np.ndarray) -> str | None:
+    """Run once (the warm-up); None, or the first line of the engine's error. The model's own output check
+    (a ToolError: an unusable model) is raised."""
     try:
-        start = time.perf_counter()
         model.run(x)
-        seconds[model.runtime] = time.perf_counter() - start
     except ToolError:
         raise
     except Exception as e:  # the engines raise their own exception types
@@ -194,7 +196,7 @@ def _try_run(model: Model, x: np.ndarray, seconds: dict[str, float]) -> str | No
 
 
 def _rounds(models: dict[str, Model], x: np.ndarray, t0: float, expected_images: int | None,
-            rewarm: set[str] = frozenset()) -> dict[str, list]:
+            rewarm: Collection[str] = ()) -> dict[str, list]:
     """Seconds per run of each model, MIN_ROUNDS to MAX_ROUNDS alternating rounds, stopping at the budget; one
     round only when opening and warming up already took BASE_SECONDS (a model of seconds per batch). A model in
     `rewarm` gets an untimed run just before each timed one (REWARM_BELOW_SECONDS)."""
