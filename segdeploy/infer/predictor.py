@@ -176,19 +176,23 @@ class Predictor:
     crops), "off" (stretched) or a window size in photo pixels, with `tile_overlap` (fraction of the window
     side); `batch_size`: images (or windows) per model call; `channels`: the order of arrays' channels, "bgr"
     (OpenCV's, the default) or "rgb"; `tta`: "off" or "flip" (segtrain.evaluation.with_tta: twice the model
-    runs, the logits of each photo averaged with its mirror image's).
+    runs, the logits of each photo averaged with its mirror image's); `spinning`: whether onnxruntime's threads
+    spin-wait for work, the fastest for one call at a time; False (what `segdeploy batch` uses) leaves the cores
+    to the decode and write threads of `predict_iter` over many images (segdeploy.infer.runtime.SPINNING_NOTE).
     """
 
     def __init__(self, model: str | os.PathLike, provider: str = "auto", threads: int | None = None,
                  runtime: str = "auto", tile: str | int = TILE_AUTO, tile_overlap: float = DEFAULT_TILE_OVERLAP,
                  batch_size: int = DEFAULT_BATCH_SIZE, channels: str = CHANNELS[0], tta: str = "off",
-                 expected_images: int | None = None, note: Callable[[str], None] | None = None) -> None:
+                 expected_images: int | None = None, note: Callable[[str], None] | None = None,
+                 spinning: bool = True) -> None:
         batch_size = check_argument("batch_size", batch_size, int, RUN_BATCH_SIZE)
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
         self.tiling = Tiling(tile, tile_overlap)
         self.model = open_chosen(Path(model), runtime=runtime, provider=provider, threads=threads,
-                                 batch_size=int(batch_size), expected_images=expected_images, note=note)
+                                 batch_size=int(batch_size), expected_images=expected_images, note=note,
+                                 spinning=spinning)
         self.spec: ModelSpec = self.model.spec
         self.tiling.check(self.spec)
         self.batch_size = int(batch_size)

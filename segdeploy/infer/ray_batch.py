@@ -84,7 +84,7 @@ class PredictActor:
         self.settings = settings
         self.predictor = Predictor(settings.model, provider=settings.provider, threads=settings.threads,
                                    runtime=settings.runtime, tile=fp.tile, tile_overlap=fp.tile_overlap,
-                                   batch_size=settings.batch_size, tta=fp.tta)
+                                   batch_size=settings.batch_size, tta=fp.tta, spinning=False)
         self.out_dir = location(settings.out_dir)
         self.writer = ImageWriter(self.predictor.spec, self.out_dir, fp, None, None)
 

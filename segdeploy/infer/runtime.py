@@ -61,14 +61,24 @@ def gpu_provider_available(provider: str) -> bool:
     return any(p in ort.get_available_providers() for p in GPU_PROVIDERS)
 
 
+# Why the overlapped pipeline of `segdeploy batch` opens onnxruntime with spinning=False (a Predictor may too).
+SPINNING_NOTE = """onnxruntime's pool threads spin-wait for work, between a run's operators and after it: the
+fastest for one call at a time, but where decode and write threads share the cores the spinning takes their time.
+On the project's 2-core machine (benchmarks/results/onnxruntime_spinning_*.json: DeepLabV3-ResNet18 at 256 px,
+batch 4, 2 threads, the settings interleaved in one process), `segdeploy batch` without spinning ran INT8 over
+258 photos at 25.39 against 23.52 images/s (+8%) and FP32 over 52 at 10.23 against 9.97 (+2.6%); model-only at
+batch 1, without spinning was 3 to 4% slower."""
+
+
 class OnnxModel:
-    """One onnxruntime session plus the spec that says how to feed it."""
+    """One onnxruntime session plus the spec that says how to feed it. `spinning=False`: its threads sleep
+    while they wait for work (SPINNING_NOTE)."""
 
     runtime = "onnxruntime"
     runtime_reason = "--runtime onnxruntime"  # open_model says why when it chose
 
     def __init__(self, path: str | Path, provider: str = "auto", threads: int | None = None,
-                 graph_optimization: str = "all") -> None:
+                 graph_optimization: str = "all", spinning: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -78,6 +88,9 @@ class OnnxModel:
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        if not spinning:  # see SPINNING_NOTE
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         levels = dict(zip(GRAPH_OPTIMIZATION_LEVELS, (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                                       ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                                       ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -140,17 +153,18 @@ def resolve_runtime(runtime: str = "auto", provider: str = "auto") -> RuntimeCho
 
 
 def open_model(path: str | Path, runtime: str = "auto", provider: str = "auto", threads: int | None = None,
-               graph_optimization: str = "all") -> Model:
+               graph_optimization: str = "all", spinning: bool = True) -> Model:
     """A loaded model behind the one interface the inference path uses: `.spec`, `.provenance`,
     `.metadata`, `.path`, `.run(batch)`, `.providers`, `.session_seconds`, `.runtime`, and
     `.runtime_reason` (why that engine). `runtime` is one of RUNTIME_CHOICES (see resolve_runtime);
-    `provider` and `graph_optimization` are onnxruntime settings."""
+    `provider`, `graph_optimization` and `spinning` (SPINNING_NOTE) are onnxruntime settings."""
     if threads is not None:
         threads = check_argument("threads", threads, int, THREADS)
     choice = resolve_runtime(runtime, provider)
     if choice.runtime == "openvino":
         model: Model = OpenVinoModel(path, threads=threads)
     else:
-        model = OnnxModel(path, provider=provider, threads=threads, graph_optimization=graph_optimization)
+        model = OnnxModel(path, provider=provider, threads=threads, graph_optimization=graph_optimization,
+                          spinning=spinning)
     model.runtime_reason = choice.reason
     return model

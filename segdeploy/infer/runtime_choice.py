@@ -17,7 +17,8 @@ costs the loser's warm-up and one run of each.
 
 Cache: the answer is remembered in CACHE_FILE in the tools' cache folder (segtrain.common.files.user_cache_dir:
 ~/.cache/segtrain, or $SEGTRAIN_CACHE_DIR; off: measure every time), per model file sha256, CPU, threads, batch
-size, input size and the two engines' versions, so a later run with the same settings opens one engine and
+size, input size, the two engines' versions and whether onnxruntime's threads spin (runtime.SPINNING_NOTE: not
+in the overlapped pipeline of `segdeploy batch`), so a later run with the same settings opens one engine and
 measures nothing. A cache that cannot be read is ignored (with a note) and replaced; one that cannot be written
 costs only the note.
 """
@@ -66,15 +67,15 @@ def _onnxruntime_version() -> str:
 
 
 class Engine(NamedTuple):
-    open: Callable[[str | Path, int | None], Model]  # (model file, threads) -> the model on the CPU
+    open: Callable[[str | Path, int | None, bool], Model]  # (model file, threads, spinning) -> the model on the CPU
     version: Callable[[], str]
 
 
 # The engines auto chooses between (tests put fakes here).
 ENGINES: dict[str, Engine] = {
-    "onnxruntime": Engine(lambda path, threads: OnnxModel(path, provider="cpu", threads=threads),
-                          _onnxruntime_version),
-    "openvino": Engine(lambda path, threads: OpenVinoModel(path, threads=threads), openvino_version),
+    "onnxruntime": Engine(lambda path, threads, spinning: OnnxModel(path, provider="cpu", threads=threads,
+                                                                    spinning=spinning), _onnxruntime_version),
+    "openvino": Engine(lambda path, threads, spinning: OpenVinoModel(path, threads=threads), openvino_version),
 }
 
 
@@ -93,11 +94,12 @@ class Measured(JsonRecord):
     timed_runs: int  # per engine
     seconds: float  # what the measurement cost, opening the second engine included
     measured_at: str = ""
+    spinning: bool = True  # onnxruntime's threads spin-wait (runtime.SPINNING_NOTE); entries before it did
 
     def same_case(self, other: Measured) -> bool:
-        return (self.model_sha256, self.cpu, self.threads, self.batch_size, tuple(self.input_size), self.versions) \
-            == (other.model_sha256, other.cpu, other.threads, other.batch_size, tuple(other.input_size),
-                other.versions)
+        return (self.model_sha256, self.cpu, self.threads, self.batch_size, tuple(self.input_size), self.versions,
+                self.spinning) == (other.model_sha256, other.cpu, other.threads, other.batch_size,
+                                   tuple(other.input_size), other.versions, other.spinning)
 
     def reason(self, cached: bool) -> str:
         """The reason a run reports: the choice and the two figures."""
@@ -116,20 +118,21 @@ class RuntimeCache(JsonRecord):
 
 def open_chosen(path: str | Path, runtime: str = "auto", provider: str = "auto", threads: int | None = None,
                 batch_size: int = 1, expected_images: int | None = None, note: Note | None = None,
-                remember: bool = True) -> Model:
+                remember: bool = True, spinning: bool = True) -> Model:
     """The model opened with the engine --runtime asks for; for auto on the CPU with both engines installed,
     the faster one here (measured, or remembered). `expected_images`: how many images the job runs (its
     expected time sizes the measurement); `note`: where a cache that cannot be read or written is said (default:
     the "segdeploy" logger); `remember=False`: neither read nor write the cache (measure now). The model's
-    `runtime_reason` says which engine and why (with both figures): what runs report."""
+    `runtime_reason` says which engine and why (with both figures): what runs report. `spinning`: onnxruntime's
+    (runtime.SPINNING_NOTE); it is measured as it will run."""
     choice = resolve_runtime(runtime, provider)
     if runtime != "auto" or choice.runtime != "openvino":  # pinned, on a GPU, or one engine installed
-        return open_model(path, runtime=runtime, provider=provider, threads=threads)
+        return open_model(path, runtime=runtime, provider=provider, threads=threads, spinning=spinning)
     say = note or _log.info
-    case = _case(path, threads, batch_size)
+    case = _case(path, threads, batch_size, spinning)
     cached = _lookup(case, say) if remember else None
     if cached is not None:
-        model = ENGINES[cached.chosen].open(path, threads)
+        model = ENGINES[cached.chosen].open(path, threads, spinning)
         model.runtime_reason = cached.reason(cached=True)
     else:
         model, measured, reason = _measure(path, threads, batch_size, expected_images, case)
@@ -139,13 +142,13 @@ def open_chosen(path: str | Path, runtime: str = "auto", provider: str = "auto",
     return model
 
 
-def _case(path: str | Path, threads: int | None, batch_size: int) -> Measured:
+def _case(path: str | Path, threads: int | None, batch_size: int, spinning: bool = True) -> Measured:
     """A Measured with the key fields filled (the result fields empty); ModelLoadError for a bad model file."""
     spec = read_model_metadata(path).spec
     return Measured(model_sha256=file_sha256(path), cpu=_cpu(), threads=threads, batch_size=batch_size,
                     input_size=tuple(spec.input_size),
                     versions={name: engine.version() for name, engine in ENGINES.items()},
-                    chosen="", images_per_second={}, timed_runs=0, seconds=0.0)
+                    chosen="", images_per_second={}, timed_runs=0, seconds=0.0, spinning=spinning)
 
 
 def _cpu() -> str:
@@ -159,9 +162,9 @@ def _measure(path: str | Path, threads: int | None, batch_size: int, expected_im
     reason). The time spent counts from opening the second engine (the job opens one anyway). An engine that
     cannot run the job's batch (a fixed batch size, an operator it lacks) loses; when neither can, the rule's
     engine is returned for the job to report its error; neither case is remembered."""
-    models = {"openvino": ENGINES["openvino"].open(path, threads)}
+    models = {"openvino": ENGINES["openvino"].open(path, threads, case.spinning)}
     t0 = time.perf_counter()
-    models["onnxruntime"] = ENGINES["onnxruntime"].open(path, threads)
+    models["onnxruntime"] = ENGINES["onnxruntime"].open(path, threads, case.spinning)
     x = np.random.default_rng(0).standard_normal((batch_size, 3, *case.input_size), dtype=np.float32)
     failed, warm_up = {}, {}
     for name, m in models.items():

@@ -195,7 +195,8 @@ def run_batch(config: BatchConfig, log: Callable[[str], None] = _log_to_stderr) 
         connect(config.ray_address)  # a cluster that cannot be reached is one line before anything is written
     predictor = Predictor(config.model, provider=config.provider, threads=config.threads, runtime=config.runtime,
                           tile=config.tile, tile_overlap=config.tile_overlap, batch_size=config.batch_size,
-                          tta=config.tta, expected_images=len(plan.jobs), note=log)
+                          tta=config.tta, expected_images=len(plan.jobs), note=log,
+                          spinning=False)  # decode and write threads share the cores (runtime.SPINNING_NOTE)
     truth, ids = _ground_truth_and_ids(config, plan, predictor)
     fingerprint = Fingerprint(file_sha256(predictor.path), config.alpha, config.save, config.legend,
                               predictor.tiling.tile, predictor.tiling.overlap, config.tta)

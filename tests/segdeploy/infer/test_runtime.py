@@ -105,6 +105,37 @@ def test_batch_says_which_runtime_ran(runtime_: str, model: Path, tmp_path: Path
     assert summary["provider"] == provider and f"on {provider} [--runtime {runtime_}]" in res.output
 
 
+def spinning_of(model: OnnxModel) -> str:
+    """A session's intra-op spinning setting: "0" when turned off, "default" when left to onnxruntime (spinning)."""
+    try:
+        return model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set
+        return "default"
+
+
+@pytest.mark.parametrize("runtime_", ["onnxruntime", "auto"])
+def test_batch_opens_onnxruntime_without_spinning_threads(runtime_: str, model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch pipeline's decode and write threads share the cores with the model (runtime.SPINNING_NOTE): its
+    sessions, and those auto measures, let their threads sleep; a model opened for one call at a time spins."""
+    monkeypatch.setenv("SEGTRAIN_CACHE_DIR", str(tmp_path / "cache"))
+    opened: list[OnnxModel] = []
+    real_init = OnnxModel.__init__
+
+    def spy(self: OnnxModel, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(OnnxModel, "__init__", spy)
+    save(half_image(40, 40, 0), tmp_path / "in" / "a.png")
+    res = CliRunner().invoke(main, ["batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--model",
+                                    str(model), "--runtime", runtime_, "--threads", "2", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert [spinning_of(m) for m in opened] == ["0"]  # auto: the one it measured against OpenVINO
+    assert spinning_of(OnnxModel(model, provider="cpu")) == "default"
+    assert spinning_of(open_model(model, runtime="onnxruntime", spinning=False)) == "0"
+
+
 def test_openvino_missing_is_one_line_naming_the_extra(model: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)

@@ -55,7 +55,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch):
         log = {"opened": [], "runs": {"onnxruntime": 0, "openvino": 0}}
         for (name, seconds), version in zip((("onnxruntime", ort), ("openvino", ov)), versions, strict=True):
             monkeypatch.setitem(ENGINES, name, Engine(
-                lambda path, threads, name=name, seconds=seconds: FakeModel(name, Path(path), seconds, log),
+                lambda path, threads, spinning, name=name, seconds=seconds: FakeModel(name, Path(path), seconds, log),
                 lambda version=version: version))
         return log
     return install
@@ -91,7 +91,7 @@ def test_a_second_run_uses_the_cache_and_opens_one_engine(model: Path, cache: Pa
     assert again.runtime_reason.endswith("cached measurement)") and notes == []
 
 
-@pytest.mark.parametrize("change", ["threads", "batch", "model", "versions", "cpu"])
+@pytest.mark.parametrize("change", ["threads", "batch", "model", "versions", "cpu", "spinning"])
 def test_another_case_measures_again(change: str, model: Path, cache: Path, fakes, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     fakes(0.001, 0.004)
@@ -102,7 +102,7 @@ def test_another_case_measures_again(change: str, model: Path, cache: Path, fake
     if change == "cpu":
         monkeypatch.setattr(runtime_choice, "cpu_name", lambda: "Another CPU")
     open_chosen(other if change == "model" else model, threads=2 if change == "threads" else 1,
-                batch_size=4 if change == "batch" else 1, note=lambda _: None)
+                batch_size=4 if change == "batch" else 1, note=lambda _: None, spinning=change != "spinning")
     assert log["runs"]["onnxruntime"] >= 1 + runtime_choice.MIN_ROUNDS
     assert len(json.loads(cache.read_text())["entries"]) == 2  # both cases remembered
 
@@ -202,7 +202,7 @@ def test_predictor_and_batch_measure_the_real_engines_once(model: Path, tmp_path
     pytest.importorskip("openvino", reason="the openvino extra is not installed")
     monkeypatch.setenv("SEGTRAIN_CACHE_DIR", str(tmp_path / "cache"))
     notes: list[str] = []
-    predictor = Predictor(model, threads=1, batch_size=1, note=notes.append)
+    predictor = Predictor(model, threads=1, batch_size=1, note=notes.append, spinning=False)  # as batch opens it
     entry = Measured.decode(json.loads((tmp_path / "cache" / CACHE_FILE).read_text())["entries"][0])
     rates = entry.images_per_second
     assert predictor.model.runtime == entry.chosen == max(rates, key=rates.__getitem__)
