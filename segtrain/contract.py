@@ -356,6 +356,11 @@ def _resize_plane(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(np.ascontiguousarray(plane), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
+# OpenCV 5 reads a Python number beside an array of shape (1, 1) or (4, 1) as that array's 4-element Scalar, not
+# as a value for every pixel: cv2.bitwise_and(a, 2) of a 1x1 array gives a 4x1 one, cv2.divide(1.0, a) garbage.
+# So operations of an array with a number use NumPy here (a 1-pixel or a 4x1-pixel image got a wrong mask).
+
+
 def argmax_planes(planes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 index of the largest plane per pixel, that largest value); ties go to the lower index.
 
@@ -366,7 +371,7 @@ def argmax_planes(planes: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]
     for k in range(1, len(planes)):
         greater = cv2.compare(planes[k], best, cv2.CMP_GT)  # 255 where class k wins so far
         cv2.bitwise_and(index, cv2.bitwise_not(greater), dst=index)
-        cv2.bitwise_or(index, cv2.bitwise_and(greater, k), dst=index)
+        cv2.bitwise_or(index, np.bitwise_and(greater, np.uint8(k)), dst=index)  # NumPy: see above
         cv2.max(best, planes[k], dst=best)
     return index, best
 
@@ -384,7 +389,55 @@ def _exp_sum(planes: Sequence[np.ndarray], best: np.ndarray) -> np.ndarray:
 
 def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int | None = None,
                    keep: tuple[int, int] | None = None) -> np.ndarray:
-    """CxHxW logits -> uint8 class mask of `size` (height, width): resize first, then arg-max."""
+    """CxHxW logits -> uint8 class mask of `size` (height, width): the arg-max of the logits resized (bilinear,
+    half-pixel centres; ties to the lower class), only the top-left `keep` of it (default: all).
+
+    Without resizing every class plane: each output pixel is a weighted sum, with weights >= 0, of its four
+    source pixels (its bilinear taps), and such a sum of score vectors whose largest entry is the same class has
+    that class largest too. So a pixel whose four taps share their arg-max takes it, and only the pixels whose
+    taps disagree (near a class boundary: about 1% of a 640x480 coco-mini photo's) are interpolated, with
+    `resize_logits`'s arithmetic, at most `max_band_pixels` (default MAX_BAND_VALUES over the class count) at
+    a time; logits noisier than MAX_UNSURE_SHARE are resized whole (`_mask_from_bands`). The mask is the
+    resized logits' arg-max except where two classes tie to float rounding. A 640x480 coco-mini photo from
+    256 px logits: 1.2 against 2.8 ms for resizing every plane.
+    """
+    if logits.ndim != 3:
+        raise ValueError(f"expected CxHxW logits, got shape {logits.shape}")
+    logits = logits.astype(np.float32, copy=False)
+    c, h, w = logits.shape
+    keep_h, keep_w = keep or size
+    low = argmax_planes([logits[k] for k in range(c)])[0]
+    below, right = np.vstack([low[1:], low[-1:]]), np.hstack([low[:, 1:], low[:, -1:]])
+    agree = (low == below) & (low == right) & (low == np.hstack([below[:, 1:], below[:, -1:]]))
+    if agree.size and 1.0 - np.count_nonzero(agree) / agree.size > MAX_UNSURE_SHARE:
+        return _mask_from_bands(logits, size, max_band_pixels, keep)  # noisy logits: resizing is faster
+    code = np.where(agree, low, np.uint8(UNSURE))  # the class of the taps from (i, j) to (i+1, j+1), or UNSURE
+    ylo, yhi, yf = (taps[:keep_h] for taps in _linear_taps(size[0], h))
+    xlo, xhi, xf = (taps[:keep_w] for taps in _linear_taps(size[1], w))
+    mask = np.take(np.take(code, ylo, axis=0), xlo, axis=1)
+    unsure = np.flatnonzero(mask == UNSURE)
+    step = max(1, max_band_pixels or MAX_BAND_VALUES // max(c, 1))
+    flat = logits.reshape(c, h * w)
+    for start in range(0, len(unsure), step):
+        at = unsure[start:start + step]
+        ys, xs = np.divmod(at, keep_w)
+        top, bottom, fy, x0, x1, fx = ylo[ys] * w, yhi[ys] * w, yf[ys], xlo[xs], xhi[xs], xf[xs]
+        top_left, top_right = flat.take(top + x0, axis=1), flat.take(top + x1, axis=1)
+        left = top_left + (flat.take(bottom + x0, axis=1) - top_left) * fy  # resize_logits: rows, then columns
+        right = top_right + (flat.take(bottom + x1, axis=1) - top_right) * fy
+        mask.flat[at] = (left + (right - left) * fx).argmax(0)
+    return mask
+
+
+UNSURE = 255  # logits_to_mask's mark of a pixel whose taps disagree (a class 255 so marked is interpolated: itself)
+# Above this share of source cells whose taps disagree, logits_to_mask resizes every plane instead: interpolating
+# one pixel alone costs about 20 times one pixel of OpenCV's resize (176 against 7.5 to 15 ns, 5 classes).
+MAX_UNSURE_SHARE = 0.04
+
+
+def _mask_from_bands(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int | None = None,
+                     keep: tuple[int, int] | None = None) -> np.ndarray:
+    """logits_to_mask by resizing every class plane, band by band, then the arg-max."""
     keep_h, keep_w = keep or size
     mask = np.empty((keep_h, keep_w), dtype=np.uint8)
     for rows, planes in logit_bands(logits, size, keep, max_band_pixels):
@@ -396,15 +449,14 @@ def logits_to_mask_and_confidence(logits: np.ndarray, size: tuple[int, int], max
                                   keep: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The class mask and each pixel's confidence: the softmax probability of its winning class (float32).
 
-    Same resize and arg-max as `logits_to_mask`; the softmax is taken over the resized logits.
+    The mask is `logits_to_mask`'s; the softmax is taken over the resized logits.
     """
     keep_h, keep_w = keep or size
-    mask = np.empty((keep_h, keep_w), dtype=np.uint8)
     confidence = np.empty((keep_h, keep_w), dtype=np.float32)
     for rows, planes in logit_bands(logits, size, keep, max_band_pixels):
-        mask[rows], best = argmax_planes(planes)
-        cv2.divide(1.0, _exp_sum(planes, best), dst=confidence[rows])
-    return mask, confidence
+        best = argmax_planes(planes)[1]
+        np.divide(np.float32(1.0), _exp_sum(planes, best), out=confidence[rows])  # NumPy: see above
+    return logits_to_mask(logits, size, max_band_pixels, keep), confidence
 
 
 def logits_to_probabilities(logits: np.ndarray, size: tuple[int, int], max_band_pixels: int | None = None,

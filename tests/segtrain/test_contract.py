@@ -8,7 +8,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from fuzzing import budget
+from hypothesis import given
+from hypothesis import strategies as st
 
+from segtrain import contract
 from segtrain.contract import (
     ModelSpec,
     argmax_planes,
@@ -93,6 +97,49 @@ def test_logits_to_mask_places_a_square_where_it_was():
     assert mask[40, 40] == 1 and mask[5, 5] == 0 and mask[75, 40] == 0
     ys, xs = np.nonzero(mask)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (20, 59, 20, 59)
+
+
+def smooth_logits(classes: int, cells: tuple[int, int], size: tuple[int, int], seed: int) -> np.ndarray:
+    """Logits as a model gives them: random scores on a coarse grid of `cells`, resized smoothly to `size`."""
+    coarse = np.random.default_rng(seed).normal(size=(*cells, classes)).astype(np.float32)
+    fine = cv2.resize(coarse, (size[1], size[0]), interpolation=cv2.INTER_CUBIC).reshape(*size, classes)
+    return np.ascontiguousarray(fine.transpose(2, 0, 1))
+
+
+@given(classes=st.integers(2, 6), cells=st.tuples(st.integers(1, 6), st.integers(1, 6)),
+       logit_size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+       size=st.tuples(st.integers(1, 150), st.integers(1, 150)), keep=st.tuples(st.floats(0, 1), st.floats(0, 1)),
+       band=st.sampled_from([None, 1, 7, 500]), seed=st.integers(0, 2**16))
+@budget(40)
+def test_the_mask_is_the_argmax_of_the_resized_logits(classes: int, cells: tuple[int, int],
+                                                      logit_size: tuple[int, int], size: tuple[int, int],
+                                                      keep: tuple[float, float], band: int | None, seed: int) -> None:
+    """Smooth or noisy, up or down, whole or its top-left part, in any chunks: the arg-max of resize_logits."""
+    logits = smooth_logits(classes, cells, logit_size, seed)
+    kept = (max(1, round(keep[0] * size[0])), max(1, round(keep[1] * size[1])))
+    expected = resize_logits(logits, size)[:, :kept[0], :kept[1]].argmax(0)
+    np.testing.assert_array_equal(logits_to_mask(logits, size, max_band_pixels=band, keep=kept), expected)
+    np.testing.assert_array_equal(logits_to_mask_and_confidence(logits, size, band, kept)[0], expected)
+
+
+def test_only_pixels_near_a_class_boundary_are_interpolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Smooth logits never resize every class plane (the slow way); noisy ones do."""
+    resized_whole = []
+    real = contract._mask_from_bands
+    monkeypatch.setattr(contract, "_mask_from_bands", lambda *a, **k: resized_whole.append(1) or real(*a, **k))
+    logits = smooth_logits(5, (3, 3), (128, 128), seed=5)  # 2.6% of the cells have taps that disagree
+    mask = logits_to_mask(logits, (480, 640))
+    assert resized_whole == [] and len(np.unique(mask)) > 2
+    np.testing.assert_array_equal(mask, real(logits, (480, 640)))
+    noisy = np.random.default_rng(6).normal(size=(5, 64, 64)).astype(np.float32)
+    np.testing.assert_array_equal(logits_to_mask(noisy, (100, 90)), resize_logits(noisy, (100, 90)).argmax(0))
+    assert resized_whole == [1]
+    scores = np.zeros((256, 60, 60), np.float32)
+    scores[255, :30], scores[7, 30:] = 1.0, 1.0  # class 255 (a model of 256 classes) is not taken for a mark
+    mask = logits_to_mask(scores, (90, 90))
+    np.testing.assert_array_equal(mask, resize_logits(scores, (90, 90)).argmax(0))
+    assert set(np.unique(mask)) == {7, 255}
+    assert resized_whole == [1]
 
 
 def test_colorize_and_overlay():
