@@ -216,7 +216,7 @@ def merge_runs(docs: dict[str, BenchReport], notes: dict[str, str], command: str
     order = [m.name for m in models if m.name in docs or m.name in earlier.runs]
     return ({n: docs[n] if n in docs else earlier.runs[n] for n in order},
             {n: notes[n] if n in notes else earlier.checkpoints[n] for n in order},
-            earlier.command, [*earlier.reruns, command])
+            earlier.command, [*(c for c in earlier.reruns if c != command), command])  # the same rerun: once
 
 
 def write_results(docs: dict[str, BenchReport], notes: dict[str, str], command: str, out: Path,
@@ -228,13 +228,15 @@ def write_results(docs: dict[str, BenchReport], notes: dict[str, str], command: 
     parts = ["# segdeploy benchmark suite", "", f"Suite command: `{command}` (from the repository root).", ""]
     parts += [f"Then rerun: `{c}` (its models' sections replace those of the suite run)." for c in reruns]
     parts += ["", "Each section is one `segdeploy bench` process; ratios compare backends measured in that same "
-              "process, with the same threads. See [README.md](README.md) for what is measured and how.", ""]
-    summary = ["| model | target | size | measured | bar | met |", "|---|---|---|---:|---:|---|"]
+              "process, with the same threads. After a rerun, sections may come from different machines: each "
+              "names its own (and the table below). See [README.md](README.md) for what is measured and how.", ""]
+    summary = ["| model | machine, day | target | size | measured | bar | met |", "|---|---|---|---|---:|---:|---|"]
     for name, report in docs.items():
+        where = f"{report.machine.cpu}, {report.created[:10]}"
         for model in report.models:
             for t in targets(model):
                 size = f"{t.image_size[0]}x{t.image_size[1]}" if t.image_size else "-"
-                summary.append(f"| {name} | {t.target} | {size} | {t.measured:.2f} | {t.threshold:g} | "
+                summary.append(f"| {name} | {where} | {t.target} | {size} | {t.measured:.2f} | {t.threshold:g} | "
                                f"{'yes' if t.met else '**no**'} |")
     parts += ["## Targets", ""] + summary + [""]
     for name, report in docs.items():

@@ -398,8 +398,8 @@ def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: i
     taps disagree (near a class boundary: about 1% of a 640x480 coco-mini photo's) are interpolated, with
     `resize_logits`'s arithmetic, at most `max_band_pixels` (default MAX_BAND_VALUES over the class count) at
     a time; logits noisier than MAX_UNSURE_SHARE are resized whole (`_mask_from_bands`). The mask is the
-    resized logits' arg-max except where two classes tie to float rounding. A 640x480 coco-mini photo from
-    256 px logits: 1.2 against 2.8 ms for resizing every plane.
+    resized logits' arg-max except where two classes tie to float rounding. A coco-mini photo from 256 px logits
+    of the trained light model: 0.75 against 2.84 ms for resizing every plane (benchmarks/mask_speed.py).
     """
     if logits.ndim != 3:
         raise ValueError(f"expected CxHxW logits, got shape {logits.shape}")

@@ -64,10 +64,10 @@ def gpu_provider_available(provider: str) -> bool:
 # Why the overlapped pipeline of `segdeploy batch` opens onnxruntime with spinning=False (a Predictor may too).
 SPINNING_NOTE = """onnxruntime's pool threads spin-wait for work, between a run's operators and after it: the
 fastest for one call at a time, but where decode and write threads share the cores the spinning takes their time.
-On the project's 2-core machine (benchmarks/results/onnxruntime_spinning_*.json: DeepLabV3-ResNet18 at 256 px,
-batch 4, 2 threads, the settings interleaved in one process), `segdeploy batch` without spinning ran INT8 over
-258 photos at 25.39 against 23.52 images/s (+8%) and FP32 over 52 at 10.23 against 9.97 (+2.6%); model-only at
-batch 1, without spinning was 3 to 4% slower."""
+On a quiet 2-core Intel Xeon with AMX (2026-12-06; benchmarks/results/onnxruntime_spinning_*.json: DeepLabV3-
+ResNet18 at 256 px, batch 4, 2 threads, the settings interleaved in one process), `segdeploy batch` without
+spinning ran INT8 over 258 photos at 25.39 against 23.52 images/s (+8%) and FP32 over 52 at 10.23 against 9.97
+(+2.6%); model-only at batch 1, without spinning was 3 to 4% slower."""
 
 
 class OnnxModel:

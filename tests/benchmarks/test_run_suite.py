@@ -46,6 +46,9 @@ def test_only_replaces_its_models_and_keeps_the_rest_in_suite_order(tmp_path: Pa
     assert list(docs) == names and docs[names[0]] is new and docs[names[1]].created == f"old {names[1]}"
     assert notes[names[0]] == "new" and notes[names[2]] == f"old {names[2]}"
     assert command == "python benchmarks/run_suite.py" and reruns == ["python benchmarks/run_suite.py --only x"]
+    again = suite.SuiteResults(**{**loaded.__dict__, "reruns": reruns})  # the same rerun again: listed once
+    assert suite.merge_runs({names[0]: new}, {names[0]: "new"}, "python benchmarks/run_suite.py --only x", again,
+                            suite.STANDARD)[3] == ["python benchmarks/run_suite.py --only x"]
     # a full run, or results of another suite (the quick one), start afresh
     assert suite.merge_runs({"a": new}, {"a": ""}, "c", None, suite.STANDARD) == ({"a": new}, {"a": ""}, "c", [])
     assert suite.earlier_results(tmp_path, suite.QUICK) is None
@@ -68,6 +71,8 @@ def test_recorded_results_read_back_as_they_were_written(tmp_path: Path, monkeyp
     assert json.loads((tmp_path / "results.json").read_text()) == original
     page = (tmp_path / "results.md").read_text()
     assert page.count("target met") + page.count("target **missed**") >= 10
+    machine = loaded.runs["deeplab_r18_256"].machine.cpu
+    assert f"| deeplab_r18_256 | {machine}, 20" in page  # each target row says where it was measured
 
 
 def test_main_with_only_passes_the_merged_results_to_the_writer(tmp_path: Path,
