@@ -187,6 +187,7 @@ class Predictor:
                  expected_images: int | None = None, note: Callable[[str], None] | None = None,
                  spinning: bool = True) -> None:
         batch_size = check_argument("batch_size", batch_size, int, RUN_BATCH_SIZE)
+        spinning = check_argument("spinning", spinning, bool, lambda v: None)  # "no" is not taken for True
         if channels not in CHANNELS:
             raise ValueError(f"channels must be one of {', '.join(CHANNELS)}, got {channels!r}")
         self.tiling = Tiling(tile, tile_overlap)

@@ -27,6 +27,8 @@ DARK = np.zeros((20, 24, 3), np.uint8)
     (dict(batch_size=0), "batch_size must be from 1 to 256, got 0"),
     (dict(batch_size=10**9), "batch_size must be from 1 to 256, got 1000000000"),
     (dict(batch_size="many"), "batch_size must be a whole number"),
+    (dict(spinning="maybe"), "spinning must be true or false, got 'maybe'"),
+    (dict(spinning=None), "spinning must be true or false, got None"),
 ])
 def test_predictor_numbers_out_of_range_are_a_value_error(model: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
