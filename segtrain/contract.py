@@ -397,7 +397,8 @@ def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: i
     that class largest too. So a pixel whose four taps share their arg-max takes it, and only the pixels whose
     taps disagree (near a class boundary: about 1% of a 640x480 coco-mini photo's) are interpolated, with
     `resize_logits`'s arithmetic, at most `max_band_pixels` (default MAX_BAND_VALUES over the class count) at
-    a time; logits noisier than MAX_UNSURE_SHARE are resized whole (`_mask_from_bands`). The mask is the
+    a time; logits noisier than MAX_UNSURE_SHARE, or larger than MAX_BAND_VALUES (a tile canvas), are resized
+    band by band as before (`_mask_from_bands`), so memory stays as bounded. The mask is the
     resized logits' arg-max except where two classes tie to float rounding. A coco-mini photo from 256 px logits
     of the trained light model: 0.75 against 2.84 ms for resizing every plane (benchmarks/mask_speed.py).
     """
@@ -405,6 +406,8 @@ def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: i
         raise ValueError(f"expected CxHxW logits, got shape {logits.shape}")
     logits = logits.astype(np.float32, copy=False)
     c, h, w = logits.shape
+    if c * h * w > MAX_BAND_VALUES:  # a tile canvas: its arg-max alone would pass the band's memory
+        return _mask_from_bands(logits, size, max_band_pixels, keep)
     keep_h, keep_w = keep or size
     low = argmax_planes([logits[k] for k in range(c)])[0]
     below, right = np.vstack([low[1:], low[-1:]]), np.hstack([low[:, 1:], low[:, -1:]])
@@ -415,11 +418,12 @@ def logits_to_mask(logits: np.ndarray, size: tuple[int, int], max_band_pixels: i
     ylo, yhi, yf = (taps[:keep_h] for taps in _linear_taps(size[0], h))
     xlo, xhi, xf = (taps[:keep_w] for taps in _linear_taps(size[1], w))
     mask = np.take(np.take(code, ylo, axis=0), xlo, axis=1)
-    unsure = np.flatnonzero(mask == UNSURE)
-    step = max(1, max_band_pixels or MAX_BAND_VALUES // max(c, 1))
+    step = max(keep_w, max_band_pixels or MAX_BAND_VALUES // max(c, 1))  # at least a row, as the bands
     flat = logits.reshape(c, h * w)
-    for start in range(0, len(unsure), step):
-        at = unsure[start:start + step]
+    for start in range(0, mask.size, step):  # pixels in chunks of `step`: each is also a bound on the unsure ones
+        at = start + np.flatnonzero(mask.reshape(-1)[start:start + step] == UNSURE)
+        if not len(at):
+            continue
         ys, xs = np.divmod(at, keep_w)
         top, bottom, fy, x0, x1, fx = ylo[ys] * w, yhi[ys] * w, yf[ys], xlo[xs], xhi[xs], xf[xs]
         top_left, top_right = flat.take(top + x0, axis=1), flat.take(top + x1, axis=1)

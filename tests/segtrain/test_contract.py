@@ -140,6 +140,9 @@ def test_only_pixels_near_a_class_boundary_are_interpolated(monkeypatch: pytest.
     np.testing.assert_array_equal(mask, resize_logits(scores, (90, 90)).argmax(0))
     assert set(np.unique(mask)) == {7, 255}
     assert resized_whole == [1]
+    monkeypatch.setattr(contract, "MAX_BAND_VALUES", logits.size - 1)  # logits as large as a tile canvas: in bands
+    np.testing.assert_array_equal(logits_to_mask(logits, (480, 640)), real(logits, (480, 640)))
+    assert resized_whole == [1, 1]
 
 
 def test_colorize_and_overlay():
