@@ -21,8 +21,9 @@ from segtrain.contract import ModelSpec
 
 FLOAT32 = 4
 # Peak bytes per pixel while decoding, rounded up from benchmarks/results/decode_memory.json (3000x2000 photos):
-# jpeg 18.31, png 18.18, webp 26.94, bmp 18.18, tiff 18.6.
-DECODE_BYTES_PER_PIXEL = {"jpeg": 19, "png": 19, "bmp": 19, "tiff": 19, "webp": 27}
+# jpeg 10.43, png 10.32, webp 19.04, bmp 10.32, tiff 10.72 (18.2 to 26.9 before load_image stopped copying the
+# pixels for the EXIF transpose and the RGB conversion when neither changes them).
+DECODE_BYTES_PER_PIXEL = {"jpeg": 11, "png": 11, "bmp": 11, "tiff": 11, "webp": 20}
 FORMAT_OF_SUFFIX = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff",
                     ".webp": "webp"}
 UNKNOWN_FORMAT_BYTES = max(DECODE_BYTES_PER_PIXEL.values())  # bytes in memory, a format told by content only

@@ -90,7 +90,7 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
     if im.mode in ("P", "PA") and "transparency" in im.info:
         im = im.convert("RGBA")
-    return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    return np.ascontiguousarray(np.asarray(im if im.mode == "RGB" else im.convert("RGB")))  # RGB: no copy first
 
 
 def load_image(path: str | Path, exif: bool = True, min_size: tuple[int, int] | None = None,
@@ -134,7 +134,7 @@ def _decoded(im: Image.Image, name: str | Path, exif: bool, min_size: tuple[int,
             warnings.simplefilter("ignore")
             im.load()
             if exif:
-                im = ImageOps.exif_transpose(im)
+                ImageOps.exif_transpose(im, in_place=True)  # in place: without a tag, no copy of the pixels
             return to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"{name}: cannot decode ({e})") from e

@@ -50,7 +50,7 @@ def test_the_batch_size_is_inside_the_budget(tmp_path: Path) -> None:
     spec = build_spec("tiny", "conv1x1", image_size=512)
     assert model_call_bytes(spec, 8) == 8 * (3 + 5) * 512 * 512 * 4
     images_budget(spec, 1, 64, 10)
-    with pytest.raises(Exception, match="pass --memory-budget 79 or more, or a smaller --batch-size"):
+    with pytest.raises(Exception, match="pass --memory-budget 77 or more, or a smaller --batch-size"):
         images_budget(spec, 8, 64, 10)
 
 

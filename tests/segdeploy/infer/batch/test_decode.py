@@ -76,10 +76,10 @@ def test_jpegs_are_decoded_smaller_only_when_no_output_needs_the_photo(model: Pa
 
 @pytest.mark.slow
 def test_peak_memory_follows_the_budget(model: Path, tmp_path: Path) -> None:
-    """Eight 12-megapixel images (tiny PNGs of one colour, 204 MB each in flight): with a 200 MB budget one is
+    """Twelve 12-megapixel images (tiny PNGs of one colour, 252 MB each in flight): with a 200 MB budget one is
     in flight at a time, with no budget to speak of most of them at once. Peak RSS of a fresh process, with two
     malloc arenas (glibc keeps freed memory in one arena per thread, which blurs the comparison)."""
-    for i in range(8):
+    for i in range(12):
         save(np.full((3000, 4000, 3), 60 + i, np.uint8), tmp_path / "in" / f"big{i}.png")
 
     def peak_mb(budget: int) -> float:
