@@ -22,7 +22,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from segdeploy.bench.timing import time_runs  # noqa: E402
 from segdeploy.infer.batch import run as batch_run  # noqa: E402
 from segdeploy.infer.runtime import OnnxModel  # noqa: E402
 
@@ -39,14 +39,7 @@ def model_only(model: Path, batch: int, threads: int, spinning: bool, runs: int)
     m = OnnxModel(model, provider="cpu", threads=threads, spinning=spinning)
     h, w = m.spec.input_size
     x = np.random.default_rng(0).standard_normal((batch, 3, h, w), dtype=np.float32)
-    m.run(x)
-    m.run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        m.run(x)
-        times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
+    return batch / (time_runs(lambda: m.run(x), runs, warmup=2).latency.p50 / 1e3)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from segdeploy.bench.timing import time_runs  # noqa: E402
 from segdeploy.infer import openvino_runtime  # noqa: E402
 from segdeploy.infer.pipeline import default_workers  # noqa: E402
 
@@ -44,14 +44,7 @@ VARIANTS = {  # name -> (CPU properties over openvino_runtime.CPU_CONFIG, decode
 
 def model_only(model: Path, x: np.ndarray, threads: int, runs: int) -> float:
     m = openvino_runtime.OpenVinoModel(model, threads=threads)
-    m.run(x)
-    m.run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        m.run(x)
-        times.append(time.perf_counter() - t0)
-    return len(x) / statistics.median(times)
+    return len(x) / (time_runs(lambda: m.run(x), runs, warmup=2).latency.p50 / 1e3)
 
 
 def end_to_end(model: Path, photos: Path, batch: int, threads: int, workers: int) -> float:

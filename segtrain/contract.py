@@ -453,7 +453,8 @@ def logits_to_mask_and_confidence(logits: np.ndarray, size: tuple[int, int], max
                                   keep: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The class mask and each pixel's confidence: the softmax probability of its winning class (float32).
 
-    The mask is `logits_to_mask`'s; the softmax is taken over the resized logits.
+    The mask is `logits_to_mask`'s, not the bands' own arg-max, so a photo's mask is the same bytes whichever
+    outputs are saved; the softmax is taken over the resized logits.
     """
     keep_h, keep_w = keep or size
     confidence = np.empty((keep_h, keep_w), dtype=np.float32)
